@@ -1,0 +1,284 @@
+//! A backend (one address and port a frontend sends traffic to) and how addresses are parsed.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The largest weight accepted; Apache's `loadfactor` tops out at 100.
+pub const MAX_WEIGHT: u32 = 100;
+
+/// An IP address or a host name, validated so that it can't carry config syntax.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// An IPv4 or IPv6 address.
+    Ip(IpAddr),
+    /// An RFC 1123 host name.
+    Host(String),
+}
+
+impl Address {
+    /// True for an IPv6 address (templates bracket it in `host:port` forms).
+    pub fn is_ipv6(&self) -> bool {
+        matches!(self, Address::Ip(IpAddr::V6(_)))
+    }
+}
+
+impl Ord for Address {
+    // IPs sort numerically (10.0.0.9 before 10.0.0.10), IPv4 before IPv6, then host names.
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (Address::Ip(a), Address::Ip(b)) => a.cmp(b),
+            (Address::Ip(_), Address::Host(_)) => Ordering::Less,
+            (Address::Host(_), Address::Ip(_)) => Ordering::Greater,
+            (Address::Host(a), Address::Host(b)) => a.cmp(b),
+        }
+    }
+}
+
+impl PartialOrd for Address {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Ip(ip) => write!(f, "{ip}"),
+            Address::Host(h) => f.write_str(h),
+        }
+    }
+}
+
+/// Why a string is not an address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// Empty string.
+    #[error("address is empty")]
+    Empty,
+    /// Neither an IP address nor a valid host name.
+    #[error("`{0}` is not an IP address or a valid host name")]
+    Invalid(String),
+    /// The port part is not a number from 1 to 65535.
+    #[error("`{0}` is not a port number (1-65535)")]
+    BadPort(String),
+}
+
+impl FromStr for Address {
+    type Err = AddressError;
+
+    fn from_str(s: &str) -> Result<Self, AddressError> {
+        if s.is_empty() {
+            return Err(AddressError::Empty);
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Address::Ip(ip));
+        }
+        if is_host_name(s) {
+            return Ok(Address::Host(s.to_ascii_lowercase()));
+        }
+        Err(AddressError::Invalid(s.to_string()))
+    }
+}
+
+impl Serialize for Address {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Address {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+// RFC 1123 labels: letters, digits and inner hyphens, 1-63 characters each, 253 in all. A name made
+// only of digits and dots is a malformed IPv4 address, not a host.
+fn is_host_name(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    if s.is_empty() || s.len() > 253 {
+        return false;
+    }
+    let labels_ok = s.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    });
+    labels_ok && !s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// Parses `ADDRESS`, `ADDRESS:PORT`, `[IPV6]:PORT` or a bare IPv6 address.
+pub fn parse_target(s: &str) -> Result<(Address, Option<u16>), AddressError> {
+    let s = s.trim();
+    if let Some(rest) = s.strip_prefix('[') {
+        let (ip, after) = rest
+            .split_once(']')
+            .ok_or_else(|| AddressError::Invalid(s.to_string()))?;
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|_| AddressError::Invalid(s.to_string()))?;
+        let port = match after {
+            "" => None,
+            p => Some(parse_port(
+                p.strip_prefix(':')
+                    .ok_or_else(|| AddressError::Invalid(s.to_string()))?,
+            )?),
+        };
+        return Ok((Address::Ip(ip), port));
+    }
+    // More than one colon and no brackets: a bare IPv6 address, no port.
+    if s.matches(':').count() > 1 {
+        return Ok((s.parse()?, None));
+    }
+    match s.split_once(':') {
+        Some((addr, port)) => Ok((addr.parse()?, Some(parse_port(port)?))),
+        None => Ok((s.parse()?, None)),
+    }
+}
+
+/// Parses a port number from 1 to 65535.
+pub fn parse_port(s: &str) -> Result<u16, AddressError> {
+    match s.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(AddressError::BadPort(s.to_string())),
+    }
+}
+
+/// One backend: where to send traffic, how much, and what the locator knew about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backend {
+    /// IP address or host name.
+    pub address: Address,
+    /// TCP port.
+    pub port: u16,
+    /// Relative weight, 1 to [`MAX_WEIGHT`].
+    pub weight: u32,
+    /// Locator-specific identity (an instance id, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Human name (a Name tag, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Availability zone or similar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Free-form labels; rendered only through escaping.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Which locator found it (for `elasticd locate`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+}
+
+impl Backend {
+    /// A backend with weight 1 and no metadata.
+    pub fn new(address: Address, port: u16) -> Self {
+        Backend {
+            address,
+            port,
+            weight: 1,
+            id: None,
+            name: None,
+            zone: None,
+            tags: BTreeMap::new(),
+            source: String::new(),
+        }
+    }
+
+    /// `address:port`, with IPv6 addresses in brackets.
+    pub fn endpoint(&self) -> String {
+        if self.address.is_ipv6() {
+            format!("[{}]:{}", self.address, self.port)
+        } else {
+            format!("{}:{}", self.address, self.port)
+        }
+    }
+
+    /// The sort and identity key: address, then port.
+    pub fn key(&self) -> (&Address, u16) {
+        (&self.address, self.port)
+    }
+}
+
+/// Sorts by address then port and drops repeats of the same endpoint (the first one wins).
+pub fn normalize(backends: &mut Vec<Backend>) {
+    backends.sort_by(|a, b| a.key().cmp(&b.key()));
+    backends.dedup_by(|b, a| a.key() == b.key());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_in_every_form() {
+        let ip = |s: &str| Address::Ip(s.parse().unwrap());
+        assert_eq!(
+            parse_target("10.0.0.1:8080").unwrap(),
+            (ip("10.0.0.1"), Some(8080))
+        );
+        assert_eq!(parse_target("10.0.0.1").unwrap(), (ip("10.0.0.1"), None));
+        assert_eq!(parse_target("[::1]:80").unwrap(), (ip("::1"), Some(80)));
+        assert_eq!(parse_target("fe80::1").unwrap(), (ip("fe80::1"), None));
+        assert_eq!(
+            parse_target("Web-1.internal:443").unwrap(),
+            (Address::Host("web-1.internal".into()), Some(443))
+        );
+    }
+
+    #[test]
+    fn hostile_targets_are_rejected() {
+        for bad in [
+            "",
+            "10.0.0.1;",
+            "a b",
+            "host}",
+            "x:0",
+            "x:70000",
+            "x:http",
+            "-bad.example",
+            "1.2.3.999",
+            "[::1",
+            "web\n.example",
+            "\"quoted\"",
+        ] {
+            assert!(parse_target(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn normalize_sorts_numerically_and_dedups() {
+        let b = |s: &str| {
+            let (a, p) = parse_target(s).unwrap();
+            Backend::new(a, p.unwrap())
+        };
+        let mut v = vec![
+            b("host.example:1"),
+            b("10.0.0.10:80"),
+            b("10.0.0.9:81"),
+            b("10.0.0.9:80"),
+            b("[::1]:80"),
+            b("10.0.0.9:80"),
+        ];
+        normalize(&mut v);
+        let got: Vec<String> = v.iter().map(Backend::endpoint).collect();
+        assert_eq!(
+            got,
+            [
+                "10.0.0.9:80",
+                "10.0.0.9:81",
+                "10.0.0.10:80",
+                "[::1]:80",
+                "host.example:1"
+            ]
+        );
+    }
+}

@@ -1,0 +1,358 @@
+//! Command-line interface: `render`, `check` and `locate`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::backend::Backend;
+use crate::config::{self, Config, ConfigError};
+use crate::pass::{self, FrontendStatus, OutputStatus, PassOptions, PassState, ServiceStatus};
+use crate::render::Renderer;
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: a pass failed (locator, guard, render, check or reload).
+pub const EXIT_PASS_FAILED: u8 = 1;
+/// Exit status: the config is invalid.
+pub const EXIT_BAD_CONFIG: u8 = 2;
+
+/// Keeps web frontends pointed at the live addresses of their backends.
+#[derive(Debug, Parser)]
+#[command(name = "elasticd", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log level or filter (`info`, `debug`, `elasticd=debug`); RUST_LOG also works.
+    #[arg(long, global = true, env = "ELASTICD_LOG", default_value = "info")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one pass: locate, render, check, install, reload.
+    Render(RenderArgs),
+    /// Validate the config and templates; writes nothing.
+    Check(ConfigArg),
+    /// Show the backends each locator finds.
+    Locate(LocateArgs),
+}
+
+/// The `--config` option shared by all commands.
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Config file.
+    #[arg(long, short, env = "ELASTICD_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+}
+
+/// Options of `render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArg,
+    /// Write nothing and reload nothing; print a unified diff per changed output.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Install changed files (checked) but do not reload frontends.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub no_reload: bool,
+}
+
+/// Options of `locate`.
+#[derive(Debug, Args)]
+pub struct LocateArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArg,
+    /// Only this service.
+    pub service: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the parsed command and returns the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let code = match cli.command {
+        Command::Render(args) => render(args).await,
+        Command::Check(args) => check(&args.config).await,
+        Command::Locate(args) => locate(args).await,
+    };
+    ExitCode::from(code)
+}
+
+fn load_config(path: &Path) -> Result<Config, u8> {
+    config::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        if matches!(e, ConfigError::Read { .. }) && path == Path::new(config::DEFAULT_CONFIG_PATH)
+        {
+            eprintln!("hint: pass --config FILE or set ELASTICD_CONFIG");
+        }
+        EXIT_BAD_CONFIG
+    })
+}
+
+fn build_renderer(config: &Config) -> Result<Renderer, u8> {
+    Renderer::new(config).map_err(|errors| {
+        for e in errors {
+            eprintln!("error: {e}");
+        }
+        EXIT_BAD_CONFIG
+    })
+}
+
+async fn render(args: RenderArgs) -> u8 {
+    let config = match load_config(&args.config.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let renderer = match build_renderer(&config) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let mut state = match &config.state_file {
+        Some(path) => PassState::load(path).unwrap_or_else(|e| {
+            tracing::warn!("{e}; starting without last good sets");
+            PassState::default()
+        }),
+        None => PassState::default(),
+    };
+    let options = PassOptions {
+        dry_run: args.dry_run,
+        no_reload: args.no_reload,
+    };
+    let report = pass::run_pass(&config, &renderer, &mut state, options).await;
+
+    for s in &report.services {
+        match s.status {
+            ServiceStatus::Fresh => tracing::info!(
+                service = %s.name,
+                "{} backends (+{} -{})",
+                s.backends,
+                s.added.len(),
+                s.removed.len()
+            ),
+            ServiceStatus::KeptLastGood => {
+                tracing::warn!(service = %s.name, "kept the last good set of {} backends", s.backends)
+            }
+            ServiceStatus::NoData => tracing::warn!(service = %s.name, "no good backend set"),
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    for o in &report.outputs {
+        let path = o.path.display();
+        match &o.status {
+            OutputStatus::Unchanged => tracing::info!("{path}: unchanged"),
+            OutputStatus::Written => tracing::info!("{path}: written"),
+            OutputStatus::WouldChange(diff) => {
+                tracing::info!("{path}: would change");
+                let _ = stdout.write_all(diff.as_bytes());
+            }
+            OutputStatus::Skipped(reason) => tracing::warn!("{path}: left as it is: {reason}"),
+            OutputStatus::NotApplied => tracing::warn!("{path}: not applied"),
+            OutputStatus::Failed => tracing::warn!("{path}: not rendered"),
+        }
+    }
+    let _ = stdout.flush();
+    for f in &report.frontends {
+        let what = match f.status {
+            FrontendStatus::Untouched => "untouched",
+            FrontendStatus::Installed => "files installed, not reloaded",
+            FrontendStatus::Reloaded => "reloaded",
+            FrontendStatus::CheckFailed => "check failed, files restored, not reloaded",
+            FrontendStatus::ReloadFailed => "reload failed (will be retried)",
+        };
+        tracing::info!(frontend = %f.name, "{what}");
+    }
+    for problem in &report.problems {
+        eprintln!("error: {problem}");
+    }
+    if !args.dry_run
+        && let Some(path) = &config.state_file
+        && let Err(e) = state.save(path)
+    {
+        eprintln!("error: {e}");
+        return EXIT_PASS_FAILED;
+    }
+    if report.failed() {
+        EXIT_PASS_FAILED
+    } else {
+        EXIT_OK
+    }
+}
+
+async fn check(path: &Path) -> u8 {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut problems: Vec<String> = Vec::new();
+    if let Err(errors) = Renderer::new(&config) {
+        problems.extend(errors.into_iter().map(|e| e.to_string()));
+    }
+    let mut programs: Vec<(String, &str)> = Vec::new();
+    for (name, frontend) in &config.frontends {
+        if let Some(p) = frontend.check.as_ref().and_then(|c| c.first()) {
+            programs.push((format!("frontend `{name}` check"), p));
+        }
+        if let Some(p) = frontend.reload.as_ref().and_then(|r| r.program()) {
+            programs.push((format!("frontend `{name}` reload"), p));
+        }
+    }
+    for (name, service) in &config.services {
+        for locator in &service.locators {
+            if let Some(p) = locator.program() {
+                programs.push((format!("service `{name}` exec locator"), p));
+            }
+        }
+    }
+    for (what, program) in programs {
+        if let Err(reason) = find_program(program, &config.base_dir) {
+            problems.push(format!("{what}: {reason}"));
+        }
+    }
+    if problems.is_empty() {
+        println!(
+            "{}: OK ({} services, {} frontends, {} outputs)",
+            path.display(),
+            config.services.len(),
+            config.frontends.len(),
+            config.outputs.len()
+        );
+        EXIT_OK
+    } else {
+        for p in &problems {
+            eprintln!("error: {p}");
+        }
+        EXIT_BAD_CONFIG
+    }
+}
+
+/// Confirms `program` can be run: an executable path, or a name found on `PATH`.
+pub fn find_program(program: &str, base: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if program.contains('/') {
+        let path = base.join(program);
+        return if executable(&path) {
+            Ok(path)
+        } else if path.exists() {
+            Err(format!("`{}` is not an executable file", path.display()))
+        } else {
+            Err(format!("`{}` does not exist", path.display()))
+        };
+    }
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path_var)
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+        .ok_or_else(|| format!("`{program}` is not found on PATH"))
+}
+
+async fn locate(args: LocateArgs) -> u8 {
+    let config = match load_config(&args.config.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Some(only) = &args.service
+        && !config.services.contains_key(only)
+    {
+        eprintln!(
+            "error: no service `{only}` in {}; services: {}",
+            config.path.display(),
+            config.services.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+        return EXIT_BAD_CONFIG;
+    }
+    let mut failed = false;
+    let mut found: Vec<(String, Vec<Backend>)> = Vec::new();
+    for (name, service) in &config.services {
+        if args.service.as_ref().is_some_and(|s| s != name) {
+            continue;
+        }
+        match pass::locate_service(&config, name, service).await {
+            Ok(backends) => found.push((name.clone(), backends)),
+            Err(errors) => {
+                failed = true;
+                for e in errors {
+                    eprintln!("error: service `{name}`: {e}");
+                }
+            }
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let map: serde_json::Map<String, serde_json::Value> = found
+            .iter()
+            .map(|(n, b)| (n.clone(), serde_json::to_value(b).unwrap_or_default()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&map).unwrap_or_default()
+        );
+    } else {
+        let _ = out.write_all(format_table(&found).as_bytes());
+    }
+    if failed { EXIT_PASS_FAILED } else { EXIT_OK }
+}
+
+/// The `locate` table: one row per backend.
+pub fn format_table(found: &[(String, Vec<Backend>)]) -> String {
+    let mut rows = vec![[
+        "SERVICE".to_string(),
+        "ENDPOINT".into(),
+        "WEIGHT".into(),
+        "NAME".into(),
+        "ID".into(),
+        "ZONE".into(),
+        "LOCATOR".into(),
+    ]];
+    for (service, backends) in found {
+        for b in backends {
+            rows.push([
+                service.clone(),
+                b.endpoint(),
+                b.weight.to_string(),
+                printable(b.name.as_deref()),
+                printable(b.id.as_deref()),
+                printable(b.zone.as_deref()),
+                b.source.clone(),
+            ]);
+        }
+    }
+    let mut widths = [0usize; 7];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        text.push_str(line.join("  ").trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+// Tag values may hold control characters; a terminal table shows them escaped.
+fn printable(s: Option<&str>) -> String {
+    match s {
+        None => "-".into(),
+        Some(s) => s.escape_debug().to_string(),
+    }
+}

@@ -1,0 +1,611 @@
+//! The config file: types, loading, and validation that reports every problem at once.
+//!
+//! Loading happens in three steps: the file is parsed into a located YAML tree ([`yaml`]); each
+//! top-level section, and each service, frontend and output inside it, is deserialized on its own
+//! so that one mistake doesn't hide the next; then cross-references (an output's frontend and
+//! service, duplicate paths, ...) are checked. Every problem found is returned together.
+
+pub mod yaml;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use crate::frontend::ReloadAction;
+use crate::locator::LocatorConfig;
+use yaml::{Location, Node, NodeKind};
+
+/// Where to look for the config when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "config.yaml";
+/// Prefix that names a template embedded in the binary.
+pub const BUILTIN_PREFIX: &str = "builtin:";
+
+/// A validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The directory relative paths resolve against, and commands run in.
+    pub base_dir: PathBuf,
+    /// Deployment environment name, shown to templates and plugins.
+    pub environment: Option<String>,
+    /// Where one-shot runs keep last good backend sets and pending reloads between runs.
+    pub state_file: Option<PathBuf>,
+    /// Services by name, in file order.
+    pub services: IndexMap<String, ServiceConfig>,
+    /// Frontends by name, in file order.
+    pub frontends: IndexMap<String, FrontendConfig>,
+    /// Files to render, in file order.
+    pub outputs: Vec<OutputConfig>,
+}
+
+/// A named pool of backends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Port for backends whose locator gives none.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Where the backends come from; their results are merged.
+    pub locators: Vec<LocatorConfig>,
+    /// When to refuse a new backend set and keep the last good one.
+    #[serde(default)]
+    pub guard: GuardConfig,
+}
+
+/// Limits that stop a bad locator answer from reaching a frontend.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Fewer backends than this keeps the last good set.
+    #[serde(default = "default_min_backends")]
+    pub min_backends: usize,
+    /// Losing more than this share (0.0-1.0) of the last good set in one pass keeps it instead.
+    #[serde(default)]
+    pub max_removed_ratio: Option<f64>,
+}
+
+fn default_min_backends() -> usize {
+    1
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            min_backends: default_min_backends(),
+            max_removed_ratio: None,
+        }
+    }
+}
+
+/// How to validate and reload one frontend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontendConfig {
+    /// The frontend's own config checker, as argv; `{staged}` stands for the staged file.
+    #[serde(default)]
+    pub check: Option<Vec<String>>,
+    /// How long the checker may run.
+    #[serde(default = "default_check_timeout")]
+    pub check_timeout: HumanDuration,
+    /// How to make the frontend pick up new files; none means files only.
+    #[serde(default)]
+    pub reload: Option<ReloadAction>,
+}
+
+fn default_check_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+/// One rendered file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// `builtin:NAME` or a template file path.
+    pub template: TemplateRef,
+    /// Where the file goes.
+    pub path: PathBuf,
+    /// The frontend that reads it (checked and reloaded when it changes).
+    #[serde(default)]
+    pub frontend: Option<String>,
+    /// File mode; by default the existing file's, or 0644.
+    #[serde(default)]
+    pub mode: Option<FileMode>,
+    /// Values for the template (`service` binds `backends`).
+    #[serde(default)]
+    pub vars: serde_json::Map<String, serde_json::Value>,
+}
+
+impl OutputConfig {
+    /// The service named by `vars.service`, if any.
+    pub fn service(&self) -> Option<&str> {
+        self.vars.get("service").and_then(|v| v.as_str())
+    }
+}
+
+/// Which template an output renders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateRef {
+    /// A template embedded in the binary.
+    Builtin(String),
+    /// A template file (resolved against the config directory).
+    File(PathBuf),
+}
+
+impl fmt::Display for TemplateRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TemplateRef::Builtin(name) => write!(f, "{BUILTIN_PREFIX}{name}"),
+            TemplateRef::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TemplateRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if let Some(name) = text.strip_prefix(BUILTIN_PREFIX) {
+            if crate::render::builtin_source(name).is_none() {
+                return Err(serde::de::Error::custom(format!(
+                    "unknown built-in template `{text}`; built-ins are: {}",
+                    crate::render::builtin_names()
+                        .map(|n| format!("{BUILTIN_PREFIX}{n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            Ok(TemplateRef::Builtin(name.to_string()))
+        } else if text.is_empty() {
+            Err(serde::de::Error::custom("template is empty"))
+        } else {
+            Ok(TemplateRef::File(PathBuf::from(text)))
+        }
+    }
+}
+
+/// A duration written like `30s`, `1m30s` or `500ms` (a bare number is seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let parsed = match text.parse::<u64>() {
+            Ok(secs) => Duration::from_secs(secs),
+            Err(_) => humantime::parse_duration(&text).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not a duration ({e}); write it like `30s`, `2m` or `500ms`"
+                ))
+            })?,
+        };
+        if parsed.is_zero() {
+            return Err(serde::de::Error::custom("a duration of zero is not allowed here"));
+        }
+        Ok(HumanDuration(parsed))
+    }
+}
+
+/// A Unix file mode, written in octal (`"0644"`, `640`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(pub u32);
+
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // YAML 1.2 reads `0644` as the decimal 644, so digits are taken as octal either way.
+        let text = String::deserialize(d)?;
+        let digits = text.strip_prefix("0o").unwrap_or(&text);
+        match u32::from_str_radix(digits, 8) {
+            Ok(mode) if mode <= 0o7777 => Ok(FileMode(mode)),
+            _ => Err(serde::de::Error::custom(format!(
+                "`{text}` is not an octal file mode like \"0644\""
+            ))),
+        }
+    }
+}
+
+/// One thing wrong with a config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// Where in the file, when known.
+    pub loc: Option<Location>,
+    /// What is wrong, and how to fix it where that's clear.
+    pub message: String,
+}
+
+impl Problem {
+    fn at(node: &Node, message: impl Into<String>) -> Self {
+        Problem {
+            loc: Some(node.loc),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The config path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file was read but has problems; all of them are listed.
+    #[error("{}", format_problems(path, problems))]
+    Invalid {
+        /// The config path.
+        path: PathBuf,
+        /// Every problem found, in file order.
+        problems: Vec<Problem>,
+    },
+}
+
+/// Formats problems compiler-style: `file:line:column: message`, one per line.
+pub fn format_problems(path: &Path, problems: &[Problem]) -> String {
+    let mut out = format!(
+        "{} has {} problem{}:",
+        path.display(),
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        match p.loc {
+            Some(loc) => out.push_str(&format!("\n  {}:{loc}: {}", path.display(), p.message)),
+            None => out.push_str(&format!("\n  {}: {}", path.display(), p.message)),
+        }
+    }
+    out
+}
+
+/// Reads and validates the config at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Validates config text as if it had been read from `path`.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let invalid = |problems: Vec<Problem>| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        problems,
+    };
+    let root = yaml::parse(text).map_err(|e| {
+        invalid(vec![Problem {
+            loc: Some(e.loc),
+            message: format!("YAML syntax error: {}", e.message),
+        }])
+    })?;
+    let base_dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
+    let mut loader = Loader {
+        problems: Vec::new(),
+    };
+    let mut config = loader.sections(&root, path, base_dir);
+    loader.cross_check(&root, &config);
+    if !loader.problems.is_empty() {
+        let mut problems = loader.problems;
+        problems.sort_by_key(|p| p.loc);
+        return Err(invalid(problems));
+    }
+    config.resolve_paths();
+    Ok(config)
+}
+
+struct Loader {
+    problems: Vec<Problem>,
+}
+
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "environment",
+    "state_file",
+    "services",
+    "frontends",
+    "outputs",
+];
+
+impl Loader {
+    fn take<'a, T: Deserialize<'a>>(&mut self, node: &'a Node) -> Option<T> {
+        match node.deserialize::<T>() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.problems.push(Problem {
+                    loc: e.loc.or(Some(node.loc)),
+                    message: e.message,
+                });
+                None
+            }
+        }
+    }
+
+    fn sections(&mut self, root: &Node, path: &Path, base_dir: PathBuf) -> Config {
+        let mut config = Config {
+            path: path.to_path_buf(),
+            base_dir,
+            environment: None,
+            state_file: None,
+            services: IndexMap::new(),
+            frontends: IndexMap::new(),
+            outputs: Vec::new(),
+        };
+        let entries = match &root.kind {
+            NodeKind::Map(entries) => entries,
+            NodeKind::Null => {
+                self.problems.push(Problem::at(
+                    root,
+                    "the config is empty; it needs at least `services` and `outputs`",
+                ));
+                return config;
+            }
+            _ => {
+                self.problems
+                    .push(Problem::at(root, "the config must be a mapping of sections"));
+                return config;
+            }
+        };
+        for (key, value) in entries {
+            let name = key.as_scalar_text().unwrap_or_default();
+            match name.as_str() {
+                "environment" => {
+                    config.environment = self.take::<Option<String>>(value).flatten();
+                    if config.environment.as_deref() == Some("") {
+                        self.problems
+                            .push(Problem::at(value, "`environment` must not be empty"));
+                    }
+                }
+                "state_file" => config.state_file = self.take::<Option<PathBuf>>(value).flatten(),
+                "services" => config.services = self.named_section(value, "services"),
+                "frontends" => config.frontends = self.named_section(value, "frontends"),
+                "outputs" => match &value.kind {
+                    NodeKind::Seq(items) => {
+                        config.outputs = items
+                            .iter()
+                            .filter_map(|item| self.take::<OutputConfig>(item))
+                            .collect();
+                    }
+                    _ => self
+                        .problems
+                        .push(Problem::at(value, "`outputs` must be a list of outputs")),
+                },
+                other => self.problems.push(Problem::at(
+                    key,
+                    format!(
+                        "unknown top-level key `{other}`; expected one of: {}",
+                        TOP_LEVEL_KEYS.join(", ")
+                    ),
+                )),
+            }
+        }
+        if root.get("services").is_none() {
+            self.problems
+                .push(Problem::at(root, "missing section `services`"));
+        }
+        config
+    }
+
+    fn named_section<T: for<'a> Deserialize<'a>>(
+        &mut self,
+        node: &Node,
+        section: &str,
+    ) -> IndexMap<String, T> {
+        let mut out = IndexMap::new();
+        let NodeKind::Map(entries) = &node.kind else {
+            if node.kind != NodeKind::Null {
+                self.problems.push(Problem::at(
+                    node,
+                    format!("`{section}` must be a mapping from name to settings"),
+                ));
+            }
+            return out;
+        };
+        for (key, value) in entries {
+            let name = key.as_scalar_text().unwrap_or_default();
+            if !is_valid_name(&name) {
+                self.problems.push(Problem::at(
+                    key,
+                    format!(
+                        "`{name}` is not a valid name in `{section}`: use letters, digits, `_`, `-` and `.`"
+                    ),
+                ));
+                continue;
+            }
+            if let Some(parsed) = self.take::<T>(value) {
+                out.insert(name, parsed);
+            }
+        }
+        out
+    }
+
+    fn cross_check(&mut self, root: &Node, config: &Config) {
+        let services_node = root.get("services");
+        for (name, service) in &config.services {
+            let node = services_node.and_then(|s| s.get(name));
+            let node = node.unwrap_or(root);
+            if service.locators.is_empty() {
+                self.problems.push(Problem::at(
+                    node.get("locators").unwrap_or(node),
+                    format!("service `{name}` has no locators"),
+                ));
+            }
+            if service.port == Some(0) {
+                self.problems.push(Problem::at(
+                    node.get("port").unwrap_or(node),
+                    "port 0 is not a usable port",
+                ));
+            }
+            if let Some(ratio) = service.guard.max_removed_ratio
+                && !(0.0..=1.0).contains(&ratio)
+            {
+                self.problems.push(Problem::at(
+                    node.get("guard")
+                        .and_then(|g| g.get("max_removed_ratio"))
+                        .unwrap_or(node),
+                    format!("max_removed_ratio must be between 0.0 and 1.0, not {ratio}"),
+                ));
+            }
+        }
+        let frontends_node = root.get("frontends");
+        for (name, frontend) in &config.frontends {
+            let node = frontends_node.and_then(|s| s.get(name)).unwrap_or(root);
+            if let Some(check) = &frontend.check
+                && check.first().is_none_or(|p| p.is_empty())
+            {
+                self.problems.push(Problem::at(
+                    node.get("check").unwrap_or(node),
+                    format!("frontend `{name}`: `check` must be a non-empty command list"),
+                ));
+            }
+        }
+        if config.services.is_empty() && root.get("services").is_some() {
+            self.problems.push(Problem::at(
+                root.get("services").unwrap_or(root),
+                "no services are defined",
+            ));
+        }
+
+        let outputs_node = root.get("outputs");
+        let mut paths = HashSet::new();
+        // Outputs that failed to parse are missing from `config.outputs`; match by position only
+        // when every output parsed, so a location never points at the wrong output.
+        let aligned = outputs_node
+            .and_then(|n| match &n.kind {
+                NodeKind::Seq(items) => Some(items.len()),
+                _ => None,
+            })
+            .is_some_and(|n| n == config.outputs.len());
+        for (i, output) in config.outputs.iter().enumerate() {
+            let node = if aligned {
+                outputs_node.and_then(|n| n.item(i)).unwrap_or(root)
+            } else {
+                outputs_node.unwrap_or(root)
+            };
+            let what = format!("output `{}`", output.path.display());
+            if !paths.insert(output.path.clone()) {
+                self.problems.push(Problem::at(
+                    node.get("path").unwrap_or(node),
+                    format!("{what} is written by more than one output"),
+                ));
+            }
+            if let Some(frontend) = &output.frontend
+                && !config.frontends.contains_key(frontend)
+            {
+                self.problems.push(Problem::at(
+                    node.get("frontend").unwrap_or(node),
+                    format!(
+                        "{what}: unknown frontend `{frontend}`; defined frontends: {}",
+                        list_or_none(config.frontends.keys())
+                    ),
+                ));
+            }
+            match output.vars.get("service") {
+                Some(serde_json::Value::String(service)) => {
+                    if !config.services.contains_key(service) {
+                        self.problems.push(Problem::at(
+                            node.get("vars").and_then(|v| v.get("service")).unwrap_or(node),
+                            format!(
+                                "{what}: unknown service `{service}`; defined services: {}",
+                                list_or_none(config.services.keys())
+                            ),
+                        ));
+                    }
+                }
+                Some(_) => self.problems.push(Problem::at(
+                    node.get("vars").and_then(|v| v.get("service")).unwrap_or(node),
+                    format!("{what}: `vars.service` must be a service name"),
+                )),
+                None => {
+                    if let TemplateRef::Builtin(name) = &output.template {
+                        self.problems.push(Problem::at(
+                            node.get("vars").unwrap_or(node),
+                            format!(
+                                "{what}: `{BUILTIN_PREFIX}{name}` renders one service; set `vars: {{ service: NAME }}`"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn list_or_none<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<String> = names.map(|n| format!("`{n}`")).collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Names of services and frontends: safe in file names, logs and template identifiers.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+impl Config {
+    fn resolve_paths(&mut self) {
+        let base = self.base_dir.clone();
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(p) = &mut self.state_file {
+            resolve(p);
+        }
+        for output in &mut self.outputs {
+            resolve(&mut output.path);
+            if let TemplateRef::File(p) = &mut output.template {
+                resolve(p);
+            }
+        }
+        for service in self.services.values_mut() {
+            for locator in &mut service.locators {
+                locator.resolve_paths(&base);
+            }
+        }
+        for frontend in self.frontends.values_mut() {
+            if let Some(check) = &mut frontend.check {
+                resolve_program(check, &base);
+            }
+            if let Some(reload) = &mut frontend.reload {
+                reload.resolve_paths(&base);
+            }
+        }
+    }
+
+    /// The outputs that feed `frontend`.
+    pub fn outputs_of<'a>(&'a self, frontend: &'a str) -> impl Iterator<Item = &'a OutputConfig> {
+        self.outputs
+            .iter()
+            .filter(move |o| o.frontend.as_deref() == Some(frontend))
+    }
+}
+
+/// Makes a relative program path like `./plugins/x` absolute; bare names stay for `PATH` lookup.
+pub fn resolve_program(argv: &mut [String], base: &Path) {
+    if let Some(program) = argv.first_mut()
+        && program.contains('/')
+        && Path::new(program.as_str()).is_relative()
+    {
+        *program = base.join(&*program).to_string_lossy().into_owned();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,462 @@
+//! A YAML tree that remembers where every node came from, and a serde `Deserializer` over it.
+//!
+//! serde's own YAML front ends stop at the first problem. Deserializing each section of the config
+//! separately from this tree lets `config::load` report every problem in a file at once, each with
+//! the line and column of the node that caused it.
+
+use std::fmt;
+
+use saphyr::{LoadableYamlNode, MarkedYamlOwned, ScalarOwned, YamlDataOwned};
+use serde::de::{self, Error as _, IntoDeserializer, Visitor};
+
+/// A 1-based line and column in a YAML source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Location {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// One YAML node with its location.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Where the node starts.
+    pub loc: Location,
+    /// What the node holds.
+    pub kind: NodeKind,
+}
+
+/// The value of a [`Node`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeKind {
+    /// `~`, `null` or nothing.
+    Null,
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// Any other scalar, or a quoted one.
+    Str(String),
+    /// A sequence.
+    Seq(Vec<Node>),
+    /// A mapping, in source order.
+    Map(Vec<(Node, Node)>),
+}
+
+/// A YAML syntax error (the file is not YAML at all).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntaxError {
+    /// Where the parser gave up.
+    pub loc: Location,
+    /// What the parser said.
+    pub message: String,
+}
+
+/// Parses one YAML document. An empty document is a `Null` node.
+pub fn parse(text: &str) -> Result<Node, SyntaxError> {
+    let docs = MarkedYamlOwned::load_from_str(text).map_err(|e| SyntaxError {
+        loc: Location {
+            line: e.marker().line(),
+            column: e.marker().col() + 1,
+        },
+        message: e.info().to_string(),
+    })?;
+    let mut docs = docs.into_iter();
+    let first = docs.next();
+    if let Some(second) = docs.next() {
+        return Err(SyntaxError {
+            loc: location_of(&second),
+            message: "only one YAML document is allowed here (found a second `---`)".into(),
+        });
+    }
+    match first {
+        Some(doc) => convert(doc),
+        None => Ok(Node {
+            loc: Location { line: 1, column: 1 },
+            kind: NodeKind::Null,
+        }),
+    }
+}
+
+fn location_of(node: &MarkedYamlOwned) -> Location {
+    Location {
+        line: node.span.start.line(),
+        column: node.span.start.col() + 1,
+    }
+}
+
+fn convert(node: MarkedYamlOwned) -> Result<Node, SyntaxError> {
+    let loc = location_of(&node);
+    let kind = match node.data {
+        YamlDataOwned::Value(scalar) => scalar_kind(scalar),
+        YamlDataOwned::Representation(text, _, _) => NodeKind::Str(text),
+        YamlDataOwned::Sequence(items) => {
+            NodeKind::Seq(items.into_iter().map(convert).collect::<Result<_, _>>()?)
+        }
+        YamlDataOwned::Mapping(map) => NodeKind::Map(
+            map.into_iter()
+                .map(|(k, v)| Ok((convert(k)?, convert(v)?)))
+                .collect::<Result<_, SyntaxError>>()?,
+        ),
+        YamlDataOwned::Tagged(_, inner) => return convert(*inner).map(|n| Node { loc, ..n }),
+        YamlDataOwned::Alias(_) | YamlDataOwned::BadValue => {
+            return Err(SyntaxError {
+                loc,
+                message: "this value could not be read (aliases and bad values are not supported)"
+                    .into(),
+            });
+        }
+    };
+    Ok(Node { loc, kind })
+}
+
+fn scalar_kind(scalar: ScalarOwned) -> NodeKind {
+    match scalar {
+        ScalarOwned::Null => NodeKind::Null,
+        ScalarOwned::Boolean(b) => NodeKind::Bool(b),
+        ScalarOwned::Integer(i) => NodeKind::Int(i),
+        ScalarOwned::FloatingPoint(f) => NodeKind::Float(f.into_inner()),
+        ScalarOwned::String(s) => NodeKind::Str(s),
+    }
+}
+
+impl Node {
+    /// The value under `key` when this node is a mapping.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.kind {
+            NodeKind::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| matches!(&k.kind, NodeKind::Str(s) if s == key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// The key node for `key` when this node is a mapping (to point errors at the key).
+    pub fn key(&self, key: &str) -> Option<&Node> {
+        match &self.kind {
+            NodeKind::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| matches!(&k.kind, NodeKind::Str(s) if s == key))
+                .map(|(k, _)| k),
+            _ => None,
+        }
+    }
+
+    /// The item at `index` when this node is a sequence.
+    pub fn item(&self, index: usize) -> Option<&Node> {
+        match &self.kind {
+            NodeKind::Seq(items) => items.get(index),
+            _ => None,
+        }
+    }
+
+    /// The node's text when it is a scalar (for naming it in messages).
+    pub fn as_scalar_text(&self) -> Option<String> {
+        match &self.kind {
+            NodeKind::Str(s) => Some(s.clone()),
+            NodeKind::Int(i) => Some(i.to_string()),
+            NodeKind::Float(f) => Some(f.to_string()),
+            NodeKind::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Deserializes this node into `T`; the error carries the location of the deepest bad node.
+    pub fn deserialize<'de, T: serde::Deserialize<'de>>(&'de self) -> Result<T, DeError> {
+        T::deserialize(self)
+    }
+
+    fn kind_name(&self) -> &'static str {
+        match self.kind {
+            NodeKind::Null => "null",
+            NodeKind::Bool(_) => "a boolean",
+            NodeKind::Int(_) => "an integer",
+            NodeKind::Float(_) => "a float",
+            NodeKind::Str(_) => "a string",
+            NodeKind::Seq(_) => "a list",
+            NodeKind::Map(_) => "a mapping",
+        }
+    }
+}
+
+/// A deserialization error with the location of the node that caused it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeError {
+    /// What went wrong, in serde's words.
+    pub message: String,
+    /// Where, once known.
+    pub loc: Option<Location>,
+}
+
+impl DeError {
+    fn at(mut self, loc: Location) -> Self {
+        self.loc.get_or_insert(loc);
+        self
+    }
+}
+
+impl fmt::Display for DeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.loc {
+            Some(loc) => write!(f, "{loc}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for DeError {}
+
+impl de::Error for DeError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        DeError {
+            message: msg.to_string(),
+            loc: None,
+        }
+    }
+}
+
+impl<'de> de::Deserializer<'de> for &'de Node {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        let result = match &self.kind {
+            NodeKind::Null => visitor.visit_unit(),
+            NodeKind::Bool(b) => visitor.visit_bool(*b),
+            NodeKind::Int(i) => visitor.visit_i64(*i),
+            NodeKind::Float(f) => visitor.visit_f64(*f),
+            NodeKind::Str(s) => visitor.visit_borrowed_str(s),
+            NodeKind::Seq(items) => visitor.visit_seq(SeqAccess {
+                items: items.iter(),
+            }),
+            NodeKind::Map(entries) => visitor.visit_map(MapAccess {
+                entries: entries.iter(),
+                value: None,
+            }),
+        };
+        result.map_err(|e| e.at(self.loc))
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        let result = match self.kind {
+            NodeKind::Null => visitor.visit_none(),
+            _ => visitor.visit_some(self),
+        };
+        result.map_err(|e| e.at(self.loc))
+    }
+
+    // Scalars read as text where text is wanted: `port_tag: 8080` or a tag value `123` is a string
+    // to the user, so don't make them quote it.
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        let result = match &self.kind {
+            NodeKind::Str(s) => visitor.visit_borrowed_str(s),
+            NodeKind::Int(_) | NodeKind::Float(_) | NodeKind::Bool(_) => {
+                visitor.visit_string(self.as_scalar_text().unwrap_or_default())
+            }
+            _ => return self.deserialize_any(visitor),
+        };
+        result.map_err(|e: DeError| e.at(self.loc))
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        visitor
+            .visit_newtype_struct(self)
+            .map_err(|e| e.at(self.loc))
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        let result = match &self.kind {
+            NodeKind::Str(s) => visitor.visit_enum(s.as_str().into_deserializer()),
+            NodeKind::Map(entries) if entries.len() == 1 => {
+                let (key, value) = &entries[0];
+                visitor.visit_enum(EnumAccess { key, value })
+            }
+            _ => Err(DeError::custom(format!(
+                "expected a single-key mapping like `kind: {{...}}`, found {}",
+                self.kind_name()
+            ))),
+        };
+        result.map_err(|e| e.at(self.loc))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf unit
+        unit_struct seq tuple tuple_struct map struct identifier ignored_any
+    }
+}
+
+struct SeqAccess<'de> {
+    items: std::slice::Iter<'de, Node>,
+}
+
+impl<'de> de::SeqAccess<'de> for SeqAccess<'de> {
+    type Error = DeError;
+
+    fn next_element_seed<T: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
+        match self.items.next() {
+            Some(node) => seed
+                .deserialize(node)
+                .map(Some)
+                .map_err(|e| e.at(node.loc)),
+            None => Ok(None),
+        }
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.items.len())
+    }
+}
+
+struct MapAccess<'de> {
+    entries: std::slice::Iter<'de, (Node, Node)>,
+    value: Option<&'de Node>,
+}
+
+impl<'de> de::MapAccess<'de> for MapAccess<'de> {
+    type Error = DeError;
+
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
+        match self.entries.next() {
+            Some((key, value)) => {
+                self.value = Some(value);
+                seed.deserialize(key).map(Some).map_err(|e| e.at(key.loc))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
+        let value = self
+            .value
+            .take()
+            .ok_or_else(|| DeError::custom("value requested before key"))?;
+        seed.deserialize(value).map_err(|e| e.at(value.loc))
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.entries.len())
+    }
+}
+
+struct EnumAccess<'de> {
+    key: &'de Node,
+    value: &'de Node,
+}
+
+impl<'de> de::EnumAccess<'de> for EnumAccess<'de> {
+    type Error = DeError;
+    type Variant = &'de Node;
+
+    fn variant_seed<V: de::DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, &'de Node), DeError> {
+        let variant = seed.deserialize(self.key).map_err(|e| e.at(self.key.loc))?;
+        Ok((variant, self.value))
+    }
+}
+
+impl<'de> de::VariantAccess<'de> for &'de Node {
+    type Error = DeError;
+
+    fn unit_variant(self) -> Result<(), DeError> {
+        match self.kind {
+            NodeKind::Null => Ok(()),
+            _ => Err(DeError::custom("this kind takes no value").at(self.loc)),
+        }
+    }
+
+    fn newtype_variant_seed<T: de::DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, DeError> {
+        seed.deserialize(self).map_err(|e| e.at(self.loc))
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
+        de::Deserializer::deserialize_any(self, visitor)
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        de::Deserializer::deserialize_any(self, visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Inner {
+        port: u16,
+        #[allow(dead_code)]
+        name: Option<String>,
+    }
+
+    #[test]
+    fn locations_are_one_based_and_point_at_the_bad_node() {
+        let node = parse("a:\n  port: 70000\n").unwrap();
+        let err = node.get("a").unwrap().deserialize::<Inner>().unwrap_err();
+        assert_eq!(err.loc, Some(Location { line: 2, column: 9 }));
+        assert!(err.message.contains("70000"), "{}", err.message);
+    }
+
+    #[test]
+    fn unknown_keys_point_at_the_key() {
+        let node = parse("port: 1\nprot: 2\n").unwrap();
+        let err = node.deserialize::<Inner>().unwrap_err();
+        assert_eq!(err.loc, Some(Location { line: 2, column: 1 }));
+        assert!(err.message.contains("unknown field `prot`"), "{}", err.message);
+    }
+
+    #[test]
+    fn numbers_read_as_strings_where_strings_are_wanted() {
+        let node = parse("port: 1\nname: 123\n").unwrap();
+        let inner: Inner = node.deserialize().unwrap();
+        assert_eq!(inner.port, 1);
+        assert_eq!(inner.name.as_deref(), Some("123"));
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_location() {
+        let err = parse("a: [1, 2\nb: c\n").unwrap_err();
+        assert!(err.loc.line >= 1);
+    }
+
+    #[test]
+    fn duplicate_keys_are_syntax_errors() {
+        let err = parse("a: 1\na: 2\n").unwrap_err();
+        assert!(err.message.contains("duplicate"), "{}", err.message);
+    }
+}

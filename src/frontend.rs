@@ -1,0 +1,290 @@
+//! Checking and reloading a frontend: its own validator, then a command or a signal.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::Deserialize;
+
+use crate::config::{FrontendConfig, HumanDuration};
+use crate::process::{self, CommandSpec, ProcessError};
+
+/// Placeholder in a `check` argv that stands for the staged file.
+pub const STAGED_PLACEHOLDER: &str = "{staged}";
+/// Checkers and reload commands print little; more than this is not read.
+const MAX_ACTION_OUTPUT: usize = 1024 * 1024;
+
+/// How a frontend picks up new files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawReload")]
+pub enum ReloadAction {
+    /// Run a program (`[nginx, -s, reload]`, `[apachectl, -k, graceful]`).
+    Command {
+        /// Program and arguments.
+        argv: Vec<String>,
+        /// How long it may run.
+        timeout: Duration,
+    },
+    /// Send a signal to the pid in a pidfile.
+    Signal {
+        /// The signal.
+        signal: Signal,
+        /// The pidfile.
+        pidfile: PathBuf,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReload {
+    #[serde(default)]
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    timeout: Option<HumanDuration>,
+    #[serde(default)]
+    signal: Option<String>,
+    #[serde(default)]
+    pidfile: Option<PathBuf>,
+}
+
+/// The default time a reload command may take.
+pub const DEFAULT_RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl TryFrom<RawReload> for ReloadAction {
+    type Error = String;
+
+    fn try_from(raw: RawReload) -> Result<Self, String> {
+        match (raw.command, raw.signal) {
+            (Some(argv), None) => {
+                if raw.pidfile.is_some() {
+                    return Err("`pidfile` goes with `signal`, not with `command`".into());
+                }
+                if argv.first().is_none_or(|p| p.is_empty()) {
+                    return Err("`command` must be a non-empty list like [nginx, -s, reload]".into());
+                }
+                Ok(ReloadAction::Command {
+                    argv,
+                    timeout: raw.timeout.map_or(DEFAULT_RELOAD_TIMEOUT, |t| t.0),
+                })
+            }
+            (None, Some(name)) => {
+                if raw.timeout.is_some() {
+                    return Err("`timeout` goes with `command`; sending a signal is immediate".into());
+                }
+                let signal = parse_signal(&name)?;
+                let pidfile = raw
+                    .pidfile
+                    .ok_or("`signal` needs `pidfile`, the file holding the process id")?;
+                Ok(ReloadAction::Signal { signal, pidfile })
+            }
+            (Some(_), Some(_)) => Err("give either `command` or `signal`, not both".into()),
+            (None, None) => Err(
+                "`reload` needs `command: [...]` or `signal: NAME` with `pidfile: PATH`".into(),
+            ),
+        }
+    }
+}
+
+/// Parses `HUP`, `SIGHUP` or `sighup`.
+pub fn parse_signal(name: &str) -> Result<Signal, String> {
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    Signal::from_str(&full).map_err(|_| format!("`{name}` is not a signal name (try HUP, USR1, USR2)"))
+}
+
+impl ReloadAction {
+    /// Resolves relative paths against the config file's directory.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        match self {
+            ReloadAction::Command { argv, .. } => crate::config::resolve_program(argv, base),
+            ReloadAction::Signal { pidfile, .. } => {
+                if pidfile.is_relative() {
+                    *pidfile = base.join(&*pidfile);
+                }
+            }
+        }
+    }
+
+    /// The program this action runs, if any (for `elasticd check`).
+    pub fn program(&self) -> Option<&str> {
+        match self {
+            ReloadAction::Command { argv, .. } => argv.first().map(String::as_str),
+            ReloadAction::Signal { .. } => None,
+        }
+    }
+}
+
+/// Why a frontend's check or reload failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontendError {
+    /// The checker rejected the new config (or could not run).
+    #[error("frontend `{frontend}`: check failed: {source}")]
+    Check {
+        /// Frontend name.
+        frontend: String,
+        /// What the checker did.
+        source: ProcessError,
+    },
+    /// The reload command failed.
+    #[error("frontend `{frontend}`: reload failed: {source}")]
+    ReloadCommand {
+        /// Frontend name.
+        frontend: String,
+        /// What the command did.
+        source: ProcessError,
+    },
+    /// The pidfile could not be read or holds no pid.
+    #[error("frontend `{frontend}`: cannot read pid from {}: {reason}", pidfile.display())]
+    Pidfile {
+        /// Frontend name.
+        frontend: String,
+        /// The pidfile.
+        pidfile: PathBuf,
+        /// What's wrong with it.
+        reason: String,
+    },
+    /// The signal could not be sent.
+    #[error("frontend `{frontend}`: cannot send {signal} to pid {pid} (from {}): {errno}", pidfile.display())]
+    Signal {
+        /// Frontend name.
+        frontend: String,
+        /// The signal.
+        signal: Signal,
+        /// The pid.
+        pid: i32,
+        /// The pidfile.
+        pidfile: PathBuf,
+        /// The OS error.
+        errno: nix::errno::Errno,
+    },
+}
+
+/// Runs the frontend's checker. With `staged`, `{staged}` in the argv is replaced by that path.
+pub async fn check(
+    name: &str,
+    frontend: &FrontendConfig,
+    staged: Option<&Path>,
+    cwd: &Path,
+) -> Result<(), FrontendError> {
+    let Some(argv) = &frontend.check else {
+        return Ok(());
+    };
+    let argv: Vec<String> = match staged {
+        Some(path) => argv
+            .iter()
+            .map(|a| a.replace(STAGED_PLACEHOLDER, &path.to_string_lossy()))
+            .collect(),
+        None => argv.clone(),
+    };
+    process::run(CommandSpec {
+        argv: &argv,
+        timeout: frontend.check_timeout.0,
+        cwd,
+        env: vec![],
+        stdin: None,
+        max_stdout: MAX_ACTION_OUTPUT,
+    })
+    .await
+    .map(|_| ())
+    .map_err(|source| FrontendError::Check {
+        frontend: name.to_string(),
+        source,
+    })
+}
+
+/// True when the checker validates a staged file (argv contains `{staged}`).
+pub fn checks_staged_file(frontend: &FrontendConfig) -> bool {
+    frontend
+        .check
+        .as_ref()
+        .is_some_and(|argv| argv.iter().any(|a| a.contains(STAGED_PLACEHOLDER)))
+}
+
+/// Runs the reload action.
+pub async fn reload(name: &str, action: &ReloadAction, cwd: &Path) -> Result<(), FrontendError> {
+    match action {
+        ReloadAction::Command { argv, timeout } => process::run(CommandSpec {
+            argv,
+            timeout: *timeout,
+            cwd,
+            env: vec![],
+            stdin: None,
+            max_stdout: MAX_ACTION_OUTPUT,
+        })
+        .await
+        .map(|_| ())
+        .map_err(|source| FrontendError::ReloadCommand {
+            frontend: name.to_string(),
+            source,
+        }),
+        ReloadAction::Signal { signal, pidfile } => {
+            let pidfile_err = |reason: String| FrontendError::Pidfile {
+                frontend: name.to_string(),
+                pidfile: pidfile.clone(),
+                reason,
+            };
+            let text = tokio::fs::read_to_string(pidfile)
+                .await
+                .map_err(|e| pidfile_err(e.to_string()))?;
+            let pid: i32 = text
+                .trim()
+                .parse()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| pidfile_err(format!("`{}` is not a process id", text.trim())))?;
+            kill(Pid::from_raw(pid), *signal).map_err(|errno| FrontendError::Signal {
+                frontend: name.to_string(),
+                signal: *signal,
+                pid,
+                pidfile: pidfile.clone(),
+                errno,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names_parse_with_or_without_prefix() {
+        assert_eq!(parse_signal("HUP").unwrap(), Signal::SIGHUP);
+        assert_eq!(parse_signal("sigusr2").unwrap(), Signal::SIGUSR2);
+        assert!(parse_signal("NOPE").is_err());
+    }
+
+    #[test]
+    fn reload_needs_exactly_one_action() {
+        let raw = |command: Option<Vec<String>>, signal: Option<&str>, pidfile: Option<&str>| RawReload {
+            command,
+            timeout: None,
+            signal: signal.map(String::from),
+            pidfile: pidfile.map(PathBuf::from),
+        };
+        assert!(ReloadAction::try_from(raw(None, None, None)).is_err());
+        assert!(ReloadAction::try_from(raw(Some(vec!["x".into()]), Some("HUP"), None)).is_err());
+        assert!(ReloadAction::try_from(raw(None, Some("HUP"), None)).is_err());
+        assert!(ReloadAction::try_from(raw(None, Some("HUP"), Some("/run/x.pid"))).is_ok());
+        assert!(ReloadAction::try_from(raw(Some(vec![]), None, None)).is_err());
+    }
+
+    #[tokio::test]
+    async fn signal_reload_reports_a_bad_pidfile() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("x.pid");
+        std::fs::write(&pidfile, "garbage").unwrap();
+        let action = ReloadAction::Signal {
+            signal: Signal::SIGHUP,
+            pidfile: pidfile.clone(),
+        };
+        let err = reload("nginx", &action, dir.path()).await.unwrap_err().to_string();
+        assert!(err.contains("garbage") && err.contains("x.pid"), "{err}");
+    }
+}

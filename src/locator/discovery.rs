@@ -1,0 +1,169 @@
+//! The backend list format shared by `file` and `exec`: Prometheus file_sd groups
+//! (`{"targets": [...], "labels": {...}}`) or richer backend objects (`{"address": ...}`).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::{BackendMeta, LocateContext, LocateError, backend_from_target};
+use crate::backend::Backend;
+use crate::config::yaml;
+
+/// How a document is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocumentFormat {
+    /// JSON (fast path for large lists).
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// One list entry: a file_sd group, or a single backend object.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    #[serde(default)]
+    targets: Option<Vec<String>>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    address: Option<String>,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    weight: Option<u32>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    zone: Option<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+/// Parses a backend list document into backends.
+pub fn parse_document(
+    bytes: &[u8],
+    format: DocumentFormat,
+    locator: &str,
+    ctx: &LocateContext,
+) -> Result<Vec<Backend>, LocateError> {
+    let parse_err = |message: String| LocateError::Parse {
+        locator: locator.to_string(),
+        message,
+    };
+    let entries: Vec<Entry> = match format {
+        DocumentFormat::Json => serde_json::from_slice(bytes).map_err(|e| {
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                parse_err("empty output (expected a JSON list, `[]` for no backends)".into())
+            } else {
+                parse_err(e.to_string())
+            }
+        })?,
+        DocumentFormat::Yaml => {
+            let text = std::str::from_utf8(bytes).map_err(|e| parse_err(e.to_string()))?;
+            let node = yaml::parse(text)
+                .map_err(|e| parse_err(format!("line {}: {}", e.loc, e.message)))?;
+            node.deserialize().map_err(|e| parse_err(e.to_string()))?
+        }
+    };
+    let mut backends = Vec::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        match (entry.targets, entry.address) {
+            (Some(targets), None) => {
+                if entry.port.is_some() || entry.weight.is_some() || !entry.tags.is_empty() {
+                    return Err(parse_err(format!(
+                        "entry {i}: a `targets` group takes only `labels`; use one object per backend for port, weight or tags"
+                    )));
+                }
+                for target in targets {
+                    let meta = BackendMeta {
+                        weight: None,
+                        id: entry.id.clone(),
+                        name: entry.name.clone(),
+                        zone: entry.zone.clone(),
+                        tags: entry.labels.clone(),
+                    };
+                    backends.push(backend_from_target(&target, None, meta, locator, ctx)?);
+                }
+            }
+            (None, Some(address)) => {
+                let mut tags = entry.tags;
+                tags.extend(entry.labels);
+                let meta = BackendMeta {
+                    weight: entry.weight,
+                    id: entry.id,
+                    name: entry.name,
+                    zone: entry.zone,
+                    tags,
+                };
+                backends.push(backend_from_target(&address, entry.port, meta, locator, ctx)?);
+            }
+            _ => {
+                return Err(parse_err(format!(
+                    "entry {i}: needs either `targets` (a file_sd group) or `address` (one backend)"
+                )));
+            }
+        }
+    }
+    Ok(backends)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(port: Option<u16>) -> LocateContext {
+        LocateContext {
+            service: "web".into(),
+            environment: None,
+            default_port: port,
+            base_dir: ".".into(),
+        }
+    }
+
+    #[test]
+    fn file_sd_groups_and_objects() {
+        let doc = br#"[{"targets": ["10.0.0.1:80", "10.0.0.2"], "labels": {"zone": "a"}},
+                      {"address": "::1", "port": 81, "weight": 3, "name": "six"}]"#;
+        let b = parse_document(doc, DocumentFormat::Json, "file x", &ctx(Some(8080))).unwrap();
+        assert_eq!(b.len(), 3);
+        assert_eq!(b[1].endpoint(), "10.0.0.2:8080");
+        assert_eq!(b[0].tags.get("zone").map(String::as_str), Some("a"));
+        assert_eq!(b[2].endpoint(), "[::1]:81");
+        assert_eq!(b[2].weight, 3);
+    }
+
+    #[test]
+    fn yaml_documents_work_too() {
+        let doc = b"- targets: ['127.0.0.1:9000']\n  labels: {rack: 7}\n";
+        let b = parse_document(doc, DocumentFormat::Yaml, "file x", &ctx(None)).unwrap();
+        assert_eq!(b[0].tags.get("rack").map(String::as_str), Some("7"));
+    }
+
+    #[test]
+    fn bad_values_name_the_locator_and_value() {
+        let doc = br#"[{"targets": ["10.0.0.1:80; evil"]}]"#;
+        let err = parse_document(doc, DocumentFormat::Json, "file x.json", &ctx(None))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("file x.json"), "{err}");
+        assert!(err.contains("10.0.0.1:80; evil"), "{err}");
+    }
+
+    #[test]
+    fn missing_port_is_an_error() {
+        let doc = br#"[{"targets": ["10.0.0.1"]}]"#;
+        let err = parse_document(doc, DocumentFormat::Json, "file x", &ctx(None)).unwrap_err();
+        assert!(matches!(err, LocateError::NoPort { .. }), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_a_parse_error() {
+        for doc in [&b"not json"[..], b"", b"{\"targets\": []}", b"[{}]"] {
+            let err = parse_document(doc, DocumentFormat::Json, "exec x", &ctx(None)).unwrap_err();
+            assert!(matches!(err, LocateError::Parse { .. }), "{err}");
+        }
+    }
+}

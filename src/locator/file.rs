@@ -1,0 +1,53 @@
+//! The `file` locator: a Prometheus file_sd document on disk, read on every pass.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{BoxFuture, DocumentFormat, LocateContext, LocateError, Locator, parse_document};
+use crate::backend::Backend;
+
+/// `file: { path: backends.json }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLocatorConfig {
+    /// The document; `.json` is JSON, anything else is read as YAML (JSON is YAML too).
+    pub path: PathBuf,
+}
+
+/// Reads the file on each pass.
+pub struct FileLocator {
+    config: FileLocatorConfig,
+}
+
+impl FileLocator {
+    /// A locator for one file.
+    pub fn new(config: FileLocatorConfig) -> Self {
+        FileLocator { config }
+    }
+}
+
+impl Locator for FileLocator {
+    fn describe(&self) -> String {
+        format!("file {}", self.config.path.display())
+    }
+
+    fn locate<'a>(&'a self, ctx: &'a LocateContext) -> BoxFuture<'a, Result<Vec<Backend>, LocateError>> {
+        Box::pin(async move {
+            let locator = self.describe();
+            let path = &self.config.path;
+            let bytes = tokio::fs::read(path)
+                .await
+                .map_err(|source| LocateError::Read {
+                    locator: locator.clone(),
+                    path: path.clone(),
+                    source,
+                })?;
+            let format = match path.extension().and_then(|e| e.to_str()) {
+                Some("json") => DocumentFormat::Json,
+                _ => DocumentFormat::Yaml,
+            };
+            parse_document(&bytes, format, &locator, ctx)
+        })
+    }
+}

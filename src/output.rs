@@ -1,0 +1,205 @@
+//! Putting a rendered file in place: compare, stage, fsync, rename, keep one backup, roll back.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use tempfile::NamedTempFile;
+
+/// Mode for new files when the config sets none.
+pub const DEFAULT_MODE: u32 = 0o644;
+
+/// Why a file could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {}: {source}", path.display())]
+pub struct InstallError {
+    /// What was being done (`write`, `rename into place`, ...).
+    pub action: &'static str,
+    /// The file concerned.
+    pub path: PathBuf,
+    /// The OS error.
+    pub source: std::io::Error,
+}
+
+fn err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> InstallError + 'a {
+    move |source| InstallError {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The current content of `path`, or `None` when it doesn't exist.
+pub fn read_current(path: &Path) -> Result<Option<Vec<u8>>, InstallError> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(err("read", path)(e)),
+    }
+}
+
+/// The mode to give `path`: the configured one, else the existing file's, else 0644.
+pub fn effective_mode(path: &Path, configured: Option<u32>) -> u32 {
+    configured.unwrap_or_else(|| {
+        fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(DEFAULT_MODE)
+    })
+}
+
+/// Where the backup of `path` is kept: `path.bak`, beside it.
+pub fn backup_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".bak");
+    path.with_file_name(name)
+}
+
+/// A file written and synced next to its destination, not yet in place.
+pub struct Staged {
+    file: NamedTempFile,
+    dest: PathBuf,
+}
+
+impl Staged {
+    /// The staged file's path (for `{staged}` in a check command).
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// Renames the staged file over the destination and syncs the directory.
+    pub fn commit(self) -> Result<(), InstallError> {
+        let dest = self.dest;
+        self.file
+            .persist(&dest)
+            .map_err(|e| err("rename into place", &dest)(e.error))?;
+        sync_dir(&dest)
+    }
+}
+
+/// Writes `bytes` to a temporary file in `dest`'s directory, with `mode`, and fsyncs it.
+///
+/// The temporary name keeps `dest`'s extension so that checkers which look at it still work.
+pub fn stage(dest: &Path, bytes: &[u8], mode: u32) -> Result<Staged, InstallError> {
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let stem = dest.file_name().unwrap_or_default().to_string_lossy();
+    let suffix = dest
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    let mut file = tempfile::Builder::new()
+        .prefix(&format!(".{stem}.elasticd-"))
+        .suffix(&suffix)
+        .tempfile_in(dir)
+        .map_err(err("create a staging file for", dest))?;
+    file.write_all(bytes).map_err(err("write", dest))?;
+    fs::set_permissions(file.path(), fs::Permissions::from_mode(mode))
+        .map_err(err("set the mode of", dest))?;
+    file.as_file().sync_all().map_err(err("fsync", dest))?;
+    Ok(Staged {
+        file,
+        dest: dest.to_path_buf(),
+    })
+}
+
+/// Replaces `dest` with `bytes` atomically: readers see the old file or the new one, never a mix.
+pub fn install_atomically(dest: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallError> {
+    stage(dest, bytes, mode)?.commit()
+}
+
+/// Saves `previous` as the one backup of `dest`.
+pub fn write_backup(dest: &Path, previous: &[u8], mode: u32) -> Result<(), InstallError> {
+    install_atomically(&backup_path(dest), previous, mode)
+}
+
+/// Puts `dest` back as it was before an install: the previous bytes, or no file at all.
+pub fn restore(dest: &Path, previous: Option<&[u8]>, mode: u32) -> Result<(), InstallError> {
+    match previous {
+        Some(bytes) => install_atomically(dest, bytes, mode),
+        None => match fs::remove_file(dest) {
+            Ok(()) => sync_dir(dest),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(err("remove", dest)(e)),
+        },
+    }
+}
+
+// The rename is durable only once the directory entry is on disk.
+fn sync_dir(path: &Path) -> Result<(), InstallError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err("fsync the directory of", path))
+}
+
+/// A unified diff from `old` to `new`, labelled with `path`.
+pub fn unified_diff(path: &Path, old: Option<&[u8]>, new: &[u8]) -> String {
+    let old_text = old.map(String::from_utf8_lossy).unwrap_or_default();
+    let new_text = String::from_utf8_lossy(new);
+    let label = path.display().to_string();
+    similar::TextDiff::from_lines(old_text.as_ref(), new_text.as_ref())
+        .unified_diff()
+        .context_radius(3)
+        .header(
+            &if old.is_some() {
+                format!("a{label}")
+            } else {
+                "/dev/null".into()
+            },
+            &format!("b{label}"),
+        )
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_replaces_and_sets_mode_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("up.conf");
+        install_atomically(&dest, b"one", 0o640).unwrap();
+        install_atomically(&dest, b"two", 0o640).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"two");
+        assert_eq!(fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o640);
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn staged_file_is_beside_dest_and_vanishes_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("haproxy.cfg");
+        let staged = stage(&dest, b"x", 0o644).unwrap();
+        let p = staged.path().to_path_buf();
+        assert_eq!(p.parent(), Some(dir.path()));
+        assert!(p.to_string_lossy().ends_with(".cfg"));
+        drop(staged);
+        assert!(!p.exists() && !dest.exists());
+    }
+
+    #[test]
+    fn restore_puts_back_or_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("a.conf");
+        install_atomically(&dest, b"new", 0o644).unwrap();
+        restore(&dest, Some(b"old"), 0o644).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"old");
+        restore(&dest, None, 0o644).unwrap();
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn diff_has_headers_and_changes() {
+        let d = unified_diff(Path::new("/x.conf"), Some(b"a\nb\n"), b"a\nc\n");
+        assert!(d.contains("--- a/x.conf") && d.contains("+++ b/x.conf"), "{d}");
+        assert!(d.contains("-b\n") && d.contains("+c\n"), "{d}");
+    }
+}

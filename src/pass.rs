@@ -1,0 +1,626 @@
+//! One pass: locate, guard, render, compare, stage and check, install, reload, report.
+//!
+//! The pass is shared by `elasticd render` and the daemon. It never publishes partial data: a
+//! service whose locators fail, or whose answer the guard refuses, keeps its last good backend set,
+//! and an output whose service has no good set yet is left as it is on disk.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+
+use futures_util::future::join_all;
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{self, Backend};
+use crate::config::{Config, GuardConfig, ServiceConfig};
+use crate::frontend::{self, FrontendError};
+use crate::locator::{LocateContext, LocateError};
+use crate::output::{self, InstallError};
+use crate::render::{PassContext, RenderError, Renderer};
+
+/// What a pass may do.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PassOptions {
+    /// Write nothing, reload nothing; report diffs.
+    pub dry_run: bool,
+    /// Install files but don't reload frontends.
+    pub no_reload: bool,
+}
+
+/// What survives between passes: last good sets and reloads still owed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PassState {
+    /// Per service, the last backend set that passed the guard.
+    #[serde(default)]
+    pub last_good: IndexMap<String, Vec<Backend>>,
+    /// Frontends whose files changed but whose reload has not yet succeeded.
+    #[serde(default)]
+    pub pending_reloads: BTreeSet<String>,
+}
+
+/// Why the state file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Reading or writing failed.
+    #[error("state file {}: {source}", path.display())]
+    Io {
+        /// The state file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not a state file.
+    #[error("state file {} is not valid: {source}", path.display())]
+    Invalid {
+        /// The state file.
+        path: PathBuf,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+    /// Writing failed.
+    #[error(transparent)]
+    Install(#[from] InstallError),
+}
+
+impl PassState {
+    /// Reads the state file; a missing file is an empty state.
+    pub fn load(path: &Path) -> Result<Self, StateError> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Invalid {
+                path: path.to_path_buf(),
+                source,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PassState::default()),
+            Err(source) => Err(StateError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Writes the state file atomically.
+    pub fn save(&self, path: &Path) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(self).map_err(|source| StateError::Invalid {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        output::install_atomically(path, &bytes, 0o600)?;
+        Ok(())
+    }
+}
+
+/// Something that went wrong in a pass (the pass goes on with what it can).
+#[derive(Debug, thiserror::Error)]
+pub enum PassProblem {
+    /// A locator had no answer; the service keeps its last good set.
+    #[error("service `{service}`: {source}")]
+    Locate {
+        /// The service.
+        service: String,
+        /// What the locator said.
+        source: LocateError,
+    },
+    /// The guard refused the new set.
+    #[error("service `{service}`: guard held: {reason}; {outcome}")]
+    GuardHeld {
+        /// The service.
+        service: String,
+        /// Which limit, with numbers.
+        reason: String,
+        /// What is used instead.
+        outcome: String,
+    },
+    /// A template failed.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// A file could not be written.
+    #[error(transparent)]
+    Install(#[from] InstallError),
+    /// A check or reload failed.
+    #[error(transparent)]
+    Frontend(#[from] FrontendError),
+}
+
+/// How one service fared.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServiceStatus {
+    /// The locators answered and the guard accepted it.
+    Fresh,
+    /// The last good set is used (locator failed or guard held).
+    KeptLastGood,
+    /// No usable set: its outputs are left alone.
+    NoData,
+}
+
+/// One service's result.
+#[derive(Debug, Clone)]
+pub struct ServiceReport {
+    /// The service.
+    pub name: String,
+    /// Fresh, kept, or none.
+    pub status: ServiceStatus,
+    /// Size of the set used this pass.
+    pub backends: usize,
+    /// Endpoints added since the last good set.
+    pub added: Vec<String>,
+    /// Endpoints removed since the last good set.
+    pub removed: Vec<String>,
+}
+
+/// What happened to one output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputStatus {
+    /// Rendered bytes equal the file's.
+    Unchanged,
+    /// Installed (and checked, when the frontend has a checker).
+    Written,
+    /// Dry run: this diff would be written.
+    WouldChange(String),
+    /// Not rendered: its service has no good backend set.
+    Skipped(String),
+    /// Rendered but not installed, or rolled back (a check or write failed).
+    NotApplied,
+    /// Rendering failed.
+    Failed,
+}
+
+/// One output's result.
+#[derive(Debug, Clone)]
+pub struct OutputReport {
+    /// The file.
+    pub path: PathBuf,
+    /// What happened.
+    pub status: OutputStatus,
+}
+
+/// What happened to one frontend.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FrontendStatus {
+    /// Nothing changed for it.
+    Untouched,
+    /// Files installed and checked; reload skipped (`--no-reload` or no reload action).
+    Installed,
+    /// Files installed and the frontend reloaded.
+    Reloaded,
+    /// Check failed: files restored, no reload.
+    CheckFailed,
+    /// Files installed but the reload failed; it is owed.
+    ReloadFailed,
+}
+
+/// One frontend's result.
+#[derive(Debug, Clone)]
+pub struct FrontendReport {
+    /// The frontend.
+    pub name: String,
+    /// What happened.
+    pub status: FrontendStatus,
+}
+
+/// Everything a pass did.
+#[derive(Debug, Default)]
+pub struct PassReport {
+    /// Per service.
+    pub services: Vec<ServiceReport>,
+    /// Per output, in config order.
+    pub outputs: Vec<OutputReport>,
+    /// Per frontend that had work.
+    pub frontends: Vec<FrontendReport>,
+    /// Every problem, in the order met.
+    pub problems: Vec<PassProblem>,
+}
+
+impl PassReport {
+    /// True when anything went wrong (the exit status of `elasticd render`).
+    pub fn failed(&self) -> bool {
+        !self.problems.is_empty()
+    }
+}
+
+/// Asks every locator of one service; any failure means the service has no answer this pass.
+pub async fn locate_service(
+    config: &Config,
+    name: &str,
+    service: &ServiceConfig,
+) -> Result<Vec<Backend>, Vec<LocateError>> {
+    let ctx = LocateContext {
+        service: name.to_string(),
+        environment: config.environment.clone(),
+        default_port: service.port,
+        base_dir: config.base_dir.clone(),
+    };
+    let locators: Vec<_> = service.locators.iter().map(|l| l.build()).collect();
+    let results = join_all(locators.iter().map(|l| l.locate(&ctx))).await;
+    let mut backends = Vec::new();
+    let mut errors = Vec::new();
+    for result in results {
+        match result {
+            Ok(found) => backends.extend(found),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        backend::normalize(&mut backends);
+        Ok(backends)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Why the guard refuses `new`, if it does.
+pub fn guard_verdict(guard: &GuardConfig, last: Option<&[Backend]>, new: &[Backend]) -> Option<String> {
+    if new.len() < guard.min_backends {
+        return Some(format!(
+            "locators found {} backend{}, fewer than min_backends {}",
+            new.len(),
+            if new.len() == 1 { "" } else { "s" },
+            guard.min_backends
+        ));
+    }
+    if let (Some(ratio), Some(last)) = (guard.max_removed_ratio, last)
+        && !last.is_empty()
+    {
+        let now: HashSet<_> = new.iter().map(Backend::key).collect();
+        let removed = last.iter().filter(|b| !now.contains(&b.key())).count();
+        let share = removed as f64 / last.len() as f64;
+        if share > ratio {
+            return Some(format!(
+                "{removed} of {} backends would be removed ({:.0}%), more than max_removed_ratio {ratio}",
+                last.len(),
+                share * 100.0
+            ));
+        }
+    }
+    None
+}
+
+fn endpoint_diff(old: Option<&[Backend]>, new: &[Backend]) -> (Vec<String>, Vec<String>) {
+    let old = old.unwrap_or_default();
+    let old_keys: HashSet<_> = old.iter().map(Backend::key).collect();
+    let new_keys: HashSet<_> = new.iter().map(Backend::key).collect();
+    let added = new
+        .iter()
+        .filter(|b| !old_keys.contains(&b.key()))
+        .map(Backend::endpoint)
+        .collect();
+    let removed = old
+        .iter()
+        .filter(|b| !new_keys.contains(&b.key()))
+        .map(Backend::endpoint)
+        .collect();
+    (added, removed)
+}
+
+/// A rendered output that differs from its file.
+struct Change {
+    index: usize,
+    content: String,
+    previous: Option<Vec<u8>>,
+    mode: u32,
+}
+
+/// Runs one pass over every service and output.
+pub async fn run_pass(
+    config: &Config,
+    renderer: &Renderer,
+    state: &mut PassState,
+    options: PassOptions,
+) -> PassReport {
+    let mut report = PassReport::default();
+
+    let located = join_all(
+        config
+            .services
+            .iter()
+            .map(|(name, service)| locate_service(config, name, service)),
+    )
+    .await;
+
+    let mut sets: IndexMap<String, Vec<Backend>> = IndexMap::new();
+    let mut fresh: IndexMap<String, Vec<Backend>> = IndexMap::new();
+    for ((name, service), result) in config.services.iter().zip(located) {
+        let last = state.last_good.get(name).map(Vec::as_slice);
+        let kept_outcome = || match last {
+            Some(l) => format!("keeping the last good set of {} backends", l.len()),
+            None => "no good set is known yet, so its outputs are left as they are".to_string(),
+        };
+        let candidate = match result {
+            Ok(backends) => match guard_verdict(&service.guard, last, &backends) {
+                None => Some(backends),
+                Some(reason) => {
+                    report.problems.push(PassProblem::GuardHeld {
+                        service: name.clone(),
+                        reason,
+                        outcome: kept_outcome(),
+                    });
+                    None
+                }
+            },
+            Err(errors) => {
+                report
+                    .problems
+                    .extend(errors.into_iter().map(|source| PassProblem::Locate {
+                        service: name.clone(),
+                        source,
+                    }));
+                None
+            }
+        };
+        let (status, used) = match (candidate, last) {
+            (Some(backends), _) => (ServiceStatus::Fresh, Some(backends)),
+            (None, Some(last)) => (ServiceStatus::KeptLastGood, Some(last.to_vec())),
+            (None, None) => (ServiceStatus::NoData, None),
+        };
+        let (added, removed) = match (&status, &used) {
+            (ServiceStatus::Fresh, Some(set)) => endpoint_diff(last, set),
+            _ => (Vec::new(), Vec::new()),
+        };
+        report.services.push(ServiceReport {
+            name: name.clone(),
+            status: status.clone(),
+            backends: used.as_ref().map_or(0, Vec::len),
+            added,
+            removed,
+        });
+        if let Some(set) = used {
+            if status == ServiceStatus::Fresh {
+                fresh.insert(name.clone(), set.clone());
+            }
+            sets.insert(name.clone(), set);
+        }
+    }
+
+    let context = PassContext::new(config, &sets);
+    let mut changes: Vec<Change> = Vec::new();
+    for (index, output) in config.outputs.iter().enumerate() {
+        let missing: Vec<&str> = match output.service() {
+            Some(s) => [s].into_iter().filter(|s| !sets.contains_key(*s)).collect(),
+            None => config
+                .services
+                .keys()
+                .map(String::as_str)
+                .filter(|s| !sets.contains_key(*s))
+                .collect(),
+        };
+        let status = if !missing.is_empty() {
+            OutputStatus::Skipped(format!(
+                "no good backend set yet for {}",
+                missing
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        } else {
+            match render_and_compare(renderer, index, output, &context) {
+                Ok(None) => OutputStatus::Unchanged,
+                Ok(Some(change)) => {
+                    if options.dry_run {
+                        let diff = output::unified_diff(
+                            &output.path,
+                            change.previous.as_deref(),
+                            change.content.as_bytes(),
+                        );
+                        OutputStatus::WouldChange(diff)
+                    } else {
+                        changes.push(change);
+                        OutputStatus::NotApplied
+                    }
+                }
+                Err(problem) => {
+                    report.problems.push(problem);
+                    OutputStatus::Failed
+                }
+            }
+        };
+        report.outputs.push(OutputReport {
+            path: output.path.clone(),
+            status,
+        });
+    }
+
+    if options.dry_run {
+        return report;
+    }
+
+    // Outputs that feed no frontend are just installed.
+    for change in changes.iter().filter(|c| config.outputs[c.index].frontend.is_none()) {
+        match install_with_backup(config, change) {
+            Ok(()) => report.outputs[change.index].status = OutputStatus::Written,
+            Err(e) => report.problems.push(e.into()),
+        }
+    }
+
+    for (name, frontend) in &config.frontends {
+        let mine: Vec<&Change> = changes
+            .iter()
+            .filter(|c| config.outputs[c.index].frontend.as_deref() == Some(name.as_str()))
+            .collect();
+        let owed = state.pending_reloads.contains(name);
+        if mine.is_empty() && !owed {
+            continue;
+        }
+        let installed = if mine.is_empty() {
+            Ok(())
+        } else {
+            apply_frontend_changes(config, name, frontend, &mine).await
+        };
+        let status = match installed {
+            Err(problem) => {
+                let status = match &problem {
+                    PassProblem::Frontend(FrontendError::Check { .. }) => FrontendStatus::CheckFailed,
+                    _ => FrontendStatus::Untouched,
+                };
+                report.problems.push(problem);
+                status
+            }
+            Ok(()) => {
+                for c in &mine {
+                    report.outputs[c.index].status = OutputStatus::Written;
+                }
+                match (&frontend.reload, options.no_reload) {
+                    (Some(action), false) => {
+                        match frontend::reload(name, action, &config.base_dir).await {
+                            Ok(()) => {
+                                state.pending_reloads.remove(name);
+                                FrontendStatus::Reloaded
+                            }
+                            Err(e) => {
+                                state.pending_reloads.insert(name.clone());
+                                report.problems.push(e.into());
+                                FrontendStatus::ReloadFailed
+                            }
+                        }
+                    }
+                    _ => FrontendStatus::Installed,
+                }
+            }
+        };
+        report.frontends.push(FrontendReport {
+            name: name.clone(),
+            status,
+        });
+    }
+
+    for (name, set) in fresh {
+        state.last_good.insert(name, set);
+    }
+    state
+        .last_good
+        .retain(|name, _| config.services.contains_key(name));
+    state
+        .pending_reloads
+        .retain(|name| config.frontends.contains_key(name));
+    report
+}
+
+fn render_and_compare(
+    renderer: &Renderer,
+    index: usize,
+    output: &crate::config::OutputConfig,
+    context: &PassContext,
+) -> Result<Option<Change>, PassProblem> {
+    let content = renderer.render(index, output, &context.for_output(output))?;
+    let previous = output::read_current(&output.path)?;
+    if previous.as_deref() == Some(content.as_bytes()) {
+        return Ok(None);
+    }
+    Ok(Some(Change {
+        index,
+        content,
+        previous,
+        mode: output::effective_mode(&output.path, output.mode.map(|m| m.0)),
+    }))
+}
+
+fn install_with_backup(config: &Config, change: &Change) -> Result<(), InstallError> {
+    let path = &config.outputs[change.index].path;
+    if let Some(previous) = &change.previous {
+        output::write_backup(path, previous, change.mode)?;
+    }
+    output::install_atomically(path, change.content.as_bytes(), change.mode)
+}
+
+/// Installs one frontend's changed outputs so that a failed check leaves its files as they were.
+async fn apply_frontend_changes(
+    config: &Config,
+    name: &str,
+    frontend: &crate::config::FrontendConfig,
+    changes: &[&Change],
+) -> Result<(), PassProblem> {
+    if frontend::checks_staged_file(frontend) {
+        // Check every staged file before any of them goes into place.
+        let mut staged = Vec::new();
+        for change in changes {
+            let path = &config.outputs[change.index].path;
+            let file = output::stage(path, change.content.as_bytes(), change.mode)?;
+            frontend::check(name, frontend, Some(file.path()), &config.base_dir).await?;
+            staged.push((change, file));
+        }
+        for (change, file) in staged {
+            let path = &config.outputs[change.index].path;
+            if let Some(previous) = &change.previous {
+                output::write_backup(path, previous, change.mode)?;
+            }
+            file.commit()?;
+        }
+        return Ok(());
+    }
+
+    let mut done: Vec<&Change> = Vec::new();
+    let mut result: Result<(), PassProblem> = Ok(());
+    for change in changes {
+        match install_with_backup(config, change) {
+            Ok(()) => done.push(change),
+            Err(e) => {
+                result = Err(e.into());
+                break;
+            }
+        }
+    }
+    if result.is_ok() {
+        result = frontend::check(name, frontend, None, &config.base_dir)
+            .await
+            .map_err(PassProblem::from);
+    }
+    if result.is_err() {
+        // The checker judges the frontend's whole config, so every file of this pass goes back.
+        for change in done {
+            let path = &config.outputs[change.index].path;
+            if let Err(e) = output::restore(path, change.previous.as_deref(), change.mode) {
+                tracing::error!("rolling back {} failed: {e}", path.display());
+            }
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(endpoints: &[&str]) -> Vec<Backend> {
+        endpoints
+            .iter()
+            .map(|e| {
+                let (a, p) = backend::parse_target(e).unwrap();
+                Backend::new(a, p.unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn guard_holds_below_min_backends() {
+        let guard = GuardConfig::default();
+        assert!(guard_verdict(&guard, None, &[]).unwrap().contains("fewer than min_backends 1"));
+        assert!(guard_verdict(&guard, None, &set(&["10.0.0.1:80"])).is_none());
+    }
+
+    #[test]
+    fn guard_holds_when_too_many_are_removed() {
+        let guard = GuardConfig {
+            min_backends: 1,
+            max_removed_ratio: Some(0.5),
+        };
+        let last = set(&["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"]);
+        // Half removed is allowed; more is not.
+        assert!(guard_verdict(&guard, Some(&last), &set(&["10.0.0.1:80", "10.0.0.2:80"])).is_none());
+        let verdict = guard_verdict(&guard, Some(&last), &set(&["10.0.0.1:80"])).unwrap();
+        assert!(verdict.contains("3 of 4"), "{verdict}");
+        // Additions never trip it.
+        assert!(guard_verdict(&guard, Some(&last), &set(&["10.0.0.9:80"])).is_some());
+        assert!(guard_verdict(&guard, None, &set(&["10.0.0.9:80"])).is_none());
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert_eq!(PassState::load(&path).unwrap(), PassState::default());
+        let mut state = PassState::default();
+        state.last_good.insert("web".into(), set(&["[::1]:80"]));
+        state.pending_reloads.insert("nginx".into());
+        state.save(&path).unwrap();
+        assert_eq!(PassState::load(&path).unwrap(), state);
+    }
+}

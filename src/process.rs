@@ -1,0 +1,350 @@
+//! Runs external programs (checkers, reload commands, plugins) as argument lists with a timeout.
+//!
+//! Each program gets its own process group so that a timeout kills whatever it started too; its
+//! stdout is read up to a size limit and the tail of its output is kept for error messages.
+
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+/// How much of a program's output is kept for error messages.
+const TAIL_LINES: usize = 20;
+const TAIL_BYTES: usize = 4096;
+/// stderr is drained in full but only this much of its end is kept in memory.
+const STDERR_KEEP: usize = 64 * 1024;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct CommandSpec<'a> {
+    /// Program and arguments; never a shell string.
+    pub argv: &'a [String],
+    /// Hard limit; the process group is killed after it.
+    pub timeout: Duration,
+    /// Working directory (the config file's directory).
+    pub cwd: &'a Path,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Bytes for stdin; none means stdin is /dev/null.
+    pub stdin: Option<Vec<u8>>,
+    /// The most stdout bytes accepted.
+    pub max_stdout: usize,
+}
+
+/// A program that ran and exited 0.
+#[derive(Debug)]
+pub struct Finished {
+    /// Everything it printed on stdout.
+    pub stdout: Vec<u8>,
+    /// The end of what it printed on stderr.
+    pub stderr: Vec<u8>,
+}
+
+/// Why running a program failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The argument list is empty.
+    #[error("empty command")]
+    Empty,
+    /// The program could not be started (not found, not executable, ...).
+    #[error("cannot run `{program}`: {source}")]
+    Spawn {
+        /// argv[0].
+        program: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// It ran longer than allowed and was killed.
+    #[error("`{command}` did not finish within {} and was killed{}", humantime::format_duration(*.timeout), tail_suffix(.output_tail))]
+    Timeout {
+        /// The command line, for the message.
+        command: String,
+        /// The limit it hit.
+        timeout: Duration,
+        /// The end of its stderr.
+        output_tail: String,
+    },
+    /// It exited non-zero or died from a signal.
+    #[error("`{command}` failed ({status}){}", tail_suffix(.output_tail))]
+    Failed {
+        /// The command line, for the message.
+        command: String,
+        /// Exit status as text (`exit status: 1`, `signal: 9 (SIGKILL)`).
+        status: String,
+        /// The end of its output.
+        output_tail: String,
+    },
+    /// It printed more than the limit on stdout.
+    #[error("`{command}` printed more than {limit} bytes on stdout and was killed")]
+    TooMuchOutput {
+        /// The command line, for the message.
+        command: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// Talking to it failed.
+    #[error("I/O error while running `{command}`: {source}")]
+    Io {
+        /// The command line, for the message.
+        command: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+fn tail_suffix(tail: &str) -> String {
+    if tail.trim().is_empty() {
+        String::new()
+    } else {
+        format!("; its output ends with:\n{}", indent(tail.trim_end()))
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The last lines of `bytes`, bounded in lines and bytes, as lossy UTF-8.
+pub fn tail(bytes: &[u8]) -> String {
+    let start = bytes.len().saturating_sub(TAIL_BYTES);
+    let text = String::from_utf8_lossy(&bytes[start..]);
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(TAIL_LINES);
+    lines[from..].join("\n")
+}
+
+/// Quotes argv for messages (not for a shell).
+pub fn display_command(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
+                format!("{a:?}")
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs the command; `Ok` only when it exits 0 within the timeout and the output limit.
+pub async fn run(spec: CommandSpec<'_>) -> Result<Finished, ProcessError> {
+    let program = spec.argv.first().ok_or(ProcessError::Empty)?;
+    let command = display_command(spec.argv);
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(&spec.argv[1..])
+        .current_dir(spec.cwd)
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let stdin_pipe = child.stdin.take();
+    let stdout_pipe = child.stdout.take();
+    let stderr_pipe = child.stderr.take();
+    let input = spec.stdin.unwrap_or_default();
+    let limit = spec.max_stdout;
+
+    let work = async {
+        let feed = async {
+            if let Some(mut pipe) = stdin_pipe {
+                // A program that exits without reading its input is not an error of ours.
+                let _ = pipe.write_all(&input).await;
+            }
+        };
+        let (_, out, err) = tokio::join!(
+            feed,
+            read_limited(stdout_pipe, limit),
+            read_tail(stderr_pipe, STDERR_KEEP)
+        );
+        (out, err)
+    };
+    let outcome = tokio::time::timeout(spec.timeout, work).await;
+    let kill_group = || {
+        if let Some(pgid) = pgid {
+            // The group may be gone already; that's the outcome we want anyway.
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    };
+    let (stdout, stderr) = match outcome {
+        Err(_) => {
+            kill_group();
+            let _ = child.wait().await;
+            return Err(ProcessError::Timeout {
+                command,
+                timeout: spec.timeout,
+                output_tail: String::new(),
+            });
+        }
+        Ok((Err(source), _)) | Ok((_, Err(source))) => {
+            kill_group();
+            let _ = child.wait().await;
+            return Err(ProcessError::Io { command, source });
+        }
+        Ok((Ok(None), _)) => {
+            kill_group();
+            let _ = child.wait().await;
+            return Err(ProcessError::TooMuchOutput { command, limit });
+        }
+        Ok((Ok(Some(out)), Ok(err))) => (out, err),
+    };
+    // Output is closed; the program may still be running (it closed its pipes early).
+    let status = match tokio::time::timeout(spec.timeout, child.wait()).await {
+        Ok(status) => status.map_err(|source| ProcessError::Io {
+            command: command.clone(),
+            source,
+        })?,
+        Err(_) => {
+            kill_group();
+            let _ = child.wait().await;
+            return Err(ProcessError::Timeout {
+                command,
+                timeout: spec.timeout,
+                output_tail: tail(&stderr),
+            });
+        }
+    };
+    if status.success() {
+        Ok(Finished { stdout, stderr })
+    } else {
+        let mut combined = stdout;
+        if !combined.is_empty() && !combined.ends_with(b"\n") {
+            combined.push(b'\n');
+        }
+        combined.extend_from_slice(&stderr);
+        Err(ProcessError::Failed {
+            command,
+            status: describe_status(status),
+            output_tail: tail(&combined),
+        })
+    }
+}
+
+fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => match Signal::try_from(sig) {
+            Ok(s) => format!("killed by {s}"),
+            Err(_) => format!("killed by signal {sig}"),
+        },
+        _ => status.to_string(),
+    }
+}
+
+/// Reads everything up to `limit` bytes; `None` when there was more.
+async fn read_limited(
+    pipe: Option<impl AsyncRead + Unpin>,
+    limit: usize,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let Some(pipe) = pipe else {
+        return Ok(Some(Vec::new()));
+    };
+    let mut buf = Vec::new();
+    let n = pipe.take(limit as u64 + 1).read_to_end(&mut buf).await?;
+    Ok(if n > limit { None } else { Some(buf) })
+}
+
+/// Reads to the end, keeping only the last `keep` bytes.
+async fn read_tail(pipe: Option<impl AsyncRead + Unpin>, keep: usize) -> std::io::Result<Vec<u8>> {
+    let Some(mut pipe) = pipe else {
+        return Ok(Vec::new());
+    };
+    let mut kept = Vec::new();
+    let mut chunk = vec![0u8; 8192];
+    loop {
+        let n = pipe.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(kept);
+        }
+        kept.extend_from_slice(&chunk[..n]);
+        if kept.len() > keep * 2 {
+            kept.drain(..kept.len() - keep);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(argv: &[String], timeout_ms: u64) -> CommandSpec<'_> {
+        CommandSpec {
+            argv,
+            timeout: Duration::from_millis(timeout_ms),
+            cwd: Path::new("/"),
+            env: vec![],
+            stdin: None,
+            max_stdout: 1024,
+        }
+    }
+
+    fn argv(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn success_returns_stdout() {
+        let a = argv(&["sh", "-c", "echo hello"]);
+        let out = run(spec(&a, 5000)).await.unwrap();
+        assert_eq!(out.stdout, b"hello\n");
+    }
+
+    #[tokio::test]
+    async fn failure_carries_status_and_stderr_tail() {
+        let a = argv(&["sh", "-c", "echo first >&2; echo boom >&2; exit 3"]);
+        let err = run(spec(&a, 5000)).await.unwrap_err().to_string();
+        assert!(err.contains("exit status 3"), "{err}");
+        assert!(err.contains("boom"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_group() {
+        // The grandchild holds stdout open; only a group kill ends it.
+        let a = argv(&["sh", "-c", "sleep 30 & sleep 30"]);
+        let started = std::time::Instant::now();
+        let err = run(spec(&a, 300)).await.unwrap_err();
+        assert!(matches!(err, ProcessError::Timeout { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn oversized_output_is_refused() {
+        let a = argv(&["sh", "-c", "head -c 5000 /dev/zero"]);
+        let err = run(spec(&a, 5000)).await.unwrap_err();
+        assert!(matches!(err, ProcessError::TooMuchOutput { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_a_spawn_error() {
+        let a = argv(&["/nonexistent/elasticd-test-program"]);
+        let err = run(spec(&a, 5000)).await.unwrap_err();
+        assert!(matches!(err, ProcessError::Spawn { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn stdin_is_delivered() {
+        let a = argv(&["cat"]);
+        let mut s = spec(&a, 5000);
+        s.stdin = Some(b"request".to_vec());
+        assert_eq!(run(s).await.unwrap().stdout, b"request");
+    }
+}

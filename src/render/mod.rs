@@ -1,0 +1,322 @@
+//! Rendering outputs with Tera: built-in templates, custom template files, and the context.
+//!
+//! Tera 2 is used (not 1.x): it is the maintained major version, its errors point at the template
+//! line with a source excerpt, and its escape function is pluggable, which is what lets every
+//! template escape for config files instead of HTML (see [`escape`]).
+
+pub mod escape;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::Serialize;
+use tera::{Context, Kwargs, State, Tera, Value};
+
+use crate::backend::Backend;
+use crate::config::{Config, OutputConfig, TemplateRef};
+
+/// The built-in templates, embedded from `templates/` at build time.
+const BUILTINS: &[(&str, &str)] = &[
+    ("nginx", include_str!("../../templates/nginx.conf.tera")),
+    ("nginx-stream", include_str!("../../templates/nginx-stream.conf.tera")),
+    ("haproxy", include_str!("../../templates/haproxy.cfg.tera")),
+    ("haproxy-tcp", include_str!("../../templates/haproxy-tcp.cfg.tera")),
+    ("varnish", include_str!("../../templates/varnish.vcl.tera")),
+    ("apache", include_str!("../../templates/apache.conf.tera")),
+];
+
+/// The source of a built-in template.
+pub fn builtin_source(name: &str) -> Option<&'static str> {
+    BUILTINS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// The names of all built-in templates.
+pub fn builtin_names() -> impl Iterator<Item = &'static str> {
+    BUILTINS.iter().map(|(n, _)| *n)
+}
+
+/// Why a template could not be loaded or rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A template file could not be read.
+    #[error("template {}: cannot read it: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Templates did not compile.
+    #[error("templates in {dir} do not compile:\n{message}")]
+    Compile {
+        /// The template directory, or `built-in`.
+        dir: String,
+        /// Tera's report, with file, line and excerpt.
+        message: String,
+    },
+    /// Rendering failed (a missing variable, a bad filter argument, ...).
+    #[error("output {}: rendering {template} failed:\n{message}", path.display())]
+    Render {
+        /// The output path.
+        path: PathBuf,
+        /// The template.
+        template: String,
+        /// Tera's report, with file, line and excerpt.
+        message: String,
+    },
+}
+
+/// Compiled templates for every output of a config.
+pub struct Renderer {
+    engines: Vec<Tera>,
+    /// Per output: which engine and which template name.
+    handles: Vec<(usize, String)>,
+}
+
+fn new_engine() -> Tera {
+    let mut tera = Tera::new();
+    // An empty suffix matches every template name: escaping is on everywhere.
+    tera.autoescape_on(vec![""]);
+    tera.set_escape_fn(escape::escape_config_value);
+    tera.register_filter("ident", |s: &str, _: Kwargs, _: &State| escape::ident(s));
+    tera
+}
+
+fn tera_message(e: &tera::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(&format!("\ncaused by: {s}"));
+        source = s.source();
+    }
+    message
+}
+
+impl Renderer {
+    /// Compiles the templates of every output; all failures are returned together.
+    pub fn new(config: &Config) -> Result<Self, Vec<RenderError>> {
+        let mut errors = Vec::new();
+        let mut builtin = new_engine();
+        let sources: Vec<(String, &str)> = BUILTINS
+            .iter()
+            .map(|(n, s)| (format!("builtin:{n}"), *s))
+            .collect();
+        if let Err(e) = builtin.add_raw_templates(sources) {
+            errors.push(RenderError::Compile {
+                dir: "built-in".into(),
+                message: tera_message(&e),
+            });
+        }
+        let mut engines = vec![builtin];
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut handles = Vec::new();
+        for output in &config.outputs {
+            match &output.template {
+                TemplateRef::Builtin(name) => handles.push((0, format!("builtin:{name}"))),
+                TemplateRef::File(path) => {
+                    let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+                    let name = path
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned();
+                    let index = match dirs.iter().position(|d| *d == dir) {
+                        Some(i) => i + 1,
+                        None => {
+                            dirs.push(dir.clone());
+                            match load_dir(&dir, path) {
+                                Ok(engine) => engines.push(engine),
+                                Err(e) => {
+                                    errors.push(e);
+                                    engines.push(new_engine());
+                                }
+                            }
+                            dirs.len()
+                        }
+                    };
+                    handles.push((index, name));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(Renderer { engines, handles })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Renders output number `index` of the config with `context`.
+    pub fn render(
+        &self,
+        index: usize,
+        output: &OutputConfig,
+        context: &Context,
+    ) -> Result<String, RenderError> {
+        let (engine, name) = &self.handles[index];
+        let mut text = self.engines[*engine]
+            .render(name, context)
+            .map_err(|e| RenderError::Render {
+                path: output.path.clone(),
+                template: output.template.to_string(),
+                message: tera_message(&e),
+            })?;
+        // Config files end with a newline whatever the template's last line does.
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        Ok(text)
+    }
+}
+
+// A custom template may include or extend the `*.tera` files in its directory tree, by their path
+// relative to that directory.
+fn load_dir(dir: &Path, main: &Path) -> Result<Tera, RenderError> {
+    let mut files = Vec::new();
+    collect_templates(dir, &mut files).map_err(|source| RenderError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if !files.iter().any(|f| f == main) {
+        files.push(main.to_path_buf());
+    }
+    let mut sources = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|source| RenderError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        let name = file
+            .strip_prefix(dir)
+            .unwrap_or(&file)
+            .to_string_lossy()
+            .into_owned();
+        sources.push((name, text));
+    }
+    let mut engine = new_engine();
+    engine
+        .add_raw_templates(sources)
+        .map_err(|e| RenderError::Compile {
+            dir: dir.display().to_string(),
+            message: tera_message(&e),
+        })?;
+    Ok(engine)
+}
+
+fn collect_templates(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.path());
+    for entry in entries {
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            collect_templates(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "tera") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// A backend as templates see it.
+#[derive(Serialize)]
+struct BackendView<'a> {
+    address: String,
+    port: u16,
+    endpoint: String,
+    weight: u32,
+    id: Option<&'a str>,
+    name: Option<&'a str>,
+    zone: Option<&'a str>,
+    tags: &'a BTreeMap<String, String>,
+    is_ipv6: bool,
+}
+
+impl<'a> From<&'a Backend> for BackendView<'a> {
+    fn from(b: &'a Backend) -> Self {
+        BackendView {
+            address: b.address.to_string(),
+            port: b.port,
+            endpoint: b.endpoint(),
+            weight: b.weight,
+            id: b.id.as_deref(),
+            name: b.name.as_deref(),
+            zone: b.zone.as_deref(),
+            tags: &b.tags,
+            is_ipv6: b.address.is_ipv6(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ServiceView<'a> {
+    name: &'a str,
+    port: Option<u16>,
+    backends: Vec<BackendView<'a>>,
+}
+
+/// The parts of the template context shared by all outputs of one pass.
+pub struct PassContext {
+    environment: Value,
+    services: Value,
+    by_name: IndexMap<String, (Value, Value)>,
+}
+
+impl PassContext {
+    /// Builds the shared context from the backend sets that are usable this pass.
+    pub fn new(config: &Config, sets: &IndexMap<String, Vec<Backend>>) -> Self {
+        let mut by_name = IndexMap::new();
+        for (name, backends) in sets {
+            let view = ServiceView {
+                name,
+                port: config.services.get(name).and_then(|s| s.port),
+                backends: backends.iter().map(BackendView::from).collect(),
+            };
+            let service = Value::from_serializable(&view);
+            let backends = service
+                .as_map()
+                .and_then(|m| m.get(&tera::value::Key::from("backends")))
+                .cloned()
+                .unwrap_or_else(|| Value::from_serializable(&view.backends));
+            by_name.insert(name.clone(), (service, backends));
+        }
+        let services: IndexMap<&str, &Value> =
+            by_name.iter().map(|(n, (s, _))| (n.as_str(), s)).collect();
+        PassContext {
+            environment: Value::from_serializable(&config.environment),
+            services: Value::from_serializable(&services),
+            by_name,
+        }
+    }
+
+    /// The full context for one output: `environment`, `services`, `vars`, and for a bound
+    /// service `service` and `backends`.
+    pub fn for_output(&self, output: &OutputConfig) -> Context {
+        let mut ctx = Context::new();
+        ctx.insert_value("environment", self.environment.clone());
+        ctx.insert_value("services", self.services.clone());
+        // Tera's `default` treats null as a value, so a `key: ~` would print as nothing; dropping it
+        // lets the template's default apply instead.
+        let vars: serde_json::Map<String, serde_json::Value> = output
+            .vars
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        ctx.insert("vars", &vars);
+        match output.service().and_then(|name| self.by_name.get(name)) {
+            Some((service, backends)) => {
+                ctx.insert_value("service", service.clone());
+                ctx.insert_value("backends", backends.clone());
+            }
+            None => {
+                ctx.insert_value("service", Value::none());
+                ctx.insert("backends", &Vec::<()>::new());
+            }
+        }
+        ctx
+    }
+}
+
+#[cfg(test)]
+mod tests;
