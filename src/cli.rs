@@ -89,8 +89,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 fn load_config(path: &Path) -> Result<Config, u8> {
     config::load(path).map_err(|e| {
         eprintln!("error: {e}");
-        if matches!(e, ConfigError::Read { .. }) && path == Path::new(config::DEFAULT_CONFIG_PATH)
-        {
+        if matches!(e, ConfigError::Read { .. }) && path == Path::new(config::DEFAULT_CONFIG_PATH) {
             eprintln!("hint: pass --config FILE or set ELASTICD_CONFIG");
         }
         EXIT_BAD_CONFIG
@@ -164,7 +163,7 @@ async fn render(args: RenderArgs) -> u8 {
             FrontendStatus::Untouched => "untouched",
             FrontendStatus::Installed => "files installed, not reloaded",
             FrontendStatus::Reloaded => "reloaded",
-            FrontendStatus::CheckFailed => "check failed, files restored, not reloaded",
+            FrontendStatus::CheckFailed => "check failed, previous files kept, not reloaded",
             FrontendStatus::ReloadFailed => "reload failed (will be retried)",
         };
         tracing::info!(frontend = %f.name, "{what}");
@@ -269,7 +268,12 @@ async fn locate(args: LocateArgs) -> u8 {
         eprintln!(
             "error: no service `{only}` in {}; services: {}",
             config.path.display(),
-            config.services.keys().cloned().collect::<Vec<_>>().join(", ")
+            config
+                .services
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         return EXIT_BAD_CONFIG;
     }

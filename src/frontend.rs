@@ -62,7 +62,9 @@ impl TryFrom<RawReload> for ReloadAction {
                     return Err("`pidfile` goes with `signal`, not with `command`".into());
                 }
                 if argv.first().is_none_or(|p| p.is_empty()) {
-                    return Err("`command` must be a non-empty list like [nginx, -s, reload]".into());
+                    return Err(
+                        "`command` must be a non-empty list like [nginx, -s, reload]".into(),
+                    );
                 }
                 Ok(ReloadAction::Command {
                     argv,
@@ -71,7 +73,9 @@ impl TryFrom<RawReload> for ReloadAction {
             }
             (None, Some(name)) => {
                 if raw.timeout.is_some() {
-                    return Err("`timeout` goes with `command`; sending a signal is immediate".into());
+                    return Err(
+                        "`timeout` goes with `command`; sending a signal is immediate".into(),
+                    );
                 }
                 let signal = parse_signal(&name)?;
                 let pidfile = raw
@@ -80,9 +84,9 @@ impl TryFrom<RawReload> for ReloadAction {
                 Ok(ReloadAction::Signal { signal, pidfile })
             }
             (Some(_), Some(_)) => Err("give either `command` or `signal`, not both".into()),
-            (None, None) => Err(
-                "`reload` needs `command: [...]` or `signal: NAME` with `pidfile: PATH`".into(),
-            ),
+            (None, None) => {
+                Err("`reload` needs `command: [...]` or `signal: NAME` with `pidfile: PATH`".into())
+            }
         }
     }
 }
@@ -95,7 +99,8 @@ pub fn parse_signal(name: &str) -> Result<Signal, String> {
     } else {
         format!("SIG{upper}")
     };
-    Signal::from_str(&full).map_err(|_| format!("`{name}` is not a signal name (try HUP, USR1, USR2)"))
+    Signal::from_str(&full)
+        .map_err(|_| format!("`{name}` is not a signal name (try HUP, USR1, USR2)"))
 }
 
 impl ReloadAction {
@@ -124,10 +129,12 @@ impl ReloadAction {
 #[derive(Debug, thiserror::Error)]
 pub enum FrontendError {
     /// The checker rejected the new config (or could not run).
-    #[error("frontend `{frontend}`: check failed: {source}")]
+    #[error("frontend `{frontend}`: check failed{}: {source}", staged_for.as_ref().map(|p| format!(" for {} (staged copy)", p.display())).unwrap_or_default())]
     Check {
         /// Frontend name.
         frontend: String,
+        /// The output whose staged copy was checked, for `{staged}` checks.
+        staged_for: Option<PathBuf>,
         /// What the checker did.
         source: ProcessError,
     },
@@ -165,20 +172,29 @@ pub enum FrontendError {
     },
 }
 
+/// A staged copy of an output, for checkers that take `{staged}`.
+#[derive(Debug, Clone, Copy)]
+pub struct StagedFile<'a> {
+    /// Where the staged copy is.
+    pub staged: &'a Path,
+    /// The output it will become.
+    pub output: &'a Path,
+}
+
 /// Runs the frontend's checker. With `staged`, `{staged}` in the argv is replaced by that path.
 pub async fn check(
     name: &str,
     frontend: &FrontendConfig,
-    staged: Option<&Path>,
+    staged: Option<StagedFile<'_>>,
     cwd: &Path,
 ) -> Result<(), FrontendError> {
     let Some(argv) = &frontend.check else {
         return Ok(());
     };
     let argv: Vec<String> = match staged {
-        Some(path) => argv
+        Some(file) => argv
             .iter()
-            .map(|a| a.replace(STAGED_PLACEHOLDER, &path.to_string_lossy()))
+            .map(|a| a.replace(STAGED_PLACEHOLDER, &file.staged.to_string_lossy()))
             .collect(),
         None => argv.clone(),
     };
@@ -194,6 +210,7 @@ pub async fn check(
     .map(|_| ())
     .map_err(|source| FrontendError::Check {
         frontend: name.to_string(),
+        staged_for: staged.map(|f| f.output.to_path_buf()),
         source,
     })
 }
@@ -262,12 +279,13 @@ mod tests {
 
     #[test]
     fn reload_needs_exactly_one_action() {
-        let raw = |command: Option<Vec<String>>, signal: Option<&str>, pidfile: Option<&str>| RawReload {
-            command,
-            timeout: None,
-            signal: signal.map(String::from),
-            pidfile: pidfile.map(PathBuf::from),
-        };
+        let raw =
+            |command: Option<Vec<String>>, signal: Option<&str>, pidfile: Option<&str>| RawReload {
+                command,
+                timeout: None,
+                signal: signal.map(String::from),
+                pidfile: pidfile.map(PathBuf::from),
+            };
         assert!(ReloadAction::try_from(raw(None, None, None)).is_err());
         assert!(ReloadAction::try_from(raw(Some(vec!["x".into()]), Some("HUP"), None)).is_err());
         assert!(ReloadAction::try_from(raw(None, Some("HUP"), None)).is_err());
@@ -284,7 +302,10 @@ mod tests {
             signal: Signal::SIGHUP,
             pidfile: pidfile.clone(),
         };
-        let err = reload("nginx", &action, dir.path()).await.unwrap_err().to_string();
+        let err = reload("nginx", &action, dir.path())
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("garbage") && err.contains("x.pid"), "{err}");
     }
 }

@@ -22,7 +22,10 @@ pub struct InstallError {
     pub source: std::io::Error,
 }
 
-fn err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> InstallError + 'a {
+fn err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> InstallError + 'a {
     move |source| InstallError {
         action,
         path: path.to_path_buf(),
@@ -168,7 +171,10 @@ mod tests {
         install_atomically(&dest, b"one", 0o640).unwrap();
         install_atomically(&dest, b"two", 0o640).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"two");
-        assert_eq!(fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
     }
@@ -199,7 +205,10 @@ mod tests {
     #[test]
     fn diff_has_headers_and_changes() {
         let d = unified_diff(Path::new("/x.conf"), Some(b"a\nb\n"), b"a\nc\n");
-        assert!(d.contains("--- a/x.conf") && d.contains("+++ b/x.conf"), "{d}");
+        assert!(
+            d.contains("--- a/x.conf") && d.contains("+++ b/x.conf"),
+            "{d}"
+        );
         assert!(d.contains("-b\n") && d.contains("+c\n"), "{d}");
     }
 }

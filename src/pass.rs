@@ -248,7 +248,11 @@ pub async fn locate_service(
 }
 
 /// Why the guard refuses `new`, if it does.
-pub fn guard_verdict(guard: &GuardConfig, last: Option<&[Backend]>, new: &[Backend]) -> Option<String> {
+pub fn guard_verdict(
+    guard: &GuardConfig,
+    last: Option<&[Backend]>,
+    new: &[Backend],
+) -> Option<String> {
     if new.len() < guard.min_backends {
         return Some(format!(
             "locators found {} backend{}, fewer than min_backends {}",
@@ -424,7 +428,10 @@ pub async fn run_pass(
     }
 
     // Outputs that feed no frontend are just installed.
-    for change in changes.iter().filter(|c| config.outputs[c.index].frontend.is_none()) {
+    for change in changes
+        .iter()
+        .filter(|c| config.outputs[c.index].frontend.is_none())
+    {
         match install_with_backup(config, change) {
             Ok(()) => report.outputs[change.index].status = OutputStatus::Written,
             Err(e) => report.problems.push(e.into()),
@@ -448,7 +455,9 @@ pub async fn run_pass(
         let status = match installed {
             Err(problem) => {
                 let status = match &problem {
-                    PassProblem::Frontend(FrontendError::Check { .. }) => FrontendStatus::CheckFailed,
+                    PassProblem::Frontend(FrontendError::Check { .. }) => {
+                        FrontendStatus::CheckFailed
+                    }
                     _ => FrontendStatus::Untouched,
                 };
                 report.problems.push(problem);
@@ -534,7 +543,11 @@ async fn apply_frontend_changes(
         for change in changes {
             let path = &config.outputs[change.index].path;
             let file = output::stage(path, change.content.as_bytes(), change.mode)?;
-            frontend::check(name, frontend, Some(file.path()), &config.base_dir).await?;
+            let staged_file = frontend::StagedFile {
+                staged: file.path(),
+                output: path,
+            };
+            frontend::check(name, frontend, Some(staged_file), &config.base_dir).await?;
             staged.push((change, file));
         }
         for (change, file) in staged {
@@ -592,7 +605,11 @@ mod tests {
     #[test]
     fn guard_holds_below_min_backends() {
         let guard = GuardConfig::default();
-        assert!(guard_verdict(&guard, None, &[]).unwrap().contains("fewer than min_backends 1"));
+        assert!(
+            guard_verdict(&guard, None, &[])
+                .unwrap()
+                .contains("fewer than min_backends 1")
+        );
         assert!(guard_verdict(&guard, None, &set(&["10.0.0.1:80"])).is_none());
     }
 
@@ -604,7 +621,9 @@ mod tests {
         };
         let last = set(&["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"]);
         // Half removed is allowed; more is not.
-        assert!(guard_verdict(&guard, Some(&last), &set(&["10.0.0.1:80", "10.0.0.2:80"])).is_none());
+        assert!(
+            guard_verdict(&guard, Some(&last), &set(&["10.0.0.1:80", "10.0.0.2:80"])).is_none()
+        );
         let verdict = guard_verdict(&guard, Some(&last), &set(&["10.0.0.1:80"])).unwrap();
         assert!(verdict.contains("3 of 4"), "{verdict}");
         // Additions never trip it.

@@ -183,7 +183,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
             })?,
         };
         if parsed.is_zero() {
-            return Err(serde::de::Error::custom("a duration of zero is not allowed here"));
+            return Err(serde::de::Error::custom(
+                "a duration of zero is not allowed here",
+            ));
         }
         Ok(HumanDuration(parsed))
     }
@@ -291,6 +293,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
     let mut loader = Loader {
         problems: Vec::new(),
+        declared: HashSet::new(),
+        output_items: Vec::new(),
     };
     let mut config = loader.sections(&root, path, base_dir);
     loader.cross_check(&root, &config);
@@ -305,6 +309,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 
 struct Loader {
     problems: Vec<Problem>,
+    /// Names present in the file, parsed or not, so that a broken service doesn't also show up
+    /// as "unknown service" everywhere it is used.
+    declared: HashSet<(String, String)>,
+    /// For each parsed output, its position in the `outputs` list.
+    output_items: Vec<usize>,
 }
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -349,8 +358,10 @@ impl Loader {
                 return config;
             }
             _ => {
-                self.problems
-                    .push(Problem::at(root, "the config must be a mapping of sections"));
+                self.problems.push(Problem::at(
+                    root,
+                    "the config must be a mapping of sections",
+                ));
                 return config;
             }
         };
@@ -365,14 +376,22 @@ impl Loader {
                     }
                 }
                 "state_file" => config.state_file = self.take::<Option<PathBuf>>(value).flatten(),
-                "services" => config.services = self.named_section(value, "services"),
-                "frontends" => config.frontends = self.named_section(value, "frontends"),
+                "services" => {
+                    config.services =
+                        self.named_section(value, "services", |l, node| l.take_service(node))
+                }
+                "frontends" => {
+                    config.frontends =
+                        self.named_section(value, "frontends", |l, node| l.take(node))
+                }
                 "outputs" => match &value.kind {
                     NodeKind::Seq(items) => {
-                        config.outputs = items
-                            .iter()
-                            .filter_map(|item| self.take::<OutputConfig>(item))
-                            .collect();
+                        for (i, item) in items.iter().enumerate() {
+                            if let Some(output) = self.take::<OutputConfig>(item) {
+                                config.outputs.push(output);
+                                self.output_items.push(i);
+                            }
+                        }
                     }
                     _ => self
                         .problems
@@ -394,10 +413,34 @@ impl Loader {
         config
     }
 
-    fn named_section<T: for<'a> Deserialize<'a>>(
+    // Each locator is read on its own so that a mistake in one doesn't hide one in the next.
+    fn take_service(&mut self, node: &Node) -> Option<ServiceConfig> {
+        let mut rest = node.clone();
+        let mut locators = Vec::new();
+        if let NodeKind::Map(entries) = &mut rest.kind
+            && let Some((_, list)) = entries
+                .iter_mut()
+                .find(|(k, _)| matches!(&k.kind, NodeKind::Str(s) if s == "locators"))
+            && let NodeKind::Seq(items) = &mut list.kind
+        {
+            for item in std::mem::take(items) {
+                locators.extend(self.take::<LocatorConfig>(&item));
+            }
+        }
+        // A service with a broken locator still goes through the cross-checks; the config is
+        // rejected anyway because the locator's problem is recorded.
+        let mut service = self.take::<ServiceConfig>(&rest)?;
+        if service.locators.is_empty() {
+            service.locators = locators;
+        }
+        Some(service)
+    }
+
+    fn named_section<T>(
         &mut self,
         node: &Node,
         section: &str,
+        mut take: impl FnMut(&mut Self, &Node) -> Option<T>,
     ) -> IndexMap<String, T> {
         let mut out = IndexMap::new();
         let NodeKind::Map(entries) = &node.kind else {
@@ -420,7 +463,8 @@ impl Loader {
                 ));
                 continue;
             }
-            if let Some(parsed) = self.take::<T>(value) {
+            self.declared.insert((section.to_string(), name.clone()));
+            if let Some(parsed) = take(self, value) {
                 out.insert(name, parsed);
             }
         }
@@ -432,7 +476,11 @@ impl Loader {
         for (name, service) in &config.services {
             let node = services_node.and_then(|s| s.get(name));
             let node = node.unwrap_or(root);
-            if service.locators.is_empty() {
+            let written = node.get("locators").and_then(|l| match &l.kind {
+                NodeKind::Seq(items) => Some(items.len()),
+                _ => None,
+            });
+            if written == Some(0) {
                 self.problems.push(Problem::at(
                     node.get("locators").unwrap_or(node),
                     format!("service `{name}` has no locators"),
@@ -467,7 +515,12 @@ impl Loader {
                 ));
             }
         }
-        if config.services.is_empty() && root.get("services").is_some() {
+        let declared = |section: &str, name: &str| {
+            self.declared
+                .contains(&(section.to_string(), name.to_string()))
+        };
+        let any_service_declared = self.declared.iter().any(|(s, _)| s == "services");
+        if !any_service_declared && root.get("services").is_some() {
             self.problems.push(Problem::at(
                 root.get("services").unwrap_or(root),
                 "no services are defined",
@@ -476,57 +529,50 @@ impl Loader {
 
         let outputs_node = root.get("outputs");
         let mut paths = HashSet::new();
-        // Outputs that failed to parse are missing from `config.outputs`; match by position only
-        // when every output parsed, so a location never points at the wrong output.
-        let aligned = outputs_node
-            .and_then(|n| match &n.kind {
-                NodeKind::Seq(items) => Some(items.len()),
-                _ => None,
-            })
-            .is_some_and(|n| n == config.outputs.len());
-        for (i, output) in config.outputs.iter().enumerate() {
-            let node = if aligned {
-                outputs_node.and_then(|n| n.item(i)).unwrap_or(root)
-            } else {
-                outputs_node.unwrap_or(root)
-            };
+        let mut problems = Vec::new();
+        for (output, item) in config.outputs.iter().zip(&self.output_items) {
+            let node = outputs_node.and_then(|n| n.item(*item)).unwrap_or(root);
             let what = format!("output `{}`", output.path.display());
             if !paths.insert(output.path.clone()) {
-                self.problems.push(Problem::at(
+                problems.push(Problem::at(
                     node.get("path").unwrap_or(node),
                     format!("{what} is written by more than one output"),
                 ));
             }
             if let Some(frontend) = &output.frontend
-                && !config.frontends.contains_key(frontend)
+                && !declared("frontends", frontend)
             {
-                self.problems.push(Problem::at(
+                problems.push(Problem::at(
                     node.get("frontend").unwrap_or(node),
                     format!(
                         "{what}: unknown frontend `{frontend}`; defined frontends: {}",
-                        list_or_none(config.frontends.keys())
+                        self.declared_names("frontends")
                     ),
                 ));
             }
             match output.vars.get("service") {
                 Some(serde_json::Value::String(service)) => {
-                    if !config.services.contains_key(service) {
-                        self.problems.push(Problem::at(
-                            node.get("vars").and_then(|v| v.get("service")).unwrap_or(node),
+                    if !declared("services", service) {
+                        problems.push(Problem::at(
+                            node.get("vars")
+                                .and_then(|v| v.get("service"))
+                                .unwrap_or(node),
                             format!(
                                 "{what}: unknown service `{service}`; defined services: {}",
-                                list_or_none(config.services.keys())
+                                self.declared_names("services")
                             ),
                         ));
                     }
                 }
-                Some(_) => self.problems.push(Problem::at(
-                    node.get("vars").and_then(|v| v.get("service")).unwrap_or(node),
+                Some(_) => problems.push(Problem::at(
+                    node.get("vars")
+                        .and_then(|v| v.get("service"))
+                        .unwrap_or(node),
                     format!("{what}: `vars.service` must be a service name"),
                 )),
                 None => {
                     if let TemplateRef::Builtin(name) = &output.template {
-                        self.problems.push(Problem::at(
+                        problems.push(Problem::at(
                             node.get("vars").unwrap_or(node),
                             format!(
                                 "{what}: `{BUILTIN_PREFIX}{name}` renders one service; set `vars: {{ service: NAME }}`"
@@ -536,6 +582,20 @@ impl Loader {
                 }
             }
         }
+        self.problems.extend(problems);
+    }
+}
+
+impl Loader {
+    fn declared_names(&self, section: &str) -> String {
+        let mut names: Vec<&String> = self
+            .declared
+            .iter()
+            .filter(|(s, _)| s == section)
+            .map(|(_, n)| n)
+            .collect();
+        names.sort();
+        list_or_none(names.into_iter())
     }
 }
 

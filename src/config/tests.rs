@@ -1,0 +1,157 @@
+use super::*;
+
+fn parse_at(text: &str) -> Result<Config, ConfigError> {
+    parse(text, Path::new("/etc/elasticd/config.yaml"))
+}
+
+const GOOD: &str = r#"
+environment: production
+services:
+  web:
+    port: 8080
+    locators:
+      - static: ["10.0.0.1", "10.0.0.2:81", { address: "::1", weight: 3, tags: { a: b } }]
+      - file: { path: web.json }
+      - exec: { command: [./plugins/list, --all], timeout: 2s }
+    guard: { min_backends: 2, max_removed_ratio: 0.5 }
+frontends:
+  nginx:
+    check: [nginx, -t]
+    reload: { signal: HUP, pidfile: /run/nginx.pid }
+  haproxy:
+    check: [haproxy, -c, -f, "{staged}"]
+    reload: { command: [systemctl, reload, haproxy], timeout: 1m }
+outputs:
+  - template: builtin:nginx
+    path: conf.d/web.conf
+    frontend: nginx
+    mode: "0640"
+    vars: { service: web, upstream: web_pool }
+  - template: templates/all.tera
+    path: /etc/haproxy/haproxy.cfg
+    frontend: haproxy
+"#;
+
+#[test]
+fn a_full_config_loads_and_resolves_relative_paths() {
+    let config = parse_at(GOOD).unwrap();
+    assert_eq!(config.environment.as_deref(), Some("production"));
+    let web = &config.services["web"];
+    assert_eq!(web.port, Some(8080));
+    assert_eq!(web.locators.len(), 3);
+    assert_eq!(web.guard.min_backends, 2);
+    match &web.locators[1] {
+        crate::locator::LocatorConfig::File(f) => {
+            assert_eq!(f.path, Path::new("/etc/elasticd/web.json"))
+        }
+        other => panic!("{other:?}"),
+    }
+    match &web.locators[2] {
+        crate::locator::LocatorConfig::Exec(e) => {
+            assert_eq!(e.command[0], "/etc/elasticd/./plugins/list");
+            assert_eq!(e.timeout.0, Duration::from_secs(2));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        config.outputs[0].path,
+        Path::new("/etc/elasticd/conf.d/web.conf")
+    );
+    assert_eq!(config.outputs[0].mode, Some(FileMode(0o640)));
+    assert_eq!(
+        config.outputs[1].template,
+        TemplateRef::File("/etc/elasticd/templates/all.tera".into())
+    );
+    assert!(matches!(
+        config.frontends["haproxy"].reload,
+        Some(ReloadAction::Command { timeout, .. }) if timeout == Duration::from_secs(60)
+    ));
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_line_and_column() {
+    let text = r#"environment: production
+servces: {}
+services:
+  web:
+    port: 80
+    locators:
+      - static: ["10.0.0.1;rm -rf", "10.0.0.2:99999"]
+    guard: { min_backends: 1, max_removed_ratio: 2 }
+  api:
+    locators:
+      - dns: { name: api.internal }
+  "bad name":
+    locators: []
+frontends:
+  nginx:
+    check: []
+    reload: { signal: HUPP, pidfile: /run/nginx.pid }
+  varnish:
+    reload: { command: [varnishreload], pidfile: /x }
+outputs:
+  - template: builtin:nginxx
+    path: a.conf
+    vars: { service: web }
+  - template: builtin:nginx
+    path: b.conf
+    frontend: ngnix
+    vars: { service: wbe }
+  - template: builtin:haproxy
+    path: b.conf
+    frontend: nginx
+  - template: custom.tera
+    path: c.conf
+    mode: "0999"
+    timeout: 5s
+"#;
+    let err = parse_at(text).unwrap_err();
+    insta::assert_snapshot!(err.to_string());
+}
+
+#[test]
+fn yaml_syntax_errors_have_a_location() {
+    let err = parse_at("services:\n  web: [\n").unwrap_err();
+    let ConfigError::Invalid { problems, .. } = &err else {
+        panic!("{err}");
+    };
+    assert!(problems[0].loc.is_some(), "{err}");
+    assert!(err.to_string().contains("YAML syntax error"), "{err}");
+}
+
+#[test]
+fn an_empty_file_says_what_is_missing() {
+    let err = parse_at("").unwrap_err().to_string();
+    assert!(err.contains("empty"), "{err}");
+}
+
+#[test]
+fn durations_and_modes_parse() {
+    let d: HumanDuration = yaml::parse("1m30s").unwrap().deserialize().unwrap();
+    assert_eq!(d.0, Duration::from_secs(90));
+    let d: HumanDuration = yaml::parse("15").unwrap().deserialize().unwrap();
+    assert_eq!(d.0, Duration::from_secs(15));
+    assert!(
+        yaml::parse("soon")
+            .unwrap()
+            .deserialize::<HumanDuration>()
+            .is_err()
+    );
+    assert!(
+        yaml::parse("0s")
+            .unwrap()
+            .deserialize::<HumanDuration>()
+            .is_err()
+    );
+    let m: FileMode = yaml::parse("0644").unwrap().deserialize().unwrap();
+    assert_eq!(m.0, 0o644);
+    let m: FileMode = yaml::parse("\"0600\"").unwrap().deserialize().unwrap();
+    assert_eq!(m.0, 0o600);
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml.example");
+    let config = load(&path).unwrap();
+    assert!(!config.services.is_empty());
+}

@@ -319,10 +319,7 @@ impl<'de> de::SeqAccess<'de> for SeqAccess<'de> {
         seed: T,
     ) -> Result<Option<T::Value>, DeError> {
         match self.items.next() {
-            Some(node) => seed
-                .deserialize(node)
-                .map(Some)
-                .map_err(|e| e.at(node.loc)),
+            Some(node) => seed.deserialize(node).map(Some).map_err(|e| e.at(node.loc)),
             None => Ok(None),
         }
     }
@@ -353,7 +350,10 @@ impl<'de> de::MapAccess<'de> for MapAccess<'de> {
         }
     }
 
-    fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, DeError> {
         let value = self
             .value
             .take()
@@ -394,7 +394,10 @@ impl<'de> de::VariantAccess<'de> for &'de Node {
         }
     }
 
-    fn newtype_variant_seed<T: de::DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, DeError> {
+    fn newtype_variant_seed<T: de::DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<T::Value, DeError> {
         seed.deserialize(self).map_err(|e| e.at(self.loc))
     }
 
@@ -437,7 +440,11 @@ mod tests {
         let node = parse("port: 1\nprot: 2\n").unwrap();
         let err = node.deserialize::<Inner>().unwrap_err();
         assert_eq!(err.loc, Some(Location { line: 2, column: 1 }));
-        assert!(err.message.contains("unknown field `prot`"), "{}", err.message);
+        assert!(
+            err.message.contains("unknown field `prot`"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -98,7 +98,9 @@ pub fn parse_document(
                     zone: entry.zone,
                     tags,
                 };
-                backends.push(backend_from_target(&address, entry.port, meta, locator, ctx)?);
+                backends.push(backend_from_target(
+                    &address, entry.port, meta, locator, ctx,
+                )?);
             }
             _ => {
                 return Err(parse_err(format!(

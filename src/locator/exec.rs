@@ -44,7 +44,10 @@ impl Locator for ExecLocator {
         format!("exec [{}]", process::display_command(&self.config.command))
     }
 
-    fn locate<'a>(&'a self, ctx: &'a LocateContext) -> BoxFuture<'a, Result<Vec<Backend>, LocateError>> {
+    fn locate<'a>(
+        &'a self,
+        ctx: &'a LocateContext,
+    ) -> BoxFuture<'a, Result<Vec<Backend>, LocateError>> {
         Box::pin(async move {
             let locator = self.describe();
             let mut env = vec![

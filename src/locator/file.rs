@@ -32,7 +32,10 @@ impl Locator for FileLocator {
         format!("file {}", self.config.path.display())
     }
 
-    fn locate<'a>(&'a self, ctx: &'a LocateContext) -> BoxFuture<'a, Result<Vec<Backend>, LocateError>> {
+    fn locate<'a>(
+        &'a self,
+        ctx: &'a LocateContext,
+    ) -> BoxFuture<'a, Result<Vec<Backend>, LocateError>> {
         Box::pin(async move {
             let locator = self.describe();
             let path = &self.config.path;

@@ -47,16 +47,19 @@ impl<'de> Deserialize<'de> for StaticBackend {
                 f.write_str("\"ADDRESS[:PORT]\" or a mapping with `address`")
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<StaticBackend, E> {
-                parse_target(s)
-                    .map_err(|e| E::custom(format!("static backend `{s}`: {e}")))?;
+                parse_target(s).map_err(|e| E::custom(format!("static backend `{s}`: {e}")))?;
                 Ok(StaticBackend {
                     target: s.to_string(),
                     port: None,
                     meta: BackendMeta::default(),
                 })
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<StaticBackend, A::Error> {
-                let o = StaticObject::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<StaticBackend, A::Error> {
+                let o =
+                    StaticObject::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
                 let (_, target_port) = parse_target(&o.address).map_err(|e| {
                     serde::de::Error::custom(format!("static backend `{}`: {e}", o.address))
                 })?;
@@ -111,7 +114,10 @@ impl Locator for StaticLocator {
         "static".into()
     }
 
-    fn locate<'a>(&'a self, ctx: &'a LocateContext) -> BoxFuture<'a, Result<Vec<Backend>, LocateError>> {
+    fn locate<'a>(
+        &'a self,
+        ctx: &'a LocateContext,
+    ) -> BoxFuture<'a, Result<Vec<Backend>, LocateError>> {
         Box::pin(async move {
             let locator = self.describe();
             self.backends

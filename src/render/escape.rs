@@ -22,12 +22,12 @@ pub fn escape_config_value(input: &str, out: &mut dyn Write) -> std::io::Result<
     let mut start = 0;
     for (i, c) in input.char_indices() {
         if !is_inert(c) {
-            out.write_all(input[start..i].as_bytes())?;
+            out.write_all(&input.as_bytes()[start..i])?;
             out.write_all(b"_")?;
             start = i + c.len_utf8();
         }
     }
-    out.write_all(input[start..].as_bytes())
+    out.write_all(&input.as_bytes()[start..])
 }
 
 /// The `ident` filter: letters, digits and `_` only, never starting with a digit; for names that

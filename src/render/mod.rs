@@ -19,9 +19,15 @@ use crate::config::{Config, OutputConfig, TemplateRef};
 /// The built-in templates, embedded from `templates/` at build time.
 const BUILTINS: &[(&str, &str)] = &[
     ("nginx", include_str!("../../templates/nginx.conf.tera")),
-    ("nginx-stream", include_str!("../../templates/nginx-stream.conf.tera")),
+    (
+        "nginx-stream",
+        include_str!("../../templates/nginx-stream.conf.tera"),
+    ),
     ("haproxy", include_str!("../../templates/haproxy.cfg.tera")),
-    ("haproxy-tcp", include_str!("../../templates/haproxy-tcp.cfg.tera")),
+    (
+        "haproxy-tcp",
+        include_str!("../../templates/haproxy-tcp.cfg.tera"),
+    ),
     ("varnish", include_str!("../../templates/varnish.vcl.tera")),
     ("apache", include_str!("../../templates/apache.conf.tera")),
 ];
@@ -154,13 +160,14 @@ impl Renderer {
         context: &Context,
     ) -> Result<String, RenderError> {
         let (engine, name) = &self.handles[index];
-        let mut text = self.engines[*engine]
-            .render(name, context)
-            .map_err(|e| RenderError::Render {
-                path: output.path.clone(),
-                template: output.template.to_string(),
-                message: tera_message(&e),
-            })?;
+        let mut text =
+            self.engines[*engine]
+                .render(name, context)
+                .map_err(|e| RenderError::Render {
+                    path: output.path.clone(),
+                    template: output.template.to_string(),
+                    message: tera_message(&e),
+                })?;
         // Config files end with a newline whatever the template's last line does.
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');

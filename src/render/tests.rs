@@ -1,0 +1,140 @@
+use std::path::Path;
+
+use indexmap::IndexMap;
+
+use super::*;
+use crate::backend::parse_target;
+use crate::config;
+
+fn backend(target: &str, weight: u32, name: Option<&str>) -> Backend {
+    let (address, port) = parse_target(target).unwrap();
+    Backend {
+        weight,
+        name: name.map(String::from),
+        zone: name.map(|_| "zone-a".to_string()),
+        ..Backend::new(address, port.unwrap())
+    }
+}
+
+fn render_builtin(template: &str, vars: &str, backends: Vec<Backend>) -> String {
+    let text = format!(
+        "services:\n  web:\n    locators: [static: []]\n    guard: {{ min_backends: 0 }}\n\
+         outputs:\n  - {{ template: \"builtin:{template}\", path: out.conf, vars: {{ service: web{vars} }} }}\n"
+    );
+    let config = config::parse(&text, Path::new("/tmp/x/config.yaml")).unwrap();
+    let renderer = Renderer::new(&config)
+        .map_err(|e| format!("{e:?}"))
+        .unwrap();
+    let mut sets = IndexMap::new();
+    sets.insert("web".to_string(), backends);
+    let ctx = PassContext::new(&config, &sets);
+    renderer
+        .render(0, &config.outputs[0], &ctx.for_output(&config.outputs[0]))
+        .unwrap()
+}
+
+fn many() -> Vec<Backend> {
+    let mut v = vec![
+        backend("10.0.0.1:8080", 1, Some("web-1")),
+        backend("10.0.0.2:8080", 2, None),
+        backend("[::1]:8080", 3, None),
+        backend("web-4.internal:8081", 1, Some("web-4")),
+    ];
+    crate::backend::normalize(&mut v);
+    v
+}
+
+#[test]
+fn builtin_snapshots() {
+    for name in builtin_names() {
+        insta::assert_snapshot!(format!("{name}_many"), render_builtin(name, "", many()));
+        insta::assert_snapshot!(
+            format!("{name}_one"),
+            render_builtin(name, "", vec![backend("127.0.0.1:80", 1, None)])
+        );
+        insta::assert_snapshot!(format!("{name}_none"), render_builtin(name, "", vec![]));
+    }
+}
+
+#[test]
+fn builtin_knobs_reach_the_output() {
+    let out = render_builtin(
+        "nginx",
+        ", upstream: pool, balance: least_conn, keepalive: 16",
+        many(),
+    );
+    assert!(out.contains("upstream pool {"), "{out}");
+    assert!(out.contains("least_conn;"), "{out}");
+    assert!(out.contains("keepalive 16;"), "{out}");
+    let out = render_builtin("haproxy", ", backend: be_web, httpchk: /health", many());
+    assert!(out.contains("backend be_web"), "{out}");
+    assert!(out.contains("option httpchk GET /health"), "{out}");
+}
+
+#[test]
+fn null_vars_fall_back_to_defaults() {
+    let out = render_builtin("nginx", ", upstream: ~", many());
+    assert!(out.contains("upstream web {"), "{out}");
+}
+
+#[test]
+fn hostile_metadata_cannot_add_lines_or_directives() {
+    let hostile = "x\";\n}\nserver evil 6.6.6.6:1;# {{ \\";
+    for name in builtin_names() {
+        let plain = render_builtin(name, "", vec![backend("10.0.0.1:80", 1, Some("plain"))]);
+        let mut b = backend("10.0.0.1:80", 1, Some(hostile));
+        b.id = Some(hostile.into());
+        b.zone = Some(hostile.into());
+        b.tags.insert("k".into(), hostile.into());
+        let out = render_builtin(name, "", vec![b]);
+        assert_eq!(out.lines().count(), plain.lines().count(), "{name}:\n{out}");
+        assert!(!out.contains("6.6.6.6:1;"), "{name}:\n{out}");
+        assert!(!out.contains('"') || !out.contains("x\""), "{name}:\n{out}");
+    }
+}
+
+#[test]
+fn custom_templates_can_include_siblings_and_report_missing_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("part.tera"),
+        "{{ backends | length }} backends",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("main.tera"),
+        "# {% include \"part.tera\" %}\n{{ vars.missing.deeper }}\n",
+    )
+    .unwrap();
+    let text = "services:\n  web:\n    locators: [static: [\"10.0.0.1:80\"]]\n\
+                outputs:\n  - { template: main.tera, path: out.conf, vars: { service: web } }\n";
+    let config = config::parse(text, &dir.path().join("config.yaml")).unwrap();
+    let renderer = Renderer::new(&config)
+        .map_err(|e| format!("{e:?}"))
+        .unwrap();
+    let mut sets = IndexMap::new();
+    sets.insert("web".to_string(), many());
+    let ctx = PassContext::new(&config, &sets);
+    let err = renderer
+        .render(0, &config.outputs[0], &ctx.for_output(&config.outputs[0]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("main.tera"), "{err}");
+    assert!(err.contains("missing"), "{err}");
+    assert!(
+        err.contains(":2:") || err.contains("2 |") || err.contains("line 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_template_that_does_not_compile_is_reported_with_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.tera"), "{% for x in %}").unwrap();
+    let text = "services:\n  web:\n    locators: [static: [\"10.0.0.1:80\"]]\n\
+                outputs:\n  - { template: bad.tera, path: out.conf, vars: { service: web } }\n";
+    let config = config::parse(text, &dir.path().join("config.yaml")).unwrap();
+    let errors = Renderer::new(&config).err().unwrap();
+    let msg = errors[0].to_string();
+    assert!(msg.contains("bad.tera"), "{msg}");
+}
