@@ -33,6 +33,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run as a daemon: refresh on each service's schedule, apply changes, until SIGTERM.
+    Run(ConfigArg),
     /// Run one pass: locate, render, check, install, reload.
     Render(RenderArgs),
     /// Validate the config and templates; writes nothing.
@@ -79,6 +81,7 @@ pub struct LocateArgs {
 /// Runs the parsed command and returns the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
+        Command::Run(args) => crate::daemon::run(args.config).await,
         Command::Render(args) => render(args).await,
         Command::Check(args) => check(&args.config).await,
         Command::Locate(args) => locate(args).await,

@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod frontend;
 pub mod locator;
 pub mod output;

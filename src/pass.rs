@@ -230,7 +230,21 @@ pub async fn locate_service(
         base_dir: config.base_dir.clone(),
     };
     let locators: Vec<_> = service.locators.iter().map(|l| l.build()).collect();
-    let results = join_all(locators.iter().map(|l| l.locate(&ctx))).await;
+    let timeout = service.timeout.0;
+    let results = join_all(locators.iter().map(|l| {
+        let ctx = &ctx;
+        async move {
+            tokio::time::timeout(timeout, l.locate(ctx))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(LocateError::Timeout {
+                        locator: l.describe(),
+                        timeout,
+                    })
+                })
+        }
+    }))
+    .await;
     let mut backends = Vec::new();
     let mut errors = Vec::new();
     for result in results {
@@ -320,61 +334,107 @@ pub async fn run_pass(
     )
     .await;
 
-    let mut sets: IndexMap<String, Vec<Backend>> = IndexMap::new();
-    let mut fresh: IndexMap<String, Vec<Backend>> = IndexMap::new();
     for ((name, service), result) in config.services.iter().zip(located) {
         let last = state.last_good.get(name).map(Vec::as_slice);
-        let kept_outcome = || match last {
-            Some(l) => format!("keeping the last good set of {} backends", l.len()),
-            None => "no good set is known yet, so its outputs are left as they are".to_string(),
-        };
-        let candidate = match result {
-            Ok(backends) => match guard_verdict(&service.guard, last, &backends) {
-                None => Some(backends),
-                Some(reason) => {
-                    report.problems.push(PassProblem::GuardHeld {
-                        service: name.clone(),
-                        reason,
-                        outcome: kept_outcome(),
-                    });
-                    None
-                }
-            },
-            Err(errors) => {
-                report
-                    .problems
-                    .extend(errors.into_iter().map(|source| PassProblem::Locate {
-                        service: name.clone(),
-                        source,
-                    }));
-                None
-            }
-        };
-        let (status, used) = match (candidate, last) {
-            (Some(backends), _) => (ServiceStatus::Fresh, Some(backends)),
-            (None, Some(last)) => (ServiceStatus::KeptLastGood, Some(last.to_vec())),
-            (None, None) => (ServiceStatus::NoData, None),
-        };
-        let (added, removed) = match (&status, &used) {
-            (ServiceStatus::Fresh, Some(set)) => endpoint_diff(last, set),
-            _ => (Vec::new(), Vec::new()),
-        };
-        report.services.push(ServiceReport {
-            name: name.clone(),
-            status: status.clone(),
-            backends: used.as_ref().map_or(0, Vec::len),
-            added,
-            removed,
-        });
-        if let Some(set) = used {
-            if status == ServiceStatus::Fresh {
-                fresh.insert(name.clone(), set.clone());
-            }
-            sets.insert(name.clone(), set);
+        let judged = judge_service(name, service, result, last);
+        report.services.push(judged.report);
+        report.problems.extend(judged.problems);
+        if let Some(set) = judged.fresh {
+            state.last_good.insert(name.clone(), set);
         }
     }
+    state
+        .last_good
+        .retain(|name, _| config.services.contains_key(name));
+    let sets = state.last_good.clone();
+    apply(
+        config,
+        renderer,
+        &sets,
+        state,
+        options,
+        &HashSet::new(),
+        &mut report,
+    )
+    .await;
+    report
+}
 
-    let context = PassContext::new(config, &sets);
+/// The outcome of one service's locate, after the guard.
+pub struct Judged {
+    /// For the pass report.
+    pub report: ServiceReport,
+    /// Locator errors or the guard's reason.
+    pub problems: Vec<PassProblem>,
+    /// The new set when it is accepted (it becomes the last good set).
+    pub fresh: Option<Vec<Backend>>,
+}
+
+/// Applies the guard to one service's locate result, against its last good set.
+pub fn judge_service(
+    name: &str,
+    service: &ServiceConfig,
+    result: Result<Vec<Backend>, Vec<LocateError>>,
+    last: Option<&[Backend]>,
+) -> Judged {
+    let mut problems = Vec::new();
+    let kept_outcome = || match last {
+        Some(l) => format!("keeping the last good set of {} backends", l.len()),
+        None => "no good set is known yet, so its outputs are left as they are".to_string(),
+    };
+    let fresh = match result {
+        Ok(backends) => match guard_verdict(&service.guard, last, &backends) {
+            None => Some(backends),
+            Some(reason) => {
+                problems.push(PassProblem::GuardHeld {
+                    service: name.to_string(),
+                    reason,
+                    outcome: kept_outcome(),
+                });
+                None
+            }
+        },
+        Err(errors) => {
+            problems.extend(errors.into_iter().map(|source| PassProblem::Locate {
+                service: name.to_string(),
+                source,
+            }));
+            None
+        }
+    };
+    let (status, count, added, removed) = match (&fresh, last) {
+        (Some(set), _) => {
+            let (added, removed) = endpoint_diff(last, set);
+            (ServiceStatus::Fresh, set.len(), added, removed)
+        }
+        (None, Some(last)) => (ServiceStatus::KeptLastGood, last.len(), vec![], vec![]),
+        (None, None) => (ServiceStatus::NoData, 0, vec![], vec![]),
+    };
+    Judged {
+        report: ServiceReport {
+            name: name.to_string(),
+            status,
+            backends: count,
+            added,
+            removed,
+        },
+        problems,
+        fresh,
+    }
+}
+
+/// Renders every output from `sets` and brings each frontend up to date: install, check,
+/// reload. Frontends in `held` are left alone this time (the daemon's backoff).
+pub async fn apply(
+    config: &Config,
+    renderer: &Renderer,
+    sets: &IndexMap<String, Vec<Backend>>,
+    state: &mut PassState,
+    options: PassOptions,
+    held: &HashSet<String>,
+    report: &mut PassReport,
+) {
+    let context = PassContext::new(config, sets);
     let mut changes: Vec<Change> = Vec::new();
     for (index, output) in config.outputs.iter().enumerate() {
         let missing: Vec<&str> = match output.service() {
@@ -424,7 +484,7 @@ pub async fn run_pass(
     }
 
     if options.dry_run {
-        return report;
+        return;
     }
 
     // Outputs that feed no frontend are just installed.
@@ -439,6 +499,9 @@ pub async fn run_pass(
     }
 
     for (name, frontend) in &config.frontends {
+        if held.contains(name) {
+            continue;
+        }
         let mine: Vec<&Change> = changes
             .iter()
             .filter(|c| config.outputs[c.index].frontend.as_deref() == Some(name.as_str()))
@@ -491,16 +554,9 @@ pub async fn run_pass(
         });
     }
 
-    for (name, set) in fresh {
-        state.last_good.insert(name, set);
-    }
-    state
-        .last_good
-        .retain(|name, _| config.services.contains_key(name));
     state
         .pending_reloads
         .retain(|name| config.frontends.contains_key(name));
-    report
 }
 
 fn render_and_compare(

@@ -15,6 +15,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+use crate::daemon::Schedule;
 use crate::frontend::ReloadAction;
 use crate::locator::LocatorConfig;
 use yaml::{Location, Node, NodeKind};
@@ -41,12 +42,62 @@ pub struct Config {
     pub frontends: IndexMap<String, FrontendConfig>,
     /// Files to render, in file order.
     pub outputs: Vec<OutputConfig>,
+    /// How `elasticd run` schedules, coalesces and retries.
+    pub daemon: DaemonConfig,
+}
+
+/// Settings of the daemon (`elasticd run`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Apply changes this long after the last one arrived (quiet period).
+    #[serde(default = "default_settle_min")]
+    pub settle_min: HumanDuration,
+    /// ... but no later than this after the first one.
+    #[serde(default = "default_settle_max")]
+    pub settle_max: HumanDuration,
+    /// Random delay before each refresh, as a share (0.0-1.0) of the service's refresh period.
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+    /// Longest wait between retries of a failing locator or frontend.
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max: HumanDuration,
+}
+
+fn default_settle_min() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
+}
+fn default_settle_max() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+fn default_jitter() -> f64 {
+    0.1
+}
+fn default_backoff_max() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            settle_min: default_settle_min(),
+            settle_max: default_settle_max(),
+            jitter: default_jitter(),
+            backoff_max: default_backoff_max(),
+        }
+    }
 }
 
 /// A named pool of backends.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
+    /// When the daemon asks the locators again: `15s` or a cron expression with seconds.
+    #[serde(default)]
+    pub refresh: Schedule,
+    /// How long each locator may take before its answer counts as failed.
+    #[serde(default = "default_locate_timeout")]
+    pub timeout: HumanDuration,
     /// Port for backends whose locator gives none.
     #[serde(default)]
     pub port: Option<u16>,
@@ -67,6 +118,10 @@ pub struct GuardConfig {
     /// Losing more than this share (0.0-1.0) of the last good set in one pass keeps it instead.
     #[serde(default)]
     pub max_removed_ratio: Option<f64>,
+}
+
+fn default_locate_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
 }
 
 fn default_min_backends() -> usize {
@@ -319,6 +374,7 @@ struct Loader {
 const TOP_LEVEL_KEYS: &[&str] = &[
     "environment",
     "state_file",
+    "daemon",
     "services",
     "frontends",
     "outputs",
@@ -347,6 +403,7 @@ impl Loader {
             services: IndexMap::new(),
             frontends: IndexMap::new(),
             outputs: Vec::new(),
+            daemon: DaemonConfig::default(),
         };
         let entries = match &root.kind {
             NodeKind::Map(entries) => entries,
@@ -376,6 +433,20 @@ impl Loader {
                     }
                 }
                 "state_file" => config.state_file = self.take::<Option<PathBuf>>(value).flatten(),
+                "daemon" => {
+                    if let Some(daemon) = self.take::<Option<DaemonConfig>>(value).flatten() {
+                        if !(0.0..=1.0).contains(&daemon.jitter) {
+                            self.problems.push(Problem::at(
+                                value.get("jitter").unwrap_or(value),
+                                format!(
+                                    "jitter must be between 0.0 and 1.0, not {}",
+                                    daemon.jitter
+                                ),
+                            ));
+                        }
+                        config.daemon = daemon;
+                    }
+                }
                 "services" => {
                     config.services =
                         self.named_section(value, "services", |l, node| l.take_service(node))

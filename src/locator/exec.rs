@@ -13,7 +13,7 @@ use crate::process::{self, CommandSpec};
 pub const MAX_PLUGIN_OUTPUT: usize = 64 * 1024 * 1024;
 
 /// `exec: { command: [prog, arg], timeout: 10s }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecLocatorConfig {
     /// Program and arguments.

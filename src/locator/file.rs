@@ -8,7 +8,7 @@ use super::{BoxFuture, DocumentFormat, LocateContext, LocateError, Locator, pars
 use crate::backend::Backend;
 
 /// `file: { path: backends.json }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileLocatorConfig {
     /// The document; `.json` is JSON, anything else is read as YAML (JSON is YAML too).

@@ -47,7 +47,7 @@ pub trait Locator: Send + Sync {
 }
 
 /// A locator as written in the config; `build` turns it into a [`Locator`].
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LocatorConfig {
     /// A fixed list of backends.
@@ -130,6 +130,14 @@ pub enum LocateError {
         address: String,
         /// The service.
         service: String,
+    },
+    /// The locator took longer than the service's `timeout`.
+    #[error("{locator}: no answer within {}", humantime::format_duration(*.timeout))]
+    Timeout {
+        /// The locator, described.
+        locator: String,
+        /// The limit.
+        timeout: std::time::Duration,
     },
     /// The plugin program failed.
     #[error("{locator}: {source}")]

@@ -1,0 +1,496 @@
+//! `elasticd run`: the daemon. Each service is located on its own schedule; accepted changes are
+//! coalesced in a settle window and then applied (render, install, check, reload once per
+//! frontend). Failing locators and frontends back off exponentially. Signals: SIGTERM/SIGINT stop
+//! after the running apply, SIGHUP re-reads the config, SIGUSR1 refreshes every service now.
+//!
+//! The daemon holds desired state, not events: the last good backend set of every service, and
+//! the reloads still owed. Each apply renders from that state and compares with the files on disk,
+//! so a failed check or reload is simply tried again, later, until it succeeds.
+
+mod schedule;
+mod timing;
+
+pub use schedule::{DEFAULT_REFRESH, Schedule, jitter_delay};
+pub use timing::{Backoff, Settle};
+
+use std::collections::{HashMap, HashSet};
+use std::future::pending;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+
+use crate::backend::Backend;
+use crate::config::{self, Config, ServiceConfig};
+use crate::locator::LocateError;
+use crate::pass::{
+    self, FrontendStatus, OutputStatus, PassOptions, PassProblem, PassReport, PassState,
+};
+use crate::render::Renderer;
+
+/// The first retry of a failed frontend comes this soon; later ones double up to `backoff_max`.
+const FRONTEND_BACKOFF_BASE: Duration = Duration::from_secs(1);
+
+enum Event {
+    Refresh(String),
+    Located {
+        service: String,
+        /// The service config the answer was obtained with; stale after a SIGHUP that changed it.
+        asked_with: ServiceConfig,
+        result: Result<Vec<Backend>, Vec<LocateError>>,
+    },
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; returns the process exit code.
+pub async fn run(config_path: PathBuf) -> u8 {
+    let config = match config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return crate::cli::EXIT_BAD_CONFIG;
+        }
+    };
+    let renderer = match Renderer::new(&config) {
+        Ok(r) => r,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            return crate::cli::EXIT_BAD_CONFIG;
+        }
+    };
+    let mut daemon = Daemon::new(config_path, config, renderer);
+    match daemon.main_loop().await {
+        Ok(()) => crate::cli::EXIT_OK,
+        Err(e) => {
+            tracing::error!("{e}");
+            crate::cli::EXIT_PASS_FAILED
+        }
+    }
+}
+
+/// Why the daemon could not keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Signal handlers could not be installed.
+    #[error("cannot listen for signals: {0}")]
+    Signals(std::io::Error),
+    /// The scheduler failed to start.
+    #[error("cannot start the scheduler: {0}")]
+    Scheduler(#[from] JobSchedulerError),
+}
+
+struct Daemon {
+    path: PathBuf,
+    config: Arc<Config>,
+    renderer: Renderer,
+    state: PassState,
+    /// The sets as of the last apply, for the change summary.
+    applied: IndexMap<String, Vec<Backend>>,
+    settle: Settle,
+    service_backoff: HashMap<String, Backoff>,
+    /// The last problem logged per service, so a persistent failure is logged once.
+    service_problem: HashMap<String, String>,
+    frontend_backoff: HashMap<String, Backoff>,
+    in_flight: HashSet<String>,
+    tasks: JoinSet<()>,
+    tx: mpsc::Sender<Event>,
+    rx: mpsc::Receiver<Event>,
+    scheduler: Option<JobScheduler>,
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => sleep_until(t).await,
+        None => pending().await,
+    }
+}
+
+impl Daemon {
+    fn new(path: PathBuf, config: Config, renderer: Renderer) -> Self {
+        let (tx, rx) = mpsc::channel(256);
+        let settle = Settle::new(config.daemon.settle_min.0, config.daemon.settle_max.0);
+        Daemon {
+            path,
+            config: Arc::new(config),
+            renderer,
+            state: PassState::default(),
+            applied: IndexMap::new(),
+            settle,
+            service_backoff: HashMap::new(),
+            service_problem: HashMap::new(),
+            frontend_backoff: HashMap::new(),
+            in_flight: HashSet::new(),
+            tasks: JoinSet::new(),
+            tx,
+            rx,
+            scheduler: None,
+        }
+    }
+
+    async fn main_loop(&mut self) -> Result<(), DaemonError> {
+        let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+        let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+        let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+        let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Signals)?;
+
+        self.scheduler = Some(start_scheduler(&self.config, &self.tx).await?);
+        tracing::info!(
+            config = %self.path.display(),
+            "started: {} services, {} outputs, settle {}..{}",
+            self.config.services.len(),
+            self.config.outputs.len(),
+            humantime::format_duration(self.config.daemon.settle_min.0),
+            humantime::format_duration(self.config.daemon.settle_max.0),
+        );
+        // Locate everything at once on start; until a service has a good answer, its outputs are
+        // left as they are.
+        let names: Vec<String> = self.config.services.keys().cloned().collect();
+        for name in names {
+            self.start_locate(&name);
+        }
+
+        loop {
+            let settle_at = self.settle.deadline();
+            let retry_at = self.next_frontend_retry();
+            tokio::select! {
+                Some(event) = self.rx.recv() => self.handle(event),
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+                _ = sleep_until_opt(settle_at) => self.apply_now().await,
+                _ = sleep_until_opt(retry_at) => self.apply_now().await,
+                _ = sigterm.recv() => break,
+                _ = sigint.recv() => break,
+                _ = sighup.recv() => self.reload_config().await?,
+                _ = sigusr1.recv() => {
+                    tracing::info!("SIGUSR1: refreshing every service now");
+                    let names: Vec<String> = self.config.services.keys().cloned().collect();
+                    for name in names {
+                        self.start_locate(&name);
+                    }
+                }
+            }
+        }
+        tracing::info!("stopping");
+        if let Some(mut scheduler) = self.scheduler.take() {
+            let _ = scheduler.shutdown().await;
+        }
+        // Locators still running are dropped; their programs are killed with them.
+        self.tasks.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Refresh(service) => {
+                let waiting = self
+                    .service_backoff
+                    .get(&service)
+                    .is_some_and(|b| b.is_waiting(Instant::now()));
+                if waiting {
+                    tracing::debug!(service = %service, "refresh skipped: backing off");
+                } else {
+                    self.start_locate(&service);
+                }
+            }
+            Event::Located {
+                service,
+                asked_with,
+                result,
+            } => {
+                self.in_flight.remove(&service);
+                if self.config.services.get(&service) != Some(&asked_with) {
+                    tracing::debug!(service = %service, "answer dropped: the service changed meanwhile");
+                    return;
+                }
+                self.on_located(&service, &asked_with, result);
+            }
+        }
+    }
+
+    fn start_locate(&mut self, name: &str) {
+        let Some(service) = self.config.services.get(name).cloned() else {
+            return;
+        };
+        if !self.in_flight.insert(name.to_string()) {
+            // A slow locator is still running; don't stack another one behind it.
+            tracing::debug!(service = %name, "refresh skipped: the previous one is still running");
+            return;
+        }
+        let config = Arc::clone(&self.config);
+        let tx = self.tx.clone();
+        let name = name.to_string();
+        self.tasks.spawn(async move {
+            let result = pass::locate_service(&config, &name, &service).await;
+            let _ = tx
+                .send(Event::Located {
+                    service: name,
+                    asked_with: service,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    fn on_located(
+        &mut self,
+        name: &str,
+        service: &ServiceConfig,
+        result: Result<Vec<Backend>, Vec<LocateError>>,
+    ) {
+        let now = Instant::now();
+        let locate_failed = result.is_err();
+        let last = self.state.last_good.get(name).map(Vec::as_slice);
+        let judged = pass::judge_service(name, service, result, last);
+        let backoff = self
+            .service_backoff
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Backoff::new(service.refresh.period(), self.config.daemon.backoff_max.0)
+            });
+        match judged.fresh {
+            Some(set) => {
+                let failures = backoff.succeed();
+                if self.service_problem.remove(name).is_some() {
+                    tracing::info!(service = %name, "recovered after {failures} failed attempts");
+                }
+                if last != Some(set.as_slice()) {
+                    tracing::debug!(
+                        service = %name,
+                        "change: +{} -{} ({} backends)",
+                        judged.report.added.len(),
+                        judged.report.removed.len(),
+                        set.len()
+                    );
+                    self.state.last_good.insert(name.to_string(), set);
+                    self.settle.change(now);
+                }
+            }
+            None => {
+                let message = judged
+                    .problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let next = if locate_failed {
+                    let wait = backoff.fail(now);
+                    format!("; next try in {}", humantime::format_duration(wait))
+                } else {
+                    String::new()
+                };
+                // Log on a change of state, not on every pass of a persistent failure.
+                if self.service_problem.get(name) != Some(&message) {
+                    tracing::error!("{message}{next}");
+                    self.service_problem.insert(name.to_string(), message);
+                } else {
+                    tracing::debug!("still failing: {message}{next}");
+                }
+            }
+        }
+    }
+
+    fn next_frontend_retry(&self) -> Option<Instant> {
+        self.frontend_backoff
+            .values()
+            .filter(|b| b.failures() > 0)
+            .filter_map(Backoff::until)
+            .min()
+    }
+
+    async fn apply_now(&mut self) {
+        self.settle.clear();
+        let started = Instant::now();
+        let held: HashSet<String> = self
+            .frontend_backoff
+            .iter()
+            .filter(|(_, b)| b.is_waiting(started))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let sets = self.state.last_good.clone();
+        let mut report = PassReport::default();
+        pass::apply(
+            &self.config,
+            &self.renderer,
+            &sets,
+            &mut self.state,
+            PassOptions::default(),
+            &held,
+            &mut report,
+        )
+        .await;
+        for problem in &report.problems {
+            tracing::error!("{problem}");
+        }
+        let backoff_max = self.config.daemon.backoff_max.0;
+        let mut reloaded = Vec::new();
+        for f in &report.frontends {
+            let backoff = self
+                .frontend_backoff
+                .entry(f.name.clone())
+                .or_insert_with(|| Backoff::new(FRONTEND_BACKOFF_BASE, backoff_max));
+            match f.status {
+                FrontendStatus::CheckFailed | FrontendStatus::ReloadFailed => {
+                    let wait = backoff.fail(Instant::now());
+                    tracing::warn!(
+                        frontend = %f.name,
+                        "not applied; retrying in {}",
+                        humantime::format_duration(wait)
+                    );
+                }
+                FrontendStatus::Reloaded | FrontendStatus::Installed => {
+                    let failures = backoff.succeed();
+                    if failures > 0 {
+                        tracing::info!(frontend = %f.name, "recovered after {failures} failed attempts");
+                    }
+                    if f.status == FrontendStatus::Reloaded {
+                        reloaded.push(f.name.as_str());
+                    }
+                }
+                FrontendStatus::Untouched => {}
+            }
+        }
+        let written = report
+            .outputs
+            .iter()
+            .filter(|o| o.status == OutputStatus::Written)
+            .count();
+        if written > 0 || !reloaded.is_empty() {
+            let changes: Vec<String> = sets
+                .iter()
+                .filter_map(|(name, set)| {
+                    let before = self.applied.get(name);
+                    if before == Some(set) {
+                        return None;
+                    }
+                    let judged_diff = diff_counts(before.map(Vec::as_slice), set);
+                    Some(format!(
+                        "{name} +{}/-{} ({} backends)",
+                        judged_diff.0,
+                        judged_diff.1,
+                        set.len()
+                    ))
+                })
+                .collect();
+            tracing::info!(
+                "applied {}: {written} output{} written, reloaded {} in {} ms",
+                if changes.is_empty() {
+                    "pending files".to_string()
+                } else {
+                    changes.join(", ")
+                },
+                if written == 1 { "" } else { "s" },
+                if reloaded.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    reloaded.join(", ")
+                },
+                started.elapsed().as_millis()
+            );
+        }
+        let clean = !report
+            .problems
+            .iter()
+            .any(|p| matches!(p, PassProblem::Frontend(_) | PassProblem::Install(_)));
+        if clean && held.is_empty() {
+            self.applied = sets;
+        }
+    }
+
+    async fn reload_config(&mut self) -> Result<(), DaemonError> {
+        tracing::info!(config = %self.path.display(), "SIGHUP: reading the config again");
+        let new = match config::load(&self.path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("the new config is not valid; still running the old one: {e}");
+                return Ok(());
+            }
+        };
+        let renderer = match Renderer::new(&new) {
+            Ok(r) => r,
+            Err(errors) => {
+                for e in errors {
+                    tracing::error!("the new config is not valid; still running the old one: {e}");
+                }
+                return Ok(());
+            }
+        };
+        let changed: Vec<String> = new
+            .services
+            .iter()
+            .filter(|(name, s)| self.config.services.get(*name) != Some(*s))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let reschedule = !changed.is_empty() || new.services.len() != self.config.services.len();
+        // Unchanged services keep their last good sets; changed ones start over.
+        for name in &changed {
+            self.state.last_good.shift_remove(name);
+            self.service_backoff.remove(name);
+            self.service_problem.remove(name);
+        }
+        self.state
+            .last_good
+            .retain(|name, _| new.services.contains_key(name));
+        self.settle = Settle::new(new.daemon.settle_min.0, new.daemon.settle_max.0);
+        self.config = Arc::new(new);
+        self.renderer = renderer;
+        if reschedule || self.scheduler.is_none() {
+            if let Some(mut old) = self.scheduler.take() {
+                let _ = old.shutdown().await;
+            }
+            self.scheduler = Some(start_scheduler(&self.config, &self.tx).await?);
+        }
+        tracing::info!(
+            "config reloaded: {} service{} changed",
+            changed.len(),
+            if changed.len() == 1 { "" } else { "s" }
+        );
+        for name in &changed {
+            self.start_locate(name);
+        }
+        // Outputs or templates may have changed too.
+        self.settle.change(Instant::now());
+        Ok(())
+    }
+}
+
+fn diff_counts(before: Option<&[Backend]>, after: &[Backend]) -> (usize, usize) {
+    let before = before.unwrap_or_default();
+    let old: HashSet<_> = before.iter().map(Backend::key).collect();
+    let new: HashSet<_> = after.iter().map(Backend::key).collect();
+    (new.difference(&old).count(), old.difference(&new).count())
+}
+
+async fn start_scheduler(
+    config: &Config,
+    tx: &mpsc::Sender<Event>,
+) -> Result<JobScheduler, JobSchedulerError> {
+    let scheduler = JobScheduler::new().await?;
+    for (name, service) in &config.services {
+        let period = service.refresh.period();
+        let jitter = config.daemon.jitter;
+        let tx = tx.clone();
+        let name = name.clone();
+        let run = move |_id, _scheduler| {
+            let tx = tx.clone();
+            let name = name.clone();
+            Box::pin(async move {
+                tokio::time::sleep(jitter_delay(period, jitter)).await;
+                let _ = tx.send(Event::Refresh(name)).await;
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        };
+        let job = match &service.refresh {
+            Schedule::Every(every) => Job::new_repeated_async(*every, run)?,
+            Schedule::Cron(expr) => Job::new_async(expr.as_str(), run)?,
+        };
+        scheduler.add(job).await?;
+    }
+    scheduler.start().await?;
+    Ok(scheduler)
+}

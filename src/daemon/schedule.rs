@@ -1,0 +1,146 @@
+//! When services are refreshed: a fixed interval or a cron expression, with jitter.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A service's refresh schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schedule {
+    /// Every so often (`15s`).
+    Every(Duration),
+    /// A cron expression with seconds (`0 */5 * * * *`), in UTC.
+    Cron(String),
+}
+
+/// The default refresh interval.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(30);
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule::Every(DEFAULT_REFRESH)
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Every(d) => write!(f, "every {}", humantime::format_duration(*d)),
+            Schedule::Cron(expr) => write!(f, "cron `{expr}`"),
+        }
+    }
+}
+
+fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    // The same parser settings tokio-cron-scheduler uses, so what is accepted here runs there.
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr)
+        .map_err(|e| e.to_string())
+}
+
+impl<'de> Deserialize<'de> for Schedule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let text = text.trim();
+        if let Ok(secs) = text.parse::<u64>() {
+            return positive(Duration::from_secs(secs)).map_err(serde::de::Error::custom);
+        }
+        if let Ok(d) = humantime::parse_duration(text) {
+            return positive(d).map_err(serde::de::Error::custom);
+        }
+        match parse_cron(text) {
+            Ok(_) => Ok(Schedule::Cron(text.to_string())),
+            Err(e) => Err(serde::de::Error::custom(format!(
+                "`{text}` is neither a duration like `15s` nor a cron expression with seconds like `0 */5 * * * *` ({e})"
+            ))),
+        }
+    }
+}
+
+fn positive(d: Duration) -> Result<Schedule, String> {
+    if d < Duration::from_secs(1) {
+        Err("refresh must be at least 1s".into())
+    } else {
+        Ok(Schedule::Every(d))
+    }
+}
+
+impl Schedule {
+    /// The time between two runs: the interval, or the gap between the next two cron times.
+    pub fn period(&self) -> Duration {
+        match self {
+            Schedule::Every(d) => *d,
+            Schedule::Cron(expr) => {
+                let Ok(cron) = parse_cron(expr) else {
+                    return DEFAULT_REFRESH;
+                };
+                let mut next = cron.iter_after(chrono::Utc::now());
+                match (next.next(), next.next()) {
+                    (Some(a), Some(b)) => (b - a).to_std().unwrap_or(DEFAULT_REFRESH),
+                    _ => DEFAULT_REFRESH,
+                }
+            }
+        }
+    }
+}
+
+/// A random delay in `[0, period × fraction)` so that hosts started together spread out.
+pub fn jitter_delay(period: Duration, fraction: f64) -> Duration {
+    if fraction <= 0.0 {
+        return Duration::ZERO;
+    }
+    period.mul_f64(fraction.min(1.0) * fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::yaml;
+
+    fn parse(text: &str) -> Result<Schedule, String> {
+        yaml::parse(text)
+            .unwrap()
+            .deserialize::<Schedule>()
+            .map_err(|e| e.message)
+    }
+
+    #[test]
+    fn durations_and_cron_expressions_parse() {
+        assert_eq!(
+            parse("15s").unwrap(),
+            Schedule::Every(Duration::from_secs(15))
+        );
+        assert_eq!(parse("2").unwrap(), Schedule::Every(Duration::from_secs(2)));
+        assert_eq!(
+            parse("\"0 */5 * * * *\"").unwrap(),
+            Schedule::Cron("0 */5 * * * *".into())
+        );
+        assert!(parse("100ms").unwrap_err().contains("at least 1s"));
+        assert!(parse("soonish").unwrap_err().contains("neither a duration"));
+        assert!(parse("\"* * *\"").is_err());
+    }
+
+    #[test]
+    fn cron_period_is_the_gap_between_runs() {
+        let s = Schedule::Cron("0 */5 * * * *".into());
+        assert_eq!(s.period(), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn jitter_stays_within_its_bounds() {
+        let period = Duration::from_secs(10);
+        for _ in 0..1000 {
+            let d = jitter_delay(period, 0.2);
+            assert!(d < Duration::from_secs(2), "{d:?}");
+        }
+        assert_eq!(jitter_delay(period, 0.0), Duration::ZERO);
+        // Not all the same: the point is to spread hosts out.
+        let samples: std::collections::HashSet<_> =
+            (0..50).map(|_| jitter_delay(period, 0.5)).collect();
+        assert!(samples.len() > 10);
+    }
+}
