@@ -124,6 +124,7 @@ async fn render(args: RenderArgs) -> u8 {
         }),
         None => PassState::default(),
     };
+    let state_before = state.clone();
     let options = PassOptions {
         dry_run: args.dry_run,
         no_reload: args.no_reload,
@@ -174,7 +175,9 @@ async fn render(args: RenderArgs) -> u8 {
     for problem in &report.problems {
         eprintln!("error: {problem}");
     }
+    // Rewriting an unchanged state file would touch the disk on every cron run for nothing.
     if !args.dry_run
+        && state != state_before
         && let Some(path) = &config.state_file
         && let Err(e) = state.save(path)
     {

@@ -544,7 +544,15 @@ pub async fn apply(
                             }
                         }
                     }
-                    _ => FrontendStatus::Installed,
+                    (Some(_), true) => {
+                        // The files changed under a running frontend; the reload stays owed so
+                        // that a later pass without --no-reload delivers it.
+                        if !mine.is_empty() {
+                            state.pending_reloads.insert(name.clone());
+                        }
+                        FrontendStatus::Installed
+                    }
+                    (None, _) => FrontendStatus::Installed,
                 }
             }
         };
@@ -606,12 +614,19 @@ async fn apply_frontend_changes(
             frontend::check(name, frontend, Some(staged_file), &config.base_dir).await?;
             staged.push((change, file));
         }
+        let mut committed: Vec<&Change> = Vec::new();
         for (change, file) in staged {
             let path = &config.outputs[change.index].path;
-            if let Some(previous) = &change.previous {
-                output::write_backup(path, previous, change.mode)?;
+            let result = match &change.previous {
+                Some(previous) => output::write_backup(path, previous, change.mode),
+                None => Ok(()),
             }
-            file.commit()?;
+            .and_then(|()| file.commit());
+            if let Err(e) = result {
+                rollback(config, &committed);
+                return Err(e.into());
+            }
+            committed.push(change);
         }
         return Ok(());
     }
@@ -634,14 +649,18 @@ async fn apply_frontend_changes(
     }
     if result.is_err() {
         // The checker judges the frontend's whole config, so every file of this pass goes back.
-        for change in done {
-            let path = &config.outputs[change.index].path;
-            if let Err(e) = output::restore(path, change.previous.as_deref(), change.mode) {
-                tracing::error!("rolling back {} failed: {e}", path.display());
-            }
-        }
+        rollback(config, &done);
     }
     result
+}
+
+fn rollback(config: &Config, changes: &[&Change]) {
+    for change in changes {
+        let path = &config.outputs[change.index].path;
+        if let Err(e) = output::restore(path, change.previous.as_deref(), change.mode) {
+            tracing::error!("rolling back {} failed: {e}", path.display());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -161,7 +161,7 @@ fn dry_run_prints_a_diff_and_touches_nothing() {
 }
 
 #[test]
-fn no_reload_installs_without_reloading() {
+fn no_reload_installs_without_reloading_and_the_reload_stays_owed() {
     let dir = tempdir();
     let d = dir.path();
     write(d, "config.yaml", &file_config("", "{}"));
@@ -170,6 +170,11 @@ fn no_reload_installs_without_reloading() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(read(d, "upstream.conf").contains("127.0.0.1:8080"));
     assert_eq!(reloads(d), 0);
+    // The next ordinary run delivers the reload the frontend still needs, once.
+    assert_eq!(render(d, &[]).code, 0);
+    assert_eq!(reloads(d), 1);
+    assert_eq!(render(d, &[]).code, 0);
+    assert_eq!(reloads(d), 1);
 }
 
 /// nginx.conf that includes the rendered upstream, for real `nginx -t` checks.
@@ -473,7 +478,7 @@ fn bad_configs_exit_2_and_list_every_problem() {
     write(
         d,
         "config.yaml",
-        "services:\n  web:\n    locators: [static: [\"10.0.0.1:99999\"]]\n    gaurd: {}\n\
+        "services:\n  web:\n    locators: [static: [\"10.0.0.1:99999\"], exec: { command: [] }]\n    gaurd: {}\n\
          outputs:\n  - { template: \"builtin:nginx\", path: a.conf, vars: { service: api } }\n",
     );
     for command in ["render", "check", "locate"] {
@@ -628,4 +633,15 @@ fn the_demo_renders_without_any_cloud() {
             "{file}"
         );
     }
+    // Output is deterministic, including the custom template that loops over a map: a second
+    // run rewrites nothing (no file gets a .bak).
+    let run = render(dir.path(), &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let backups: Vec<_> = fs::read_dir(dir.path().join("out"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".bak"))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(backups.is_empty(), "rewritten: {backups:?}");
 }

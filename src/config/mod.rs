@@ -547,6 +547,17 @@ impl Loader {
         for (name, service) in &config.services {
             let node = services_node.and_then(|s| s.get(name));
             let node = node.unwrap_or(root);
+            for (i, locator) in service.locators.iter().enumerate() {
+                if let LocatorConfig::Exec(exec) = locator
+                    && exec.command.first().is_none_or(|p| p.is_empty())
+                {
+                    let at = node.get("locators").and_then(|l| l.item(i)).unwrap_or(node);
+                    self.problems.push(Problem::at(
+                        at,
+                        format!("service `{name}`: `exec.command` must be a non-empty list like [./plugin, --flag]"),
+                    ));
+                }
+            }
             let written = node.get("locators").and_then(|l| match &l.kind {
                 NodeKind::Seq(items) => Some(items.len()),
                 _ => None,
@@ -604,7 +615,13 @@ impl Loader {
         for (output, item) in config.outputs.iter().zip(&self.output_items) {
             let node = outputs_node.and_then(|n| n.item(*item)).unwrap_or(root);
             let what = format!("output `{}`", output.path.display());
-            if !paths.insert(output.path.clone()) {
+            // `a.conf` and `./a.conf` are the same file.
+            let normalized: PathBuf = output
+                .path
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect();
+            if !paths.insert(normalized) {
                 problems.push(Problem::at(
                     node.get("path").unwrap_or(node),
                     format!("{what} is written by more than one output"),

@@ -155,3 +155,22 @@ fn the_shipped_example_config_is_valid() {
     let config = load(&path).unwrap();
     assert!(!config.services.is_empty());
 }
+
+#[test]
+fn an_exec_locator_needs_a_command_and_paths_are_compared_normalized() {
+    let err = parse_at(
+        "services:\n  web:\n    locators: [exec: { command: [] }]\n\
+         outputs:\n  - { template: \"builtin:nginx\", path: a.conf, vars: { service: web } }\n  \
+         - { template: \"builtin:nginx\", path: ./a.conf, vars: { service: web } }\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("3:16: service `web`: `exec.command` must be a non-empty list"),
+        "{err}"
+    );
+    assert!(
+        err.contains("6:40: output `./a.conf` is written by more than one output"),
+        "{err}"
+    );
+}

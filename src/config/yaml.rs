@@ -111,7 +111,7 @@ fn convert(node: MarkedYamlOwned) -> Result<Node, SyntaxError> {
         YamlDataOwned::Alias(_) | YamlDataOwned::BadValue => {
             return Err(SyntaxError {
                 loc,
-                message: "this value could not be read (aliases and bad values are not supported)"
+                message: "this value could not be read (merge keys `<<:` and unresolved aliases are not supported)"
                     .into(),
             });
         }
