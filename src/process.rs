@@ -157,6 +157,9 @@ pub async fn run(spec: CommandSpec<'_>) -> Result<Finished, ProcessError> {
         source,
     })?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    // If this future is dropped midway (the daemon shutting down, a locator timeout), whatever
+    // the program started dies with it, not only the program itself.
+    let mut group_guard = GroupGuard(pgid);
     let stdin_pipe = child.stdin.take();
     let stdout_pipe = child.stdout.take();
     let stderr_pipe = child.stderr.take();
@@ -222,6 +225,7 @@ pub async fn run(spec: CommandSpec<'_>) -> Result<Finished, ProcessError> {
             });
         }
     };
+    group_guard.disarm();
     if status.success() {
         Ok(Finished { stdout, stderr })
     } else {
@@ -235,6 +239,23 @@ pub async fn run(spec: CommandSpec<'_>) -> Result<Finished, ProcessError> {
             status: describe_status(status),
             output_tail: tail(&combined),
         })
+    }
+}
+
+/// Kills a process group when dropped, unless disarmed after the program exited normally.
+struct GroupGuard(Option<Pid>);
+
+impl GroupGuard {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
     }
 }
 
@@ -331,6 +352,35 @@ mod tests {
         let a = argv(&["sh", "-c", "head -c 5000 /dev/zero"]);
         let err = run(spec(&a, 5000)).await.unwrap_err();
         assert!(matches!(err, ProcessError::TooMuchOutput { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn dropping_the_run_kills_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild.pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let a = argv(&["sh", "-c", &script]);
+        let run_future = run(spec(&a, 60_000));
+        // Give it time to start the grandchild, then drop the future.
+        let _ = tokio::time::timeout(Duration::from_millis(500), run_future).await;
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok() {
+            // A killed child lingers as a zombie of the shell until reaped; /proc tells.
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if state.is_empty() || state.contains(") Z ") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "grandchild {pid} survived"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[tokio::test]

@@ -100,6 +100,8 @@ struct Daemon {
     frontend_backoff: HashMap<String, Backoff>,
     in_flight: HashSet<String>,
     tasks: JoinSet<()>,
+    /// Which service each locate task works for, to clear `in_flight` even if one panics.
+    task_services: HashMap<tokio::task::Id, String>,
     tx: mpsc::Sender<Event>,
     rx: mpsc::Receiver<Event>,
     scheduler: Option<JobScheduler>,
@@ -128,6 +130,7 @@ impl Daemon {
             frontend_backoff: HashMap::new(),
             in_flight: HashSet::new(),
             tasks: JoinSet::new(),
+            task_services: HashMap::new(),
             tx,
             rx,
             scheduler: None,
@@ -161,7 +164,9 @@ impl Daemon {
             let retry_at = self.next_frontend_retry();
             tokio::select! {
                 Some(event) = self.rx.recv() => self.handle(event),
-                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    self.reap(done);
+                }
                 _ = sleep_until_opt(settle_at) => self.apply_now().await,
                 _ = sleep_until_opt(retry_at) => self.apply_now().await,
                 _ = sigterm.recv() => break,
@@ -226,7 +231,8 @@ impl Daemon {
         let config = Arc::clone(&self.config);
         let tx = self.tx.clone();
         let name = name.to_string();
-        self.tasks.spawn(async move {
+        let name_for_task = name.clone();
+        let handle = self.tasks.spawn(async move {
             let result = pass::locate_service(&config, &name, &service).await;
             let _ = tx
                 .send(Event::Located {
@@ -236,6 +242,22 @@ impl Daemon {
                 })
                 .await;
         });
+        self.task_services.insert(handle.id(), name_for_task);
+    }
+
+    fn reap(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let id = match &done {
+            Ok((id, ())) => *id,
+            Err(e) => e.id(),
+        };
+        let service = self.task_services.remove(&id);
+        if let (Err(e), Some(service)) = (done, service)
+            && !e.is_cancelled()
+        {
+            // Never expected; if it happens the service must not stay "in flight" for ever.
+            tracing::error!(service = %service, "locate task failed: {e}");
+            self.in_flight.remove(&service);
+        }
     }
 
     fn on_located(
