@@ -175,6 +175,9 @@ pub struct Backend {
     /// Free-form labels; rendered only through escaping.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// What the locator knows besides tags (instance type, VPC, subnet, state, group name).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
     /// Which locator found it (for `elasticd locate`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source: String,
@@ -191,6 +194,7 @@ impl Backend {
             name: None,
             zone: None,
             tags: BTreeMap::new(),
+            meta: BTreeMap::new(),
             source: String::new(),
         }
     }

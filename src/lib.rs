@@ -7,6 +7,7 @@
 //! own validator and reloads it once ([`frontend`]). The config ([`config`]) is YAML; every
 //! problem in it is reported at once with line and column. See `docs/architecture.md`.
 
+pub mod aws;
 pub mod backend;
 pub mod cli;
 pub mod config;

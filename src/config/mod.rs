@@ -15,6 +15,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+use crate::aws::AwsSettings;
 use crate::daemon::Schedule;
 use crate::frontend::ReloadAction;
 use crate::locator::LocatorConfig;
@@ -44,6 +45,8 @@ pub struct Config {
     pub outputs: Vec<OutputConfig>,
     /// How `elasticd run` schedules, coalesces and retries.
     pub daemon: DaemonConfig,
+    /// AWS settings for the `ec2` and `asg` locators (each may override them).
+    pub aws: AwsSettings,
 }
 
 /// Settings of the daemon (`elasticd run`).
@@ -374,6 +377,7 @@ struct Loader {
 const TOP_LEVEL_KEYS: &[&str] = &[
     "environment",
     "state_file",
+    "aws",
     "daemon",
     "services",
     "frontends",
@@ -404,6 +408,7 @@ impl Loader {
             frontends: IndexMap::new(),
             outputs: Vec::new(),
             daemon: DaemonConfig::default(),
+            aws: AwsSettings::default(),
         };
         let entries = match &root.kind {
             NodeKind::Map(entries) => entries,
@@ -433,6 +438,19 @@ impl Loader {
                     }
                 }
                 "state_file" => config.state_file = self.take::<Option<PathBuf>>(value).flatten(),
+                "aws" => {
+                    if cfg!(feature = "aws") {
+                        config.aws = self
+                            .take::<Option<AwsSettings>>(value)
+                            .flatten()
+                            .unwrap_or_default();
+                    } else {
+                        self.problems.push(Problem::at(
+                            key,
+                            format!("`aws`: {}", crate::aws::NOT_BUILT),
+                        ));
+                    }
+                }
                 "daemon" => {
                     if let Some(daemon) = self.take::<Option<DaemonConfig>>(value).flatten() {
                         if !(0.0..=1.0).contains(&daemon.jitter) {
@@ -725,6 +743,7 @@ impl Config {
         for service in self.services.values_mut() {
             for locator in &mut service.locators {
                 locator.resolve_paths(&base);
+                locator.inherit_aws(&self.aws);
             }
         }
         for frontend in self.frontends.values_mut() {

@@ -1,6 +1,10 @@
 //! Locators: where backends come from. One file per kind; the config enum is the registry.
 
+#[cfg(feature = "aws")]
+pub mod asg;
 mod discovery;
+#[cfg(feature = "aws")]
+pub mod ec2;
 mod exec;
 mod file;
 mod static_list;
@@ -56,6 +60,18 @@ pub enum LocatorConfig {
     File(FileLocatorConfig),
     /// A program that prints a file_sd document.
     Exec(ExecLocatorConfig),
+    /// EC2 instances found by DescribeInstances filters.
+    #[cfg(feature = "aws")]
+    Ec2(ec2::Ec2LocatorConfig),
+    /// EC2 instances found by DescribeInstances filters (not in this build).
+    #[cfg(not(feature = "aws"))]
+    Ec2(crate::aws::NotBuilt),
+    /// Members of Auto Scaling groups.
+    #[cfg(feature = "aws")]
+    Asg(asg::AsgLocatorConfig),
+    /// Members of Auto Scaling groups (not in this build).
+    #[cfg(not(feature = "aws"))]
+    Asg(crate::aws::NotBuilt),
 }
 
 impl LocatorConfig {
@@ -65,6 +81,27 @@ impl LocatorConfig {
             LocatorConfig::Static(list) => Box::new(static_list::StaticLocator::new(list.clone())),
             LocatorConfig::File(cfg) => Box::new(file::FileLocator::new(cfg.clone())),
             LocatorConfig::Exec(cfg) => Box::new(exec::ExecLocator::new(cfg.clone())),
+            #[cfg(feature = "aws")]
+            LocatorConfig::Ec2(cfg) => Box::new(ec2::Ec2Locator::new(cfg.clone())),
+            #[cfg(feature = "aws")]
+            LocatorConfig::Asg(cfg) => Box::new(asg::AsgLocator::new(cfg.clone())),
+            #[cfg(not(feature = "aws"))]
+            LocatorConfig::Ec2(never) | LocatorConfig::Asg(never) => match *never {},
+        }
+    }
+
+    /// Fills the AWS settings a locator leaves unset from the top-level `aws` section.
+    pub fn inherit_aws(&mut self, top: &crate::aws::AwsSettings) {
+        match self {
+            #[cfg(feature = "aws")]
+            LocatorConfig::Ec2(cfg) => cfg.aws = cfg.aws.over(top),
+            #[cfg(feature = "aws")]
+            LocatorConfig::Asg(cfg) => cfg.aws = cfg.aws.over(top),
+            #[cfg(not(feature = "aws"))]
+            LocatorConfig::Ec2(never) | LocatorConfig::Asg(never) => match *never {},
+            LocatorConfig::Static(_) | LocatorConfig::File(_) | LocatorConfig::Exec(_) => {
+                let _ = top;
+            }
         }
     }
 
@@ -78,6 +115,7 @@ impl LocatorConfig {
                 }
             }
             LocatorConfig::Exec(cfg) => crate::config::resolve_program(&mut cfg.command, base),
+            LocatorConfig::Ec2(_) | LocatorConfig::Asg(_) => {}
         }
     }
 
@@ -146,6 +184,14 @@ pub enum LocateError {
         locator: String,
         /// What went wrong running it.
         source: ProcessError,
+    },
+    /// An AWS locator got no usable answer (API error, credentials, missing group).
+    #[error("{locator}: {source}")]
+    Aws {
+        /// The locator, described.
+        locator: String,
+        /// What AWS (or the SDK) said (boxed: it is the largest error here).
+        source: Box<crate::aws::AwsError>,
     },
 }
 

@@ -236,6 +236,7 @@ struct BackendView<'a> {
     name: Option<&'a str>,
     zone: Option<&'a str>,
     tags: &'a BTreeMap<String, String>,
+    meta: &'a BTreeMap<String, String>,
     is_ipv6: bool,
 }
 
@@ -250,6 +251,7 @@ impl<'a> From<&'a Backend> for BackendView<'a> {
             name: b.name.as_deref(),
             zone: b.zone.as_deref(),
             tags: &b.tags,
+            meta: &b.meta,
             is_ipv6: b.address.is_ipv6(),
         }
     }
