@@ -373,3 +373,97 @@ fn a_bad_config_at_start_exits_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("config.yaml:2:"), "{stderr}");
 }
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[test]
+fn a_frontend_back_in_its_desired_state_stops_being_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The checker rejects any file that mentions 127.0.0.2.
+    let cfg = config("1s", "settle_min: 1s, settle_max: 2s", COUNT_RELOAD).replace(
+        "  fe:\n",
+        "  fe:\n    check: [sh, -c, \"! grep -q 127.0.0.2 upstream.conf\"]\n",
+    );
+    write(d, "config.yaml", &cfg);
+    write(d, "backends.json", &backends(&["127.0.0.1"]));
+    let daemon = Daemon::start(d);
+    wait_for("first apply", Duration::from_secs(10), &daemon, || {
+        reloads(d) == 1
+    });
+    write(d, "backends.json", &backends(&["127.0.0.1", "127.0.0.2"]));
+    wait_for("the failed check", Duration::from_secs(10), &daemon, || {
+        daemon.log().contains("check failed")
+    });
+    // Back to what is on disk: nothing left to do, so no retries and no busy loop.
+    write(d, "backends.json", &backends(&["127.0.0.1"]));
+    std::thread::sleep(Duration::from_secs(4));
+    let pid = daemon.child.as_ref().unwrap().id();
+    let before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_seconds(pid) - before;
+    assert!(used < 0.5, "daemon used {used}s of CPU in 3s while idle");
+    assert_eq!(reloads(d), 1);
+    assert_eq!(daemon.stop(), 0);
+}
+
+#[test]
+fn sighup_during_a_slow_locate_asks_again_with_the_new_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "plugin.sh",
+        "#!/bin/sh\nsleep \"$(cat delay)\"\necho '[{\"targets\": [\"127.0.0.1:81\"]}]'\n",
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(d.join("plugin.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    write(d, "delay", "0");
+    let cfg = |timeout: &str| {
+        format!(
+            r#"daemon: {{ settle_min: 1s, settle_max: 2s, jitter: 0 }}
+services:
+  web:
+    refresh: 1h
+    locators: [exec: {{ command: [./plugin.sh], timeout: {timeout} }}]
+outputs:
+  - {{ template: "builtin:nginx", path: upstream.conf, vars: {{ service: web }} }}
+"#
+        )
+    };
+    write(d, "config.yaml", &cfg("30s"));
+    let daemon = Daemon::start(d);
+    wait_for("first apply", Duration::from_secs(10), &daemon, || {
+        read(d, "upstream.conf").contains("127.0.0.1:81")
+    });
+    // A slow locate is running when the service's config changes.
+    write(d, "delay", "3");
+    daemon.signal(Signal::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(500));
+    write(d, "delay", "0");
+    write(
+        d,
+        "config.yaml",
+        &cfg("20s").replace(
+            "vars: { service: web }",
+            "vars: { service: web, upstream: pool }",
+        ),
+    );
+    daemon.signal(Signal::SIGHUP);
+    // Without asking again, the next answer would come an hour later.
+    wait_for(
+        "the new config's answer",
+        Duration::from_secs(10),
+        &daemon,
+        || read(d, "upstream.conf").contains("upstream pool {"),
+    );
+    assert_eq!(daemon.stop(), 0);
+}

@@ -98,6 +98,8 @@ struct Daemon {
     /// The last problem logged per service, so a persistent failure is logged once.
     service_problem: HashMap<String, String>,
     frontend_backoff: HashMap<String, Backoff>,
+    /// Retries an apply that failed to render or write a file (a full disk, a missing directory).
+    apply_backoff: Backoff,
     in_flight: HashSet<String>,
     tasks: JoinSet<()>,
     /// Which service each locate task works for, to clear `in_flight` even if one panics.
@@ -118,6 +120,7 @@ impl Daemon {
     fn new(path: PathBuf, config: Config, renderer: Renderer) -> Self {
         let (tx, rx) = mpsc::channel(256);
         let settle = Settle::new(config.daemon.settle_min.0, config.daemon.settle_max.0);
+        let apply_backoff = Backoff::new(FRONTEND_BACKOFF_BASE, config.daemon.backoff_max.0);
         Daemon {
             path,
             config: Arc::new(config),
@@ -128,6 +131,7 @@ impl Daemon {
             service_backoff: HashMap::new(),
             service_problem: HashMap::new(),
             frontend_backoff: HashMap::new(),
+            apply_backoff,
             in_flight: HashSet::new(),
             tasks: JoinSet::new(),
             task_services: HashMap::new(),
@@ -209,11 +213,13 @@ impl Daemon {
                 asked_with,
                 result,
             } => {
-                self.in_flight.remove(&service);
                 if self.config.services.get(&service) != Some(&asked_with) {
+                    // A SIGHUP changed the service while this ran; the locate started for the new
+                    // config is the one in flight now.
                     tracing::debug!(service = %service, "answer dropped: the service changed meanwhile");
                     return;
                 }
+                self.in_flight.remove(&service);
                 self.on_located(&service, &asked_with, result);
             }
         }
@@ -280,7 +286,11 @@ impl Daemon {
             Some(set) => {
                 let failures = backoff.succeed();
                 if self.service_problem.remove(name).is_some() {
-                    tracing::info!(service = %name, "recovered after {failures} failed attempts");
+                    if failures > 0 {
+                        tracing::info!(service = %name, "recovered after {failures} failed attempts");
+                    } else {
+                        tracing::info!(service = %name, "the guard accepts the answer again");
+                    }
                 }
                 if last != Some(set.as_slice()) {
                     tracing::debug!(
@@ -321,6 +331,7 @@ impl Daemon {
     fn next_frontend_retry(&self) -> Option<Instant> {
         self.frontend_backoff
             .values()
+            .chain(std::iter::once(&self.apply_backoff))
             .filter(|b| b.failures() > 0)
             .filter_map(Backoff::until)
             .min()
@@ -377,6 +388,29 @@ impl Daemon {
                 }
                 FrontendStatus::Untouched => {}
             }
+        }
+        // A failed frontend that had nothing to do this time (its files already match, nothing
+        // owed) is in the desired state again: stop retrying it.
+        for (name, backoff) in &mut self.frontend_backoff {
+            if backoff.failures() > 0
+                && !held.contains(name)
+                && !report.frontends.iter().any(|f| &f.name == name)
+            {
+                backoff.succeed();
+            }
+        }
+        let unwritten = report
+            .problems
+            .iter()
+            .any(|p| matches!(p, PassProblem::Render(_) | PassProblem::Install(_)));
+        if unwritten {
+            let wait = self.apply_backoff.fail(Instant::now());
+            tracing::warn!(
+                "some files were not written; retrying in {}",
+                humantime::format_duration(wait)
+            );
+        } else {
+            self.apply_backoff.succeed();
         }
         let written = report
             .outputs
@@ -449,12 +483,22 @@ impl Daemon {
             .filter(|(name, s)| self.config.services.get(*name) != Some(*s))
             .map(|(name, _)| name.clone())
             .collect();
-        let reschedule = !changed.is_empty() || new.services.len() != self.config.services.len();
+        let reschedule = !changed.is_empty()
+            || new.services.len() != self.config.services.len()
+            || new.daemon != self.config.daemon;
         // Unchanged services keep their last good sets; changed ones start over.
         for name in &changed {
             self.state.last_good.shift_remove(name);
             self.service_backoff.remove(name);
             self.service_problem.remove(name);
+            // An answer still coming for the old config will be dropped; ask again now.
+            self.in_flight.remove(name);
+        }
+        if new.daemon != self.config.daemon {
+            // New jitter and backoff limits apply to every service and frontend from now on.
+            self.service_backoff.clear();
+            self.frontend_backoff.clear();
+            self.apply_backoff = Backoff::new(FRONTEND_BACKOFF_BASE, new.daemon.backoff_max.0);
         }
         self.state
             .last_good
