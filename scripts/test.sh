@@ -24,13 +24,39 @@ fi
 # The checkers live in sbin, which a non-login PATH may lack.
 export PATH="$PATH:/usr/sbin:/sbin"
 
+# The AWS locators are tested against moto, a local AWS API emulator (Python), kept in a
+# virtualenv outside the tree so that later runs reuse it. tests/aws.rs fails without it.
+MOTO_VERSION="5.2.5"
+venv="${ELASTICD_VENV:-/var/tmp/elasticd-venv}"
+if ! "$venv/bin/python" -c "import sys, moto; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+  echo "== installing moto[server]==$MOTO_VERSION into $venv"
+  if ! python3 -m venv --clear "$venv"; then
+    # Debian's python3 keeps venv in a package of its own.
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv
+    python3 -m venv --clear "$venv"
+  fi
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+export ELASTICD_MOTO_SERVER="$venv/bin/moto_server"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+# Without the `aws` feature (no AWS SDK) the build must stay clean and pass its own tests.
+echo "== cargo clippy --no-default-features"
+cargo clippy --all-targets --locked --no-default-features -- -D warnings
+run_tests() {
+  if command -v cargo-nextest >/dev/null 2>&1; then
+    cargo nextest run --locked --no-fail-fast "$@"
+  else
+    cargo test --locked --no-fail-fast "$@"
+  fi
+}
+echo "== tests --no-default-features"
+run_tests --no-default-features
 echo "== tests"
-if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run --locked --no-fail-fast
-else
-  cargo test --locked --no-fail-fast
-fi
+run_tests

@@ -9,10 +9,12 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The scheduler library narrates its own start-up at info; keep that out of operators' logs.
+    // The scheduler library narrates its own start-up at info, and the AWS SDK its connection
+    // housekeeping; keep that out of operators' logs (elasticd reports the errors that matter).
+    const QUIET: &str = "tokio_cron_scheduler=warn,aws_smithy_runtime=warn,aws_config=warn";
     let filter = EnvFilter::try_from_env("RUST_LOG")
-        .or_else(|_| EnvFilter::try_new(format!("{},tokio_cron_scheduler=warn", cli.log)))
-        .unwrap_or_else(|_| EnvFilter::new("info,tokio_cron_scheduler=warn"));
+        .or_else(|_| EnvFilter::try_new(format!("{},{QUIET}", cli.log)))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET}")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

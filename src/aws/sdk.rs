@@ -11,7 +11,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_ec2::config::{ConfigBag, Intercept, ProvideCredentials, RuntimeComponents};
-use aws_sdk_ec2::error::{BoxError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::error::{BoxError, ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::operation::RequestId;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
@@ -142,7 +142,7 @@ pub async fn load(settings: &AwsSettings) -> Result<Clients, AwsError> {
         .ok_or_else(|| no_credentials("no credential provider is configured".into()))?;
     match tokio::time::timeout(settings.operation_timeout(), provider.provide_credentials()).await {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(no_credentials(DisplayErrorContext(&e).to_string())),
+        Ok(Err(e)) => return Err(no_credentials(error_chain(&e))),
         Err(_) => {
             return Err(no_credentials(format!(
                 "no answer within {}",
@@ -236,6 +236,22 @@ impl Intercept for CallCounter {
     }
 }
 
+/// An error and its sources as one line (`dispatch failure: io error: ... refused`), each
+/// cause once: the SDK nests errors that repeat their inner message.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Turns an SDK error into an [`AwsError`] with the AWS error code and request id when AWS
 /// answered, or the error chain when it did not.
 pub fn api_error<E>(operation: &'static str, region: &str, err: SdkError<E>) -> AwsError
@@ -255,7 +271,7 @@ where
             let message = match err.message() {
                 Some(m) => m.to_string(),
                 None if err.code().is_some() => "no message".to_string(),
-                None => DisplayErrorContext(&err).to_string(),
+                None => error_chain(&err),
             };
             AwsError::Api {
                 operation,
@@ -269,7 +285,7 @@ where
         _ => AwsError::Transport {
             operation,
             region,
-            detail: DisplayErrorContext(&err).to_string(),
+            detail: error_chain(&err),
         },
     }
 }

@@ -1,0 +1,372 @@
+//! A local AWS API for tests: `moto_server` (Python package `moto[server]`, installed by
+//! `scripts/test.sh` into a virtualenv) on a free loopback port, seeded with the Rust SDK.
+//!
+//! Nothing here ever connects to the 10.x addresses moto hands out: they only end up as text in
+//! rendered files. Every SDK client and every `elasticd` run points at `127.0.0.1:<port>`, with
+//! dummy credentials and instance metadata disabled, so no request leaves the machine.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag as AsgTag};
+use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_ec2::types::{RequestLaunchTemplateData, ResourceType, Tag, TagSpecification};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use futures_util::stream::{self, StreamExt};
+
+/// The region every test uses.
+pub const REGION: &str = "us-east-1";
+/// An AMI id moto knows.
+pub const AMI: &str = "ami-12c6146b";
+
+/// Where `moto_server` is: `$ELASTICD_MOTO_SERVER`, else `moto_server` on PATH. A missing
+/// emulator fails the test (it is never skipped): these tests are the AWS locators' only check.
+pub fn moto_server_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("ELASTICD_MOTO_SERVER") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "ELASTICD_MOTO_SERVER={} does not exist; run scripts/test.sh, which installs \
+             moto[server] into a virtualenv",
+            path.display()
+        );
+        return path;
+    }
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path_var)
+        .map(|dir| dir.join("moto_server"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "moto_server not found: set ELASTICD_MOTO_SERVER to its path or put it on PATH. \
+                 scripts/test.sh installs it: python3 -m venv DIR && DIR/bin/pip install \
+                 'moto[server]'"
+            )
+        })
+}
+
+/// A free loopback port (the OS picks; the listener is closed before moto binds it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a loopback port")
+}
+
+/// A running `moto_server`, killed by PID when dropped.
+pub struct Moto {
+    child: Option<Child>,
+    /// The loopback port it listens on.
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl Moto {
+    /// Starts moto on a free port and waits until it answers.
+    pub fn start(log_dir: &Path) -> Moto {
+        Moto::start_on(free_port(), log_dir)
+    }
+
+    /// Starts moto on `port` (a restart after [`Moto::kill`] reuses the port).
+    pub fn start_on(port: u16, log_dir: &Path) -> Moto {
+        let log = log_dir.join(format!("moto-{port}.log"));
+        let out = std::fs::File::create(&log).expect("create moto log");
+        let err = out.try_clone().expect("dup moto log");
+        let child = Command::new(moto_server_path())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("start moto_server");
+        let mut moto = Moto {
+            child: Some(child),
+            port,
+            log,
+        };
+        moto.wait_ready();
+        moto
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "moto_server exited ({status}) before answering; its log:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not answer on 127.0.0.1:{} within 60s; its log:\n{}",
+                self.port,
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL to its PID) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SDK clients pointed at this server.
+    pub fn clients(&self) -> Seeder {
+        Seeder::new(&self.url())
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Seeds moto through the Rust SDK, on a runtime of its own.
+pub struct Seeder {
+    rt: tokio::runtime::Runtime,
+    /// EC2 client.
+    pub ec2: aws_sdk_ec2::Client,
+    /// Auto Scaling client.
+    pub asg: aws_sdk_autoscaling::Client,
+}
+
+impl Seeder {
+    fn new(url: &str) -> Seeder {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let creds = Credentials::new("testing", "testing", None, None, "tests");
+        let ec2 = aws_sdk_ec2::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(url)
+            .credentials_provider(creds.clone())
+            .http_client(http.clone())
+            .build();
+        let asg = aws_sdk_autoscaling::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(aws_sdk_autoscaling::config::Region::new(REGION))
+            .endpoint_url(url)
+            .credentials_provider(creds)
+            .http_client(http)
+            .build();
+        Seeder {
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime"),
+            ec2: aws_sdk_ec2::Client::from_conf(ec2),
+            asg: aws_sdk_autoscaling::Client::from_conf(asg),
+        }
+    }
+
+    /// Runs a future on the seeder's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// Launches `count` instances in one reservation with `tags`; returns their ids.
+    pub fn run(&self, count: i32, tags: &[(&str, &str)], subnet: Option<&str>) -> Vec<String> {
+        self.block_on(run_instances(&self.ec2, count, tags, subnet))
+    }
+
+    /// Launches `count` instances, one reservation each (AWS pages DescribeInstances by
+    /// instance, moto by reservation: one instance per reservation makes them agree).
+    pub fn run_each(&self, count: usize, tags: &[(&str, &str)]) -> Vec<String> {
+        self.block_on(async {
+            stream::iter(0..count)
+                .map(|_| run_instances(&self.ec2, 1, tags, None))
+                .buffer_unordered(8)
+                .concat()
+                .await
+        })
+    }
+
+    /// Stops instances.
+    pub fn stop(&self, ids: &[String]) {
+        self.block_on(
+            self.ec2
+                .stop_instances()
+                .set_instance_ids(Some(ids.to_vec()))
+                .send(),
+        )
+        .expect("StopInstances");
+    }
+
+    /// Terminates instances.
+    pub fn terminate(&self, ids: &[String]) {
+        self.block_on(
+            self.ec2
+                .terminate_instances()
+                .set_instance_ids(Some(ids.to_vec()))
+                .send(),
+        )
+        .expect("TerminateInstances");
+    }
+
+    /// A subnet whose instances get no public IP address.
+    pub fn private_subnet(&self) -> String {
+        self.block_on(async {
+            let vpc = self
+                .ec2
+                .create_vpc()
+                .cidr_block("10.99.0.0/16")
+                .send()
+                .await
+                .expect("CreateVpc");
+            let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc id");
+            let subnet = self
+                .ec2
+                .create_subnet()
+                .vpc_id(vpc_id)
+                .cidr_block("10.99.1.0/24")
+                .availability_zone("us-east-1b")
+                .send()
+                .await
+                .expect("CreateSubnet");
+            subnet
+                .subnet()
+                .and_then(|s| s.subnet_id())
+                .expect("subnet id")
+                .to_string()
+        })
+    }
+
+    /// An Auto Scaling group of `size` instances from a launch template, tagged `tags`;
+    /// returns its member ids.
+    pub fn group(&self, name: &str, size: i32, tags: &[(&str, &str)]) -> Vec<String> {
+        self.block_on(async {
+            let template = format!("{name}-template");
+            self.ec2
+                .create_launch_template()
+                .launch_template_name(&template)
+                .launch_template_data(
+                    RequestLaunchTemplateData::builder()
+                        .image_id(AMI)
+                        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("CreateLaunchTemplate");
+            let mut create = self
+                .asg
+                .create_auto_scaling_group()
+                .auto_scaling_group_name(name)
+                .launch_template(
+                    LaunchTemplateSpecification::builder()
+                        .launch_template_name(&template)
+                        .version("$Latest")
+                        .build(),
+                )
+                .min_size(0)
+                .max_size(size.max(1) * 2)
+                .desired_capacity(size)
+                .availability_zones("us-east-1a");
+            for (k, v) in tags {
+                create = create.tags(
+                    AsgTag::builder()
+                        .key(*k)
+                        .value(*v)
+                        .resource_id(name)
+                        .resource_type("auto-scaling-group")
+                        .propagate_at_launch(true)
+                        .build(),
+                );
+            }
+            create.send().await.expect("CreateAutoScalingGroup");
+            self.members(name).await
+        })
+    }
+
+    async fn members(&self, name: &str) -> Vec<String> {
+        let out = self
+            .asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(name)
+            .send()
+            .await
+            .expect("DescribeAutoScalingGroups");
+        let mut ids: Vec<String> = out
+            .auto_scaling_groups()
+            .iter()
+            .flat_map(|g| g.instances())
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Marks a member unhealthy.
+    pub fn set_unhealthy(&self, id: &str) {
+        self.block_on(
+            self.asg
+                .set_instance_health()
+                .instance_id(id)
+                .health_status("Unhealthy")
+                .should_respect_grace_period(false)
+                .send(),
+        )
+        .expect("SetInstanceHealth");
+    }
+
+    /// Moves a member to Standby.
+    pub fn standby(&self, group: &str, id: &str) {
+        self.block_on(
+            self.asg
+                .enter_standby()
+                .auto_scaling_group_name(group)
+                .instance_ids(id)
+                .should_decrement_desired_capacity(true)
+                .send(),
+        )
+        .expect("EnterStandby");
+    }
+}
+
+async fn run_instances(
+    ec2: &aws_sdk_ec2::Client,
+    count: i32,
+    tags: &[(&str, &str)],
+    subnet: Option<&str>,
+) -> Vec<String> {
+    let mut spec = TagSpecification::builder().resource_type(ResourceType::Instance);
+    for (k, v) in tags {
+        spec = spec.tags(Tag::builder().key(*k).value(*v).build());
+    }
+    let mut request = ec2
+        .run_instances()
+        .image_id(AMI)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .min_count(count)
+        .max_count(count)
+        .set_subnet_id(subnet.map(str::to_string));
+    if !tags.is_empty() {
+        request = request.tag_specifications(spec.build());
+    }
+    let out = request.send().await.expect("RunInstances");
+    out.instances()
+        .iter()
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect()
+}
