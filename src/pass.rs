@@ -346,12 +346,11 @@ pub async fn run_pass(
     state
         .last_good
         .retain(|name, _| config.services.contains_key(name));
-    let sets = state.last_good.clone();
     apply(
         config,
         renderer,
-        &sets,
-        state,
+        &state.last_good,
+        &mut state.pending_reloads,
         options,
         &HashSet::new(),
         &mut report,
@@ -429,7 +428,7 @@ pub async fn apply(
     config: &Config,
     renderer: &Renderer,
     sets: &IndexMap<String, Vec<Backend>>,
-    state: &mut PassState,
+    pending_reloads: &mut BTreeSet<String>,
     options: PassOptions,
     held: &HashSet<String>,
     report: &mut PassReport,
@@ -506,7 +505,7 @@ pub async fn apply(
             .iter()
             .filter(|c| config.outputs[c.index].frontend.as_deref() == Some(name.as_str()))
             .collect();
-        let owed = state.pending_reloads.contains(name);
+        let owed = pending_reloads.contains(name);
         if mine.is_empty() && !owed {
             continue;
         }
@@ -534,11 +533,11 @@ pub async fn apply(
                     (Some(action), false) => {
                         match frontend::reload(name, action, &config.base_dir).await {
                             Ok(()) => {
-                                state.pending_reloads.remove(name);
+                                pending_reloads.remove(name);
                                 FrontendStatus::Reloaded
                             }
                             Err(e) => {
-                                state.pending_reloads.insert(name.clone());
+                                pending_reloads.insert(name.clone());
                                 report.problems.push(e.into());
                                 FrontendStatus::ReloadFailed
                             }
@@ -548,7 +547,7 @@ pub async fn apply(
                         // The files changed under a running frontend; the reload stays owed so
                         // that a later pass without --no-reload delivers it.
                         if !mine.is_empty() {
-                            state.pending_reloads.insert(name.clone());
+                            pending_reloads.insert(name.clone());
                         }
                         FrontendStatus::Installed
                     }
@@ -562,9 +561,7 @@ pub async fn apply(
         });
     }
 
-    state
-        .pending_reloads
-        .retain(|name| config.frontends.contains_key(name));
+    pending_reloads.retain(|name| config.frontends.contains_key(name));
 }
 
 fn render_and_compare(

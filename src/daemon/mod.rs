@@ -352,7 +352,7 @@ impl Daemon {
             &self.config,
             &self.renderer,
             &sets,
-            &mut self.state,
+            &mut self.state.pending_reloads,
             PassOptions::default(),
             &held,
             &mut report,

@@ -289,11 +289,15 @@ impl PassContext {
                 .unwrap_or_else(|| Value::from_serializable(&view.backends));
             by_name.insert(name.clone(), (service, backends));
         }
-        let services: IndexMap<&str, &Value> =
-            by_name.iter().map(|(n, (s, _))| (n.as_str(), s)).collect();
+        // Built from the per-service values (cheap reference-counted clones), not serialized
+        // again: with 10,000 backends a second deep copy costs several megabytes.
+        let services: IndexMap<String, Value> = by_name
+            .iter()
+            .map(|(n, (s, _))| (n.clone(), s.clone()))
+            .collect();
         PassContext {
             environment: Value::from_serializable(&config.environment),
-            services: Value::from_serializable(&services),
+            services: Value::from(services),
             by_name,
         }
     }
