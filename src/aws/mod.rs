@@ -41,7 +41,7 @@ pub struct AwsSettings {
     pub role_session_name: Option<String>,
     /// External id the role's trust policy asks for.
     pub external_id: Option<String>,
-    /// Endpoint for every AWS API call (VPC endpoints, emulators).
+    /// Endpoint for every AWS API call, EC2, Auto Scaling and STS alike (emulators, proxies).
     pub endpoint_url: Option<String>,
     /// Attempts per API call, first one included (retry mode is always adaptive).
     pub max_attempts: Option<u32>,

@@ -132,6 +132,7 @@ pub(super) fn ec2_states(states: Option<Vec<String>>) -> Result<Vec<String>, Str
         .collect()
 }
 
+/// Rejects an empty tag key (`what` names the option).
 pub(super) fn non_empty_tag(tag: Option<String>, what: &str) -> Result<Option<String>, String> {
     match tag {
         Some(t) if t.is_empty() => Err(format!("`{what}` must not be empty")),
@@ -294,6 +295,8 @@ impl Report {
     }
 }
 
+// Tag values end up in these lines: control characters become `?`, so that a tag can't forge
+// log lines.
 fn name_some(items: &[String]) -> String {
     let mut text = items
         .iter()
@@ -304,7 +307,9 @@ fn name_some(items: &[String]) -> String {
     if items.len() > NAMED_IN_WARNING {
         text.push_str(&format!("; and {} more", items.len() - NAMED_IN_WARNING));
     }
-    text
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// `i-0abc (web-1)`: the instance id and, when it has one, its Name tag.
@@ -818,5 +823,7 @@ mod tests {
         let text = name_some(&items);
         assert!(text.contains("i-19") && !text.contains("i-20"), "{text}");
         assert!(text.ends_with("and 5 more"), "{text}");
+        let forged = name_some(&["i-1 (web\nERROR fake)".to_string()]);
+        assert_eq!(forged, "i-1 (web?ERROR fake)");
     }
 }
