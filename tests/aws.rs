@@ -722,3 +722,40 @@ outputs:
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn templates_see_instance_metadata() {
+    let dir = tmp();
+    let moto = Moto::start(dir.path());
+    let members = moto.clients().group("web-asg", 2, &[("team", "checkout")]);
+    std::fs::write(
+        dir.path().join("meta.tera"),
+        "{% for b in backends %}{{ b.id }} {{ b.meta.asg_name }} {{ b.meta.instance_type }} \
+         {{ b.meta.lifecycle_state }} {{ b.meta.state }} {{ b.zone }} {{ b.tags.team }}\n{% endfor %}",
+    )
+    .expect("write template");
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        format!(
+            "{aws}services:
+  web:
+    port: 8080
+    locators:
+      - asg: {{ names: [web-asg] }}
+outputs:
+  - {{ template: meta.tera, path: meta.txt, vars: {{ service: web }} }}
+",
+            aws = aws_section(moto.port)
+        ),
+    )
+    .expect("write config");
+    elasticd(dir.path(), &["render", "--config", "config.yaml"], &[]).ok();
+    let text = read(dir.path(), "meta.txt");
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    let want: Vec<String> = members
+        .iter()
+        .map(|id| format!("{id} web-asg t3.micro InService running us-east-1a checkout"))
+        .collect();
+    assert_eq!(lines, want, "{text}");
+}
