@@ -16,6 +16,8 @@
 #        SIZES             backend counts (default "10 1000 10000")
 #        WARMUP RUNS       hyperfine --warmup / --runs (default 3 / 30)
 #        RSS_RUNS          /usr/bin/time runs per scenario (default 5)
+#        BIN               measure this binary instead of building (the commit shown is then the
+#                          checkout's, which may not match the binary)
 #        KEEP_JSON=DIR     copy the hyperfine JSON exports to DIR
 # Needs: cargo, python3, hyperfine and /usr/bin/time (Debian packages `hyperfine` and `time`;
 #        installed with apt-get when missing and root or sudo is available).
@@ -50,14 +52,15 @@ command -v hyperfine >/dev/null 2>&1 || die "hyperfine is missing"
 command -v python3 >/dev/null 2>&1 || die "python3 is missing"
 
 # --- build -------------------------------------------------------------------------------------
-echo "== cargo build --release" >&2
-cargo build --release --locked --quiet >&2
-target_dir=$(cargo metadata --format-version 1 --no-deps \
-  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null) \
-  || target_dir=${CARGO_TARGET_DIR:-target}
-BIN="$target_dir/release/elasticd"
-[ -x "$BIN" ] || BIN="${CARGO_TARGET_DIR:-target}/release/elasticd"
-[ -x "$BIN" ] || die "release binary not found (looked in $target_dir/release)"
+if [ -z "${BIN:-}" ]; then
+  echo "== cargo build --release" >&2
+  cargo build --release --locked --quiet >&2
+  target_dir=$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') \
+    || target_dir=${CARGO_TARGET_DIR:-target}
+  BIN="$target_dir/release/elasticd"
+fi
+[ -x "$BIN" ] || die "no elasticd binary at $BIN"
 case "$BIN" in /*) ;; *) BIN="$ROOT/$BIN" ;; esac
 
 # --- scratch -----------------------------------------------------------------------------------
@@ -124,6 +127,7 @@ peak_rss_kib() {
   echo "$max"
 }
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 declare -A RESULT
 for n in $SIZES; do
   dir="$WORK/n$n"
@@ -171,12 +175,14 @@ done
 mb() { python3 -c "import sys; print('%.1f' % (int(sys.argv[1]) / 1024))" "$1"; }
 fmt_n() { python3 -c "import sys; print(f'{int(sys.argv[1]):,}')" "$1"; }
 commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$ROOT" diff --quiet HEAD 2>/dev/null || commit="$commit (dirty tree)"
+# Changes to benches/ and docs/ do not change the binary.
+git -C "$ROOT" diff --quiet HEAD -- . ':!benches' ':!docs' 2>/dev/null || commit="$commit (dirty tree)"
 
 echo
 echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'),"\
   "Linux $(uname -r); $("$BIN" --version), commit $commit;"\
-  "hyperfine -N --warmup $WARMUP --runs $RUNS; peak RSS = max of $RSS_RUNS runs per scenario."
+  "hyperfine -N --warmup $WARMUP --runs $RUNS; peak RSS = max of $RSS_RUNS runs per scenario;"\
+  "load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo
 echo "| backends | wall median (changed) | wall median (unchanged) | peak RSS |"
 echo "|---:|---:|---:|---:|"
