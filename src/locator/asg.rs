@@ -8,10 +8,9 @@
 //! members. A named group that does not exist is an error; a group with no members is an empty
 //! answer, and the service's guard decides what that means.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 
 use aws_sdk_autoscaling::types::{AutoScalingGroup, Filter as AsgFilter};
-use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::types::Instance;
 use serde::Deserialize;
 
@@ -248,24 +247,36 @@ impl AsgLocator {
         Ok(groups)
     }
 
-    async fn instances(
+    /// Backends of the members that count, from their EC2 instances asked for by id. Each page
+    /// becomes backends before the next is asked for, so that one page is held at a time.
+    async fn member_backends(
         &self,
         clients: &Clients,
-        ids: &[String],
+        members: &BTreeMap<String, Member>,
         calls: &CallCounter,
-    ) -> Result<Vec<DescribeInstancesOutput>, AwsError> {
-        let mut pages = Vec::new();
+        locator: &str,
+        ctx: &LocateContext,
+        report: &mut Report,
+    ) -> Result<Vec<Backend>, LocateError> {
+        let aws_err = |source: AwsError| LocateError::Aws {
+            locator: locator.to_string(),
+            source: Box::new(source),
+        };
+        let ids: Vec<String> = members.keys().cloned().collect();
+        let mut found: HashSet<String> = HashSet::with_capacity(ids.len());
+        let mut backends = Vec::with_capacity(ids.len());
+        let mut pages = 0;
         for batch in ids.chunks(IDS_PER_CALL) {
             // AWS answers a request by id in one page; follow a token anyway should one come
             // (emulators paginate these too).
             let mut token: Option<String> = None;
             loop {
-                if pages.len() >= MAX_PAGES {
-                    return Err(AwsError::Pagination {
+                if pages >= MAX_PAGES {
+                    return Err(aws_err(AwsError::Pagination {
                         operation: "DescribeInstances",
                         region: clients.region.clone(),
-                        pages: pages.len(),
-                    });
+                        pages,
+                    }));
                 }
                 let page = clients
                     .ec2
@@ -276,18 +287,55 @@ impl AsgLocator {
                     .interceptor(calls.clone())
                     .send()
                     .await
-                    .map_err(|e| api_error("DescribeInstances", &clients.region, e))?;
+                    .map_err(|e| aws_err(api_error("DescribeInstances", &clients.region, e)))?;
+                pages += 1;
                 token = page
                     .next_token()
                     .filter(|t| !t.is_empty())
                     .map(str::to_string);
-                pages.push(page);
+                let instances: Vec<(&Instance, Vec<(&str, &str)>)> = page
+                    .reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .filter_map(|i| {
+                        let member = members.get(i.instance_id()?)?;
+                        Some((
+                            i,
+                            vec![
+                                ("asg_name", member.group.as_str()),
+                                ("lifecycle_state", member.lifecycle.as_str()),
+                                ("health_status", member.health.as_str()),
+                            ],
+                        ))
+                    })
+                    .collect();
+                found.extend(
+                    instances
+                        .iter()
+                        .filter_map(|(i, _)| i.instance_id().map(str::to_string)),
+                );
+                backends.extend(backends_from(
+                    &instances,
+                    &self.config.states,
+                    &self.config.instance,
+                    locator,
+                    ctx,
+                    report,
+                )?);
                 if token.is_none() {
                     break;
                 }
             }
         }
-        Ok(pages)
+        for (id, member) in members {
+            if !found.contains(id) {
+                tracing::warn!(
+                    "{locator}: member {id} of group `{}` is not known to EC2; left out",
+                    member.group
+                );
+            }
+        }
+        Ok(backends)
     }
 
     fn members(&self, groups: &[AutoScalingGroup]) -> (BTreeMap<String, Member>, usize) {
@@ -380,43 +428,10 @@ impl Locator for AsgLocator {
                 }));
             }
             let (members, left_out) = self.members(&groups);
-            let ids: Vec<String> = members.keys().cloned().collect();
-            let pages = self
-                .instances(&clients, &ids, &calls)
-                .await
-                .map_err(aws_err)?;
-            let by_id: HashMap<&str, &Instance> = pages
-                .iter()
-                .flat_map(|p| p.reservations())
-                .flat_map(|r| r.instances())
-                .filter_map(|i| Some((i.instance_id()?, i)))
-                .collect();
-            let mut instances = Vec::with_capacity(members.len());
-            for (id, member) in &members {
-                match by_id.get(id.as_str()) {
-                    Some(instance) => instances.push((
-                        *instance,
-                        vec![
-                            ("asg_name", member.group.as_str()),
-                            ("lifecycle_state", member.lifecycle.as_str()),
-                            ("health_status", member.health.as_str()),
-                        ],
-                    )),
-                    None => tracing::warn!(
-                        "{locator}: member {id} of group `{}` is not known to EC2; left out",
-                        member.group
-                    ),
-                }
-            }
             let mut report = Report::default();
-            let backends = backends_from(
-                &instances,
-                &self.config.states,
-                &self.config.instance,
-                &locator,
-                ctx,
-                &mut report,
-            )?;
+            let backends = self
+                .member_backends(&clients, &members, &calls, &locator, ctx, &mut report)
+                .await?;
             report.log(&locator);
             tracing::debug!(
                 locator = locator.as_str(),

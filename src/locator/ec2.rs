@@ -552,14 +552,19 @@ impl Locator for Ec2Locator {
                 .map_err(aws_err)?;
             let filters = self.request_filters(ctx.environment.as_deref());
             let calls = CallCounter::default();
-            let mut pages = Vec::new();
+            // Each page becomes backends before the next is asked for, so that only one page
+            // of SDK structures is held at a time.
+            let mut backends = Vec::new();
+            let mut report = Report::default();
+            let mut seen = 0;
+            let mut pages = 0;
             let mut token: Option<String> = None;
             loop {
-                if pages.len() >= MAX_PAGES {
+                if pages >= MAX_PAGES {
                     return Err(aws_err(AwsError::Pagination {
                         operation: "DescribeInstances",
                         region: clients.region.clone(),
-                        pages: pages.len(),
+                        pages,
                     }));
                 }
                 let page = clients
@@ -573,37 +578,37 @@ impl Locator for Ec2Locator {
                     .send()
                     .await
                     .map_err(|e| aws_err(api_error("DescribeInstances", &clients.region, e)))?;
+                pages += 1;
                 token = page
                     .next_token()
                     .filter(|t| !t.is_empty())
                     .map(str::to_string);
-                pages.push(page);
+                let instances: Vec<(&Instance, Vec<(&str, &str)>)> = page
+                    .reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .map(|i| (i, Vec::new()))
+                    .collect();
+                seen += instances.len();
+                backends.extend(backends_from(
+                    &instances,
+                    &self.config.states,
+                    &self.config.instance,
+                    &locator,
+                    ctx,
+                    &mut report,
+                )?);
                 if token.is_none() {
                     break;
                 }
             }
-            let instances: Vec<(&Instance, Vec<(&str, &str)>)> = pages
-                .iter()
-                .flat_map(|p| p.reservations())
-                .flat_map(|r| r.instances())
-                .map(|i| (i, Vec::new()))
-                .collect();
-            let mut report = Report::default();
-            let backends = backends_from(
-                &instances,
-                &self.config.states,
-                &self.config.instance,
-                &locator,
-                ctx,
-                &mut report,
-            )?;
             report.log(&locator);
             tracing::debug!(
                 locator = locator.as_str(),
                 region = clients.region.as_str(),
-                instances = instances.len(),
+                instances = seen,
                 backends = backends.len(),
-                pages = pages.len(),
+                pages,
                 api_calls = calls.get(),
                 "DescribeInstances done"
             );
