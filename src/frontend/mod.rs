@@ -11,6 +11,10 @@ use serde::Deserialize;
 use crate::config::{FrontendConfig, HumanDuration};
 use crate::process::{self, CommandSpec, ProcessError};
 
+pub mod varnish;
+
+pub use varnish::VarnishReloadConfig;
+
 /// Placeholder in a `check` argv that stands for the staged file.
 pub const STAGED_PLACEHOLDER: &str = "{staged}";
 /// Checkers and reload commands print little; more than this is not read.
@@ -34,6 +38,8 @@ pub enum ReloadAction {
         /// The pidfile.
         pidfile: PathBuf,
     },
+    /// Load the VCL into a running Varnish under a new name and switch to it.
+    Varnish(VarnishReloadConfig),
 }
 
 #[derive(Deserialize)]
@@ -47,6 +53,8 @@ struct RawReload {
     signal: Option<String>,
     #[serde(default)]
     pidfile: Option<PathBuf>,
+    #[serde(default)]
+    varnish: Option<VarnishReloadConfig>,
 }
 
 /// The default time a reload command may take.
@@ -56,6 +64,19 @@ impl TryFrom<RawReload> for ReloadAction {
     type Error = String;
 
     fn try_from(raw: RawReload) -> Result<Self, String> {
+        if let Some(varnish) = raw.varnish {
+            if raw.command.is_some() || raw.signal.is_some() {
+                return Err("give one of `command`, `signal` or `varnish`".into());
+            }
+            if raw.timeout.is_some() || raw.pidfile.is_some() {
+                return Err(
+                    "`timeout` and `pidfile` don't go with `varnish` (its timeout goes inside it)"
+                        .into(),
+                );
+            }
+            varnish.validate()?;
+            return Ok(ReloadAction::Varnish(varnish));
+        }
         match (raw.command, raw.signal) {
             (Some(argv), None) => {
                 if raw.pidfile.is_some() {
@@ -85,7 +106,7 @@ impl TryFrom<RawReload> for ReloadAction {
             }
             (Some(_), Some(_)) => Err("give either `command` or `signal`, not both".into()),
             (None, None) => {
-                Err("`reload` needs `command: [...]` or `signal: NAME` with `pidfile: PATH`".into())
+                Err("`reload` needs `command: [...]`, `signal: NAME` with `pidfile: PATH`, or `varnish: {vcl: PATH, ...}`".into())
             }
         }
     }
@@ -113,6 +134,7 @@ impl ReloadAction {
                     *pidfile = base.join(&*pidfile);
                 }
             }
+            ReloadAction::Varnish(config) => config.resolve_paths(base),
         }
     }
 
@@ -121,6 +143,7 @@ impl ReloadAction {
         match self {
             ReloadAction::Command { argv, .. } => argv.first().map(String::as_str),
             ReloadAction::Signal { .. } => None,
+            ReloadAction::Varnish(config) => Some(&config.varnishadm),
         }
     }
 }
@@ -145,6 +168,14 @@ pub enum FrontendError {
         frontend: String,
         /// What the command did.
         source: ProcessError,
+    },
+    /// Varnish did not take the new VCL.
+    #[error("frontend `{frontend}`: varnish reload failed: {source}")]
+    Varnish {
+        /// Frontend name.
+        frontend: String,
+        /// What went wrong (boxed: it carries a whole process error).
+        source: Box<varnish::VarnishError>,
     },
     /// The pidfile could not be read or holds no pid.
     #[error("frontend `{frontend}`: cannot read pid from {}: {reason}", pidfile.display())]
@@ -263,6 +294,16 @@ pub async fn reload(name: &str, action: &ReloadAction, cwd: &Path) -> Result<(),
                 errno,
             })
         }
+        ReloadAction::Varnish(config) => {
+            let vcl = varnish::swap_vcl(name, config, cwd)
+                .await
+                .map_err(|source| FrontendError::Varnish {
+                    frontend: name.to_string(),
+                    source: Box::new(source),
+                })?;
+            tracing::debug!(frontend = name, "varnish: VCL `{vcl}` active");
+            Ok(())
+        }
     }
 }
 
@@ -285,6 +326,7 @@ mod tests {
                 timeout: None,
                 signal: signal.map(String::from),
                 pidfile: pidfile.map(PathBuf::from),
+                varnish: None,
             };
         assert!(ReloadAction::try_from(raw(None, None, None)).is_err());
         assert!(ReloadAction::try_from(raw(Some(vec!["x".into()]), Some("HUP"), None)).is_err());
