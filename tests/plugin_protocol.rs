@@ -263,6 +263,8 @@ fn missing_and_non_executable_plugins_are_config_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write(d, "plugins/locators/noexec", "#!/bin/sh\necho '[]'\n");
+    // Not executable, and shadowing the `true` on PATH: an error, not a fallback.
+    write(d, "plugins/actions/true", "#!/bin/sh\n");
     write(d, "backend.cfg", "previous\n");
     write(
         d,
@@ -274,6 +276,7 @@ fn missing_and_non_executable_plugins_are_config_errors() {
 frontends:
   fe: { reload: { exec: [no-such-reload-elasticd] } }
   other: { reload: { exec: [x], command: [y] } }
+  third: { reload: { exec: ["true"] } }
 outputs:
   - { template: "builtin:haproxy", path: backend.cfg, vars: { service: web } }
   - { renderer: { exec: [no-such-renderer-elasticd] }, path: b.cfg }
