@@ -172,6 +172,9 @@ async fn render(args: RenderArgs) -> u8 {
         };
         tracing::info!(frontend = %f.name, "{what}");
     }
+    for h in report.hooks.iter().filter(|h| h.ok) {
+        tracing::info!(service = %h.service, "on_change hook [{}] done (+{} -{})", h.hook, h.added, h.removed);
+    }
     for problem in &report.problems {
         eprintln!("error: {problem}");
     }
@@ -209,13 +212,7 @@ async fn check(path: &Path) -> u8 {
             programs.push((format!("frontend `{name}` reload"), p));
         }
     }
-    for (name, service) in &config.services {
-        for locator in &service.locators {
-            if let Some(p) = locator.program() {
-                programs.push((format!("service `{name}` exec locator"), p));
-            }
-        }
-    }
+    // Plugins were found (or reported missing) when the config was loaded.
     for (what, program) in programs {
         if let Err(reason) = find_program(program, &config.base_dir) {
             problems.push(format!("{what}: {reason}"));

@@ -16,6 +16,7 @@ use crate::config::{Config, GuardConfig, ServiceConfig};
 use crate::frontend::{self, FrontendError};
 use crate::locator::{LocateContext, LocateError};
 use crate::output::{self, InstallError};
+use crate::plugin::request::{ChangeSummary, ServiceChange, WrittenOutput};
 use crate::render::{PassContext, RenderError, Renderer};
 
 /// What a pass may do.
@@ -36,6 +37,9 @@ pub struct PassState {
     /// Frontends whose files changed but whose reload has not yet succeeded.
     #[serde(default)]
     pub pending_reloads: BTreeSet<String>,
+    /// Per `on_change` hook ([`hook_key`]), the last backend set it exited 0 for.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub hooks_acknowledged: IndexMap<String, Vec<Backend>>,
 }
 
 /// Why the state file could not be used.
@@ -119,6 +123,14 @@ pub enum PassProblem {
     /// A check or reload failed.
     #[error(transparent)]
     Frontend(#[from] FrontendError),
+    /// An `on_change` hook failed; it is owed and runs again on the next pass.
+    #[error("service `{service}`: on_change hook failed (it will be retried): {source}")]
+    Hook {
+        /// The service.
+        service: String,
+        /// What the plugin did.
+        source: crate::plugin::PluginError,
+    },
 }
 
 /// How one service fared.
@@ -197,6 +209,21 @@ pub struct FrontendReport {
     pub status: FrontendStatus,
 }
 
+/// One `on_change` hook that ran.
+#[derive(Debug, Clone)]
+pub struct HookReport {
+    /// The service.
+    pub service: String,
+    /// The hook's command line.
+    pub hook: String,
+    /// Backends added and removed in the summary it got.
+    pub added: usize,
+    /// See `added`.
+    pub removed: usize,
+    /// Whether it exited 0.
+    pub ok: bool,
+}
+
 /// Everything a pass did.
 #[derive(Debug, Default)]
 pub struct PassReport {
@@ -206,6 +233,8 @@ pub struct PassReport {
     pub outputs: Vec<OutputReport>,
     /// Per frontend that had work.
     pub frontends: Vec<FrontendReport>,
+    /// Per `on_change` hook that ran.
+    pub hooks: Vec<HookReport>,
     /// Every problem, in the order met.
     pub problems: Vec<PassProblem>,
 }
@@ -325,6 +354,7 @@ pub async fn run_pass(
     options: PassOptions,
 ) -> PassReport {
     let mut report = PassReport::default();
+    let previous = state.last_good.clone();
 
     let located = join_all(
         config
@@ -350,9 +380,19 @@ pub async fn run_pass(
         config,
         renderer,
         &state.last_good,
+        &previous,
         &mut state.pending_reloads,
         options,
         &HashSet::new(),
+        &mut report,
+    )
+    .await;
+    run_hooks(
+        config,
+        &state.last_good,
+        &mut state.hooks_acknowledged,
+        &state.pending_reloads,
+        options,
         &mut report,
     )
     .await;
@@ -423,11 +463,14 @@ pub fn judge_service(
 }
 
 /// Renders every output from `sets` and brings each frontend up to date: install, check,
-/// reload. Frontends in `held` are left alone this time (the daemon's backoff).
+/// reload. Frontends in `held` are left alone this time (the daemon's backoff). `previous` holds
+/// the sets of the last apply, for the change summary reload plugins get.
+#[allow(clippy::too_many_arguments)]
 pub async fn apply(
     config: &Config,
     renderer: &Renderer,
     sets: &IndexMap<String, Vec<Backend>>,
+    previous: &IndexMap<String, Vec<Backend>>,
     pending_reloads: &mut BTreeSet<String>,
     options: PassOptions,
     held: &HashSet<String>,
@@ -455,7 +498,7 @@ pub async fn apply(
                     .join(", ")
             ))
         } else {
-            match render_and_compare(renderer, index, output, &context) {
+            match render_and_compare(config, renderer, index, output, &context).await {
                 Ok(None) => OutputStatus::Unchanged,
                 Ok(Some(change)) => {
                     if options.dry_run {
@@ -497,8 +540,17 @@ pub async fn apply(
         }
     }
 
+    // A frontend with an output that could not be rendered is left entirely alone: installing
+    // its other files would put a half-updated config in front of traffic.
+    let unrendered: HashSet<&str> = config
+        .outputs
+        .iter()
+        .zip(&report.outputs)
+        .filter(|(_, r)| r.status == OutputStatus::Failed)
+        .filter_map(|(o, _)| o.frontend.as_deref())
+        .collect();
     for (name, frontend) in &config.frontends {
-        if held.contains(name) {
+        if held.contains(name) || unrendered.contains(name.as_str()) {
             continue;
         }
         let mine: Vec<&Change> = changes
@@ -531,7 +583,12 @@ pub async fn apply(
                 }
                 match (&frontend.reload, options.no_reload) {
                     (Some(action), false) => {
-                        match frontend::reload(name, action, &config.base_dir).await {
+                        let summary = frontend_summary(config, name, sets, previous, &mine);
+                        let req = frontend::exec::ReloadRequest {
+                            environment: config.environment.as_deref(),
+                            summary: Some(&summary),
+                        };
+                        match frontend::reload_with(name, action, &config.base_dir, &req).await {
                             Ok(()) => {
                                 pending_reloads.remove(name);
                                 FrontendStatus::Reloaded
@@ -564,13 +621,164 @@ pub async fn apply(
     pending_reloads.retain(|name| config.frontends.contains_key(name));
 }
 
-fn render_and_compare(
+/// Identifies an `on_change` hook across passes and in the state file; a changed command is a
+/// new hook that has acknowledged nothing.
+pub fn hook_key(service: &str, index: usize, hook: &crate::plugin::PluginCall) -> String {
+    format!(
+        "{service}#{index} {}",
+        crate::process::display_command(&hook.exec)
+    )
+}
+
+/// Runs the `on_change` hooks of every service whose current set the hook has not acknowledged
+/// and whose change is applied: each of its outputs installed (or already up to date) and no
+/// reload owed by the frontends concerned. Nothing runs on a dry run or with `--no-reload`.
+pub async fn run_hooks(
+    config: &Config,
+    sets: &IndexMap<String, Vec<Backend>>,
+    acknowledged: &mut IndexMap<String, Vec<Backend>>,
+    pending_reloads: &BTreeSet<String>,
+    options: PassOptions,
+    report: &mut PassReport,
+) {
+    let keys: HashSet<String> = config
+        .services
+        .iter()
+        .flat_map(|(name, s)| {
+            s.on_change
+                .iter()
+                .enumerate()
+                .map(move |(i, h)| hook_key(name, i, h))
+        })
+        .collect();
+    acknowledged.retain(|k, _| keys.contains(k));
+    if options.dry_run || options.no_reload {
+        return;
+    }
+    for (name, service) in &config.services {
+        if service.on_change.is_empty() {
+            continue;
+        }
+        let Some(set) = sets.get(name) else {
+            continue;
+        };
+        let mine: Vec<usize> = config
+            .outputs
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.service().is_none_or(|s| s == name))
+            .map(|(i, _)| i)
+            .collect();
+        let status_of = |i: usize| report.outputs.get(i).map(|o| &o.status);
+        let applied = mine.iter().all(|&i| {
+            matches!(
+                status_of(i),
+                Some(OutputStatus::Unchanged | OutputStatus::Written)
+            ) && config.outputs[i]
+                .frontend
+                .as_ref()
+                .is_none_or(|f| !pending_reloads.contains(f))
+        });
+        if !applied {
+            tracing::debug!(service = %name, "on_change hooks wait: the change is not applied yet");
+            continue;
+        }
+        let outputs: Vec<WrittenOutput> = mine
+            .iter()
+            .filter(|&&i| status_of(i) == Some(&OutputStatus::Written))
+            .map(|&i| WrittenOutput {
+                path: config.outputs[i].path.clone(),
+                frontend: config.outputs[i].frontend.clone(),
+            })
+            .collect();
+        for (index, hook) in service.on_change.iter().enumerate() {
+            let key = hook_key(name, index, hook);
+            let acked = acknowledged.get(&key);
+            if acked == Some(set) {
+                continue;
+            }
+            let summary = ChangeSummary {
+                changes: vec![ServiceChange::between(name, acked.map(Vec::as_slice), set)],
+                outputs: outputs.clone(),
+            };
+            let (added, removed) = (
+                summary.changes[0].added.len(),
+                summary.changes[0].removed.len(),
+            );
+            let result = crate::plugin::hook::run(config, name, hook, &summary).await;
+            report.hooks.push(HookReport {
+                service: name.clone(),
+                hook: crate::process::display_command(&hook.exec),
+                added,
+                removed,
+                ok: result.is_ok(),
+            });
+            match result {
+                Ok(()) => {
+                    acknowledged.insert(key, set.clone());
+                }
+                Err(source) => report.problems.push(PassProblem::Hook {
+                    service: name.clone(),
+                    source,
+                }),
+            }
+        }
+    }
+}
+
+/// What a frontend's reload plugin is told: the services its outputs render and the files written.
+fn frontend_summary(
+    config: &Config,
+    frontend: &str,
+    sets: &IndexMap<String, Vec<Backend>>,
+    previous: &IndexMap<String, Vec<Backend>>,
+    written: &[&Change],
+) -> ChangeSummary {
+    let mut services: Vec<&str> = Vec::new();
+    for output in config.outputs_of(frontend) {
+        match output.service() {
+            Some(s) => services.push(s),
+            // An output without a service renders them all.
+            None => services.extend(config.services.keys().map(String::as_str)),
+        }
+    }
+    let mut seen = HashSet::new();
+    services.retain(|s| seen.insert(*s));
+    ChangeSummary {
+        changes: services
+            .into_iter()
+            .filter_map(|s| {
+                let set = sets.get(s)?;
+                Some(ServiceChange::between(
+                    s,
+                    previous.get(s).map(Vec::as_slice),
+                    set,
+                ))
+            })
+            .collect(),
+        outputs: written
+            .iter()
+            .map(|c| WrittenOutput {
+                path: config.outputs[c.index].path.clone(),
+                frontend: config.outputs[c.index].frontend.clone(),
+            })
+            .collect(),
+    }
+}
+
+async fn render_and_compare(
+    config: &Config,
     renderer: &Renderer,
     index: usize,
     output: &crate::config::OutputConfig,
     context: &PassContext,
 ) -> Result<Option<Change>, PassProblem> {
-    let content = renderer.render(index, output, &context.for_output(output))?;
+    let content = match &output.renderer {
+        Some(call) => {
+            crate::render::exec::render(config, output, call, &context.for_output(output)).await?
+        }
+        None => renderer.render(index, output, &context.for_output(output))?,
+    };
     let previous = output::read_current(&output.path)?;
     if previous.as_deref() == Some(content.as_bytes()) {
         return Ok(None);

@@ -37,6 +37,8 @@ pub struct Config {
     pub environment: Option<String>,
     /// Where one-shot runs keep last good backend sets and pending reloads between runs.
     pub state_file: Option<PathBuf>,
+    /// Where plugins named without a `/` are looked for (default `plugins/` beside the config).
+    pub plugin_dir: PathBuf,
     /// Services by name, in file order.
     pub services: IndexMap<String, ServiceConfig>,
     /// Frontends by name, in file order.
@@ -109,6 +111,9 @@ pub struct ServiceConfig {
     /// When to refuse a new backend set and keep the last good one.
     #[serde(default)]
     pub guard: GuardConfig,
+    /// Action plugins run after a change of this service is applied.
+    #[serde(default)]
+    pub on_change: Vec<crate::plugin::PluginCall>,
 }
 
 /// Limits that stop a bad locator answer from reaching a frontend.
@@ -163,8 +168,12 @@ fn default_check_timeout() -> HumanDuration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputConfig {
-    /// `builtin:NAME` or a template file path.
-    pub template: TemplateRef,
+    /// `builtin:NAME` or a template file path (or else `renderer`).
+    #[serde(default)]
+    pub template: Option<TemplateRef>,
+    /// A renderer plugin that prints the file's content (instead of `template`).
+    #[serde(default)]
+    pub renderer: Option<crate::plugin::PluginCall>,
     /// Where the file goes.
     pub path: PathBuf,
     /// The frontend that reads it (checked and reloaded when it changes).
@@ -356,6 +365,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     };
     let mut config = loader.sections(&root, path, base_dir);
     loader.cross_check(&root, &config);
+    loader.find_plugins(&root, &mut config);
     if !loader.problems.is_empty() {
         let mut problems = loader.problems;
         problems.sort_by_key(|p| p.loc);
@@ -377,6 +387,7 @@ struct Loader {
 const TOP_LEVEL_KEYS: &[&str] = &[
     "environment",
     "state_file",
+    "plugin_dir",
     "aws",
     "daemon",
     "services",
@@ -401,6 +412,7 @@ impl Loader {
     fn sections(&mut self, root: &Node, path: &Path, base_dir: PathBuf) -> Config {
         let mut config = Config {
             path: path.to_path_buf(),
+            plugin_dir: base_dir.join(crate::plugin::lookup::DEFAULT_PLUGIN_DIR),
             base_dir,
             environment: None,
             state_file: None,
@@ -438,6 +450,11 @@ impl Loader {
                     }
                 }
                 "state_file" => config.state_file = self.take::<Option<PathBuf>>(value).flatten(),
+                "plugin_dir" => {
+                    if let Some(dir) = self.take::<Option<PathBuf>>(value).flatten() {
+                        config.plugin_dir = config.base_dir.join(dir);
+                    }
+                }
                 "aws" => {
                     if cfg!(feature = "aws") {
                         config.aws = self
@@ -576,6 +593,18 @@ impl Loader {
                     ));
                 }
             }
+            for (i, hook) in service.on_change.iter().enumerate() {
+                if hook.exec.first().is_none_or(|p| p.is_empty()) {
+                    let at = node
+                        .get("on_change")
+                        .and_then(|l| l.item(i))
+                        .unwrap_or(node);
+                    self.problems.push(Problem::at(
+                        at,
+                        format!("service `{name}`: `on_change` `exec` must be a non-empty list like [my-hook, --flag]"),
+                    ));
+                }
+            }
             let written = node.get("locators").and_then(|l| match &l.kind {
                 NodeKind::Seq(items) => Some(items.len()),
                 _ => None,
@@ -633,6 +662,24 @@ impl Loader {
         for (output, item) in config.outputs.iter().zip(&self.output_items) {
             let node = outputs_node.and_then(|n| n.item(*item)).unwrap_or(root);
             let what = format!("output `{}`", output.path.display());
+            match (&output.template, &output.renderer) {
+                (Some(_), Some(_)) => problems.push(Problem::at(
+                    node.get("renderer").unwrap_or(node),
+                    format!("{what}: give either `template` or `renderer`, not both"),
+                )),
+                (None, None) => problems.push(Problem::at(
+                    node,
+                    format!(
+                        "{what} needs `template: builtin:NAME` (or a file) or `renderer: {{ exec: [PLUGIN] }}`"
+                    ),
+                )),
+                (None, Some(call)) if call.exec.first().is_none_or(|p| p.is_empty()) => problems
+                    .push(Problem::at(
+                        node.get("renderer").unwrap_or(node),
+                        format!("{what}: `renderer.exec` must be a non-empty list like [my-renderer, --flag]"),
+                    )),
+                _ => {}
+            }
             // `a.conf` and `./a.conf` are the same file.
             let normalized: PathBuf = output
                 .path
@@ -677,7 +724,7 @@ impl Loader {
                     format!("{what}: `vars.service` must be a service name"),
                 )),
                 None => {
-                    if let TemplateRef::Builtin(name) = &output.template {
+                    if let Some(TemplateRef::Builtin(name)) = &output.template {
                         problems.push(Problem::at(
                             node.get("vars").unwrap_or(node),
                             format!(
@@ -693,6 +740,92 @@ impl Loader {
 }
 
 impl Loader {
+    /// Resolves every plugin's program now, so that a missing or non-executable plugin is a
+    /// config error with its position instead of a failure at 3 a.m.
+    fn find_plugins(&mut self, root: &Node, config: &mut Config) {
+        use crate::plugin::{PluginKind, lookup};
+        let plugin_dir = config.plugin_dir.clone();
+        let base = config.base_dir.clone();
+        let mut find = |argv: &[String], kind: PluginKind, at: Option<&Node>, what: &str| {
+            let program = argv.first().filter(|p| !p.is_empty())?;
+            match lookup::find(program, kind, &plugin_dir, &base) {
+                Ok(path) => Some(path),
+                Err(message) => {
+                    self.problems.push(Problem {
+                        loc: at.map(|n| n.loc),
+                        message: format!("{what}: {message}"),
+                    });
+                    None
+                }
+            }
+        };
+        let services_node = root.get("services");
+        for (name, service) in &mut config.services {
+            let node = services_node.and_then(|s| s.get(name));
+            for (i, locator) in service.locators.iter_mut().enumerate() {
+                if let LocatorConfig::Exec(exec) = locator {
+                    let at = node
+                        .and_then(|n| n.get("locators"))
+                        .and_then(|l| l.item(i))
+                        .map(|l| {
+                            l.get("exec")
+                                .and_then(|e| e.get("command"))
+                                .and_then(|c| c.item(0))
+                                .unwrap_or(l)
+                        });
+                    exec.program = find(
+                        &exec.command,
+                        PluginKind::Locator,
+                        at.or(node),
+                        &format!("service `{name}`"),
+                    );
+                }
+            }
+            for (i, hook) in service.on_change.iter_mut().enumerate() {
+                let at = node
+                    .and_then(|n| n.get("on_change"))
+                    .and_then(|l| l.item(i))
+                    .map(|h| h.get("exec").and_then(|e| e.item(0)).unwrap_or(h));
+                hook.program = find(
+                    &hook.exec,
+                    PluginKind::Action,
+                    at.or(node),
+                    &format!("service `{name}` on_change"),
+                );
+            }
+        }
+        let frontends_node = root.get("frontends");
+        for (name, frontend) in &mut config.frontends {
+            if let Some(ReloadAction::Exec(call)) = &mut frontend.reload {
+                let at = frontends_node
+                    .and_then(|n| n.get(name))
+                    .and_then(|f| f.get("reload"))
+                    .map(|r| r.get("exec").and_then(|e| e.item(0)).unwrap_or(r));
+                call.program = find(
+                    &call.exec,
+                    PluginKind::Action,
+                    at,
+                    &format!("frontend `{name}` reload"),
+                );
+            }
+        }
+        let outputs_node = root.get("outputs");
+        for (output, item) in config.outputs.iter_mut().zip(&self.output_items) {
+            if let Some(call) = &mut output.renderer {
+                let at = outputs_node
+                    .and_then(|n| n.item(*item))
+                    .and_then(|o| o.get("renderer"))
+                    .map(|r| r.get("exec").and_then(|e| e.item(0)).unwrap_or(r));
+                call.program = find(
+                    &call.exec,
+                    PluginKind::Renderer,
+                    at,
+                    &format!("output `{}`", output.path.display()),
+                );
+            }
+        }
+    }
+
     fn declared_names(&self, section: &str) -> String {
         let mut names: Vec<&String> = self
             .declared
@@ -736,7 +869,7 @@ impl Config {
         }
         for output in &mut self.outputs {
             resolve(&mut output.path);
-            if let TemplateRef::File(p) = &mut output.template {
+            if let Some(TemplateRef::File(p)) = &mut output.template {
                 resolve(p);
             }
         }
