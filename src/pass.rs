@@ -182,6 +182,8 @@ pub enum FrontendStatus {
     Installed,
     /// Files installed and the frontend reloaded.
     Reloaded,
+    /// Files installed and the running frontend updated to match them without a reload.
+    UpdatedInPlace,
     /// Check failed: files restored, no reload.
     CheckFailed,
     /// Files installed but the reload failed; it is owed.
@@ -543,9 +545,12 @@ pub async fn apply(
                             owed,
                         };
                         match frontend::reload(name, action, &config.base_dir, &context).await {
-                            Ok(()) => {
+                            Ok(done) => {
                                 pending_reloads.remove(name);
-                                FrontendStatus::Reloaded
+                                match done {
+                                    frontend::Reloaded::Reloaded => FrontendStatus::Reloaded,
+                                    frontend::Reloaded::InPlace => FrontendStatus::UpdatedInPlace,
+                                }
                             }
                             Err(e) => {
                                 pending_reloads.insert(name.clone());

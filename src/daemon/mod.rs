@@ -377,12 +377,17 @@ impl Daemon {
                         humantime::format_duration(wait)
                     );
                 }
-                FrontendStatus::Reloaded | FrontendStatus::Installed => {
+                FrontendStatus::Reloaded
+                | FrontendStatus::UpdatedInPlace
+                | FrontendStatus::Installed => {
                     let failures = backoff.succeed();
                     if failures > 0 {
                         tracing::info!(frontend = %f.name, "recovered after {failures} failed attempts");
                     }
-                    if f.status == FrontendStatus::Reloaded {
+                    if matches!(
+                        f.status,
+                        FrontendStatus::Reloaded | FrontendStatus::UpdatedInPlace
+                    ) {
                         reloaded.push(f.name.as_str());
                     }
                 }

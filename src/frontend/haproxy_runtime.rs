@@ -468,7 +468,7 @@ pub async fn reload(
     };
     tracing::warn!("frontend `{name}`: {reason}; reloading with the fallback");
     match Box::pin(super::reload(name, &action.fallback, cwd, context)).await {
-        Ok(()) => Ok(RuntimeOutcome::Reloaded(reason.to_string())),
+        Ok(_) => Ok(RuntimeOutcome::Reloaded(reason.to_string())),
         Err(source) => Err(FrontendError::RuntimeFallback {
             frontend: name.to_string(),
             reason: reason.to_string(),

@@ -315,65 +315,77 @@ pub fn checks_staged_file(frontend: &FrontendConfig) -> bool {
         .is_some_and(|argv| argv.iter().any(|a| a.contains(STAGED_PLACEHOLDER)))
 }
 
+/// What a successful reload action did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The frontend reloaded (or was asked to).
+    Reloaded,
+    /// The frontend took the change without a reload (`haproxy_runtime`).
+    InPlace,
+}
+
 /// Runs the reload action; `context` says which files changed.
 pub async fn reload(
     name: &str,
     action: &ReloadAction,
     cwd: &Path,
     context: &ReloadContext<'_>,
-) -> Result<(), FrontendError> {
-    match action {
-        ReloadAction::HaproxyRuntime(runtime) => {
-            haproxy_runtime::reload(name, runtime, cwd, context)
-                .await
-                .map(|_| ())
-        }
-        ReloadAction::MasterSocket { socket, timeout } => {
-            haproxy_runtime::master_reload(socket, *timeout)
-                .await
-                .map_err(|source| FrontendError::MasterSocket {
-                    frontend: name.to_string(),
-                    source,
-                })
-        }
-        ReloadAction::Command { argv, timeout } => process::run(CommandSpec {
-            argv,
-            timeout: *timeout,
-            cwd,
-            env: vec![],
-            stdin: None,
-            max_stdout: MAX_ACTION_OUTPUT,
-        })
-        .await
-        .map(|_| ())
-        .map_err(|source| FrontendError::ReloadCommand {
-            frontend: name.to_string(),
-            source,
-        }),
-        ReloadAction::Signal { signal, pidfile } => {
-            let pidfile_err = |reason: String| FrontendError::Pidfile {
-                frontend: name.to_string(),
-                pidfile: pidfile.clone(),
-                reason,
-            };
-            let text = tokio::fs::read_to_string(pidfile)
-                .await
-                .map_err(|e| pidfile_err(e.to_string()))?;
-            let pid: i32 = text
-                .trim()
-                .parse()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| pidfile_err(format!("`{}` is not a process id", text.trim())))?;
-            kill(Pid::from_raw(pid), *signal).map_err(|errno| FrontendError::Signal {
-                frontend: name.to_string(),
-                signal: *signal,
-                pid,
-                pidfile: pidfile.clone(),
-                errno,
+) -> Result<Reloaded, FrontendError> {
+    let done =
+        match action {
+            ReloadAction::HaproxyRuntime(runtime) => {
+                return haproxy_runtime::reload(name, runtime, cwd, context)
+                    .await
+                    .map(|outcome| match outcome {
+                        haproxy_runtime::RuntimeOutcome::InPlace(_) => Reloaded::InPlace,
+                        haproxy_runtime::RuntimeOutcome::Reloaded(_) => Reloaded::Reloaded,
+                    });
+            }
+            ReloadAction::MasterSocket { socket, timeout } => {
+                haproxy_runtime::master_reload(socket, *timeout)
+                    .await
+                    .map_err(|source| FrontendError::MasterSocket {
+                        frontend: name.to_string(),
+                        source,
+                    })
+            }
+            ReloadAction::Command { argv, timeout } => process::run(CommandSpec {
+                argv,
+                timeout: *timeout,
+                cwd,
+                env: vec![],
+                stdin: None,
+                max_stdout: MAX_ACTION_OUTPUT,
             })
-        }
-    }
+            .await
+            .map(|_| ())
+            .map_err(|source| FrontendError::ReloadCommand {
+                frontend: name.to_string(),
+                source,
+            }),
+            ReloadAction::Signal { signal, pidfile } => {
+                let pidfile_err = |reason: String| FrontendError::Pidfile {
+                    frontend: name.to_string(),
+                    pidfile: pidfile.clone(),
+                    reason,
+                };
+                let text = tokio::fs::read_to_string(pidfile)
+                    .await
+                    .map_err(|e| pidfile_err(e.to_string()))?;
+                let pid: i32 =
+                    text.trim().parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                        pidfile_err(format!("`{}` is not a process id", text.trim()))
+                    })?;
+                kill(Pid::from_raw(pid), *signal).map_err(|errno| FrontendError::Signal {
+                    frontend: name.to_string(),
+                    signal: *signal,
+                    pid,
+                    pidfile: pidfile.clone(),
+                    errno,
+                })
+            }
+        };
+    done.map(|()| Reloaded::Reloaded)
 }
 
 #[cfg(test)]
