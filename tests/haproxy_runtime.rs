@@ -252,13 +252,18 @@ struct Setup {
 
 impl Setup {
     fn new(slots: usize, socket: &str, fallback: &str) -> Setup {
+        Setup::with_global(slots, socket, fallback, "")
+    }
+
+    /// Like `new`, with more lines for main.cfg's `global` section.
+    fn with_global(slots: usize, socket: &str, fallback: &str, global: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let port = free_port();
         std::fs::write(
             d.join("main.cfg"),
             format!(
-                "global\n    stats socket {}/admin.sock level admin\n\
+                "global\n    stats socket {}/admin.sock level admin\n{global}\
                  defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\
                  frontend fe\n    bind 127.0.0.1:{port}\n    default_backend web\n",
                 d.display()
@@ -509,4 +514,29 @@ fn when_the_fallback_fails_too_both_are_reported_and_the_reload_is_owed() {
     // HAProxy runs on, untouched, with the old servers.
     assert_eq!(haproxy.worker_pid(), worker);
     wait_for_backends(setup.port, &[&b2]);
+}
+
+#[test]
+fn a_tcp_stats_socket_works_like_a_unix_one() {
+    let tcp = free_port();
+    let setup = Setup::with_global(
+        4,
+        &format!("127.0.0.1:{tcp}"),
+        MASTER,
+        &format!("    stats socket 127.0.0.1:{tcp} level admin\n"),
+    );
+    let [b2, b3] = [2, 3].map(http_backend);
+    let haproxy = setup.start(&[(&b2, 1)]);
+    wait_for_backends(setup.port, &[&b2]);
+    let worker = haproxy.worker_pid();
+    setup.set_backends(&[(&b3, 2)]);
+    let (code, stderr) = setup.render(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!("updated in place through 127.0.0.1:{tcp}")),
+        "{stderr}"
+    );
+    wait_for_backends(setup.port, &[&b3]);
+    assert_eq!(haproxy.worker_pid(), worker);
+    assert_file_matches_live(setup.path(), &haproxy);
 }

@@ -392,6 +392,7 @@ enum NotInPlace {
         server: String,
         address: String,
     },
+    UnsafeName(String),
     Runtime(RuntimeError),
 }
 
@@ -428,6 +429,11 @@ impl fmt::Display for NotInPlace {
                 f,
                 "server `{backend}/{server}` has the host name `{address}`, which the Runtime API \
                  cannot set"
+            ),
+            NotInPlace::UnsafeName(name) => write!(
+                f,
+                "`{name}` is not a name to put in a Runtime API command (letters, digits, `_`, \
+                 `-`, `.` and `:` only)"
             ),
             NotInPlace::Runtime(e) => write!(f, "the Runtime API update failed: {e}"),
         }
@@ -548,6 +554,20 @@ fn changed_servers(file: &ChangedFile<'_>) -> Result<Vec<BackendSection>, NotInP
             }
         }
         return Err(NotInPlace::Layout(file.path.to_path_buf()));
+    }
+    // Names go into CLI commands, where `;` separates commands and spaces separate words; the
+    // built-in templates never write such names, a custom template might.
+    let safe = |name: &str| {
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+    };
+    for backend in &new.backends {
+        let names = std::iter::once(&backend.name).chain(backend.servers.iter().map(|s| &s.name));
+        if let Some(bad) = names.into_iter().find(|n| !safe(n)) {
+            return Err(NotInPlace::UnsafeName(bad.clone()));
+        }
     }
     Ok(new.backends)
 }
@@ -709,6 +729,43 @@ mod tests {
         );
         insta::assert_snapshot!(
             commands("backend web\n server web_s9 127.0.0.1:80\n").unwrap_err()
+        );
+    }
+
+    #[test]
+    fn only_address_weight_and_state_changes_are_made_in_place() {
+        let old = "backend web\n server web_s1 127.0.0.2:80\n server web_s2 0.0.0.0:0 disabled\n";
+        let check = |new: &str, previous: Option<&str>| {
+            changed_servers(&ChangedFile {
+                path: Path::new("/etc/haproxy/web.cfg"),
+                previous: previous.map(str::as_bytes),
+                content: new,
+            })
+            .map(|b| b.len())
+            .map_err(|e| e.to_string())
+        };
+        let moved = old.replace("127.0.0.2:80", "127.0.0.3:81 weight 5");
+        assert_eq!(check(&moved, Some(old)), Ok(1));
+        insta::assert_snapshot!(
+            [
+                check(old, None).unwrap_err(),
+                check(
+                    &format!("{old} server web_s3 0.0.0.0:0 disabled\n"),
+                    Some(old)
+                )
+                .unwrap_err(),
+                check(
+                    &old.replace("backend web", "backend web\n balance first"),
+                    Some(old)
+                )
+                .unwrap_err(),
+                check(
+                    &old.replace("web_s", "web;s"),
+                    Some(&old.replace("web_s", "web;s"))
+                )
+                .unwrap_err(),
+            ]
+            .join("\n")
         );
     }
 
