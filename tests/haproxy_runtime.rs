@@ -540,3 +540,44 @@ fn a_tcp_stats_socket_works_like_a_unix_one() {
     assert_eq!(haproxy.worker_pid(), worker);
     assert_file_matches_live(setup.path(), &haproxy);
 }
+
+#[test]
+fn a_refused_command_is_reported_with_haproxys_answer_and_the_fallback_reloads() {
+    let setup = Setup::with_global(4, "user.sock", MASTER, "");
+    let d = setup.path();
+    // A second stats socket, at `level user`, where `set server` is not allowed.
+    let main = std::fs::read_to_string(d.join("main.cfg")).unwrap();
+    std::fs::write(
+        d.join("main.cfg"),
+        main.replacen(
+            "level admin\n",
+            &format!(
+                "level admin\n    stats socket {}/user.sock level user\n",
+                d.display()
+            ),
+            1,
+        ),
+    )
+    .unwrap();
+    let [b2, b3] = [2, 3].map(http_backend);
+    let haproxy = setup.start(&[(&b2, 1)]);
+    wait_for_backends(setup.port, &[&b2]);
+    let worker = haproxy.worker_pid();
+
+    setup.set_backends(&[(&b2, 1), (&b3, 1)]);
+    let (code, stderr) = setup.render(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the Runtime API update failed: HAProxy socket {}: `set server web/web_s2 addr {} \
+             port {}` failed; HAProxy said: Permission denied; reloading with the fallback",
+            d.join("user.sock").display(),
+            b3.rsplit_once(':').unwrap().0,
+            b3.rsplit_once(':').unwrap().1,
+        )),
+        "{stderr}"
+    );
+    haproxy.wait_for_new_worker(worker);
+    wait_for_backends(setup.port, &[&b2, &b3]);
+    assert_file_matches_live(d, &haproxy);
+}
