@@ -581,3 +581,69 @@ fn a_refused_command_is_reported_with_haproxys_answer_and_the_fallback_reloads()
     wait_for_backends(setup.port, &[&b2, &b3]);
     assert_file_matches_live(d, &haproxy);
 }
+
+/// `elasticd run`, stopped on drop; its log is `daemon.log`.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_daemon_updates_in_place_on_sigusr1_and_says_so() {
+    let setup = Setup::new(4, "admin.sock", MASTER);
+    let d = setup.path();
+    let config = std::fs::read_to_string(d.join("config.yaml")).unwrap();
+    std::fs::write(
+        d.join("config.yaml"),
+        format!(
+            "daemon: {{ settle_min: 100ms, settle_max: 200ms, jitter: 0 }}\n{}",
+            config.replacen("    locators:", "    refresh: 1h\n    locators:", 1)
+        ),
+    )
+    .unwrap();
+    let [b2, b3] = [2, 3].map(http_backend);
+    let haproxy = setup.start(&[(&b2, 1)]);
+    wait_for_backends(setup.port, &[&b2]);
+    let worker = haproxy.worker_pid();
+    let daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_elasticd"))
+            .args(["run", "--config", "config.yaml"])
+            .current_dir(d)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log = || std::fs::read_to_string(d.join("daemon.log")).unwrap_or_default();
+    let wait_log = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !log().contains(what) {
+            assert!(Instant::now() < deadline, "no `{what}` in:\n{}", log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // Signal handlers are in place once it says `started`.
+    wait_log("started");
+    setup.set_backends(&[(&b3, 1)]);
+    kill(Pid::from_raw(daemon.0.id() as i32), Signal::SIGUSR1).unwrap();
+    wait_log("haproxy (in place, no reload)");
+    wait_for_backends(setup.port, &[&b3]);
+    assert_eq!(haproxy.worker_pid(), worker);
+    assert_file_matches_live(d, &haproxy);
+    assert!(!log().contains("reloading"), "{}", log());
+}

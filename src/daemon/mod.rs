@@ -384,11 +384,12 @@ impl Daemon {
                     if failures > 0 {
                         tracing::info!(frontend = %f.name, "recovered after {failures} failed attempts");
                     }
-                    if matches!(
-                        f.status,
-                        FrontendStatus::Reloaded | FrontendStatus::UpdatedInPlace
-                    ) {
-                        reloaded.push(f.name.as_str());
+                    match f.status {
+                        FrontendStatus::Reloaded => reloaded.push(f.name.clone()),
+                        FrontendStatus::UpdatedInPlace => {
+                            reloaded.push(format!("{} (in place, no reload)", f.name))
+                        }
+                        _ => {}
                     }
                 }
                 FrontendStatus::Untouched => {}
