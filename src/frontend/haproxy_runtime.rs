@@ -78,7 +78,8 @@ impl fmt::Display for RuntimeSocket {
 }
 
 /// The `haproxy_runtime` reload action.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawHaproxyRuntime")]
 pub struct HaproxyRuntime {
     /// The stats socket, at `level admin` (`set server` is refused at lower levels).
     pub socket: RuntimeSocket,
@@ -116,7 +117,10 @@ impl TryFrom<RawHaproxyRuntime> for HaproxyRuntime {
         )?;
         let fallback = ReloadAction::try_from(*fallback)
             .map_err(|e| format!("`haproxy_runtime.fallback`: {e}"))?;
-        if matches!(fallback, ReloadAction::HaproxyRuntime(_)) {
+        if matches!(
+            fallback,
+            ReloadAction::Spec(super::SpecAction::HaproxyRuntime(_))
+        ) {
             return Err(
                 "`haproxy_runtime.fallback` must be a real reload (`command`, `signal` or \
                  `master_socket`), not another `haproxy_runtime`"
@@ -131,11 +135,30 @@ impl TryFrom<RawHaproxyRuntime> for HaproxyRuntime {
     }
 }
 
-impl HaproxyRuntime {
-    /// Resolves a relative socket path and the fallback's paths against the config directory.
-    pub fn resolve_paths(&mut self, base: &Path) {
+impl super::ReloadSpec for HaproxyRuntime {
+    fn resolve_paths(&mut self, base: &Path) {
         self.socket.resolve_paths(base);
         self.fallback.resolve_paths(base);
+    }
+
+    fn program(&self) -> Option<&str> {
+        self.fallback.program()
+    }
+
+    fn reload<'a>(
+        &'a self,
+        frontend: &'a str,
+        cwd: &'a Path,
+        context: &'a ReloadContext<'a>,
+    ) -> crate::locator::BoxFuture<'a, Result<super::Reloaded, FrontendError>> {
+        Box::pin(async move {
+            reload(frontend, self, cwd, context)
+                .await
+                .map(|outcome| match outcome {
+                    RuntimeOutcome::InPlace(_) => super::Reloaded::InPlace,
+                    RuntimeOutcome::Reloaded(_) => super::Reloaded::Reloaded,
+                })
+        })
     }
 }
 
@@ -855,7 +878,8 @@ outputs:
             \x20       fallback: { signal: USR2, pidfile: run/haproxy.pid }\n\
             outputs:\n  - { template: \"builtin:haproxy\", path: a.cfg, frontend: haproxy, vars: { service: web, slots: 16 } }\n";
         let config = config::parse(text, Path::new("/etc/elasticd/config.yaml")).unwrap();
-        let Some(ReloadAction::HaproxyRuntime(runtime)) = &config.frontends["haproxy"].reload
+        let Some(ReloadAction::Spec(crate::frontend::SpecAction::HaproxyRuntime(runtime))) =
+            &config.frontends["haproxy"].reload
         else {
             panic!("{:?}", config.frontends["haproxy"].reload);
         };

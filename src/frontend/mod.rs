@@ -3,7 +3,6 @@
 
 pub mod exec;
 pub mod haproxy_file;
-pub mod haproxy_runtime;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -14,10 +13,9 @@ use nix::unistd::Pid;
 use serde::Deserialize;
 
 use crate::config::{FrontendConfig, HumanDuration};
+use crate::locator::BoxFuture;
 use crate::process::{self, CommandSpec, ProcessError};
-use haproxy_runtime::{HaproxyRuntime, RawHaproxyRuntime, RuntimeError, RuntimeSocket};
-
-pub mod varnish;
+use haproxy_runtime::{RuntimeError, RuntimeSocket};
 
 pub use varnish::VarnishReloadConfig;
 
@@ -25,6 +23,119 @@ pub use varnish::VarnishReloadConfig;
 pub const STAGED_PLACEHOLDER: &str = "{staged}";
 /// Checkers and reload commands print little; more than this is not read.
 const MAX_ACTION_OUTPUT: usize = 1024 * 1024;
+
+/// A reload action in a file of its own, written `reload: { KEY: { ... } }` and listed once in
+/// the registry below ([`reload_actions!`]). See `docs/plugins.md`.
+pub trait ReloadSpec: Send + Sync {
+    /// Checks what the config type can't express; the message becomes a config error.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Resolves relative paths against the config file's directory.
+    fn resolve_paths(&mut self, _base: &Path) {}
+    /// The program it runs, if any (for `elasticd check`).
+    fn program(&self) -> Option<&str> {
+        None
+    }
+    /// Makes the frontend take the files installed this pass.
+    fn reload<'a>(
+        &'a self,
+        frontend: &'a str,
+        cwd: &'a Path,
+        context: &'a ReloadContext<'a>,
+    ) -> BoxFuture<'a, Result<Reloaded, FrontendError>>;
+}
+
+/// Generates [`SpecAction`] and the `reload:` keys of the actions that have a file of their own.
+macro_rules! reload_actions {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident => $key:ident : $module:ident :: $config:ident,
+    )*) => {
+        $(pub mod $module;)*
+
+        /// A reload action with a file of its own (one line each in the registry).
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum SpecAction {
+            $(
+                $(#[doc = $doc])*
+                $variant($module::$config),
+            )*
+        }
+
+        /// The `reload:` keys of the actions in [`SpecAction`], in registry order.
+        const SPEC_KEYS: &[&str] = &[$(stringify!($key)),*];
+
+        /// A `reload:` section as written: the built-in keys, then one per registry line.
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(crate) struct RawReload {
+            #[serde(default)]
+            command: Option<Vec<String>>,
+            #[serde(default)]
+            timeout: Option<HumanDuration>,
+            #[serde(default)]
+            signal: Option<String>,
+            #[serde(default)]
+            pidfile: Option<PathBuf>,
+            #[serde(default)]
+            master_socket: Option<String>,
+            #[serde(default)]
+            exec: Option<Vec<String>>,
+            #[serde(default)]
+            options: Option<serde_json::Map<String, serde_json::Value>>,
+            #[serde(default)]
+            pass_env: Option<Vec<String>>,
+            #[serde(default)]
+            env: Option<indexmap::IndexMap<String, String>>,
+            $(
+                #[serde(default)]
+                $key: Option<$module::$config>,
+            )*
+        }
+
+        impl RawReload {
+            /// How many registry actions the section sets.
+            fn spec_count(&self) -> usize {
+                0 $(+ usize::from(self.$key.is_some()))*
+            }
+
+            /// The registry action the section sets, if any, with its key.
+            fn take_spec(&mut self) -> Option<(&'static str, SpecAction)> {
+                $(
+                    if let Some(config) = self.$key.take() {
+                        return Some((stringify!($key), SpecAction::$variant(config)));
+                    }
+                )*
+                None
+            }
+        }
+
+        impl SpecAction {
+            /// The action behind the trait.
+            pub fn spec(&self) -> &dyn ReloadSpec {
+                match self {
+                    $(SpecAction::$variant(config) => config,)*
+                }
+            }
+
+            fn spec_mut(&mut self) -> &mut dyn ReloadSpec {
+                match self {
+                    $(SpecAction::$variant(config) => config,)*
+                }
+            }
+        }
+    };
+}
+
+// The registry: adding a reload action is a new file in this directory (a config type that
+// implements `Deserialize` and [`ReloadSpec`]) plus one line here.
+reload_actions! {
+    /// Load the VCL into a running Varnish under a new name and switch to it.
+    Varnish => varnish: varnish::VarnishReloadConfig,
+    /// Update HAProxy's servers in place through its Runtime API; reload only when needed.
+    HaproxyRuntime => haproxy_runtime: haproxy_runtime::HaproxyRuntime,
+}
 
 /// How a frontend picks up new files.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -44,8 +155,6 @@ pub enum ReloadAction {
         /// The pidfile.
         pidfile: PathBuf,
     },
-    /// Load the VCL into a running Varnish under a new name and switch to it.
-    Varnish(VarnishReloadConfig),
     /// Run a reload plugin with the change summary on stdin (`exec: [my-reload]`).
     Exec(crate::plugin::PluginCall),
     /// Send `reload` to the master CLI of a master-worker HAProxy (`haproxy -W -S PATH`).
@@ -55,60 +164,47 @@ pub enum ReloadAction {
         /// How long the exchange may take.
         timeout: Duration,
     },
-    /// Update HAProxy's servers in place through its Runtime API; reload only when needed.
-    HaproxyRuntime(HaproxyRuntime),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawReload {
-    #[serde(default)]
-    haproxy_runtime: Option<RawHaproxyRuntime>,
-    #[serde(default)]
-    master_socket: Option<String>,
-    #[serde(default)]
-    command: Option<Vec<String>>,
-    #[serde(default)]
-    timeout: Option<HumanDuration>,
-    #[serde(default)]
-    signal: Option<String>,
-    #[serde(default)]
-    pidfile: Option<PathBuf>,
-    #[serde(default)]
-    varnish: Option<VarnishReloadConfig>,
-    exec: Option<Vec<String>>,
-    #[serde(default)]
-    options: Option<serde_json::Map<String, serde_json::Value>>,
-    #[serde(default)]
-    pass_env: Option<Vec<String>>,
-    #[serde(default)]
-    env: Option<indexmap::IndexMap<String, String>>,
+    /// An action with a file of its own: `varnish`, `haproxy_runtime`.
+    Spec(SpecAction),
 }
 
 /// The default time a reload command may take.
 pub const DEFAULT_RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// "`a`, `b` or `c`".
+fn one_of(keys: &[&str]) -> String {
+    let quoted: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 impl TryFrom<RawReload> for ReloadAction {
     type Error = String;
 
-    fn try_from(raw: RawReload) -> Result<Self, String> {
+    fn try_from(mut raw: RawReload) -> Result<Self, String> {
         let chosen = [
             raw.command.is_some(),
             raw.signal.is_some(),
             raw.exec.is_some(),
-            raw.varnish.is_some(),
             raw.master_socket.is_some(),
-            raw.haproxy_runtime.is_some(),
         ];
-        let count = chosen.iter().filter(|c| **c).count();
+        let count = chosen.iter().filter(|c| **c).count() + raw.spec_count();
+        let all_keys: Vec<&str> = ["command", "signal", "exec", "master_socket"]
+            .into_iter()
+            .chain(SPEC_KEYS.iter().copied())
+            .collect();
         if count > 1 {
             return Err(
                 if count == 2 && raw.command.is_some() && raw.signal.is_some() {
                     "give either `command` or `signal`, not both".into()
                 } else {
-                    "give one of `command`, `signal`, `exec`, `varnish`, `master_socket` or \
-                 `haproxy_runtime`, not several (a `haproxy_runtime` names its own `fallback`)"
-                        .into()
+                    format!(
+                        "give one of {}, not several (a `haproxy_runtime` names its own `fallback`)",
+                        one_of(&all_keys)
+                    )
                 },
             );
         }
@@ -124,12 +220,12 @@ impl TryFrom<RawReload> for ReloadAction {
                 "`pidfile` goes with `signal`".into()
             });
         }
-        if let Some(varnish) = raw.varnish {
+        if let Some((key, action)) = raw.take_spec() {
             if raw.timeout.is_some() {
-                return Err("`timeout` goes inside `varnish: { ... }`".into());
+                return Err(format!("`timeout` goes inside `{key}: {{ ... }}`"));
             }
-            varnish.validate()?;
-            return Ok(ReloadAction::Varnish(varnish));
+            action.spec().validate()?;
+            return Ok(ReloadAction::Spec(action));
         }
         if let Some(argv) = raw.exec {
             if argv.first().is_none_or(|p| p.is_empty()) {
@@ -143,12 +239,6 @@ impl TryFrom<RawReload> for ReloadAction {
                 env: raw.env.unwrap_or_default(),
                 program: None,
             }));
-        }
-        if let Some(runtime) = raw.haproxy_runtime {
-            if raw.timeout.is_some() {
-                return Err("`timeout` goes inside `haproxy_runtime: { ... }`".into());
-            }
-            return HaproxyRuntime::try_from(runtime).map(ReloadAction::HaproxyRuntime);
         }
         if let Some(socket) = raw.master_socket {
             return Ok(ReloadAction::MasterSocket {
@@ -178,12 +268,11 @@ impl TryFrom<RawReload> for ReloadAction {
                 .ok_or("`signal` needs `pidfile`, the file holding the process id")?;
             return Ok(ReloadAction::Signal { signal, pidfile });
         }
-        Err(
-            "`reload` needs one of `command: [...]`, `signal: NAME` with `pidfile: PATH`, \
-             `exec: [PLUGIN]`, `varnish: { vcl: PATH, ... }`, `master_socket: PATH` or \
-             `haproxy_runtime: { socket, fallback }`"
-                .into(),
-        )
+        Err(format!(
+            "`reload` needs one of {} (`command: [...]`, `signal: NAME` with `pidfile: PATH`, \
+             `exec: [PLUGIN]`, `master_socket: PATH`, or `KEY: {{ ... }}` for the others)",
+            one_of(&all_keys)
+        ))
     }
 }
 
@@ -209,13 +298,12 @@ impl ReloadAction {
                     *pidfile = base.join(&*pidfile);
                 }
             }
-            ReloadAction::Varnish(config) => config.resolve_paths(base),
             // Plugins are found when the config is loaded (`crate::plugin::lookup`).
             ReloadAction::Exec(_) => {}
             ReloadAction::MasterSocket { socket, .. } => {
                 haproxy_runtime::resolve_socket(socket, base)
             }
-            ReloadAction::HaproxyRuntime(runtime) => runtime.resolve_paths(base),
+            ReloadAction::Spec(action) => action.spec_mut().resolve_paths(base),
         }
     }
 
@@ -224,9 +312,8 @@ impl ReloadAction {
         match self {
             ReloadAction::Command { argv, .. } => argv.first().map(String::as_str),
             ReloadAction::Signal { .. } | ReloadAction::MasterSocket { .. } => None,
-            ReloadAction::Varnish(config) => Some(&config.varnishadm),
             ReloadAction::Exec(call) => call.program.as_deref().and_then(Path::to_str),
-            ReloadAction::HaproxyRuntime(runtime) => runtime.fallback.program(),
+            ReloadAction::Spec(action) => action.spec().program(),
         }
     }
 }
@@ -252,13 +339,15 @@ pub enum FrontendError {
         /// What the command did.
         source: ProcessError,
     },
-    /// Varnish did not take the new VCL.
-    #[error("frontend `{frontend}`: varnish reload failed: {source}")]
-    Varnish {
+    /// A reload action from the registry failed (`varnish`, ...).
+    #[error("frontend `{frontend}`: {action} reload failed: {source}")]
+    Action {
         /// Frontend name.
         frontend: String,
-        /// What went wrong (boxed: it carries a whole process error).
-        source: Box<varnish::VarnishError>,
+        /// The action's key (`varnish`).
+        action: &'static str,
+        /// What went wrong.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The reload plugin failed.
     #[error("frontend `{frontend}`: reload failed: {source}")]
@@ -403,14 +492,7 @@ pub async fn reload(
 ) -> Result<Reloaded, FrontendError> {
     let done =
         match action {
-            ReloadAction::HaproxyRuntime(runtime) => {
-                return haproxy_runtime::reload(name, runtime, cwd, context)
-                    .await
-                    .map(|outcome| match outcome {
-                        haproxy_runtime::RuntimeOutcome::InPlace(_) => Reloaded::InPlace,
-                        haproxy_runtime::RuntimeOutcome::Reloaded(_) => Reloaded::Reloaded,
-                    });
-            }
+            ReloadAction::Spec(spec) => return spec.spec().reload(name, cwd, context).await,
             ReloadAction::MasterSocket { socket, timeout } => {
                 haproxy_runtime::master_reload(socket, *timeout)
                     .await
@@ -420,13 +502,6 @@ pub async fn reload(
                     })
             }
             ReloadAction::Exec(call) => exec::reload(name, call, cwd, &context.request).await,
-            ReloadAction::Varnish(config) => varnish::swap_vcl(name, config, cwd)
-                .await
-                .map(|vcl| tracing::debug!(frontend = name, "varnish: VCL `{vcl}` active"))
-                .map_err(|source| FrontendError::Varnish {
-                    frontend: name.to_string(),
-                    source: Box::new(source),
-                }),
             ReloadAction::Command { argv, timeout } => process::run(CommandSpec {
                 argv,
                 timeout: *timeout,

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 
 use crate::config::HumanDuration;
+use crate::locator::BoxFuture;
 use crate::process::{self, CommandSpec, ProcessError};
 
 /// Prefix of the VCL names elasticd loads; only these are ever discarded.
@@ -54,9 +55,8 @@ fn default_varnishadm() -> String {
     "varnishadm".to_string()
 }
 
-impl VarnishReloadConfig {
-    /// Checks the combinations a struct can't express.
-    pub fn validate(&self) -> Result<(), String> {
+impl super::ReloadSpec for VarnishReloadConfig {
+    fn validate(&self) -> Result<(), String> {
         if self.secret.is_some() && self.admin.is_none() {
             return Err("`secret` goes with `admin` (varnishadm -T); with `instance` (-n) varnishadm finds the secret itself".into());
         }
@@ -69,8 +69,7 @@ impl VarnishReloadConfig {
         Ok(())
     }
 
-    /// Resolves relative paths against the config file's directory.
-    pub fn resolve_paths(&mut self, base: &Path) {
+    fn resolve_paths(&mut self, base: &Path) {
         for path in [Some(&mut self.vcl), self.secret.as_mut()]
             .into_iter()
             .flatten()
@@ -84,6 +83,32 @@ impl VarnishReloadConfig {
         let [program] = argv;
         self.varnishadm = program;
     }
+
+    fn program(&self) -> Option<&str> {
+        Some(&self.varnishadm)
+    }
+
+    fn reload<'a>(
+        &'a self,
+        frontend: &'a str,
+        cwd: &'a Path,
+        _context: &'a super::ReloadContext<'a>,
+    ) -> BoxFuture<'a, Result<super::Reloaded, super::FrontendError>> {
+        Box::pin(async move {
+            let vcl = swap_vcl(frontend, self, cwd)
+                .await
+                .map_err(|source| super::FrontendError::Action {
+                    frontend: frontend.to_string(),
+                    action: "varnish",
+                    source: Box::new(source),
+                })?;
+            tracing::debug!(frontend, "varnish: VCL `{vcl}` active");
+            Ok(super::Reloaded::Reloaded)
+        })
+    }
+}
+
+impl VarnishReloadConfig {
 
     /// varnishadm and the options that pick the instance.
     fn base_argv(&self) -> Vec<String> {
