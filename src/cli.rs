@@ -209,13 +209,7 @@ async fn check(path: &Path) -> u8 {
             programs.push((format!("frontend `{name}` reload"), p));
         }
     }
-    for (name, service) in &config.services {
-        for locator in &service.locators {
-            if let Some(p) = locator.program() {
-                programs.push((format!("service `{name}` exec locator"), p));
-            }
-        }
-    }
+    // Plugins were found (or reported missing) when the config was loaded.
     for (what, program) in programs {
         if let Err(reason) = find_program(program, &config.base_dir) {
             problems.push(format!("{what}: {reason}"));

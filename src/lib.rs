@@ -16,5 +16,6 @@ pub mod frontend;
 pub mod locator;
 pub mod output;
 pub mod pass;
+pub mod plugin;
 pub mod process;
 pub mod render;

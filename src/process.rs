@@ -135,6 +135,15 @@ pub fn display_command(argv: &[String]) -> String {
 
 /// Runs the command; `Ok` only when it exits 0 within the timeout and the output limit.
 pub async fn run(spec: CommandSpec<'_>) -> Result<Finished, ProcessError> {
+    run_inner(spec, false).await
+}
+
+/// Like [`run`], but the program's environment is only `spec.env`: nothing is inherited.
+pub async fn run_with_clean_env(spec: CommandSpec<'_>) -> Result<Finished, ProcessError> {
+    run_inner(spec, true).await
+}
+
+async fn run_inner(spec: CommandSpec<'_>, clear_env: bool) -> Result<Finished, ProcessError> {
     let program = spec.argv.first().ok_or(ProcessError::Empty)?;
     let command = display_command(spec.argv);
     let mut cmd = tokio::process::Command::new(program);
@@ -149,6 +158,9 @@ pub async fn run(spec: CommandSpec<'_>) -> Result<Finished, ProcessError> {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if clear_env {
+        cmd.env_clear();
+    }
     for (k, v) in &spec.env {
         cmd.env(k, v);
     }
@@ -166,6 +178,9 @@ pub async fn run(spec: CommandSpec<'_>) -> Result<Finished, ProcessError> {
     let input = spec.stdin.unwrap_or_default();
     let limit = spec.max_stdout;
 
+    // stderr is collected outside the future so that what a hung program said before the
+    // timeout is still there for the error message.
+    let mut stderr_buf = Vec::new();
     let work = async {
         let feed = async {
             if let Some(mut pipe) = stdin_pipe {
@@ -176,7 +191,7 @@ pub async fn run(spec: CommandSpec<'_>) -> Result<Finished, ProcessError> {
         let (_, out, err) = tokio::join!(
             feed,
             read_limited(stdout_pipe, limit),
-            read_tail(stderr_pipe, STDERR_KEEP)
+            read_tail(stderr_pipe, STDERR_KEEP, &mut stderr_buf)
         );
         (out, err)
     };
@@ -194,7 +209,7 @@ pub async fn run(spec: CommandSpec<'_>) -> Result<Finished, ProcessError> {
             return Err(ProcessError::Timeout {
                 command,
                 timeout: spec.timeout,
-                output_tail: String::new(),
+                output_tail: tail(&stderr_buf),
             });
         }
         Ok((Err(source), _)) | Ok((_, Err(source))) => {
@@ -207,7 +222,7 @@ pub async fn run(spec: CommandSpec<'_>) -> Result<Finished, ProcessError> {
             let _ = child.wait().await;
             return Err(ProcessError::TooMuchOutput { command, limit });
         }
-        Ok((Ok(Some(out)), Ok(err))) => (out, err),
+        Ok((Ok(Some(out)), Ok(()))) => (out, stderr_buf),
     };
     // Output is closed; the program may still be running (it closed its pipes early).
     let status = match tokio::time::timeout(spec.timeout, child.wait()).await {
@@ -285,16 +300,19 @@ async fn read_limited(
 }
 
 /// Reads to the end, keeping only the last `keep` bytes.
-async fn read_tail(pipe: Option<impl AsyncRead + Unpin>, keep: usize) -> std::io::Result<Vec<u8>> {
+async fn read_tail(
+    pipe: Option<impl AsyncRead + Unpin>,
+    keep: usize,
+    kept: &mut Vec<u8>,
+) -> std::io::Result<()> {
     let Some(mut pipe) = pipe else {
-        return Ok(Vec::new());
+        return Ok(());
     };
-    let mut kept = Vec::new();
     let mut chunk = vec![0u8; 8192];
     loop {
         let n = pipe.read(&mut chunk).await?;
         if n == 0 {
-            return Ok(kept);
+            return Ok(());
         }
         kept.extend_from_slice(&chunk[..n]);
         if kept.len() > keep * 2 {
@@ -388,6 +406,15 @@ mod tests {
         let a = argv(&["/nonexistent/elasticd-test-program"]);
         let err = run(spec(&a, 5000)).await.unwrap_err();
         assert!(matches!(err, ProcessError::Spawn { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn clean_env_inherits_nothing() {
+        let a = argv(&["/usr/bin/env"]);
+        let mut s = spec(&a, 5000);
+        s.env = vec![("ONLY".into(), "this".into())];
+        let out = run_with_clean_env(s).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ONLY=this\n");
     }
 
     #[tokio::test]

@@ -37,6 +37,8 @@ pub struct Config {
     pub environment: Option<String>,
     /// Where one-shot runs keep last good backend sets and pending reloads between runs.
     pub state_file: Option<PathBuf>,
+    /// Where plugins named without a `/` are looked for (default `plugins/` beside the config).
+    pub plugin_dir: PathBuf,
     /// Services by name, in file order.
     pub services: IndexMap<String, ServiceConfig>,
     /// Frontends by name, in file order.
@@ -356,6 +358,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     };
     let mut config = loader.sections(&root, path, base_dir);
     loader.cross_check(&root, &config);
+    loader.find_plugins(&root, &mut config);
     if !loader.problems.is_empty() {
         let mut problems = loader.problems;
         problems.sort_by_key(|p| p.loc);
@@ -377,6 +380,7 @@ struct Loader {
 const TOP_LEVEL_KEYS: &[&str] = &[
     "environment",
     "state_file",
+    "plugin_dir",
     "aws",
     "daemon",
     "services",
@@ -401,6 +405,7 @@ impl Loader {
     fn sections(&mut self, root: &Node, path: &Path, base_dir: PathBuf) -> Config {
         let mut config = Config {
             path: path.to_path_buf(),
+            plugin_dir: base_dir.join(crate::plugin::lookup::DEFAULT_PLUGIN_DIR),
             base_dir,
             environment: None,
             state_file: None,
@@ -438,6 +443,11 @@ impl Loader {
                     }
                 }
                 "state_file" => config.state_file = self.take::<Option<PathBuf>>(value).flatten(),
+                "plugin_dir" => {
+                    if let Some(dir) = self.take::<Option<PathBuf>>(value).flatten() {
+                        config.plugin_dir = config.base_dir.join(dir);
+                    }
+                }
                 "aws" => {
                     if cfg!(feature = "aws") {
                         config.aws = self
@@ -693,6 +703,50 @@ impl Loader {
 }
 
 impl Loader {
+    /// Resolves every plugin's program now, so that a missing or non-executable plugin is a
+    /// config error with its position instead of a failure at 3 a.m.
+    fn find_plugins(&mut self, root: &Node, config: &mut Config) {
+        use crate::plugin::{PluginKind, lookup};
+        let plugin_dir = config.plugin_dir.clone();
+        let base = config.base_dir.clone();
+        let mut find = |argv: &[String], kind: PluginKind, at: Option<&Node>, what: &str| {
+            let program = argv.first().filter(|p| !p.is_empty())?;
+            match lookup::find(program, kind, &plugin_dir, &base) {
+                Ok(path) => Some(path),
+                Err(message) => {
+                    self.problems.push(Problem {
+                        loc: at.map(|n| n.loc),
+                        message: format!("{what}: {message}"),
+                    });
+                    None
+                }
+            }
+        };
+        let services_node = root.get("services");
+        for (name, service) in &mut config.services {
+            let node = services_node.and_then(|s| s.get(name));
+            for (i, locator) in service.locators.iter_mut().enumerate() {
+                if let LocatorConfig::Exec(exec) = locator {
+                    let at = node
+                        .and_then(|n| n.get("locators"))
+                        .and_then(|l| l.item(i))
+                        .map(|l| {
+                            l.get("exec")
+                                .and_then(|e| e.get("command"))
+                                .and_then(|c| c.item(0))
+                                .unwrap_or(l)
+                        });
+                    exec.program = find(
+                        &exec.command,
+                        PluginKind::Locator,
+                        at.or(node),
+                        &format!("service `{name}`"),
+                    );
+                }
+            }
+        }
+    }
+
     fn declared_names(&self, section: &str) -> String {
         let mut names: Vec<&String> = self
             .declared

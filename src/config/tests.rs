@@ -12,7 +12,7 @@ services:
     locators:
       - static: ["10.0.0.1", "10.0.0.2:81", { address: "::1", weight: 3, tags: { a: b } }]
       - file: { path: web.json }
-      - exec: { command: [./plugins/list, --all], timeout: 2s }
+      - exec: { command: [sh, -c, "echo []"], timeout: 2s, options: { all: true }, pass_env: [AWS_*] }
     guard: { min_backends: 2, max_removed_ratio: 0.5 }
 frontends:
   nginx:
@@ -48,8 +48,12 @@ fn a_full_config_loads_and_resolves_relative_paths() {
     }
     match &web.locators[2] {
         crate::locator::LocatorConfig::Exec(e) => {
-            assert_eq!(e.command[0], "/etc/elasticd/./plugins/list");
+            // A bare name is kept as written and resolved on PATH (no plugin dir here).
+            assert_eq!(e.command[0], "sh");
+            assert!(e.program.as_ref().is_some_and(|p| p.ends_with("sh")));
             assert_eq!(e.timeout.0, Duration::from_secs(2));
+            assert_eq!(e.options["all"], serde_json::Value::Bool(true));
+            assert_eq!(e.pass_env, ["AWS_*"]);
         }
         other => panic!("{other:?}"),
     }

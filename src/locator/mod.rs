@@ -21,7 +21,6 @@ pub use file::FileLocatorConfig;
 pub use static_list::StaticBackend;
 
 use crate::backend::{AddressError, Backend};
-use crate::process::ProcessError;
 
 /// A boxed future, so that locators can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -114,16 +113,9 @@ impl LocatorConfig {
                     cfg.path = base.join(&cfg.path);
                 }
             }
-            LocatorConfig::Exec(cfg) => crate::config::resolve_program(&mut cfg.command, base),
+            // Plugins are found when the config is loaded (`crate::plugin::lookup`).
+            LocatorConfig::Exec(_) => {}
             LocatorConfig::Ec2(_) | LocatorConfig::Asg(_) => {}
-        }
-    }
-
-    /// The program this locator runs, if any (for `elasticd check`).
-    pub fn program(&self) -> Option<&str> {
-        match self {
-            LocatorConfig::Exec(cfg) => cfg.command.first().map(String::as_str),
-            _ => None,
         }
     }
 }
@@ -177,14 +169,9 @@ pub enum LocateError {
         /// The limit.
         timeout: std::time::Duration,
     },
-    /// The plugin program failed.
-    #[error("{locator}: {source}")]
-    Process {
-        /// The locator, described.
-        locator: String,
-        /// What went wrong running it.
-        source: ProcessError,
-    },
+    /// A locator plugin failed or printed something unusable.
+    #[error(transparent)]
+    Plugin(#[from] crate::plugin::PluginError),
     /// An AWS locator got no usable answer (API error, credentials, missing group).
     #[error("{locator}: {source}")]
     Aws {

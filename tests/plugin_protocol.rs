@@ -1,0 +1,284 @@
+//! The plugin protocol (plugins/README.md, protocol 1) through the binary: the request on stdin,
+//! the environment, plugin lookup, and every failure mode of locator, renderer and action
+//! plugins: each a clear error naming the plugin, with nothing applied and the last good kept.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+struct Run {
+    code: i32,
+    stderr: String,
+}
+
+fn elasticd_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_elasticd"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("ELASTICD_CONFIG")
+        .env("NO_COLOR", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out: Output = cmd.output().expect("run elasticd");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn render(dir: &Path) -> Run {
+    elasticd_env(dir, &["render", "--config", "config.yaml"], &[])
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    let path = dir.join(name);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, text).unwrap();
+}
+
+/// Writes an executable script.
+fn plugin(dir: &Path, name: &str, body: &str) {
+    write(dir, name, body);
+    fs::set_permissions(dir.join(name), fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn read(dir: &Path, name: &str) -> String {
+    fs::read_to_string(dir.join(name)).unwrap_or_default()
+}
+
+fn json(dir: &Path, name: &str) -> serde_json::Value {
+    serde_json::from_str(&read(dir, name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The `error:` lines of elasticd's stderr (with their continuation lines), temp dir redacted.
+fn errors(run: &Run, dir: &Path) -> String {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in run.stderr.lines() {
+        if line.starts_with("error:") {
+            inside = true;
+        } else if !(inside && (line.starts_with(' ') || line.is_empty())) {
+            inside = false;
+        }
+        if inside {
+            out.push(line);
+        }
+    }
+    let dir = fs::canonicalize(dir).unwrap();
+    out.join("\n").replace(&dir.display().to_string(), "DIR")
+}
+
+/// Waits for a pid written by a plugin's child to be gone (or a zombie).
+fn assert_gone(pid_file: &Path) {
+    let pid: i32 = fs::read_to_string(pid_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
+        .trim()
+        .parse()
+        .unwrap();
+    for _ in 0..250 {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.contains(") Z ") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("process {pid} started by the plugin survived its timeout");
+}
+
+/// The body of a locator plugin that behaves as the file `mode` says.
+const MODAL_LOCATOR: &str = r#"#!/bin/sh
+case "$(cat mode)" in
+  good) echo '[{"targets": ["127.0.0.1:81"]}]' ;;
+  garbage) echo 'this is not json'; echo 'upstream API said no' >&2 ;;
+  badbackend) echo '[{"targets": ["10.0.0.1;rm"]}]' ;;
+  huge) head -c 70000000 /dev/zero ;;
+  hang) sleep 60 & echo $! > child.pid; echo 'waiting for the API' >&2; wait ;;
+  segv) echo 'about to crash' >&2; kill -SEGV $$ ;;
+  exit3) echo 'credentials expired' >&2; exit 3 ;;
+esac
+"#;
+
+#[test]
+fn locator_request_environment_and_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    plugin(
+        d,
+        "plugins/locators/dump",
+        "#!/bin/sh\ncat > request.json\nenv > env.txt\necho \"$@\" > args.txt\n\
+         echo '[{\"address\": \"127.0.0.2\", \"weight\": 3, \"name\": \"two\", \"tags\": {\"az\": \"a\"}}]'\n",
+    );
+    write(
+        d,
+        "config.yaml",
+        r#"environment: prod
+services:
+  web:
+    port: 8080
+    locators:
+      - exec:
+          command: [dump, --flag, "two words"]
+          options: { namespace: shop, replicas: 3, nested: { list: [1, 2] } }
+          pass_env: [ELASTICD_TEST_PASS*]
+          env: { FROM_CONFIG: "yes" }
+outputs:
+  - { template: "builtin:haproxy", path: backend.cfg, vars: { service: web } }
+"#,
+    );
+    let run = elasticd_env(
+        d,
+        &["render", "--config", "config.yaml"],
+        &[
+            ("ELASTICD_TEST_SECRET", "must not leak"),
+            ("ELASTICD_TEST_PASS_ME", "passed"),
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(read(d, "backend.cfg").contains("127.0.0.2:8080"));
+    assert!(read(d, "backend.cfg").contains("weight 3"));
+    assert_eq!(
+        json(d, "request.json"),
+        serde_json::json!({
+            "protocol": 1,
+            "kind": "locator",
+            "environment": "prod",
+            "options": {"namespace": "shop", "replicas": 3, "nested": {"list": [1, 2]}},
+            "service": "web",
+            "default_port": 8080
+        })
+    );
+    assert_eq!(read(d, "args.txt"), "--flag two words\n");
+    let env = read(d, "env.txt");
+    let canonical = fs::canonicalize(d).unwrap();
+    for expected in [
+        "ELASTICD_TEST_PASS_ME=passed".to_string(),
+        "FROM_CONFIG=yes".into(),
+        "ELASTICD_SERVICE=web".into(),
+        "ELASTICD_PLUGIN_KIND=locator".into(),
+        "ELASTICD_PLUGIN_PROTOCOL=1".into(),
+        "ELASTICD_ENVIRONMENT=prod".into(),
+        format!("ELASTICD_CONFIG_DIR={}", canonical.display()),
+    ] {
+        assert!(
+            env.lines().any(|l| l == expected),
+            "{expected} missing:\n{env}"
+        );
+    }
+    assert!(!env.contains("must not leak"), "{env}");
+    assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+}
+
+#[test]
+fn plugins_are_found_in_the_kind_dir_then_the_plugin_dir_then_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let answer = |ip: &str| format!("#!/bin/sh\necho '[{{\"targets\": [\"{ip}:80\"]}}]'\n");
+    plugin(d, "custom/where", &answer("127.0.0.2"));
+    plugin(d, "custom/locators/where", &answer("127.0.0.3"));
+    // The default directory is not searched when `plugin_dir` is set.
+    plugin(d, "plugins/locators/where", &answer("127.0.0.4"));
+    write(
+        d,
+        "config.yaml",
+        r#"plugin_dir: custom
+services:
+  web: { locators: [exec: { command: [where] }] }
+outputs:
+  - { template: "builtin:haproxy", path: backend.cfg, vars: { service: web } }
+"#,
+    );
+    let run = render(d);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(read(d, "backend.cfg").contains("127.0.0.3:80"));
+    fs::remove_file(d.join("custom/locators/where")).unwrap();
+    let run = render(d);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(read(d, "backend.cfg").contains("127.0.0.2:80"));
+    // A path is relative to the config directory and skips the lookup.
+    write(
+        d,
+        "config.yaml",
+        r#"services:
+  web: { locators: [exec: { command: [plugins/locators/where] }] }
+outputs:
+  - { template: "builtin:haproxy", path: backend.cfg, vars: { service: web } }
+"#,
+    );
+    let run = render(d);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(read(d, "backend.cfg").contains("127.0.0.4:80"));
+}
+
+#[test]
+fn locator_failures_name_the_plugin_and_keep_the_last_good_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    plugin(d, "plugins/locators/modal", MODAL_LOCATOR);
+    write(
+        d,
+        "config.yaml",
+        r#"state_file: state.json
+services:
+  web:
+    locators: [exec: { command: [modal], timeout: 1s }]
+frontends:
+  fe:
+    reload: { command: [sh, -c, "echo reload >> reloads"] }
+outputs:
+  - { template: "builtin:haproxy", path: backend.cfg, frontend: fe, vars: { service: web } }
+"#,
+    );
+    write(d, "mode", "good");
+    let run = render(d);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let good = read(d, "backend.cfg");
+    assert!(good.contains("127.0.0.1:81"), "{good}");
+    assert_eq!(read(d, "reloads").lines().count(), 1);
+
+    let mut messages = Vec::new();
+    for mode in ["garbage", "badbackend", "huge", "hang", "segv", "exit3"] {
+        write(d, "mode", mode);
+        let run = render(d);
+        assert_eq!(run.code, 1, "{mode}: {}", run.stderr);
+        let shown = errors(&run, d);
+        assert!(
+            shown.contains("locator plugin `modal` (DIR/plugins/locators/modal)"),
+            "{mode}: names the plugin: {shown}"
+        );
+        assert_eq!(read(d, "backend.cfg"), good, "{mode}: last good file kept");
+        assert_eq!(read(d, "reloads").lines().count(), 1, "{mode}: no reload");
+        if mode == "hang" {
+            assert_gone(&d.join("child.pid"));
+        }
+        messages.push(format!("--- {mode}\n{shown}"));
+    }
+    insta::assert_snapshot!(messages.join("\n"));
+}
+
+#[test]
+fn missing_and_non_executable_plugins_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "plugins/locators/noexec", "#!/bin/sh\necho '[]'\n");
+    write(d, "backend.cfg", "previous\n");
+    write(
+        d,
+        "config.yaml",
+        r#"services:
+  web: { locators: [exec: { command: [noexec] }] }
+  api: { locators: [exec: { command: [no-such-plugin-elasticd] }] }
+  db: { locators: [exec: { command: [./bin/missing] }] }
+outputs:
+  - { template: "builtin:haproxy", path: backend.cfg, vars: { service: web } }
+"#,
+    );
+    for command in ["render", "check", "locate"] {
+        let run = elasticd_env(d, &[command, "--config", "config.yaml"], &[]);
+        assert_eq!(run.code, 2, "{command}: {}", run.stderr);
+    }
+    assert_eq!(read(d, "backend.cfg"), "previous\n");
+    insta::assert_snapshot!(errors(&render(d), d));
+}
