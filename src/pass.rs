@@ -455,7 +455,7 @@ pub async fn apply(
                     .join(", ")
             ))
         } else {
-            match render_and_compare(renderer, index, output, &context) {
+            match render_and_compare(config, renderer, index, output, &context).await {
                 Ok(None) => OutputStatus::Unchanged,
                 Ok(Some(change)) => {
                     if options.dry_run {
@@ -497,8 +497,17 @@ pub async fn apply(
         }
     }
 
+    // A frontend with an output that could not be rendered is left entirely alone: installing
+    // its other files would put a half-updated config in front of traffic.
+    let unrendered: HashSet<&str> = config
+        .outputs
+        .iter()
+        .zip(&report.outputs)
+        .filter(|(_, r)| r.status == OutputStatus::Failed)
+        .filter_map(|(o, _)| o.frontend.as_deref())
+        .collect();
     for (name, frontend) in &config.frontends {
-        if held.contains(name) {
+        if held.contains(name) || unrendered.contains(name.as_str()) {
             continue;
         }
         let mine: Vec<&Change> = changes
@@ -564,13 +573,19 @@ pub async fn apply(
     pending_reloads.retain(|name| config.frontends.contains_key(name));
 }
 
-fn render_and_compare(
+async fn render_and_compare(
+    config: &Config,
     renderer: &Renderer,
     index: usize,
     output: &crate::config::OutputConfig,
     context: &PassContext,
 ) -> Result<Option<Change>, PassProblem> {
-    let content = renderer.render(index, output, &context.for_output(output))?;
+    let content = match &output.renderer {
+        Some(call) => {
+            crate::render::exec::render(config, output, call, &context.for_output(output)).await?
+        }
+        None => renderer.render(index, output, &context.for_output(output))?,
+    };
     let previous = output::read_current(&output.path)?;
     if previous.as_deref() == Some(content.as_bytes()) {
         return Ok(None);

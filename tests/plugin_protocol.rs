@@ -273,6 +273,9 @@ fn missing_and_non_executable_plugins_are_config_errors() {
   db: { locators: [exec: { command: [./bin/missing] }] }
 outputs:
   - { template: "builtin:haproxy", path: backend.cfg, vars: { service: web } }
+  - { renderer: { exec: [no-such-renderer-elasticd] }, path: b.cfg }
+  - { renderer: { exec: [x] }, template: "builtin:nginx", path: c.cfg }
+  - { path: d.cfg }
 "#,
     );
     for command in ["render", "check", "locate"] {
@@ -281,4 +284,160 @@ outputs:
     }
     assert_eq!(read(d, "backend.cfg"), "previous\n");
     insta::assert_snapshot!(errors(&render(d), d));
+}
+
+/// The body of a renderer plugin that behaves as the file `mode` says; it dumps its request.
+const MODAL_RENDERER: &str = r#"#!/bin/sh
+cat > render-request.json
+env > render-env.txt
+case "$(cat mode)" in
+  good) printf 'rendered by plugin\nno newline at the end' ;;
+  binary) printf 'caf\351\n' ;;
+  huge) head -c 70000000 /dev/zero ;;
+  hang) sleep 60 & echo $! > child.pid; wait ;;
+  segv) echo 'about to crash' >&2; kill -SEGV $$ ;;
+  exit3) echo 'cannot reach the template service' >&2; exit 3 ;;
+esac
+"#;
+
+const RENDERER_CONFIG: &str = r#"environment: staging
+state_file: state.json
+services:
+  web:
+    port: 8080
+    locators: [file: { path: backends.json }]
+frontends:
+  fe:
+    check: [sh, -c, "echo check >> checks"]
+    reload: { command: [sh, -c, "echo reload >> reloads"] }
+outputs:
+  - { template: "builtin:haproxy", path: backend.cfg, frontend: fe, vars: { service: web } }
+  - renderer: { exec: [modal], timeout: 1s, options: { cluster: web, retries: 2 } }
+    path: out/envoy.json
+    frontend: fe
+    vars: { service: web, flavour: envoy }
+"#;
+
+#[test]
+fn renderer_gets_the_template_context_and_its_output_is_installed_verbatim() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    plugin(d, "plugins/renderers/modal", MODAL_RENDERER);
+    write(d, "config.yaml", RENDERER_CONFIG);
+    write(d, "mode", "good");
+    write(
+        d,
+        "backends.json",
+        r#"[{"targets": ["127.0.0.2", "127.0.0.1:81"], "labels": {"zone": "a"}}]"#,
+    );
+    fs::create_dir_all(d.join("out")).unwrap();
+    let run = render(d);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        read(d, "out/envoy.json"),
+        "rendered by plugin\nno newline at the end"
+    );
+    assert_eq!(read(d, "reloads").lines().count(), 1);
+    let request = json(d, "render-request.json");
+    let out = fs::canonicalize(d).unwrap().join("out/envoy.json");
+    assert_eq!(request["protocol"], 1);
+    assert_eq!(request["kind"], "renderer");
+    assert_eq!(request["environment"], "staging");
+    assert_eq!(
+        request["options"],
+        serde_json::json!({"cluster": "web", "retries": 2})
+    );
+    assert_eq!(request["output"], out.display().to_string());
+    assert_eq!(request["frontend"], "fe");
+    let context = &request["context"];
+    assert_eq!(context["environment"], "staging");
+    assert_eq!(
+        context["vars"],
+        serde_json::json!({"service": "web", "flavour": "envoy"})
+    );
+    assert_eq!(context["service"]["name"], "web");
+    assert_eq!(context["service"]["port"], 8080);
+    assert_eq!(
+        context["backends"][0],
+        serde_json::json!({"address": "127.0.0.1", "port": 81, "endpoint": "127.0.0.1:81",
+            "weight": 1, "id": null, "name": null, "zone": null, "tags": {"zone": "a"}, "meta": {},
+            "is_ipv6": false})
+    );
+    assert_eq!(context["backends"][1]["endpoint"], "127.0.0.2:8080");
+    assert_eq!(context["services"]["web"]["backends"], context["backends"]);
+    let env = read(d, "render-env.txt");
+    for expected in [
+        format!("ELASTICD_OUTPUT={}", out.display()),
+        "ELASTICD_FRONTEND=fe".into(),
+        "ELASTICD_PLUGIN_KIND=renderer".into(),
+        "ELASTICD_ENVIRONMENT=staging".into(),
+    ] {
+        assert!(env.lines().any(|l| l == expected), "{expected}:\n{env}");
+    }
+    // Dry runs run renderers (to show the diff) but nothing else.
+    write(d, "backends.json", r#"[{"targets": ["127.0.0.3:80"]}]"#);
+    let dry = elasticd_env(d, &["render", "--config", "config.yaml", "--dry-run"], &[]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert_eq!(
+        json(d, "render-request.json")["context"]["backends"][0]["address"],
+        "127.0.0.3"
+    );
+    assert_eq!(read(d, "reloads").lines().count(), 1);
+    assert!(!read(d, "backend.cfg").contains("127.0.0.3"));
+}
+
+#[test]
+fn renderer_failures_leave_the_whole_frontend_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    plugin(d, "plugins/renderers/modal", MODAL_RENDERER);
+    write(d, "config.yaml", RENDERER_CONFIG);
+    write(d, "mode", "good");
+    write(d, "backends.json", r#"[{"targets": ["127.0.0.1:81"]}]"#);
+    fs::create_dir_all(d.join("out")).unwrap();
+    let run = render(d);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let good_plugin = read(d, "out/envoy.json");
+    let good_template = read(d, "backend.cfg");
+    let checks = read(d, "checks").lines().count();
+    assert_eq!(read(d, "reloads").lines().count(), 1);
+
+    // The backends change, so the template output would change too: it must not be installed
+    // while its sibling from the plugin is missing.
+    write(d, "backends.json", r#"[{"targets": ["127.0.0.2:81"]}]"#);
+    let mut messages = Vec::new();
+    for mode in ["binary", "huge", "hang", "segv", "exit3"] {
+        write(d, "mode", mode);
+        let run = render(d);
+        assert_eq!(run.code, 1, "{mode}: {}", run.stderr);
+        let shown = errors(&run, d);
+        assert!(
+            shown.contains("renderer plugin `modal` (DIR/plugins/renderers/modal)"),
+            "{mode}: {shown}"
+        );
+        assert_eq!(read(d, "out/envoy.json"), good_plugin, "{mode}");
+        assert_eq!(read(d, "backend.cfg"), good_template, "{mode}");
+        assert_eq!(
+            read(d, "checks").lines().count(),
+            checks,
+            "{mode}: not checked"
+        );
+        assert_eq!(
+            read(d, "reloads").lines().count(),
+            1,
+            "{mode}: not reloaded"
+        );
+        if mode == "hang" {
+            assert_gone(&d.join("child.pid"));
+        }
+        messages.push(format!("--- {mode}\n{shown}"));
+    }
+    insta::assert_snapshot!(messages.join("\n"));
+
+    // Once the plugin works again, both files go in together.
+    write(d, "mode", "good");
+    let run = render(d);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(read(d, "backend.cfg").contains("127.0.0.2:81"));
+    assert_eq!(read(d, "reloads").lines().count(), 2);
 }

@@ -165,8 +165,12 @@ fn default_check_timeout() -> HumanDuration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputConfig {
-    /// `builtin:NAME` or a template file path.
-    pub template: TemplateRef,
+    /// `builtin:NAME` or a template file path (or else `renderer`).
+    #[serde(default)]
+    pub template: Option<TemplateRef>,
+    /// A renderer plugin that prints the file's content (instead of `template`).
+    #[serde(default)]
+    pub renderer: Option<crate::plugin::PluginCall>,
     /// Where the file goes.
     pub path: PathBuf,
     /// The frontend that reads it (checked and reloaded when it changes).
@@ -643,6 +647,24 @@ impl Loader {
         for (output, item) in config.outputs.iter().zip(&self.output_items) {
             let node = outputs_node.and_then(|n| n.item(*item)).unwrap_or(root);
             let what = format!("output `{}`", output.path.display());
+            match (&output.template, &output.renderer) {
+                (Some(_), Some(_)) => problems.push(Problem::at(
+                    node.get("renderer").unwrap_or(node),
+                    format!("{what}: give either `template` or `renderer`, not both"),
+                )),
+                (None, None) => problems.push(Problem::at(
+                    node,
+                    format!(
+                        "{what} needs `template: builtin:NAME` (or a file) or `renderer: {{ exec: [PLUGIN] }}`"
+                    ),
+                )),
+                (None, Some(call)) if call.exec.first().is_none_or(|p| p.is_empty()) => problems
+                    .push(Problem::at(
+                        node.get("renderer").unwrap_or(node),
+                        format!("{what}: `renderer.exec` must be a non-empty list like [my-renderer, --flag]"),
+                    )),
+                _ => {}
+            }
             // `a.conf` and `./a.conf` are the same file.
             let normalized: PathBuf = output
                 .path
@@ -687,7 +709,7 @@ impl Loader {
                     format!("{what}: `vars.service` must be a service name"),
                 )),
                 None => {
-                    if let TemplateRef::Builtin(name) = &output.template {
+                    if let Some(TemplateRef::Builtin(name)) = &output.template {
                         problems.push(Problem::at(
                             node.get("vars").unwrap_or(node),
                             format!(
@@ -745,6 +767,21 @@ impl Loader {
                 }
             }
         }
+        let outputs_node = root.get("outputs");
+        for (output, item) in config.outputs.iter_mut().zip(&self.output_items) {
+            if let Some(call) = &mut output.renderer {
+                let at = outputs_node
+                    .and_then(|n| n.item(*item))
+                    .and_then(|o| o.get("renderer"))
+                    .map(|r| r.get("exec").and_then(|e| e.item(0)).unwrap_or(r));
+                call.program = find(
+                    &call.exec,
+                    PluginKind::Renderer,
+                    at,
+                    &format!("output `{}`", output.path.display()),
+                );
+            }
+        }
     }
 
     fn declared_names(&self, section: &str) -> String {
@@ -790,7 +827,7 @@ impl Config {
         }
         for output in &mut self.outputs {
             resolve(&mut output.path);
-            if let TemplateRef::File(p) = &mut output.template {
+            if let Some(TemplateRef::File(p)) = &mut output.template {
                 resolve(p);
             }
         }

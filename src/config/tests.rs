@@ -64,7 +64,7 @@ fn a_full_config_loads_and_resolves_relative_paths() {
     assert_eq!(config.outputs[0].mode, Some(FileMode(0o640)));
     assert_eq!(
         config.outputs[1].template,
-        TemplateRef::File("/etc/elasticd/templates/all.tera".into())
+        Some(TemplateRef::File("/etc/elasticd/templates/all.tera".into()))
     );
     assert!(matches!(
         config.frontends["haproxy"].reload,

@@ -5,6 +5,7 @@
 //! template escape for config files instead of HTML (see [`escape`]).
 
 pub mod escape;
+pub mod exec;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,14 @@ pub enum RenderError {
         dir: String,
         /// Tera's report, with file, line and excerpt.
         message: String,
+    },
+    /// A renderer plugin failed or printed something unusable.
+    #[error("output {}: {source}", path.display())]
+    Plugin {
+        /// The output path.
+        path: PathBuf,
+        /// What the plugin did.
+        source: crate::plugin::PluginError,
     },
     /// Rendering failed (a missing variable, a bad filter argument, ...).
     #[error("output {}: rendering {template} failed:\n{message}", path.display())]
@@ -119,8 +128,10 @@ impl Renderer {
         let mut handles = Vec::new();
         for output in &config.outputs {
             match &output.template {
-                TemplateRef::Builtin(name) => handles.push((0, format!("builtin:{name}"))),
-                TemplateRef::File(path) => {
+                // A renderer plugin: nothing to compile (see `exec`).
+                None => handles.push((0, String::new())),
+                Some(TemplateRef::Builtin(name)) => handles.push((0, format!("builtin:{name}"))),
+                Some(TemplateRef::File(path)) => {
                     let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
                     let name = path
                         .file_name()
@@ -165,7 +176,11 @@ impl Renderer {
                 .render(name, context)
                 .map_err(|e| RenderError::Render {
                     path: output.path.clone(),
-                    template: output.template.to_string(),
+                    template: output
+                        .template
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
                     message: tera_message(&e),
                 })?;
         // Config files end with a newline whatever the template's last line does.
@@ -329,6 +344,24 @@ impl PassContext {
         }
         ctx
     }
+}
+
+/// The names given to a template: every one of them is in a renderer plugin's `context`.
+pub const CONTEXT_KEYS: &[&str] = &["environment", "services", "vars", "service", "backends"];
+
+/// A template context as JSON, for renderer plugins: the same values, not a description of them.
+pub fn context_json(ctx: &Context) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = CONTEXT_KEYS
+        .iter()
+        .map(|k| {
+            let value = ctx
+                .get(k)
+                .and_then(|v| serde_json::to_value(v).ok())
+                .unwrap_or(serde_json::Value::Null);
+            (k.to_string(), value)
+        })
+        .collect();
+    serde_json::Value::Object(map)
 }
 
 #[cfg(test)]

@@ -1,0 +1,54 @@
+//! Outputs rendered by a renderer plugin (`renderer: { exec: [...] }`) instead of a template.
+
+use std::time::Duration;
+
+use tera::Context;
+
+use super::{RenderError, context_json};
+use crate::config::{Config, OutputConfig};
+use crate::plugin::{PluginCall, PluginKind, request};
+
+/// A renderer plugin may take this long when the config sets no `timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the output's renderer plugin with `context` (what a template would get); its stdout,
+/// verbatim, is the file's content.
+pub async fn render(
+    config: &Config,
+    output: &OutputConfig,
+    call: &PluginCall,
+    context: &Context,
+) -> Result<String, RenderError> {
+    let plugin = call.plugin(PluginKind::Renderer, DEFAULT_TIMEOUT, &config.base_dir);
+    let failed = |source| RenderError::Plugin {
+        path: output.path.clone(),
+        source,
+    };
+    let mut env = vec![(
+        "ELASTICD_OUTPUT".to_string(),
+        output.path.to_string_lossy().into_owned(),
+    )];
+    if let Some(frontend) = &output.frontend {
+        env.push(("ELASTICD_FRONTEND".to_string(), frontend.clone()));
+    }
+    if let Some(environment) = &config.environment {
+        env.push(("ELASTICD_ENVIRONMENT".to_string(), environment.clone()));
+    }
+    let request = request::renderer(
+        config.environment.as_deref(),
+        &call.options,
+        &output.path,
+        output.frontend.as_deref(),
+        context_json(context),
+    );
+    let finished = plugin.run(&request, env).await.map_err(failed)?;
+    String::from_utf8(finished.stdout).map_err(|e| {
+        failed(plugin.invalid_output(
+            format!(
+                "not UTF-8 (first bad byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+            &finished.stderr,
+        ))
+    })
+}
