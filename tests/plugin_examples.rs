@@ -1,6 +1,7 @@
-//! The example plugins in `plugins/` (see plugins/EXAMPLES.md), each run the way elasticd runs
-//! it: the JSON request on stdin, a cleared environment, the answer on stdout, a one-line reason
-//! on stderr and a non-zero exit on failure.
+//! The example plugins in `plugins/` (see plugins/EXAMPLES.md): through the real `elasticd`
+//! binary with `plugin_dir` pointing at the repository's `plugins/` (`locate --json` for the
+//! locators, `render` for the renderer), and run directly with a request on stdin for their
+//! failure modes (a one-line reason on stderr, a non-zero exit, nothing on stdout).
 //!
 //! The AWS ones (`cloudmap`, `elbv2-targets`, `route53-rr`) talk to a real `moto_server` on a
 //! free loopback port, seeded with boto3 from the same virtualenv (`support/aws_seed.py`), and
@@ -74,7 +75,7 @@ fn run_plugin(path: &str, dir: &Path, request: &Value, env: &[(&str, String)]) -
     let mut cmd = Command::new(plugin_dir().join(path));
     cmd.current_dir(dir)
         .env_clear()
-        .env("PATH", format!("{}:/usr/bin:/bin", venv_bin().display()))
+        .env("PATH", test_path())
         .env("HOME", dir)
         .env("ELASTICD_PLUGIN_PROTOCOL", "1")
         .stdin(Stdio::piped())
@@ -116,6 +117,48 @@ fn aws_env(dir: &Path, moto: &MotoServer) -> Vec<(&'static str, String)> {
             dir.join("no-aws-credentials").display().to_string(),
         ),
     ]
+}
+
+/// The PATH elasticd and its plugins get: the test virtualenv (boto3) first.
+fn test_path() -> String {
+    format!(
+        "{}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+        venv_bin().display()
+    )
+}
+
+/// Writes `config.yaml` in `dir` with `plugin_dir` set to the repository's `plugins/`.
+fn write_config(dir: &Path, body: &str) {
+    std::fs::write(
+        dir.join("config.yaml"),
+        format!("plugin_dir: {}\n{body}", plugin_dir().display()),
+    )
+    .expect("write config");
+}
+
+/// Runs elasticd in `dir` with a cleared environment plus `env`.
+fn elasticd(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Out {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_elasticd"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", test_path())
+        .env("HOME", dir)
+        .env("NO_COLOR", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run elasticd");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `elasticd locate --json`: every service's backends as elasticd sees them.
+fn locate(dir: &Path, env: &[(&str, String)]) -> Value {
+    elasticd(dir, &["locate", "--config", "config.yaml", "--json"], env).ok()
 }
 
 fn locator_request(service: &str, options: Value) -> Value {
@@ -164,49 +207,45 @@ fn cloudmap_lists_healthy_instances_with_ports_zones_and_attributes() {
     let dir = tmp();
     let moto = MotoServer::start(dir.path());
     seed_cloudmap(&moto);
-    let env = aws_env(dir.path(), &moto);
-
-    // The service name defaults to elasticd's; only healthy instances by default.
-    let found = run_plugin(
-        "locators/cloudmap",
+    // The Cloud Map service name defaults to elasticd's; only healthy instances by default.
+    // `other` asks for ALL, narrowed by attribute, with one port for all.
+    write_config(
         dir.path(),
-        &locator_request(
-            "web",
-            json!({"namespace": "shop.local", "weight_attribute": "weight"}),
-        ),
-        &env,
-    )
-    .ok();
+        r#"services:
+  web:
+    locators:
+      - exec:
+          command: [cloudmap]
+          options: { namespace: shop.local, weight_attribute: weight }
+          pass_env: [AWS_*]
+  other:
+    locators:
+      - exec:
+          command: [cloudmap]
+          options: { namespace: shop.local, service: web, health: ALL,
+                     query_parameters: { role: blue }, port: 9000 }
+          pass_env: [AWS_*]
+outputs: []
+"#,
+    );
+    let found = locate(dir.path(), &aws_env(dir.path(), &moto));
     assert_eq!(
-        endpoints(&found),
+        endpoints(&found["web"]),
         [
             ("10.1.0.1".into(), 8080),
             ("10.1.0.2".into(), 8081),
             ("fd00::6".into(), 8080)
         ]
     );
-    let web1 = &found.as_array().unwrap()[0];
+    let web1 = &found["web"][0];
     assert_eq!(web1["id"], "web-1");
     assert_eq!(web1["zone"], "us-east-1a");
     assert_eq!(web1["weight"], 3);
+    assert_eq!(found["web"][1]["weight"], 1);
     // Reserved AWS_* attributes are not tags; the user's are.
     assert_eq!(web1["tags"], json!({"role": "blue", "weight": "3"}));
-    assert_eq!(web1["meta"]["health_status"], "HEALTHY");
-
-    // ALL includes the unhealthy one; a query narrows by attribute; a port option overrides.
-    let all = run_plugin(
-        "locators/cloudmap",
-        dir.path(),
-        &locator_request(
-            "other-name",
-            json!({"namespace": "shop.local", "service": "web", "health": "ALL",
-                   "query_parameters": {"role": "blue"}, "port": 9000}),
-        ),
-        &env,
-    )
-    .ok();
     assert_eq!(
-        endpoints(&all),
+        endpoints(&found["other"]),
         [("10.1.0.1".into(), 9000), ("10.1.0.3".into(), 9000)]
     );
 }
@@ -254,71 +293,63 @@ fn elbv2_targets_resolves_instance_and_ip_targets_and_keeps_only_healthy_ones() 
     let env = aws_env(dir.path(), &moto);
     let inst = seeded["instances"].as_array().unwrap();
     let ip = |i: usize| inst[i]["ip"].as_str().unwrap().to_string();
+    write_config(
+        dir.path(),
+        &format!(
+            r#"services:
+  web:
+    locators:
+      - exec: {{ command: [elbv2-targets], options: {{ target_group_name: web-instances }}, pass_env: [AWS_*] }}
+  all:
+    locators:
+      - exec:
+          command: [elbv2-targets]
+          options: {{ target_group_arn: "{tg}", states: [healthy, unused], port: 7000 }}
+          pass_env: [AWS_*]
+  ips:
+    locators:
+      - exec: {{ command: [elbv2-targets], options: {{ target_group_arn: "{ip_tg}" }}, pass_env: [AWS_*] }}
+outputs: []
+"#,
+            tg = seeded["instance_tg"].as_str().unwrap(),
+            ip_tg = seeded["ip_tg"].as_str().unwrap(),
+        ),
+    );
 
     // moto reports running instances `healthy` and the stopped one `unused`.
-    let found = run_plugin(
-        "locators/elbv2-targets",
-        dir.path(),
-        &locator_request("web", json!({"target_group_name": "web-instances"})),
-        &env,
-    )
-    .ok();
+    let found = locate(dir.path(), &env);
     assert_eq!(
-        endpoints(&found),
+        endpoints(&found["web"]),
         sorted_pairs(vec![(ip(0), 8080), (ip(1), 9090)])
     );
-    for b in found.as_array().unwrap() {
+    for b in found["web"].as_array().unwrap() {
         let i = inst
             .iter()
             .find(|i| i["id"] == b["id"])
             .expect("a seeded instance");
         assert_eq!(b["zone"], i["zone"]);
-        assert_eq!(b["meta"]["state"], "healthy");
-        assert_eq!(b["meta"]["instance_id"], i["id"]);
+        assert_eq!(
+            b["tags"],
+            json!({"target_group": "web-instances", "target_state": "healthy"})
+        );
     }
-
-    // By ARN, with `unused` too and one port for all.
-    let with_unused = run_plugin(
-        "locators/elbv2-targets",
-        dir.path(),
-        &locator_request(
-            "web",
-            json!({"target_group_arn": seeded["instance_tg"], "states": ["healthy", "unused"], "port": 7000}),
-        ),
-        &env,
-    )
-    .ok();
+    // By ARN, with `unused` too, one port for all.
     assert_eq!(
-        endpoints(&with_unused),
+        endpoints(&found["all"]),
         sorted_pairs(vec![(ip(0), 7000), (ip(1), 7000), (ip(2), 7000)])
     );
-
     // ip targets are their own address.
-    let ips = run_plugin(
-        "locators/elbv2-targets",
-        dir.path(),
-        &locator_request("web", json!({"target_group_arn": seeded["ip_tg"]})),
-        &env,
-    )
-    .ok();
     assert_eq!(
-        endpoints(&ips),
+        endpoints(&found["ips"]),
         [("10.20.1.50".into(), 8080), ("10.20.2.51".into(), 81)]
     );
 
-    // A deregistered target is gone on the next call.
+    // A deregistered target is gone on the next pass.
     moto.seed(
         "deregister",
         &json!({"arn": seeded["instance_tg"], "ids": [inst[0]["id"]]}),
     );
-    let after = run_plugin(
-        "locators/elbv2-targets",
-        dir.path(),
-        &locator_request("web", json!({"target_group_name": "web-instances"})),
-        &env,
-    )
-    .ok();
-    assert_eq!(endpoints(&after), [(ip(1), 9090)]);
+    assert_eq!(endpoints(&locate(dir.path(), &env)["web"]), [(ip(1), 9090)]);
 }
 
 fn sorted_pairs(mut v: Vec<(String, u64)>) -> Vec<(String, u64)> {
@@ -421,25 +452,37 @@ const SD_DOC: &str = r#"[{"targets": ["127.0.0.2:8080", "127.0.0.3:8081"], "labe
  {"targets": ["[::1]:9000"]}]"#;
 
 #[test]
-fn http_sd_prints_the_targets_and_sends_the_configured_headers() {
+fn http_sd_targets_become_backends_and_the_configured_headers_are_sent() {
     let dir = tmp();
     let server = SdServer::start("200 OK", SD_DOC.into(), Duration::ZERO);
+    // Relative to the config directory, which is the plugin's working directory.
     std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
-    let found = run_plugin(
-        "locators/http-sd",
+    write_config(
         dir.path(),
-        &locator_request(
-            "web",
-            json!({"url": server.url("/sd"), "headers": {"X-Team": "edge"},
-                   "bearer_token_file": "token", "timeout": "3s"}),
+        &format!(
+            r#"services:
+  web:
+    locators:
+      - exec:
+          command: [http-sd]
+          options: {{ url: "{url}", headers: {{ X-Team: edge }}, bearer_token_file: token, timeout: 3s }}
+outputs: []
+"#,
+            url = server.url("/sd")
         ),
-        &[],
-    )
-    .ok();
+    );
+    let found = locate(dir.path(), &[]);
     assert_eq!(
-        found,
-        json!([{"targets": ["127.0.0.2:8080", "127.0.0.3:8081"], "labels": {"__meta_dc": "a", "env": "prod"}},
-               {"targets": ["[::1]:9000"], "labels": {}}])
+        endpoints(&found["web"]),
+        [
+            ("127.0.0.2".into(), 8080),
+            ("127.0.0.3".into(), 8081),
+            ("::1".into(), 9000)
+        ]
+    );
+    assert_eq!(
+        found["web"][0]["tags"],
+        json!({"__meta_dc": "a", "env": "prod"})
     );
     let requests = server.requests.lock().unwrap().clone();
     assert_eq!(requests.len(), 1);
@@ -453,6 +496,20 @@ fn http_sd_prints_the_targets_and_sends_the_configured_headers() {
         requests[0].contains("Authorization: Bearer s3cret\r\n"),
         "{}",
         requests[0]
+    );
+
+    // A failing plugin fails the pass with its reason in elasticd's error.
+    drop(server);
+    let run = elasticd(
+        dir.path(),
+        &["locate", "--config", "config.yaml", "--json"],
+        &[],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("http-sd: GET http://127.0.0.1:"),
+        "{}",
+        run.stderr
     );
 }
 
@@ -610,26 +667,42 @@ fn backend(address: &str, port: u16, weight: u32, zone: Option<&str>) -> Value {
 #[test]
 fn envoy_cluster_renders_clusters_with_weights_and_localities() {
     let dir = tmp();
-    let services = json!({
-        "web": {"name": "web", "port": 8080, "backends": [
-            backend("10.0.0.1", 8080, 2, Some("us-east-1a")),
-            backend("10.0.0.2", 8080, 1, Some("us-east-1b")),
-            backend("10.0.0.3", 8081, 1, Some("us-east-1a")),
-            backend("10.0.0.4", 8080, 1, None)]},
-        "api": {"name": "api", "port": null, "backends": [backend("api.internal", 9000, 1, None)]}
-    });
-    let out = run_plugin(
-        "renderers/envoy-cluster",
+    write_config(
         dir.path(),
-        &render_request(
-            json!({"cluster": {"health_checks": []}}),
-            services.clone(),
-            Some("web"),
-        ),
-        &[],
-    )
-    .ok();
-    let resources = out["resources"].as_array().unwrap();
+        r#"state_file: state.json
+services:
+  web:
+    port: 8080
+    locators:
+      - static:
+          - { address: 127.0.0.1, weight: 2, zone: us-east-1a, tags: { rack: r1 } }
+          - { address: 127.0.0.2, zone: us-east-1b }
+          - { address: "127.0.0.3:8081", zone: us-east-1a }
+          - 127.0.0.4
+  api:
+    locators:
+      - static: ["api.internal:9000"]
+outputs:
+  - renderer: { exec: [envoy-cluster], options: { cluster: { health_checks: [] } } }
+    path: out/web-cds.json
+    vars: { service: web }
+  - renderer: { exec: [envoy-cluster] }
+    path: out/all-cds.json
+  - renderer: { exec: [envoy-cluster], options: { format: eds } }
+    path: out/web-eds.json
+    vars: { service: web }
+"#,
+    );
+    std::fs::create_dir(dir.path().join("out")).unwrap();
+    let run = elasticd(dir.path(), &["render", "--config", "config.yaml"], &[]);
+    assert_eq!(run.code, 0, "render failed:\n{}", run.stderr);
+    let read = |name: &str| -> Value {
+        let text = std::fs::read_to_string(dir.path().join("out").join(name)).expect(name);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} is not JSON ({e}):\n{text}"))
+    };
+
+    let web = read("web-cds.json");
+    let resources = web["resources"].as_array().unwrap();
     assert_eq!(resources.len(), 1);
     let cluster = &resources[0];
     assert_eq!(
@@ -638,7 +711,10 @@ fn envoy_cluster_renders_clusters_with_weights_and_localities() {
     );
     assert_eq!(cluster["name"], "web");
     assert_eq!(cluster["type"], "STATIC");
+    assert_eq!(cluster["connect_timeout"], "1s");
     assert_eq!(cluster["health_checks"], json!([]));
+    assert_eq!(cluster["load_assignment"]["cluster_name"], "web");
+    // One locality per zone, zone-less backends in one without a locality.
     let localities = cluster["load_assignment"]["endpoints"].as_array().unwrap();
     let zones: Vec<&Value> = localities.iter().map(|l| &l["locality"]["zone"]).collect();
     assert_eq!(
@@ -648,23 +724,26 @@ fn envoy_cluster_renders_clusters_with_weights_and_localities() {
     let a = &localities[1]["lb_endpoints"];
     assert_eq!(
         a[0]["endpoint"]["address"]["socket_address"],
-        json!({"address": "10.0.0.1", "port_value": 8080})
+        json!({"address": "127.0.0.1", "port_value": 8080})
     );
     assert_eq!(a[0]["load_balancing_weight"], 2);
     assert_eq!(
-        a[1]["endpoint"]["address"]["socket_address"]["port_value"],
-        8081
+        a[0]["metadata"]["filter_metadata"]["elasticd"],
+        json!({"zone": "us-east-1a", "tags": {"rack": "r1"}})
+    );
+    assert_eq!(
+        a[1]["endpoint"]["address"]["socket_address"],
+        json!({"address": "127.0.0.3", "port_value": 8081})
+    );
+    assert_eq!(a[1]["load_balancing_weight"], 1);
+    assert_eq!(
+        localities[0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["address"],
+        "127.0.0.4"
     );
 
-    // Every service when the output names none; a host name makes the cluster STRICT_DNS.
-    let all = run_plugin(
-        "renderers/envoy-cluster",
-        dir.path(),
-        &render_request(json!({}), services.clone(), None),
-        &[],
-    )
-    .ok();
-    // (serde_json's map is sorted here; elasticd sends services in config order, kept.)
+    // Every service, by name, when the output names none; a host name makes the cluster
+    // STRICT_DNS.
+    let all = read("all-cds.json");
     let names: Vec<&Value> = all["resources"]
         .as_array()
         .unwrap()
@@ -673,44 +752,57 @@ fn envoy_cluster_renders_clusters_with_weights_and_localities() {
         .collect();
     assert_eq!(names, [&json!("api"), &json!("web")]);
     assert_eq!(all["resources"][0]["type"], "STRICT_DNS");
-    // Same input, same bytes (elasticd then rewrites nothing); other input, other version.
-    let again = run_plugin(
-        "renderers/envoy-cluster",
-        dir.path(),
-        &render_request(json!({}), services.clone(), None),
-        &[],
+    assert_eq!(
+        all["resources"][1],
+        *cluster
+            .as_object()
+            .map(|c| {
+                let mut c = c.clone();
+                c.remove("health_checks");
+                Value::Object(c)
+            })
+            .as_ref()
+            .unwrap()
     );
-    assert_eq!(serde_json::to_string(&all).unwrap(), {
-        let v: Value = serde_json::from_str(&again.stdout).unwrap();
-        serde_json::to_string(&v).unwrap()
-    });
-    assert_ne!(all["version_info"], out["version_info"]);
+    assert_ne!(all["version_info"], web["version_info"]);
 
-    // EDS: ClusterLoadAssignments only, and host names refused.
-    let eds = run_plugin(
-        "renderers/envoy-cluster",
-        dir.path(),
-        &render_request(json!({"format": "eds"}), services.clone(), Some("web")),
-        &[],
-    )
-    .ok();
+    // EDS: ClusterLoadAssignments only.
+    let eds = read("web-eds.json");
     assert_eq!(
         eds["resources"][0]["@type"],
         "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
     );
-    assert_eq!(eds["resources"][0]["cluster_name"], "web");
-    run_plugin(
-        "renderers/envoy-cluster",
-        dir.path(),
-        &render_request(json!({"format": "eds"}), services.clone(), Some("api")),
-        &[],
-    )
-    .failed_with("EDS endpoints must be IP addresses");
-    run_plugin(
-        "renderers/envoy-cluster",
-        dir.path(),
-        &render_request(json!({"services": ["nope"]}), services, None),
-        &[],
-    )
-    .failed_with("no backend set for service(s) nope");
+    assert_eq!(
+        eds["resources"][0]["endpoints"],
+        cluster["load_assignment"]["endpoints"]
+    );
+
+    // Same backends, same bytes: a second run rewrites nothing.
+    let before = std::fs::read(dir.path().join("out/all-cds.json")).unwrap();
+    let run = elasticd(dir.path(), &["render", "--config", "config.yaml"], &[]);
+    assert_eq!(run.code, 0, "render failed:\n{}", run.stderr);
+    assert_eq!(
+        std::fs::read(dir.path().join("out/all-cds.json")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn envoy_cluster_refuses_what_envoy_would_reject() {
+    let dir = tmp();
+    let services = json!({"api": {"name": "api", "port": null,
+                                   "backends": [backend("api.internal", 9000, 1, None)]}});
+    let render = |options: Value, service: Option<&str>| {
+        run_plugin(
+            "renderers/envoy-cluster",
+            dir.path(),
+            &render_request(options, services.clone(), service),
+            &[],
+        )
+    };
+    render(json!({"format": "eds"}), Some("api")).failed_with("EDS endpoints must be IP addresses");
+    render(json!({"services": ["nope"]}), None).failed_with("no backend set for service(s) nope");
+    render(json!({"cluster": {"name": "x"}}), None)
+        .failed_with("option `cluster` must be a mapping without");
+    render(json!({"format": "lds"}), None).failed_with("expected cds or eds");
 }
