@@ -16,6 +16,7 @@ use crate::config::{Config, GuardConfig, ServiceConfig};
 use crate::frontend::{self, FrontendError};
 use crate::locator::{LocateContext, LocateError};
 use crate::output::{self, InstallError};
+use crate::plugin::request::{ChangeSummary, ServiceChange, WrittenOutput};
 use crate::render::{PassContext, RenderError, Renderer};
 
 /// What a pass may do.
@@ -325,6 +326,7 @@ pub async fn run_pass(
     options: PassOptions,
 ) -> PassReport {
     let mut report = PassReport::default();
+    let previous = state.last_good.clone();
 
     let located = join_all(
         config
@@ -350,6 +352,7 @@ pub async fn run_pass(
         config,
         renderer,
         &state.last_good,
+        &previous,
         &mut state.pending_reloads,
         options,
         &HashSet::new(),
@@ -423,11 +426,14 @@ pub fn judge_service(
 }
 
 /// Renders every output from `sets` and brings each frontend up to date: install, check,
-/// reload. Frontends in `held` are left alone this time (the daemon's backoff).
+/// reload. Frontends in `held` are left alone this time (the daemon's backoff). `previous` holds
+/// the sets of the last apply, for the change summary reload plugins get.
+#[allow(clippy::too_many_arguments)]
 pub async fn apply(
     config: &Config,
     renderer: &Renderer,
     sets: &IndexMap<String, Vec<Backend>>,
+    previous: &IndexMap<String, Vec<Backend>>,
     pending_reloads: &mut BTreeSet<String>,
     options: PassOptions,
     held: &HashSet<String>,
@@ -540,7 +546,12 @@ pub async fn apply(
                 }
                 match (&frontend.reload, options.no_reload) {
                     (Some(action), false) => {
-                        match frontend::reload(name, action, &config.base_dir).await {
+                        let summary = frontend_summary(config, name, sets, previous, &mine);
+                        let req = frontend::exec::ReloadRequest {
+                            environment: config.environment.as_deref(),
+                            summary: Some(&summary),
+                        };
+                        match frontend::reload_with(name, action, &config.base_dir, &req).await {
                             Ok(()) => {
                                 pending_reloads.remove(name);
                                 FrontendStatus::Reloaded
@@ -571,6 +582,46 @@ pub async fn apply(
     }
 
     pending_reloads.retain(|name| config.frontends.contains_key(name));
+}
+
+/// What a frontend's reload plugin is told: the services its outputs render and the files written.
+fn frontend_summary(
+    config: &Config,
+    frontend: &str,
+    sets: &IndexMap<String, Vec<Backend>>,
+    previous: &IndexMap<String, Vec<Backend>>,
+    written: &[&Change],
+) -> ChangeSummary {
+    let mut services: Vec<&str> = Vec::new();
+    for output in config.outputs_of(frontend) {
+        match output.service() {
+            Some(s) => services.push(s),
+            // An output without a service renders them all.
+            None => services.extend(config.services.keys().map(String::as_str)),
+        }
+    }
+    let mut seen = HashSet::new();
+    services.retain(|s| seen.insert(*s));
+    ChangeSummary {
+        changes: services
+            .into_iter()
+            .filter_map(|s| {
+                let set = sets.get(s)?;
+                Some(ServiceChange::between(
+                    s,
+                    previous.get(s).map(Vec::as_slice),
+                    set,
+                ))
+            })
+            .collect(),
+        outputs: written
+            .iter()
+            .map(|c| WrittenOutput {
+                path: config.outputs[c.index].path.clone(),
+                frontend: config.outputs[c.index].frontend.clone(),
+            })
+            .collect(),
+    }
 }
 
 async fn render_and_compare(

@@ -271,6 +271,9 @@ fn missing_and_non_executable_plugins_are_config_errors() {
   web: { locators: [exec: { command: [noexec] }] }
   api: { locators: [exec: { command: [no-such-plugin-elasticd] }] }
   db: { locators: [exec: { command: [./bin/missing] }] }
+frontends:
+  fe: { reload: { exec: [no-such-reload-elasticd] } }
+  other: { reload: { exec: [x], command: [y] } }
 outputs:
   - { template: "builtin:haproxy", path: backend.cfg, vars: { service: web } }
   - { renderer: { exec: [no-such-renderer-elasticd] }, path: b.cfg }
@@ -440,4 +443,136 @@ fn renderer_failures_leave_the_whole_frontend_alone() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(read(d, "backend.cfg").contains("127.0.0.2:81"));
     assert_eq!(read(d, "reloads").lines().count(), 2);
+}
+
+/// The body of an action plugin that behaves as the file `<name>.mode` says, dumps its request
+/// and environment, and appends a line to `<name>.done` when it succeeds.
+fn modal_action(name: &str) -> String {
+    format!(
+        r#"#!/bin/sh
+cat > {name}.request.json
+env > {name}.env.txt
+case "$(cat {name}.mode)" in
+  good) echo 'chatty stdout is ignored'; echo done >> {name}.done ;;
+  huge) head -c 2000000 /dev/zero ;;
+  hang) sleep 60 & echo $! > child.pid; wait ;;
+  segv) echo 'about to crash' >&2; kill -SEGV $$ ;;
+  exit3) echo 'API refused the change' >&2; exit 3 ;;
+esac
+"#
+    )
+}
+
+#[test]
+fn reload_plugin_gets_the_change_and_is_owed_until_it_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    plugin(d, "plugins/actions/reloader", &modal_action("reloader"));
+    write(
+        d,
+        "config.yaml",
+        r#"state_file: state.json
+services:
+  web:
+    locators: [file: { path: backends.json }]
+frontends:
+  fe:
+    reload: { exec: [reloader, --graceful], timeout: 1s, options: { admin: "127.0.0.1:9901" } }
+outputs:
+  - { template: "builtin:haproxy", path: backend.cfg, frontend: fe, vars: { service: web } }
+"#,
+    );
+    write(d, "reloader.mode", "good");
+    write(
+        d,
+        "backends.json",
+        r#"[{"targets": ["127.0.0.1:80", "127.0.0.2:80"]}]"#,
+    );
+    let run = render(d);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(read(d, "reloader.done").lines().count(), 1);
+
+    write(
+        d,
+        "backends.json",
+        r#"[{"targets": ["127.0.0.2:80", "127.0.0.3:80"]}]"#,
+    );
+    let run = render(d);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(read(d, "reloader.done").lines().count(), 2);
+    let request = json(d, "reloader.request.json");
+    let canonical = fs::canonicalize(d).unwrap();
+    assert_eq!(request["protocol"], 1);
+    assert_eq!(request["kind"], "action");
+    assert_eq!(request["event"], "reload");
+    assert_eq!(request["frontend"], "fe");
+    assert_eq!(request["environment"], serde_json::Value::Null);
+    assert_eq!(
+        request["options"],
+        serde_json::json!({"admin": "127.0.0.1:9901"})
+    );
+    let change = &request["changes"][0];
+    assert_eq!(change["service"], "web");
+    assert_eq!(change["added"][0]["address"], "127.0.0.3");
+    assert_eq!(change["removed"][0]["address"], "127.0.0.1");
+    assert_eq!(change["backends"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        request["outputs"],
+        serde_json::json!([{"path": canonical.join("backend.cfg"), "frontend": "fe"}])
+    );
+    let env = read(d, "reloader.env.txt");
+    for expected in [
+        "ELASTICD_FRONTEND=fe",
+        "ELASTICD_EVENT=reload",
+        "ELASTICD_PLUGIN_KIND=action",
+    ] {
+        assert!(env.lines().any(|l| l == expected), "{expected}:\n{env}");
+    }
+
+    let mut messages = Vec::new();
+    let mut backends = 3;
+    for mode in ["huge", "hang", "segv", "exit3"] {
+        write(d, "reloader.mode", mode);
+        backends += 1;
+        write(
+            d,
+            "backends.json",
+            &format!(r#"[{{"targets": ["127.0.0.{backends}:80"]}}]"#),
+        );
+        let run = render(d);
+        assert_eq!(run.code, 1, "{mode}: {}", run.stderr);
+        let shown = errors(&run, d);
+        assert!(
+            shown.contains("action plugin `reloader` (DIR/plugins/actions/reloader)"),
+            "{mode}: {shown}"
+        );
+        assert_eq!(read(d, "reloader.done").lines().count(), 2, "{mode}");
+        // The files are in place; the reload is owed.
+        assert!(read(d, "backend.cfg").contains(&format!("127.0.0.{backends}:80")));
+        let state = json(d, "state.json");
+        assert_eq!(
+            state["pending_reloads"],
+            serde_json::json!(["fe"]),
+            "{mode}"
+        );
+        if mode == "hang" {
+            assert_gone(&d.join("child.pid"));
+        }
+        messages.push(format!("--- {mode}\n{shown}"));
+    }
+    insta::assert_snapshot!(messages.join("\n"));
+
+    // Nothing changed since, but the owed reload is delivered by the next run.
+    write(d, "reloader.mode", "good");
+    let run = render(d);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(read(d, "reloader.done").lines().count(), 3);
+    assert_eq!(
+        json(d, "state.json")["pending_reloads"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        json(d, "reloader.request.json")["outputs"],
+        serde_json::json!([])
+    );
 }

@@ -767,6 +767,21 @@ impl Loader {
                 }
             }
         }
+        let frontends_node = root.get("frontends");
+        for (name, frontend) in &mut config.frontends {
+            if let Some(ReloadAction::Exec(call)) = &mut frontend.reload {
+                let at = frontends_node
+                    .and_then(|n| n.get(name))
+                    .and_then(|f| f.get("reload"))
+                    .map(|r| r.get("exec").and_then(|e| e.item(0)).unwrap_or(r));
+                call.program = find(
+                    &call.exec,
+                    PluginKind::Action,
+                    at,
+                    &format!("frontend `{name}` reload"),
+                );
+            }
+        }
         let outputs_node = root.get("outputs");
         for (output, item) in config.outputs.iter_mut().zip(&self.output_items) {
             if let Some(call) = &mut output.renderer {

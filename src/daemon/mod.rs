@@ -352,6 +352,7 @@ impl Daemon {
             &self.config,
             &self.renderer,
             &sets,
+            &self.applied,
             &mut self.state.pending_reloads,
             PassOptions::default(),
             &held,

@@ -1,4 +1,6 @@
-//! Checking and reloading a frontend: its own validator, then a command or a signal.
+//! Checking and reloading a frontend: its own validator, then a command, a signal or a plugin.
+
+pub mod exec;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -34,6 +36,8 @@ pub enum ReloadAction {
         /// The pidfile.
         pidfile: PathBuf,
     },
+    /// Run a reload plugin with the change summary on stdin (`exec: [my-reload]`).
+    Exec(crate::plugin::PluginCall),
 }
 
 #[derive(Deserialize)]
@@ -47,6 +51,14 @@ struct RawReload {
     signal: Option<String>,
     #[serde(default)]
     pidfile: Option<PathBuf>,
+    #[serde(default)]
+    exec: Option<Vec<String>>,
+    #[serde(default)]
+    options: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pass_env: Option<Vec<String>>,
+    #[serde(default)]
+    env: Option<indexmap::IndexMap<String, String>>,
 }
 
 /// The default time a reload command may take.
@@ -56,6 +68,25 @@ impl TryFrom<RawReload> for ReloadAction {
     type Error = String;
 
     fn try_from(raw: RawReload) -> Result<Self, String> {
+        if let Some(argv) = raw.exec {
+            if raw.command.is_some() || raw.signal.is_some() || raw.pidfile.is_some() {
+                return Err("give one of `exec`, `command` or `signal`".into());
+            }
+            if argv.first().is_none_or(|p| p.is_empty()) {
+                return Err("`exec` must be a non-empty list like [my-reload, --flag]".into());
+            }
+            return Ok(ReloadAction::Exec(crate::plugin::PluginCall {
+                exec: argv,
+                timeout: raw.timeout,
+                options: raw.options.unwrap_or_default(),
+                pass_env: raw.pass_env.unwrap_or_default(),
+                env: raw.env.unwrap_or_default(),
+                program: None,
+            }));
+        }
+        if raw.options.is_some() || raw.pass_env.is_some() || raw.env.is_some() {
+            return Err("`options`, `pass_env` and `env` go with `exec` (a reload plugin)".into());
+        }
         match (raw.command, raw.signal) {
             (Some(argv), None) => {
                 if raw.pidfile.is_some() {
@@ -84,9 +115,10 @@ impl TryFrom<RawReload> for ReloadAction {
                 Ok(ReloadAction::Signal { signal, pidfile })
             }
             (Some(_), Some(_)) => Err("give either `command` or `signal`, not both".into()),
-            (None, None) => {
-                Err("`reload` needs `command: [...]` or `signal: NAME` with `pidfile: PATH`".into())
-            }
+            (None, None) => Err(
+                "`reload` needs `command: [...]`, `signal: NAME` with `pidfile: PATH`, or `exec: [PLUGIN]`"
+                    .into(),
+            ),
         }
     }
 }
@@ -113,6 +145,8 @@ impl ReloadAction {
                     *pidfile = base.join(&*pidfile);
                 }
             }
+            // Plugins are found when the config is loaded (`crate::plugin::lookup`).
+            ReloadAction::Exec(_) => {}
         }
     }
 
@@ -121,6 +155,7 @@ impl ReloadAction {
         match self {
             ReloadAction::Command { argv, .. } => argv.first().map(String::as_str),
             ReloadAction::Signal { .. } => None,
+            ReloadAction::Exec(call) => call.program.as_deref().and_then(Path::to_str),
         }
     }
 }
@@ -145,6 +180,14 @@ pub enum FrontendError {
         frontend: String,
         /// What the command did.
         source: ProcessError,
+    },
+    /// The reload plugin failed.
+    #[error("frontend `{frontend}`: reload failed: {source}")]
+    ReloadPlugin {
+        /// Frontend name.
+        frontend: String,
+        /// What the plugin did.
+        source: crate::plugin::PluginError,
     },
     /// The pidfile could not be read or holds no pid.
     #[error("frontend `{frontend}`: cannot read pid from {}: {reason}", pidfile.display())]
@@ -223,9 +266,20 @@ pub fn checks_staged_file(frontend: &FrontendConfig) -> bool {
         .is_some_and(|argv| argv.iter().any(|a| a.contains(STAGED_PLACEHOLDER)))
 }
 
-/// Runs the reload action.
+/// Runs the reload action (a reload plugin gets an empty change summary).
 pub async fn reload(name: &str, action: &ReloadAction, cwd: &Path) -> Result<(), FrontendError> {
+    reload_with(name, action, cwd, &exec::ReloadRequest::default()).await
+}
+
+/// Runs the reload action; a reload plugin is told about the change in `req`.
+pub async fn reload_with(
+    name: &str,
+    action: &ReloadAction,
+    cwd: &Path,
+    req: &exec::ReloadRequest<'_>,
+) -> Result<(), FrontendError> {
     match action {
+        ReloadAction::Exec(call) => exec::reload(name, call, cwd, req).await,
         ReloadAction::Command { argv, timeout } => process::run(CommandSpec {
             argv,
             timeout: *timeout,
@@ -285,6 +339,10 @@ mod tests {
                 timeout: None,
                 signal: signal.map(String::from),
                 pidfile: pidfile.map(PathBuf::from),
+                exec: None,
+                options: None,
+                pass_env: None,
+                env: None,
             };
         assert!(ReloadAction::try_from(raw(None, None, None)).is_err());
         assert!(ReloadAction::try_from(raw(Some(vec!["x".into()]), Some("HUP"), None)).is_err());
