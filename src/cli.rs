@@ -172,6 +172,9 @@ async fn render(args: RenderArgs) -> u8 {
         };
         tracing::info!(frontend = %f.name, "{what}");
     }
+    for h in report.hooks.iter().filter(|h| h.ok) {
+        tracing::info!(service = %h.service, "on_change hook [{}] done (+{} -{})", h.hook, h.added, h.removed);
+    }
     for problem in &report.problems {
         eprintln!("error: {problem}");
     }

@@ -37,6 +37,9 @@ pub struct PassState {
     /// Frontends whose files changed but whose reload has not yet succeeded.
     #[serde(default)]
     pub pending_reloads: BTreeSet<String>,
+    /// Per `on_change` hook ([`hook_key`]), the last backend set it exited 0 for.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub hooks_acknowledged: IndexMap<String, Vec<Backend>>,
 }
 
 /// Why the state file could not be used.
@@ -120,6 +123,14 @@ pub enum PassProblem {
     /// A check or reload failed.
     #[error(transparent)]
     Frontend(#[from] FrontendError),
+    /// An `on_change` hook failed; it is owed and runs again on the next pass.
+    #[error("service `{service}`: on_change hook failed (it will be retried): {source}")]
+    Hook {
+        /// The service.
+        service: String,
+        /// What the plugin did.
+        source: crate::plugin::PluginError,
+    },
 }
 
 /// How one service fared.
@@ -198,6 +209,21 @@ pub struct FrontendReport {
     pub status: FrontendStatus,
 }
 
+/// One `on_change` hook that ran.
+#[derive(Debug, Clone)]
+pub struct HookReport {
+    /// The service.
+    pub service: String,
+    /// The hook's command line.
+    pub hook: String,
+    /// Backends added and removed in the summary it got.
+    pub added: usize,
+    /// See `added`.
+    pub removed: usize,
+    /// Whether it exited 0.
+    pub ok: bool,
+}
+
 /// Everything a pass did.
 #[derive(Debug, Default)]
 pub struct PassReport {
@@ -207,6 +233,8 @@ pub struct PassReport {
     pub outputs: Vec<OutputReport>,
     /// Per frontend that had work.
     pub frontends: Vec<FrontendReport>,
+    /// Per `on_change` hook that ran.
+    pub hooks: Vec<HookReport>,
     /// Every problem, in the order met.
     pub problems: Vec<PassProblem>,
 }
@@ -356,6 +384,15 @@ pub async fn run_pass(
         &mut state.pending_reloads,
         options,
         &HashSet::new(),
+        &mut report,
+    )
+    .await;
+    run_hooks(
+        config,
+        &state.last_good,
+        &mut state.hooks_acknowledged,
+        &state.pending_reloads,
+        options,
         &mut report,
     )
     .await;
@@ -582,6 +619,111 @@ pub async fn apply(
     }
 
     pending_reloads.retain(|name| config.frontends.contains_key(name));
+}
+
+/// Identifies an `on_change` hook across passes and in the state file; a changed command is a
+/// new hook that has acknowledged nothing.
+pub fn hook_key(service: &str, index: usize, hook: &crate::plugin::PluginCall) -> String {
+    format!(
+        "{service}#{index} {}",
+        crate::process::display_command(&hook.exec)
+    )
+}
+
+/// Runs the `on_change` hooks of every service whose current set the hook has not acknowledged
+/// and whose change is applied: each of its outputs installed (or already up to date) and no
+/// reload owed by the frontends concerned. Nothing runs on a dry run or with `--no-reload`.
+pub async fn run_hooks(
+    config: &Config,
+    sets: &IndexMap<String, Vec<Backend>>,
+    acknowledged: &mut IndexMap<String, Vec<Backend>>,
+    pending_reloads: &BTreeSet<String>,
+    options: PassOptions,
+    report: &mut PassReport,
+) {
+    let keys: HashSet<String> = config
+        .services
+        .iter()
+        .flat_map(|(name, s)| {
+            s.on_change
+                .iter()
+                .enumerate()
+                .map(move |(i, h)| hook_key(name, i, h))
+        })
+        .collect();
+    acknowledged.retain(|k, _| keys.contains(k));
+    if options.dry_run || options.no_reload {
+        return;
+    }
+    for (name, service) in &config.services {
+        if service.on_change.is_empty() {
+            continue;
+        }
+        let Some(set) = sets.get(name) else {
+            continue;
+        };
+        let mine: Vec<usize> = config
+            .outputs
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.service().is_none_or(|s| s == name))
+            .map(|(i, _)| i)
+            .collect();
+        let status_of = |i: usize| report.outputs.get(i).map(|o| &o.status);
+        let applied = mine.iter().all(|&i| {
+            matches!(
+                status_of(i),
+                Some(OutputStatus::Unchanged | OutputStatus::Written)
+            ) && config.outputs[i]
+                .frontend
+                .as_ref()
+                .is_none_or(|f| !pending_reloads.contains(f))
+        });
+        if !applied {
+            tracing::debug!(service = %name, "on_change hooks wait: the change is not applied yet");
+            continue;
+        }
+        let outputs: Vec<WrittenOutput> = mine
+            .iter()
+            .filter(|&&i| status_of(i) == Some(&OutputStatus::Written))
+            .map(|&i| WrittenOutput {
+                path: config.outputs[i].path.clone(),
+                frontend: config.outputs[i].frontend.clone(),
+            })
+            .collect();
+        for (index, hook) in service.on_change.iter().enumerate() {
+            let key = hook_key(name, index, hook);
+            let acked = acknowledged.get(&key);
+            if acked == Some(set) {
+                continue;
+            }
+            let summary = ChangeSummary {
+                changes: vec![ServiceChange::between(name, acked.map(Vec::as_slice), set)],
+                outputs: outputs.clone(),
+            };
+            let (added, removed) = (
+                summary.changes[0].added.len(),
+                summary.changes[0].removed.len(),
+            );
+            let result = crate::plugin::hook::run(config, name, hook, &summary).await;
+            report.hooks.push(HookReport {
+                service: name.clone(),
+                hook: crate::process::display_command(&hook.exec),
+                added,
+                removed,
+                ok: result.is_ok(),
+            });
+            match result {
+                Ok(()) => {
+                    acknowledged.insert(key, set.clone());
+                }
+                Err(source) => report.problems.push(PassProblem::Hook {
+                    service: name.clone(),
+                    source,
+                }),
+            }
+        }
+    }
 }
 
 /// What a frontend's reload plugin is told: the services its outputs render and the files written.

@@ -467,3 +467,73 @@ outputs:
     );
     assert_eq!(daemon.stop(), 0);
 }
+
+#[test]
+fn a_failing_on_change_hook_is_retried_with_backoff_until_it_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::create_dir_all(d.join("plugins/actions")).unwrap();
+    fs::write(
+        d.join("plugins/actions/hook"),
+        "#!/bin/sh\ncat > last-request.json\n\
+         if [ -e hook-fails ]; then echo 'chat API down' >&2; echo x >> failures; exit 1; fi\n\
+         echo ok >> acks\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(
+            d.join("plugins/actions/hook"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    write(d, "hook-fails", "");
+    write(d, "backends.json", &backends(&["127.0.0.1"]));
+    write(
+        d,
+        "config.yaml",
+        r#"daemon: { settle_min: 100ms, settle_max: 500ms, jitter: 0, backoff_max: 2s }
+services:
+  web:
+    refresh: 1s
+    port: 8080
+    locators: [file: { path: backends.json }]
+    on_change: [exec: [hook]]
+outputs:
+  - { template: "builtin:nginx", path: upstream.conf, vars: { service: web } }
+"#,
+    );
+    let daemon = Daemon::start(d);
+    // Retried with no new change to trigger it.
+    wait_for(
+        "two failed attempts",
+        Duration::from_secs(15),
+        &daemon,
+        || read(d, "failures").lines().count() >= 2,
+    );
+    assert!(daemon.log().contains("chat API down"), "{}", daemon.log());
+    fs::remove_file(d.join("hook-fails")).unwrap();
+    wait_for(
+        "the hook to succeed",
+        Duration::from_secs(15),
+        &daemon,
+        || read(d, "acks").lines().count() == 1,
+    );
+    let request: serde_json::Value = serde_json::from_str(&read(d, "last-request.json")).unwrap();
+    assert_eq!(request["changes"][0]["added"][0]["address"], "127.0.0.1");
+    write(d, "backends.json", &backends(&["127.0.0.2"]));
+    wait_for("the next change", Duration::from_secs(15), &daemon, || {
+        read(d, "acks").lines().count() == 2
+    });
+    let request: serde_json::Value = serde_json::from_str(&read(d, "last-request.json")).unwrap();
+    assert_eq!(request["changes"][0]["added"][0]["address"], "127.0.0.2");
+    assert_eq!(request["changes"][0]["removed"][0]["address"], "127.0.0.1");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        read(d, "acks").lines().count(),
+        2,
+        "acknowledged changes are not repeated"
+    );
+    assert_eq!(daemon.stop(), 0);
+}

@@ -263,6 +263,8 @@ fn missing_and_non_executable_plugins_are_config_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write(d, "plugins/locators/noexec", "#!/bin/sh\necho '[]'\n");
+    // Not executable, and shadowing the `true` on PATH: an error, not a fallback.
+    write(d, "plugins/actions/true", "#!/bin/sh\n");
     write(d, "backend.cfg", "previous\n");
     write(
         d,
@@ -270,10 +272,11 @@ fn missing_and_non_executable_plugins_are_config_errors() {
         r#"services:
   web: { locators: [exec: { command: [noexec] }] }
   api: { locators: [exec: { command: [no-such-plugin-elasticd] }] }
-  db: { locators: [exec: { command: [./bin/missing] }] }
+  db: { locators: [exec: { command: [./bin/missing] }], on_change: [exec: [no-such-hook-elasticd]] }
 frontends:
   fe: { reload: { exec: [no-such-reload-elasticd] } }
   other: { reload: { exec: [x], command: [y] } }
+  third: { reload: { exec: ["true"] } }
 outputs:
   - { template: "builtin:haproxy", path: backend.cfg, vars: { service: web } }
   - { renderer: { exec: [no-such-renderer-elasticd] }, path: b.cfg }
@@ -574,5 +577,148 @@ outputs:
     assert_eq!(
         json(d, "reloader.request.json")["outputs"],
         serde_json::json!([])
+    );
+}
+
+const HOOK_CONFIG: &str = r#"environment: prod
+state_file: state.json
+services:
+  web:
+    locators: [file: { path: backends.json }]
+    on_change:
+      - exec: [notify, --channel, ops]
+        timeout: 1s
+        options: { room: ops }
+frontends:
+  fe:
+    reload: { command: [sh, -c, "test ! -e reload-fails && echo reload >> reloads"] }
+outputs:
+  - { template: "builtin:haproxy", path: backend.cfg, frontend: fe, vars: { service: web } }
+"#;
+
+fn endpoints(list: &serde_json::Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|b| format!("{}:{}", b["address"].as_str().unwrap(), b["port"]))
+        .collect()
+}
+
+#[test]
+fn on_change_gets_added_and_removed_and_is_retried_until_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    plugin(d, "plugins/actions/notify", &modal_action("notify"));
+    write(d, "config.yaml", HOOK_CONFIG);
+    write(d, "notify.mode", "good");
+    write(
+        d,
+        "backends.json",
+        r#"[{"targets": ["127.0.0.1:80", "127.0.0.2:80"]}]"#,
+    );
+    let run = render(d);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(read(d, "notify.done").lines().count(), 1);
+    let request = json(d, "notify.request.json");
+    let canonical = fs::canonicalize(d).unwrap();
+    assert_eq!(request["protocol"], 1);
+    assert_eq!(request["kind"], "action");
+    assert_eq!(request["event"], "change");
+    assert_eq!(request["service"], "web");
+    assert_eq!(request["environment"], "prod");
+    assert_eq!(request["options"], serde_json::json!({"room": "ops"}));
+    assert_eq!(
+        endpoints(&request["changes"][0]["added"]),
+        ["127.0.0.1:80", "127.0.0.2:80"]
+    );
+    assert_eq!(request["changes"][0]["removed"], serde_json::json!([]));
+    assert_eq!(
+        request["outputs"],
+        serde_json::json!([{"path": canonical.join("backend.cfg"), "frontend": "fe"}])
+    );
+    let env = read(d, "notify.env.txt");
+    for expected in [
+        "ELASTICD_SERVICE=web",
+        "ELASTICD_EVENT=change",
+        "ELASTICD_PLUGIN_KIND=action",
+        "ELASTICD_ENVIRONMENT=prod",
+    ] {
+        assert!(env.lines().any(|l| l == expected), "{expected}:\n{env}");
+    }
+
+    // Nothing changed: the hook does not run again.
+    let run = render(d);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(read(d, "notify.done").lines().count(), 1);
+
+    // A change whose frontend reload fails is not applied: the hook waits.
+    write(d, "reload-fails", "");
+    fs::remove_file(d.join("notify.request.json")).unwrap();
+    write(
+        d,
+        "backends.json",
+        r#"[{"targets": ["127.0.0.2:80", "127.0.0.3:80"]}]"#,
+    );
+    let run = render(d);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(read(d, "backend.cfg").contains("127.0.0.3:80"));
+    assert!(
+        !d.join("notify.request.json").exists(),
+        "the hook ran early"
+    );
+    fs::remove_file(d.join("reload-fails")).unwrap();
+
+    // Every way a hook can fail: the change stays applied, the hook stays owed.
+    let mut messages = Vec::new();
+    for mode in ["huge", "hang", "segv", "exit3"] {
+        write(d, "notify.mode", mode);
+        let run = render(d);
+        assert_eq!(run.code, 1, "{mode}: {}", run.stderr);
+        let shown = errors(&run, d);
+        assert!(
+            shown.contains("action plugin `notify` (DIR/plugins/actions/notify)"),
+            "{mode}: {shown}"
+        );
+        assert!(read(d, "backend.cfg").contains("127.0.0.3:80"), "{mode}");
+        assert_eq!(read(d, "notify.done").lines().count(), 1, "{mode}");
+        let acked = &json(d, "state.json")["hooks_acknowledged"]["web#0 notify --channel ops"];
+        assert_eq!(endpoints(acked), ["127.0.0.1:80", "127.0.0.2:80"], "{mode}");
+        if mode == "hang" {
+            assert_gone(&d.join("child.pid"));
+        }
+        messages.push(format!("--- {mode}\n{shown}"));
+    }
+    insta::assert_snapshot!(messages.join("\n"));
+
+    // Another change arrives meanwhile; the retry is summarized against what the hook last
+    // acknowledged, so the removal of 127.0.0.1 is not lost.
+    write(d, "notify.mode", "good");
+    write(
+        d,
+        "backends.json",
+        r#"[{"targets": ["127.0.0.2:80", "127.0.0.3:80", "127.0.0.4:80"]}]"#,
+    );
+    let dry = elasticd_env(d, &["render", "--config", "config.yaml", "--dry-run"], &[]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert_eq!(
+        read(d, "notify.done").lines().count(),
+        1,
+        "dry runs run no hooks"
+    );
+    let run = render(d);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(read(d, "notify.done").lines().count(), 2);
+    let request = json(d, "notify.request.json");
+    assert_eq!(
+        endpoints(&request["changes"][0]["added"]),
+        ["127.0.0.3:80", "127.0.0.4:80"]
+    );
+    assert_eq!(
+        endpoints(&request["changes"][0]["removed"]),
+        ["127.0.0.1:80"]
+    );
+    assert_eq!(
+        request["changes"][0]["backends"].as_array().unwrap().len(),
+        3
     );
 }

@@ -111,6 +111,9 @@ pub struct ServiceConfig {
     /// When to refuse a new backend set and keep the last good one.
     #[serde(default)]
     pub guard: GuardConfig,
+    /// Action plugins run after a change of this service is applied.
+    #[serde(default)]
+    pub on_change: Vec<crate::plugin::PluginCall>,
 }
 
 /// Limits that stop a bad locator answer from reaching a frontend.
@@ -590,6 +593,18 @@ impl Loader {
                     ));
                 }
             }
+            for (i, hook) in service.on_change.iter().enumerate() {
+                if hook.exec.first().is_none_or(|p| p.is_empty()) {
+                    let at = node
+                        .get("on_change")
+                        .and_then(|l| l.item(i))
+                        .unwrap_or(node);
+                    self.problems.push(Problem::at(
+                        at,
+                        format!("service `{name}`: `on_change` `exec` must be a non-empty list like [my-hook, --flag]"),
+                    ));
+                }
+            }
             let written = node.get("locators").and_then(|l| match &l.kind {
                 NodeKind::Seq(items) => Some(items.len()),
                 _ => None,
@@ -765,6 +780,18 @@ impl Loader {
                         &format!("service `{name}`"),
                     );
                 }
+            }
+            for (i, hook) in service.on_change.iter_mut().enumerate() {
+                let at = node
+                    .and_then(|n| n.get("on_change"))
+                    .and_then(|l| l.item(i))
+                    .map(|h| h.get("exec").and_then(|e| e.item(0)).unwrap_or(h));
+                hook.program = find(
+                    &hook.exec,
+                    PluginKind::Action,
+                    at.or(node),
+                    &format!("service `{name}` on_change"),
+                );
             }
         }
         let frontends_node = root.get("frontends");

@@ -359,6 +359,26 @@ impl Daemon {
             &mut report,
         )
         .await;
+        pass::run_hooks(
+            &self.config,
+            &sets,
+            &mut self.state.hooks_acknowledged,
+            &self.state.pending_reloads,
+            PassOptions::default(),
+            &mut report,
+        )
+        .await;
+        for hook in &report.hooks {
+            if hook.ok {
+                tracing::info!(
+                    service = %hook.service,
+                    "on_change hook [{}] done (+{} -{})",
+                    hook.hook,
+                    hook.added,
+                    hook.removed
+                );
+            }
+        }
         for problem in &report.problems {
             tracing::error!("{problem}");
         }
@@ -404,10 +424,21 @@ impl Daemon {
             .problems
             .iter()
             .any(|p| matches!(p, PassProblem::Render(_) | PassProblem::Install(_)));
-        if unwritten {
+        // A failed hook is owed: the next apply (after the backoff) runs it again with a summary
+        // against the last set it acknowledged.
+        let hook_failed = report
+            .problems
+            .iter()
+            .any(|p| matches!(p, PassProblem::Hook { .. }));
+        if unwritten || hook_failed {
             let wait = self.apply_backoff.fail(Instant::now());
             tracing::warn!(
-                "some files were not written; retrying in {}",
+                "{}; retrying in {}",
+                if unwritten {
+                    "some files were not written"
+                } else {
+                    "some on_change hooks failed"
+                },
                 humantime::format_duration(wait)
             );
         } else {

@@ -162,6 +162,16 @@ pub struct AsgLocator {
     config: AsgLocatorConfig,
 }
 
+impl super::LocatorSpec for AsgLocatorConfig {
+    fn build(&self) -> Box<dyn Locator> {
+        Box::new(AsgLocator::new(self.clone()))
+    }
+
+    fn inherit_aws(&mut self, top: &AwsSettings) {
+        self.aws = self.aws.over(top);
+    }
+}
+
 impl AsgLocator {
     /// A locator for one set of groups.
     pub fn new(config: AsgLocatorConfig) -> Self {

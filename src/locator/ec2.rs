@@ -487,6 +487,16 @@ pub struct Ec2Locator {
     config: Ec2LocatorConfig,
 }
 
+impl super::LocatorSpec for Ec2LocatorConfig {
+    fn build(&self) -> Box<dyn Locator> {
+        Box::new(Ec2Locator::new(self.clone()))
+    }
+
+    fn inherit_aws(&mut self, top: &AwsSettings) {
+        self.aws = self.aws.over(top);
+    }
+}
+
 impl Ec2Locator {
     /// A locator for one filter set.
     pub fn new(config: Ec2LocatorConfig) -> Self {

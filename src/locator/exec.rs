@@ -39,6 +39,13 @@ fn default_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
 }
 
+// The plugin itself is found when the config is loaded (`crate::plugin::lookup`).
+impl super::LocatorSpec for ExecLocatorConfig {
+    fn build(&self) -> Box<dyn Locator> {
+        Box::new(ExecLocator::new(self.clone()))
+    }
+}
+
 /// Runs the plugin on each pass.
 pub struct ExecLocator {
     config: ExecLocatorConfig,

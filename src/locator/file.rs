@@ -15,6 +15,18 @@ pub struct FileLocatorConfig {
     pub path: PathBuf,
 }
 
+impl super::LocatorSpec for FileLocatorConfig {
+    fn build(&self) -> Box<dyn Locator> {
+        Box::new(FileLocator::new(self.clone()))
+    }
+
+    fn resolve_paths(&mut self, base: &std::path::Path) {
+        if self.path.is_relative() {
+            self.path = base.join(&self.path);
+        }
+    }
+}
+
 /// Reads the file on each pass.
 pub struct FileLocator {
     config: FileLocatorConfig,

@@ -1,13 +1,7 @@
-//! Locators: where backends come from. One file per kind; the config enum is the registry.
+//! Locators: where backends come from. One file per kind, listed once in the registry below
+//! ([`locators!`]), which generates the config enum and its dispatch. See `docs/plugins.md`.
 
-#[cfg(feature = "aws")]
-pub mod asg;
 mod discovery;
-#[cfg(feature = "aws")]
-pub mod ec2;
-mod exec;
-mod file;
-mod static_list;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -20,6 +14,7 @@ pub use exec::ExecLocatorConfig;
 pub use file::FileLocatorConfig;
 pub use static_list::StaticBackend;
 
+use crate::aws::AwsSettings;
 use crate::backend::{AddressError, Backend};
 
 /// A boxed future, so that locators can be trait objects.
@@ -49,74 +44,99 @@ pub trait Locator: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<Backend>, LocateError>>;
 }
 
-/// A locator as written in the config; `build` turns it into a [`Locator`].
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LocatorConfig {
+/// The settings of one kind of locator, as read from the config: what the registry needs.
+pub trait LocatorSpec {
+    /// Makes the runnable locator.
+    fn build(&self) -> Box<dyn Locator>;
+    /// Fills settings left unset from the top-level `aws` section (AWS locators only).
+    fn inherit_aws(&mut self, _top: &AwsSettings) {}
+    /// Makes relative paths absolute against the config file's directory.
+    fn resolve_paths(&mut self, _base: &Path) {}
+}
+
+/// Generates the `LocatorConfig` enum (one variant per line, named in the config in snake_case),
+/// the module declarations and the dispatch to [`LocatorSpec`]. An entry marked
+/// `#[feature = "aws"]` exists only with that cargo feature; without it the variant still parses
+/// and its use is a config error saying the build lacks AWS support.
+macro_rules! locators {
+    ($(
+        $(#[doc = $doc:literal])*
+        $(#[feature = $feature:literal])?
+        $variant:ident => $module:ident :: $spec:ident,
+    )*) => {
+        $(
+            $(#[cfg(feature = $feature)])?
+            pub mod $module;
+        )*
+
+        /// A locator as written in the config; `build` turns it into a [`Locator`].
+        #[derive(Debug, Clone, PartialEq, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum LocatorConfig {
+            $(
+                $(#[doc = $doc])*
+                $(#[cfg(feature = $feature)])?
+                $variant($module::$spec),
+                $(
+                    /// Not in this build (see [`crate::aws::NOT_BUILT`]).
+                    #[cfg(not(feature = $feature))]
+                    $variant(crate::aws::NotBuilt),
+                )?
+            )*
+        }
+
+        impl LocatorConfig {
+            fn spec(&self) -> &dyn LocatorSpec {
+                match self {
+                    $(LocatorConfig::$variant(spec) => spec,)*
+                }
+            }
+
+            fn spec_mut(&mut self) -> &mut dyn LocatorSpec {
+                match self {
+                    $(LocatorConfig::$variant(spec) => spec,)*
+                }
+            }
+        }
+    };
+}
+
+// The registry: adding a locator is a new file in this directory plus one line here.
+locators! {
     /// A fixed list of backends.
-    Static(Vec<StaticBackend>),
+    Static => static_list::StaticList,
     /// A Prometheus file_sd document (JSON or YAML), read on each pass.
-    File(FileLocatorConfig),
-    /// A program that prints a file_sd document.
-    Exec(ExecLocatorConfig),
+    File => file::FileLocatorConfig,
+    /// A locator plugin (`plugins/README.md`).
+    Exec => exec::ExecLocatorConfig,
     /// EC2 instances found by DescribeInstances filters.
-    #[cfg(feature = "aws")]
-    Ec2(ec2::Ec2LocatorConfig),
-    /// EC2 instances found by DescribeInstances filters (not in this build).
-    #[cfg(not(feature = "aws"))]
-    Ec2(crate::aws::NotBuilt),
+    #[feature = "aws"]
+    Ec2 => ec2::Ec2LocatorConfig,
     /// Members of Auto Scaling groups.
-    #[cfg(feature = "aws")]
-    Asg(asg::AsgLocatorConfig),
-    /// Members of Auto Scaling groups (not in this build).
-    #[cfg(not(feature = "aws"))]
-    Asg(crate::aws::NotBuilt),
+    #[feature = "aws"]
+    Asg => asg::AsgLocatorConfig,
+}
+
+impl LocatorSpec for crate::aws::NotBuilt {
+    fn build(&self) -> Box<dyn Locator> {
+        match *self {}
+    }
 }
 
 impl LocatorConfig {
     /// Makes the runnable locator.
     pub fn build(&self) -> Box<dyn Locator> {
-        match self {
-            LocatorConfig::Static(list) => Box::new(static_list::StaticLocator::new(list.clone())),
-            LocatorConfig::File(cfg) => Box::new(file::FileLocator::new(cfg.clone())),
-            LocatorConfig::Exec(cfg) => Box::new(exec::ExecLocator::new(cfg.clone())),
-            #[cfg(feature = "aws")]
-            LocatorConfig::Ec2(cfg) => Box::new(ec2::Ec2Locator::new(cfg.clone())),
-            #[cfg(feature = "aws")]
-            LocatorConfig::Asg(cfg) => Box::new(asg::AsgLocator::new(cfg.clone())),
-            #[cfg(not(feature = "aws"))]
-            LocatorConfig::Ec2(never) | LocatorConfig::Asg(never) => match *never {},
-        }
+        self.spec().build()
     }
 
     /// Fills the AWS settings a locator leaves unset from the top-level `aws` section.
-    pub fn inherit_aws(&mut self, top: &crate::aws::AwsSettings) {
-        match self {
-            #[cfg(feature = "aws")]
-            LocatorConfig::Ec2(cfg) => cfg.aws = cfg.aws.over(top),
-            #[cfg(feature = "aws")]
-            LocatorConfig::Asg(cfg) => cfg.aws = cfg.aws.over(top),
-            #[cfg(not(feature = "aws"))]
-            LocatorConfig::Ec2(never) | LocatorConfig::Asg(never) => match *never {},
-            LocatorConfig::Static(_) | LocatorConfig::File(_) | LocatorConfig::Exec(_) => {
-                let _ = top;
-            }
-        }
+    pub fn inherit_aws(&mut self, top: &AwsSettings) {
+        self.spec_mut().inherit_aws(top);
     }
 
     /// Resolves relative paths against the config file's directory.
     pub fn resolve_paths(&mut self, base: &Path) {
-        match self {
-            LocatorConfig::Static(_) => {}
-            LocatorConfig::File(cfg) => {
-                if cfg.path.is_relative() {
-                    cfg.path = base.join(&cfg.path);
-                }
-            }
-            // Plugins are found when the config is loaded (`crate::plugin::lookup`).
-            LocatorConfig::Exec(_) => {}
-            LocatorConfig::Ec2(_) | LocatorConfig::Asg(_) => {}
-        }
+        self.spec_mut().resolve_paths(base);
     }
 }
 

@@ -97,6 +97,15 @@ impl<'de> Deserialize<'de> for StaticBackend {
     }
 }
 
+/// `static: [...]`: the list as written.
+pub type StaticList = Vec<StaticBackend>;
+
+impl super::LocatorSpec for StaticList {
+    fn build(&self) -> Box<dyn Locator> {
+        Box::new(StaticLocator::new(self.clone()))
+    }
+}
+
 /// Returns the configured backends.
 pub struct StaticLocator {
     backends: Vec<StaticBackend>,

@@ -5,6 +5,7 @@
 //! JSON request on stdin; its own process group and a timeout. Anything but a clean exit with
 //! well-formed output is an error that names the plugin, and the caller applies nothing.
 
+pub mod hook;
 pub mod lookup;
 pub mod request;
 
