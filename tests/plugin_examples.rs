@@ -51,6 +51,11 @@ impl Out {
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
     }
 
+    /// Exit status 0, or a panic showing stderr.
+    fn ok_code(&self) {
+        assert_eq!(self.code, 0, "failed:\nstderr:\n{}", self.stderr);
+    }
+
     /// A failure: non-zero exit, nothing on stdout, one line on stderr containing `want`.
     fn failed_with(&self, want: &str) {
         assert_ne!(self.code, 0, "plugin succeeded:\n{}", self.stdout);
@@ -554,6 +559,80 @@ fn change_request(options: &Value, addresses: &[&str]) -> Value {
 
 fn records(moto: &MotoServer, zone: &Value) -> Value {
     moto.seed("records", &json!({"zone_id": zone}))
+}
+
+/// A config whose service `web` reads `backends.json` and has route53-rr as its hook.
+fn route53_config(dir: &Path, zone_name: &str) {
+    write_config(
+        dir,
+        &format!(
+            r#"state_file: state.json
+services:
+  web:
+    port: 80
+    locators:
+      - file: {{ path: backends.json }}
+    guard: {{ min_backends: 0 }}
+    on_change:
+      - exec: [route53-rr]
+        options: {{ zone_name: {zone_name}, record_name: web.example.test, ttl: 30 }}
+        pass_env: [AWS_*]
+outputs:
+  - {{ template: "builtin:haproxy", path: backend.cfg, vars: {{ service: web }} }}
+"#
+        ),
+    );
+}
+
+fn write_backends(dir: &Path, targets: &[&str]) {
+    std::fs::write(
+        dir.join("backends.json"),
+        json!([{"targets": targets}]).to_string(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn route53_rr_follows_the_backends_elasticd_applies() {
+    let dir = tmp();
+    let d = dir.path();
+    let moto = MotoServer::start(d);
+    let zone = moto.seed("hosted-zone", &json!({"name": "example.test"}))["id"].clone();
+    let env = aws_env(d, &moto);
+    let render = || elasticd(d, &["render", "--config", "config.yaml"], &env);
+    let record = |values: &[&str]| {
+        if values.is_empty() {
+            json!([])
+        } else {
+            json!([{"name": "web.example.test.", "type": "A", "ttl": 30, "values": values}])
+        }
+    };
+
+    // A hook that fails (no such zone) fails the run and stays owed.
+    route53_config(d, "nope.test");
+    write_backends(d, &["10.0.0.2:80", "10.0.0.10:80", "10.0.0.10:81"]);
+    let run = render();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("route53-rr: no hosted zone named nope.test."),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(records(&moto, &zone), json!([]));
+
+    // Fixed, the next run retries it although the backends did not change.
+    route53_config(d, "example.test");
+    render().ok_code();
+    assert_eq!(records(&moto, &zone), record(&["10.0.0.10", "10.0.0.2"]));
+
+    write_backends(d, &["10.0.0.2:80", "10.0.0.3:80"]);
+    render().ok_code();
+    assert_eq!(records(&moto, &zone), record(&["10.0.0.2", "10.0.0.3"]));
+
+    write_backends(d, &[]);
+    render().ok_code();
+    assert_eq!(records(&moto, &zone), record(&[]));
 }
 
 #[test]
