@@ -884,4 +884,5 @@ fn envoy_cluster_refuses_what_envoy_would_reject() {
     render(json!({"cluster": {"name": "x"}}), None)
         .failed_with("option `cluster` must be a mapping without");
     render(json!({"format": "lds"}), None).failed_with("expected cds or eds");
+    render(json!({"cluster": "api"}), None).failed_with("the cluster's name is `cluster_name`");
 }
