@@ -886,3 +886,37 @@ fn envoy_cluster_refuses_what_envoy_would_reject() {
     render(json!({"format": "lds"}), None).failed_with("expected cds or eds");
     render(json!({"cluster": "api"}), None).failed_with("the cluster's name is `cluster_name`");
 }
+
+// ---------------------------------------------------------------- docs
+
+/// Every config snippet in plugins/EXAMPLES.md is a config `elasticd check` accepts, so the
+/// documented options and plugin names stay true.
+#[test]
+fn the_config_snippets_in_examples_md_pass_check() {
+    let doc = std::fs::read_to_string(plugin_dir().join("EXAMPLES.md")).unwrap();
+    let mut checked = 0;
+    for block in doc.split("```yaml\n").skip(1) {
+        let snippet = block.split("```").next().unwrap();
+        if !(snippet.starts_with("services:") || snippet.starts_with("outputs:")) {
+            continue; // Fragments (pass_env) and Envoy's own bootstrap.
+        }
+        let dir = tmp();
+        let mut config = snippet.to_string();
+        if !snippet.starts_with("services:") {
+            config
+                .push_str("services:\n  web:\n    locators:\n      - static: [\"127.0.0.1:80\"]\n");
+        }
+        if !snippet.contains("\noutputs:") && !snippet.starts_with("outputs:") {
+            config.push_str("outputs: []\n");
+        }
+        write_config(dir.path(), &config);
+        let run = elasticd(dir.path(), &["check", "--config", "config.yaml"], &[]);
+        assert_eq!(
+            run.code, 0,
+            "EXAMPLES.md snippet fails `elasticd check`:\n{snippet}\n{}",
+            run.stderr
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 5, "snippets checked");
+}
