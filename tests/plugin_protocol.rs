@@ -337,6 +337,12 @@ fn renderer_gets_the_template_context_and_its_output_is_installed_verbatim() {
         r#"[{"targets": ["127.0.0.2", "127.0.0.1:81"], "labels": {"zone": "a"}}]"#,
     );
     fs::create_dir_all(d.join("out")).unwrap();
+    let check = elasticd_env(d, &["check", "--config", "config.yaml"], &[]);
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    assert!(
+        !d.join("render-request.json").exists(),
+        "check runs no plugin"
+    );
     let run = render(d);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(
