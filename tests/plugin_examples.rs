@@ -887,6 +887,35 @@ fn envoy_cluster_refuses_what_envoy_would_reject() {
     render(json!({"cluster": "api"}), None).failed_with("the cluster's name is `cluster_name`");
 }
 
+/// Settings go in `options`: an argument (as in `[route53-rr, --ttl, "30"]`) is refused, not
+/// silently ignored.
+#[test]
+fn every_example_refuses_arguments() {
+    let dir = tmp();
+    for path in [
+        "locators/cloudmap",
+        "locators/elbv2-targets",
+        "locators/http-sd",
+        "actions/route53-rr",
+        "renderers/envoy-cluster",
+    ] {
+        let mut cmd = Command::new(plugin_dir().join(path));
+        cmd.args(["--ttl", "30"])
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", test_path())
+            .stdin(Stdio::null());
+        let out = cmd.output().expect("run plugin");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{path}: {stderr}");
+        assert!(out.stdout.is_empty(), "{path} printed on stdout");
+        assert!(
+            stderr.contains("takes no arguments (got --ttl 30)"),
+            "{path}: {stderr}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- docs
 
 /// Every config snippet in plugins/EXAMPLES.md is a config `elasticd check` accepts, so the
