@@ -698,6 +698,37 @@ fn route53_rr_keeps_the_record_set_equal_to_the_backends() {
 }
 
 #[test]
+fn route53_rr_tells_a_public_zone_from_a_private_one_and_can_wait() {
+    let dir = tmp();
+    let moto = MotoServer::start(dir.path());
+    let public = moto.seed("hosted-zone", &json!({"name": "example.test"}))["id"].clone();
+    let private = moto.seed(
+        "hosted-zone",
+        &json!({"name": "example.test", "private": true}),
+    )["id"]
+        .clone();
+    let env = aws_env(dir.path(), &moto);
+    let hook = |options: Value| {
+        run_plugin(
+            "actions/route53-rr",
+            dir.path(),
+            &change_request(&options, &["10.0.0.1"]),
+            &env,
+        )
+    };
+    hook(json!({"zone_name": "example.test", "record_name": "web.example.test"}))
+        .failed_with("2 hosted zones are named example.test.");
+    let out = hook(json!({"zone_name": "example.test", "private": true,
+                          "record_name": "web.example.test", "wait": true}));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        records(&moto, &private),
+        json!([{"name": "web.example.test.", "type": "A", "ttl": 60, "values": ["10.0.0.1"]}])
+    );
+    assert_eq!(records(&moto, &public), json!([]));
+}
+
+#[test]
 fn route53_rr_errors_are_one_line() {
     let dir = tmp();
     let moto = MotoServer::start(dir.path());

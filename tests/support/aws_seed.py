@@ -64,7 +64,13 @@ def deregister(args):
 
 
 def hosted_zone(args):
-    zone = client("route53").create_hosted_zone(Name=args["name"], CallerReference=args["name"])
+    """A public hosted zone, or with `private: true` one attached to a new VPC."""
+    extra = {}
+    if args.get("private"):
+        vpc = client("ec2").create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
+        extra = {"VPC": {"VPCRegion": "us-east-1", "VPCId": vpc}, "HostedZoneConfig": {"PrivateZone": True}}
+    reference = args["name"] + ("-private" if args.get("private") else "")
+    zone = client("route53").create_hosted_zone(Name=args["name"], CallerReference=reference, **extra)
     return {"id": zone["HostedZone"]["Id"].rsplit("/", 1)[-1]}
 
 
