@@ -544,6 +544,73 @@ fn http_sd_rejects_errors_garbage_and_slow_servers() {
         .failed_with("bearer_token_file missing");
 }
 
+/// `support/https_server.py`: an HTTPS file server on 127.0.0.1 with a fresh self-signed
+/// certificate (`ca.pem` beside the served directory), killed by PID on drop.
+struct HttpsServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HttpsServer {
+    fn start(root: &Path) -> HttpsServer {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/https_server.py");
+        let mut child = Command::new(venv_bin().join("python"))
+            .arg(script)
+            .arg(root)
+            .env_clear()
+            .env("PATH", test_path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start https_server.py");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the port");
+        let port = line.trim().parse().unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("https_server.py printed no port: {line:?}")
+        });
+        HttpsServer { child, port }
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn http_sd_verifies_https_with_the_system_cas_or_a_ca_file() {
+    let dir = tmp();
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("sd.json"), SD_DOC).unwrap();
+    let server = HttpsServer::start(&www);
+    let url = format!("https://127.0.0.1:{}/sd.json", server.port);
+
+    // Trusted through `ca_file` (relative to the config directory).
+    write_config(
+        dir.path(),
+        &format!(
+            "services:\n  web:\n    locators:\n      - exec: {{ command: [http-sd], options: {{ url: \"{url}\", ca_file: ca.pem }} }}\noutputs: []\n"
+        ),
+    );
+    assert_eq!(endpoints(&locate(dir.path(), &[])["web"]).len(), 3);
+
+    // The system CAs don't know a self-signed certificate.
+    run_plugin(
+        "locators/http-sd",
+        dir.path(),
+        &locator_request("web", json!({"url": url})),
+        &[],
+    )
+    .failed_with("CERTIFICATE_VERIFY_FAILED");
+}
+
 // ---------------------------------------------------------------- route53-rr
 
 fn change_request(options: &Value, addresses: &[&str]) -> Value {
