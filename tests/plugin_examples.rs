@@ -363,6 +363,35 @@ fn sorted_pairs(mut v: Vec<(String, u64)>) -> Vec<(String, u64)> {
 }
 
 #[test]
+fn elbv2_targets_can_use_the_ipv6_addresses_of_instances() {
+    let dir = tmp();
+    let moto = MotoServer::start(dir.path());
+    let seeded = moto.seed("elbv2-ipv6", &json!({}));
+    let out = run_plugin(
+        "locators/elbv2-targets",
+        dir.path(),
+        &locator_request(
+            "web",
+            json!({"target_group_name": "web-v6", "address": "ipv6"}),
+        ),
+        &aws_env(dir.path(), &moto),
+    );
+    let found = out.ok();
+    assert_eq!(
+        endpoints(&found),
+        [(seeded["dual"]["ipv6"].as_str().unwrap().to_string(), 8080)]
+    );
+    // The instance without one is left out, and said so on stderr (elasticd logs it).
+    let v4_only = seeded["v4_only"]["id"].as_str().unwrap();
+    assert!(
+        out.stderr
+            .contains(&format!("skipping {v4_only}: no ipv6 address")),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn elbv2_targets_errors_are_one_line_and_print_nothing() {
     let dir = tmp();
     let moto = MotoServer::start(dir.path());

@@ -58,6 +58,24 @@ def elbv2(args):
     return {"instances": instances, "instance_tg": tg_arn, "ip_tg": ip_arn}
 
 
+def elbv2_ipv6(args):
+    """A dual-stack VPC, an instance with an IPv6 address and one without, both registered in
+    the target group `web-v6`."""
+    ec2, elb = client("ec2"), client("elbv2")
+    vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16", AmazonProvidedIpv6CidrBlock=True)["Vpc"]
+    block = vpc["Ipv6CidrBlockAssociationSet"][0]["Ipv6CidrBlock"].replace("/56", "/64")
+    subnet = ec2.create_subnet(VpcId=vpc["VpcId"], CidrBlock="10.40.1.0/24", Ipv6CidrBlock=block)["Subnet"]["SubnetId"]
+    dual = ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, SubnetId=subnet, Ipv6AddressCount=1)["Instances"][0]
+    v4 = ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, SubnetId=subnet)["Instances"][0]
+    tg = elb.create_target_group(Name="web-v6", Protocol="HTTP", Port=8080, VpcId=vpc["VpcId"], TargetType="instance")
+    arn = tg["TargetGroups"][0]["TargetGroupArn"]
+    elb.register_targets(TargetGroupArn=arn, Targets=[{"Id": dual["InstanceId"]}, {"Id": v4["InstanceId"]}])
+    return {
+        "dual": {"id": dual["InstanceId"], "ipv6": dual["NetworkInterfaces"][0]["Ipv6Addresses"][0]["Ipv6Address"]},
+        "v4_only": {"id": v4["InstanceId"]},
+    }
+
+
 def deregister(args):
     client("elbv2").deregister_targets(TargetGroupArn=args["arn"], Targets=[{"Id": i} for i in args["ids"]])
     return {}
@@ -113,7 +131,7 @@ def upsert(args):
     return {}
 
 
-COMMANDS = {f.__name__.replace("_", "-"): f for f in (cloudmap, elbv2, deregister, hosted_zone, records, upsert)}
+COMMANDS = {f.__name__.replace("_", "-"): f for f in (cloudmap, elbv2, elbv2_ipv6, deregister, hosted_zone, records, upsert)}
 
 if __name__ == "__main__":
     ENDPOINT = sys.argv[1]
