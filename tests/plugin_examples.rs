@@ -202,7 +202,9 @@ fn seed_cloudmap(moto: &MotoServer) {
                                            "role": "blue"},
              "health": "UNHEALTHY"},
             {"id": "web-6", "attributes": {"AWS_INSTANCE_IPV6": "fd00::6", "AWS_INSTANCE_PORT": "8080",
-                                           "role": "green"}}
+                                           "role": "green"}},
+            {"id": "web-7", "attributes": {"AWS_INSTANCE_CNAME": "web-7.shop.internal",
+                                           "AWS_INSTANCE_PORT": "8080", "role": "green"}}
         ]}),
     );
 }
@@ -230,18 +232,30 @@ fn cloudmap_lists_healthy_instances_with_ports_zones_and_attributes() {
           options: { namespace: shop.local, service: web, health: ALL,
                      query_parameters: { role: blue }, port: 9000 }
           pass_env: [AWS_*]
+  green:
+    locators:
+      - exec:
+          command: [cloudmap]
+          options: { namespace: shop.local, service: web, optional_parameters: { role: green } }
+          pass_env: [AWS_*]
+  purple:
+    locators:
+      - exec:
+          command: [cloudmap]
+          options: { namespace: shop.local, service: web, optional_parameters: { role: purple } }
+          pass_env: [AWS_*]
 outputs: []
 "#,
     );
     let found = locate(dir.path(), &aws_env(dir.path(), &moto));
-    assert_eq!(
-        endpoints(&found["web"]),
-        [
-            ("10.1.0.1".into(), 8080),
-            ("10.1.0.2".into(), 8081),
-            ("fd00::6".into(), 8080)
-        ]
-    );
+    // IPv4, else IPv6, else the CNAME.
+    let healthy: Vec<(String, u64)> = vec![
+        ("10.1.0.1".into(), 8080),
+        ("10.1.0.2".into(), 8081),
+        ("fd00::6".into(), 8080),
+        ("web-7.shop.internal".into(), 8080),
+    ];
+    assert_eq!(endpoints(&found["web"]), healthy);
     let web1 = &found["web"][0];
     assert_eq!(web1["id"], "web-1");
     assert_eq!(web1["zone"], "us-east-1a");
@@ -253,6 +267,9 @@ outputs: []
         endpoints(&found["other"]),
         [("10.1.0.1".into(), 9000), ("10.1.0.3".into(), 9000)]
     );
+    // Optional parameters prefer matching instances, and fall back to all when none match.
+    assert_eq!(endpoints(&found["green"]), healthy[1..]);
+    assert_eq!(endpoints(&found["purple"]), healthy);
 }
 
 #[test]
