@@ -25,7 +25,8 @@ fi
 export PATH="$PATH:/usr/sbin:/sbin"
 
 # The AWS locators are tested against moto, a local AWS API emulator (Python), kept in a
-# virtualenv outside the tree so that later runs reuse it. tests/aws.rs fails without it.
+# virtualenv outside the tree so that later runs reuse it. tests/aws.rs fails without it, and so
+# does tests/plugin_examples.rs, whose AWS plugins use the boto3 that moto brings along.
 MOTO_VERSION="5.2.5"
 venv="${ELASTICD_VENV:-/var/tmp/elasticd-venv}"
 if ! "$venv/bin/python" -c "import sys, moto; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
