@@ -40,6 +40,8 @@ struct Entry {
     zone: Option<String>,
     #[serde(default)]
     tags: BTreeMap<String, String>,
+    #[serde(default)]
+    meta: BTreeMap<String, String>,
 }
 
 /// Parses a backend list document into backends.
@@ -72,9 +74,13 @@ pub fn parse_document(
     for (i, entry) in entries.into_iter().enumerate() {
         match (entry.targets, entry.address) {
             (Some(targets), None) => {
-                if entry.port.is_some() || entry.weight.is_some() || !entry.tags.is_empty() {
+                if entry.port.is_some()
+                    || entry.weight.is_some()
+                    || !entry.tags.is_empty()
+                    || !entry.meta.is_empty()
+                {
                     return Err(parse_err(format!(
-                        "entry {i}: a `targets` group takes only `labels`; use one object per backend for port, weight or tags"
+                        "entry {i}: a `targets` group takes only `labels`; use one object per backend for port, weight, tags or meta"
                     )));
                 }
                 for target in targets {
@@ -84,6 +90,7 @@ pub fn parse_document(
                         name: entry.name.clone(),
                         zone: entry.zone.clone(),
                         tags: entry.labels.clone(),
+                        meta: BTreeMap::new(),
                     };
                     backends.push(backend_from_target(&target, None, meta, locator, ctx)?);
                 }
@@ -97,6 +104,7 @@ pub fn parse_document(
                     name: entry.name,
                     zone: entry.zone,
                     tags,
+                    meta: entry.meta,
                 };
                 backends.push(backend_from_target(
                     &address, entry.port, meta, locator, ctx,
@@ -135,6 +143,18 @@ mod tests {
         assert_eq!(b[0].tags.get("zone").map(String::as_str), Some("a"));
         assert_eq!(b[2].endpoint(), "[::1]:81");
         assert_eq!(b[2].weight, 3);
+    }
+
+    #[test]
+    fn backend_objects_carry_meta_apart_from_tags() {
+        let doc = br#"[{"address": "127.0.0.2", "port": 80, "tags": {"team": "a"},
+                        "meta": {"health": "healthy", "target_group": "tg-1"}}]"#;
+        let b = parse_document(doc, DocumentFormat::Json, "file x", &ctx(None)).unwrap();
+        assert_eq!(b[0].tags.len(), 1);
+        assert_eq!(b[0].meta.get("health").map(String::as_str), Some("healthy"));
+        let group = br#"[{"targets": ["127.0.0.2:80"], "meta": {"x": "y"}}]"#;
+        let err = parse_document(group, DocumentFormat::Json, "file x", &ctx(None)).unwrap_err();
+        assert!(err.to_string().contains("meta"), "{err}");
     }
 
     #[test]

@@ -414,6 +414,7 @@ pub(super) fn instance_backend(
             .and_then(|p| p.availability_zone())
             .map(str::to_string),
         tags,
+        meta: BTreeMap::new(),
     };
     let mut backend = match backend_from_target(address, port, meta, locator, ctx) {
         Ok(b) => b,

@@ -215,6 +215,8 @@ pub struct BackendMeta {
     pub zone: Option<String>,
     /// Labels.
     pub tags: std::collections::BTreeMap<String, String>,
+    /// What the source knows besides labels (health state, target group, instance type).
+    pub meta: std::collections::BTreeMap<String, String>,
 }
 
 /// Builds a backend from an address string, filling the port from the service default.
@@ -256,6 +258,7 @@ pub fn backend_from_target(
         name: meta.name,
         zone: meta.zone,
         tags: meta.tags,
+        meta: meta.meta,
         source: locator.to_string(),
         ..Backend::new(address, port)
     })

@@ -89,6 +89,7 @@ impl<'de> Deserialize<'de> for StaticBackend {
                         name: o.name,
                         zone: o.zone,
                         tags: o.tags,
+                        meta: Default::default(),
                     },
                 })
             }
