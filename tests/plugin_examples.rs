@@ -351,7 +351,7 @@ outputs: []
             .expect("a seeded instance");
         assert_eq!(b["zone"], i["zone"]);
         assert_eq!(
-            b["tags"],
+            b["meta"],
             json!({"target_group": "web-instances", "target_state": "healthy"})
         );
     }
