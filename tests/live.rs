@@ -211,22 +211,41 @@ fn broken_output(kind: Kind) {
     assert_eq!(fe.stop_daemon(), Some(0));
 }
 
-/// One results row for docs/benchmarks.md.
+/// Milliseconds of each churn pass's apply (render, install, check, reload), from the daemon
+/// log's `applied web +1/-1 ...: ... in N ms` lines.
+fn apply_times(log: &str) -> Vec<Duration> {
+    log.lines()
+        .filter(|l| l.contains("applied web +1/-1"))
+        .filter_map(|l| {
+            let ms = l.rsplit_once(" in ")?.1.strip_suffix(" ms")?;
+            ms.trim().parse().ok().map(Duration::from_millis)
+        })
+        .collect()
+}
+
+/// One results row for docs/benchmarks.md (columns: see benches/convergence.sh).
 fn bench(kind: Kind, label: &str) {
-    let (fe, run) = churn(kind, 50, 4, Duration::ZERO);
+    let threads = std::env::var("LIVE_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let (fe, run) = churn(kind, 50, threads, Duration::ZERO);
     let (median, worst) = median_max(&run.convergence);
+    let (apply_median, apply_worst) = median_max(&apply_times(&fe.daemon_log()));
     let t = &run.totals;
     println!(
-        "| {label} | 50 | {} ms | {} ms | {:.0} | {} | {} | {} | {} |",
+        "| {label} | {} | {} ms | {} ms | {} ms | {} ms | {:.0} | {} | {} | {} | {} |",
+        run.convergence.len(),
         median.as_millis(),
         worst.as_millis(),
+        apply_median.as_millis(),
+        apply_worst.as_millis(),
         t.rate(),
         t.requests,
         t.errors,
         t.status_5xx + t.status_other,
         t.stale_retries
     );
-    drop(fe);
 }
 
 macro_rules! live_tests {
