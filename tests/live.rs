@@ -13,6 +13,9 @@
 //!   is logged, the old file and the old set stay live, and not one request fails; fixing the
 //!   config converges again.
 //!
+//! - `a_dead_frontend_*`: the frontend is killed and the set changes: the reload fails and is
+//!   retried, the new file stays installed, and the restarted frontend serves the new set.
+//!
 //! `bench_*` (ignored; run by `benches/convergence.sh`) are the churn with more load, printing a
 //! results row.
 
@@ -211,6 +214,50 @@ fn broken_output(kind: Kind) {
     assert_eq!(fe.stop_daemon(), Some(0));
 }
 
+/// The frontend dies, the set changes: the reload fails and is retried, the new file stays
+/// installed, the frontend comes back on it serving the new set, and the owed reload then
+/// succeeds against the new process.
+fn frontend_down(kind: Kind) {
+    let pool = Pool::start(4);
+    let mut fe = setup(kind, &pool, &[0, 1]);
+    fe.kill_frontend();
+    fe.set_backends(&pool.document(&[2, 3]));
+    let deadline = Instant::now() + CONVERGE;
+    while !fe.daemon_log().contains("frontend `fe`: ") || !fe.daemon_log().contains("retrying in") {
+        assert!(
+            Instant::now() < deadline,
+            "{kind:?}: the failed reload was not logged\n{}",
+            fe.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let installed = fe.read(kind.snippet());
+    for b in [2, 3] {
+        let target = pool.backends[b].addr.ip().to_string();
+        assert!(
+            installed.contains(&target),
+            "{kind:?}: the new file is not installed:\n{installed}"
+        );
+    }
+
+    fe.launch();
+    let load = Load::start(fe.port, 2, Duration::from_millis(2));
+    load.wait_exact(&pool.ids(&[2, 3]), WINDOW, CONVERGE, || fe.logs());
+    let deadline = Instant::now() + CONVERGE;
+    while !fe.daemon_log().contains("recovered after") {
+        assert!(
+            Instant::now() < deadline,
+            "{kind:?}: the owed reload did not succeed once the frontend was back\n{}",
+            fe.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    load.wait_exact(&pool.ids(&[2, 3]), WINDOW, CONVERGE, || fe.logs());
+    let totals = load.stop();
+    assert_no_failures(kind, &totals, &fe);
+    assert_eq!(fe.stop_daemon(), Some(0));
+}
+
 /// Milliseconds of each churn pass's apply (render, install, check, reload), from the daemon
 /// log's `applied web +1/-1 ...: ... in N ms` lines.
 fn apply_times(log: &str) -> Vec<Duration> {
@@ -266,6 +313,11 @@ macro_rules! live_tests {
             #[test]
             fn broken_output_under_load_keeps_the_old_config_live() {
                 broken_output($kind);
+            }
+
+            #[test]
+            fn a_dead_frontend_gets_the_new_file_and_the_owed_reload() {
+                frontend_down($kind);
             }
 
             #[test]

@@ -540,7 +540,7 @@ outputs:
     }
 
     /// Renders the first snippet with `elasticd render --no-reload` (the frontend needs the
-    /// file to start), then starts the frontend and waits until it serves from `ids`.
+    /// file to start), then starts the frontend and waits until it serves.
     pub fn start(&mut self, document: &str) {
         self.write("backends.json", document);
         self.write_config(&[]);
@@ -556,6 +556,11 @@ outputs:
             "first render failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        self.launch();
+    }
+
+    /// Starts the frontend process on the files in the work dir and waits until it serves.
+    pub fn launch(&mut self) {
         let dir = self.dir_str();
         let log = self.path("frontend.log");
         let cmd = match self.kind {
