@@ -34,9 +34,12 @@ const CONVERGE: Duration = Duration::from_secs(30);
 /// The window of traffic that must reach exactly the current set.
 const WINDOW: Duration = Duration::from_millis(600);
 
+/// Starts the frontend on `initial` rendered with a zone comment, then the daemon on the plain
+/// document: its first apply rewrites the comments and reloads, which shows that it is done.
 fn setup(kind: Kind, pool: &Pool, initial: &[usize]) -> Frontend {
     let mut fe = Frontend::new(kind);
-    fe.start(&pool.document(initial));
+    fe.start(&pool.document_in_zone(initial, Some("start")));
+    fe.write("backends.json", &pool.document(initial));
     fe.start_daemon();
     fe
 }
@@ -171,7 +174,8 @@ fn broken_output(kind: Kind) {
     load.wait_exact(&old, WINDOW, CONVERGE, || fe.logs());
     let good = fe.read(kind.snippet());
 
-    // A new set and a template var the checker rejects, in the same pass.
+    // A template var the checker rejects (SIGHUP applies it at once) and a new set (seen on the
+    // next refresh): every try renders the newest set, and every try is rejected.
     let (var, value, message) = kind.broken_var();
     fe.write("backends.json", &pool.document(&[2, 3]));
     fe.write_config(&[(var, value)]);

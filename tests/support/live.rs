@@ -157,11 +157,19 @@ impl Pool {
 
     /// A file_sd document listing the backends at `indexes`.
     pub fn document(&self, indexes: &[usize]) -> String {
+        self.document_in_zone(indexes, None)
+    }
+
+    /// The same document with a `zone` on every backend (the templates print it in comments).
+    pub fn document_in_zone(&self, indexes: &[usize], zone: Option<&str>) -> String {
         let targets: Vec<String> = indexes
             .iter()
             .map(|&i| format!("\"{}\"", self.backends[i].target()))
             .collect();
-        format!("[{{\"targets\": [{}]}}]\n", targets.join(", "))
+        let zone = zone
+            .map(|z| format!(", \"zone\": \"{z}\""))
+            .unwrap_or_default();
+        format!("[{{\"targets\": [{}]{zone}}}]\n", targets.join(", "))
     }
 }
 
@@ -648,7 +656,9 @@ outputs:
         }
     }
 
-    /// Starts `elasticd run` on the config in the work dir.
+    /// Starts `elasticd run` on the config in the work dir and waits for its first apply, so
+    /// that the next change is a pass of its own. The locator file must differ from what the
+    /// running frontend was started with (see `setup` in tests/live.rs), or there is no apply.
     pub fn start_daemon(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_elasticd"));
         cmd.args(["run", "--config", "config.yaml", "--log", "debug"])
@@ -662,11 +672,8 @@ outputs:
             "elasticd to start",
             Duration::from_secs(20),
             || d.logs(),
-            || d.read("daemon.log").contains("change: +"),
+            || d.read("daemon.log").contains("applied web"),
         );
-        // Its first apply finds the file as rendered already and logs nothing; it is over when
-        // the settle window (at most settle_max, 1s) has passed.
-        std::thread::sleep(Duration::from_millis(1300));
     }
 
     /// Replaces the locator's answer and asks the daemon to look now (SIGUSR1).
