@@ -167,6 +167,7 @@ async fn render(args: RenderArgs) -> u8 {
             FrontendStatus::Untouched => "untouched",
             FrontendStatus::Installed => "files installed, not reloaded",
             FrontendStatus::Reloaded => "reloaded",
+            FrontendStatus::UpdatedInPlace => "updated in place (no reload)",
             FrontendStatus::CheckFailed => "check failed, previous files kept, not reloaded",
             FrontendStatus::ReloadFailed => "reload failed (will be retried)",
         };

@@ -182,6 +182,8 @@ pub enum FrontendStatus {
     Installed,
     /// Files installed and the frontend reloaded.
     Reloaded,
+    /// Files installed and the running frontend updated to match them without a reload.
+    UpdatedInPlace,
     /// Check failed: files restored, no reload.
     CheckFailed,
     /// Files installed but the reload failed; it is owed.
@@ -455,7 +457,7 @@ pub async fn apply(
                     .join(", ")
             ))
         } else {
-            match render_and_compare(renderer, index, output, &context) {
+            match render_and_compare(renderer, index, output, &context, sets) {
                 Ok(None) => OutputStatus::Unchanged,
                 Ok(Some(change)) => {
                     if options.dry_run {
@@ -531,10 +533,24 @@ pub async fn apply(
                 }
                 match (&frontend.reload, options.no_reload) {
                     (Some(action), false) => {
-                        match frontend::reload(name, action, &config.base_dir).await {
-                            Ok(()) => {
+                        let context = frontend::ReloadContext {
+                            changed: mine
+                                .iter()
+                                .map(|c| frontend::ChangedFile {
+                                    path: &config.outputs[c.index].path,
+                                    previous: c.previous.as_deref(),
+                                    content: &c.content,
+                                })
+                                .collect(),
+                            owed,
+                        };
+                        match frontend::reload(name, action, &config.base_dir, &context).await {
+                            Ok(done) => {
                                 pending_reloads.remove(name);
-                                FrontendStatus::Reloaded
+                                match done {
+                                    frontend::Reloaded::Reloaded => FrontendStatus::Reloaded,
+                                    frontend::Reloaded::InPlace => FrontendStatus::UpdatedInPlace,
+                                }
                             }
                             Err(e) => {
                                 pending_reloads.insert(name.clone());
@@ -569,9 +585,15 @@ fn render_and_compare(
     index: usize,
     output: &crate::config::OutputConfig,
     context: &PassContext,
+    sets: &IndexMap<String, Vec<Backend>>,
 ) -> Result<Option<Change>, PassProblem> {
-    let content = renderer.render(index, output, &context.for_output(output))?;
+    // Read first: slotted outputs keep the slot assignment of the installed file.
     let previous = output::read_current(&output.path)?;
+    let mut ctx = context.for_output(output);
+    if let Some(backends) = output.service().and_then(|s| sets.get(s)) {
+        context.insert_slots(&mut ctx, output, backends, previous.as_deref());
+    }
+    let content = renderer.render(index, output, &ctx)?;
     if previous.as_deref() == Some(content.as_bytes()) {
         return Ok(None);
     }

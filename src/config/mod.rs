@@ -656,6 +656,21 @@ impl Loader {
                     ),
                 ));
             }
+            if let Some(slots) = output.vars.get("slots")
+                && !slots
+                    .as_u64()
+                    .is_some_and(|n| (1..=crate::render::slots::MAX_SLOTS).contains(&n))
+            {
+                problems.push(Problem::at(
+                    node.get("vars")
+                        .and_then(|v| v.get("slots"))
+                        .unwrap_or(node),
+                    format!(
+                        "{what}: `vars.slots` must be a whole number from 1 to {}, not {slots}",
+                        crate::render::slots::MAX_SLOTS
+                    ),
+                ));
+            }
             match output.vars.get("service") {
                 Some(serde_json::Value::String(service)) => {
                     if !declared("services", service) {

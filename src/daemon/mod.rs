@@ -377,13 +377,19 @@ impl Daemon {
                         humantime::format_duration(wait)
                     );
                 }
-                FrontendStatus::Reloaded | FrontendStatus::Installed => {
+                FrontendStatus::Reloaded
+                | FrontendStatus::UpdatedInPlace
+                | FrontendStatus::Installed => {
                     let failures = backoff.succeed();
                     if failures > 0 {
                         tracing::info!(frontend = %f.name, "recovered after {failures} failed attempts");
                     }
-                    if f.status == FrontendStatus::Reloaded {
-                        reloaded.push(f.name.as_str());
+                    match f.status {
+                        FrontendStatus::Reloaded => reloaded.push(f.name.clone()),
+                        FrontendStatus::UpdatedInPlace => {
+                            reloaded.push(format!("{} (in place, no reload)", f.name))
+                        }
+                        _ => {}
                     }
                 }
                 FrontendStatus::Untouched => {}

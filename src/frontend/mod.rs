@@ -1,4 +1,8 @@
-//! Checking and reloading a frontend: its own validator, then a command or a signal.
+//! Checking and reloading a frontend: its own validator, then a command, a signal, HAProxy's
+//! master socket, or in-place updates through HAProxy's Runtime API.
+
+pub mod haproxy_file;
+pub mod haproxy_runtime;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -10,6 +14,7 @@ use serde::Deserialize;
 
 use crate::config::{FrontendConfig, HumanDuration};
 use crate::process::{self, CommandSpec, ProcessError};
+use haproxy_runtime::{HaproxyRuntime, RawHaproxyRuntime, RuntimeError, RuntimeSocket};
 
 /// Placeholder in a `check` argv that stands for the staged file.
 pub const STAGED_PLACEHOLDER: &str = "{staged}";
@@ -34,11 +39,24 @@ pub enum ReloadAction {
         /// The pidfile.
         pidfile: PathBuf,
     },
+    /// Send `reload` to the master CLI of a master-worker HAProxy (`haproxy -W -S PATH`).
+    MasterSocket {
+        /// The master socket.
+        socket: RuntimeSocket,
+        /// How long the exchange may take.
+        timeout: Duration,
+    },
+    /// Update HAProxy's servers in place through its Runtime API; reload only when needed.
+    HaproxyRuntime(HaproxyRuntime),
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawReload {
+    #[serde(default)]
+    haproxy_runtime: Option<RawHaproxyRuntime>,
+    #[serde(default)]
+    master_socket: Option<String>,
     #[serde(default)]
     command: Option<Vec<String>>,
     #[serde(default)]
@@ -56,38 +74,69 @@ impl TryFrom<RawReload> for ReloadAction {
     type Error = String;
 
     fn try_from(raw: RawReload) -> Result<Self, String> {
-        match (raw.command, raw.signal) {
-            (Some(argv), None) => {
-                if raw.pidfile.is_some() {
-                    return Err("`pidfile` goes with `signal`, not with `command`".into());
-                }
-                if argv.first().is_none_or(|p| p.is_empty()) {
-                    return Err(
-                        "`command` must be a non-empty list like [nginx, -s, reload]".into(),
-                    );
-                }
-                Ok(ReloadAction::Command {
-                    argv,
-                    timeout: raw.timeout.map_or(DEFAULT_RELOAD_TIMEOUT, |t| t.0),
-                })
-            }
-            (None, Some(name)) => {
-                if raw.timeout.is_some() {
-                    return Err(
-                        "`timeout` goes with `command`; sending a signal is immediate".into(),
-                    );
-                }
-                let signal = parse_signal(&name)?;
-                let pidfile = raw
-                    .pidfile
-                    .ok_or("`signal` needs `pidfile`, the file holding the process id")?;
-                Ok(ReloadAction::Signal { signal, pidfile })
-            }
-            (Some(_), Some(_)) => Err("give either `command` or `signal`, not both".into()),
-            (None, None) => {
-                Err("`reload` needs `command: [...]` or `signal: NAME` with `pidfile: PATH`".into())
-            }
+        let chosen = [
+            raw.command.is_some(),
+            raw.signal.is_some(),
+            raw.master_socket.is_some(),
+            raw.haproxy_runtime.is_some(),
+        ];
+        if chosen.iter().filter(|c| **c).count() > 1 {
+            return Err(
+                if raw.haproxy_runtime.is_some() || raw.master_socket.is_some() {
+                    "give one of `command`, `signal`, `master_socket` or `haproxy_runtime`, not several (a \
+                 `haproxy_runtime` names its own `fallback`)"
+                    .into()
+                } else {
+                    "give either `command` or `signal`, not both".into()
+                },
+            );
         }
+        if raw.pidfile.is_some() && raw.signal.is_none() {
+            return Err(if raw.command.is_some() {
+                "`pidfile` goes with `signal`, not with `command`".into()
+            } else {
+                "`pidfile` goes with `signal`".into()
+            });
+        }
+        if let Some(runtime) = raw.haproxy_runtime {
+            if raw.timeout.is_some() {
+                return Err("`timeout` goes inside `haproxy_runtime: { ... }`".into());
+            }
+            return HaproxyRuntime::try_from(runtime).map(ReloadAction::HaproxyRuntime);
+        }
+        if let Some(socket) = raw.master_socket {
+            return Ok(ReloadAction::MasterSocket {
+                socket: RuntimeSocket::parse(&socket)
+                    .map_err(|e| format!("`master_socket`: {e}"))?,
+                timeout: raw
+                    .timeout
+                    .map_or(haproxy_runtime::DEFAULT_RUNTIME_TIMEOUT, |t| t.0),
+            });
+        }
+        if let Some(argv) = raw.command {
+            if argv.first().is_none_or(|p| p.is_empty()) {
+                return Err("`command` must be a non-empty list like [nginx, -s, reload]".into());
+            }
+            return Ok(ReloadAction::Command {
+                argv,
+                timeout: raw.timeout.map_or(DEFAULT_RELOAD_TIMEOUT, |t| t.0),
+            });
+        }
+        if let Some(name) = raw.signal {
+            if raw.timeout.is_some() {
+                return Err("`timeout` goes with `command`; sending a signal is immediate".into());
+            }
+            let signal = parse_signal(&name)?;
+            let pidfile = raw
+                .pidfile
+                .ok_or("`signal` needs `pidfile`, the file holding the process id")?;
+            return Ok(ReloadAction::Signal { signal, pidfile });
+        }
+        Err(
+            "`reload` needs `command: [...]`, `signal: NAME` with `pidfile: PATH`, \
+             `master_socket: PATH` or `haproxy_runtime: { socket, fallback }`"
+                .into(),
+        )
     }
 }
 
@@ -113,6 +162,10 @@ impl ReloadAction {
                     *pidfile = base.join(&*pidfile);
                 }
             }
+            ReloadAction::MasterSocket { socket, .. } => {
+                haproxy_runtime::resolve_socket(socket, base)
+            }
+            ReloadAction::HaproxyRuntime(runtime) => runtime.resolve_paths(base),
         }
     }
 
@@ -120,7 +173,8 @@ impl ReloadAction {
     pub fn program(&self) -> Option<&str> {
         match self {
             ReloadAction::Command { argv, .. } => argv.first().map(String::as_str),
-            ReloadAction::Signal { .. } => None,
+            ReloadAction::Signal { .. } | ReloadAction::MasterSocket { .. } => None,
+            ReloadAction::HaproxyRuntime(runtime) => runtime.fallback.program(),
         }
     }
 }
@@ -170,6 +224,44 @@ pub enum FrontendError {
         /// The OS error.
         errno: nix::errno::Errno,
     },
+    /// The master socket reload failed.
+    #[error("frontend `{frontend}`: reload through the master socket failed: {source}")]
+    MasterSocket {
+        /// Frontend name.
+        frontend: String,
+        /// What the socket did.
+        source: RuntimeError,
+    },
+    /// `haproxy_runtime` could not update in place, and its fallback reload failed too.
+    #[error("frontend `{frontend}`: {reason}; the fallback reload failed too: {source}")]
+    RuntimeFallback {
+        /// Frontend name.
+        frontend: String,
+        /// Why the update was not made in place.
+        reason: String,
+        /// The fallback's error.
+        source: Box<FrontendError>,
+    },
+}
+
+/// What a reload action may want to know about the pass: the files that changed.
+#[derive(Debug, Default)]
+pub struct ReloadContext<'a> {
+    /// The frontend's outputs installed this pass.
+    pub changed: Vec<ChangedFile<'a>>,
+    /// An earlier pass installed files without a successful reload.
+    pub owed: bool,
+}
+
+/// One output installed this pass.
+#[derive(Debug, Clone, Copy)]
+pub struct ChangedFile<'a> {
+    /// The output.
+    pub path: &'a Path,
+    /// What it held before (`None`: it is new).
+    pub previous: Option<&'a [u8]>,
+    /// What it holds now.
+    pub content: &'a str,
 }
 
 /// A staged copy of an output, for checkers that take `{staged}`.
@@ -223,47 +315,77 @@ pub fn checks_staged_file(frontend: &FrontendConfig) -> bool {
         .is_some_and(|argv| argv.iter().any(|a| a.contains(STAGED_PLACEHOLDER)))
 }
 
-/// Runs the reload action.
-pub async fn reload(name: &str, action: &ReloadAction, cwd: &Path) -> Result<(), FrontendError> {
-    match action {
-        ReloadAction::Command { argv, timeout } => process::run(CommandSpec {
-            argv,
-            timeout: *timeout,
-            cwd,
-            env: vec![],
-            stdin: None,
-            max_stdout: MAX_ACTION_OUTPUT,
-        })
-        .await
-        .map(|_| ())
-        .map_err(|source| FrontendError::ReloadCommand {
-            frontend: name.to_string(),
-            source,
-        }),
-        ReloadAction::Signal { signal, pidfile } => {
-            let pidfile_err = |reason: String| FrontendError::Pidfile {
-                frontend: name.to_string(),
-                pidfile: pidfile.clone(),
-                reason,
-            };
-            let text = tokio::fs::read_to_string(pidfile)
-                .await
-                .map_err(|e| pidfile_err(e.to_string()))?;
-            let pid: i32 = text
-                .trim()
-                .parse()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| pidfile_err(format!("`{}` is not a process id", text.trim())))?;
-            kill(Pid::from_raw(pid), *signal).map_err(|errno| FrontendError::Signal {
-                frontend: name.to_string(),
-                signal: *signal,
-                pid,
-                pidfile: pidfile.clone(),
-                errno,
+/// What a successful reload action did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The frontend reloaded (or was asked to).
+    Reloaded,
+    /// The frontend took the change without a reload (`haproxy_runtime`).
+    InPlace,
+}
+
+/// Runs the reload action; `context` says which files changed.
+pub async fn reload(
+    name: &str,
+    action: &ReloadAction,
+    cwd: &Path,
+    context: &ReloadContext<'_>,
+) -> Result<Reloaded, FrontendError> {
+    let done =
+        match action {
+            ReloadAction::HaproxyRuntime(runtime) => {
+                return haproxy_runtime::reload(name, runtime, cwd, context)
+                    .await
+                    .map(|outcome| match outcome {
+                        haproxy_runtime::RuntimeOutcome::InPlace(_) => Reloaded::InPlace,
+                        haproxy_runtime::RuntimeOutcome::Reloaded(_) => Reloaded::Reloaded,
+                    });
+            }
+            ReloadAction::MasterSocket { socket, timeout } => {
+                haproxy_runtime::master_reload(socket, *timeout)
+                    .await
+                    .map_err(|source| FrontendError::MasterSocket {
+                        frontend: name.to_string(),
+                        source,
+                    })
+            }
+            ReloadAction::Command { argv, timeout } => process::run(CommandSpec {
+                argv,
+                timeout: *timeout,
+                cwd,
+                env: vec![],
+                stdin: None,
+                max_stdout: MAX_ACTION_OUTPUT,
             })
-        }
-    }
+            .await
+            .map(|_| ())
+            .map_err(|source| FrontendError::ReloadCommand {
+                frontend: name.to_string(),
+                source,
+            }),
+            ReloadAction::Signal { signal, pidfile } => {
+                let pidfile_err = |reason: String| FrontendError::Pidfile {
+                    frontend: name.to_string(),
+                    pidfile: pidfile.clone(),
+                    reason,
+                };
+                let text = tokio::fs::read_to_string(pidfile)
+                    .await
+                    .map_err(|e| pidfile_err(e.to_string()))?;
+                let pid: i32 =
+                    text.trim().parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                        pidfile_err(format!("`{}` is not a process id", text.trim()))
+                    })?;
+                kill(Pid::from_raw(pid), *signal).map_err(|errno| FrontendError::Signal {
+                    frontend: name.to_string(),
+                    signal: *signal,
+                    pid,
+                    pidfile: pidfile.clone(),
+                    errno,
+                })
+            }
+        };
+    done.map(|()| Reloaded::Reloaded)
 }
 
 #[cfg(test)]
@@ -281,6 +403,8 @@ mod tests {
     fn reload_needs_exactly_one_action() {
         let raw =
             |command: Option<Vec<String>>, signal: Option<&str>, pidfile: Option<&str>| RawReload {
+                haproxy_runtime: None,
+                master_socket: None,
                 command,
                 timeout: None,
                 signal: signal.map(String::from),
@@ -302,7 +426,7 @@ mod tests {
             signal: Signal::SIGHUP,
             pidfile: pidfile.clone(),
         };
-        let err = reload("nginx", &action, dir.path())
+        let err = reload("nginx", &action, dir.path(), &ReloadContext::default())
             .await
             .unwrap_err()
             .to_string();

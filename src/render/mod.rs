@@ -5,6 +5,7 @@
 //! template escape for config files instead of HTML (see [`escape`]).
 
 pub mod escape;
+pub mod slots;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -328,6 +329,45 @@ impl PassContext {
             }
         }
         ctx
+    }
+
+    /// For an output with `vars.slots`, adds `slots` to its context: one entry per slot, in
+    /// order, each `{ index, backend }` with `backend` null for a free slot (see [`slots`]).
+    /// `previous` is the installed file, whose slot assignment is kept.
+    pub fn insert_slots(
+        &self,
+        ctx: &mut Context,
+        output: &OutputConfig,
+        backends: &[Backend],
+        previous: Option<&[u8]>,
+    ) {
+        let Some(count) = output.vars.get("slots").and_then(|v| v.as_u64()) else {
+            return;
+        };
+        let Some((_, views)) = output.service().and_then(|name| self.by_name.get(name)) else {
+            return;
+        };
+        let backend_name = output
+            .vars
+            .get("backend")
+            .and_then(|v| v.as_str())
+            .or(output.service())
+            .unwrap_or_default();
+        let section = previous.and_then(|p| slots::previous_section(p, backend_name));
+        let views = views.as_array().unwrap_or_default();
+        let assigned = slots::assign(backends, count as usize, section.as_ref());
+        let entries: Vec<Value> = assigned
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let mut entry: BTreeMap<&'static str, Value> = BTreeMap::new();
+                entry.insert("index", Value::from(i + 1));
+                let backend = b.and_then(|b| views.get(b)).cloned();
+                entry.insert("backend", backend.unwrap_or_else(Value::none));
+                Value::from(entry)
+            })
+            .collect();
+        ctx.insert_value("slots", Value::from(entries));
     }
 }
 

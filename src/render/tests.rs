@@ -138,3 +138,76 @@ fn a_template_that_does_not_compile_is_reported_with_its_directory() {
     let msg = errors[0].to_string();
     assert!(msg.contains("bad.tera"), "{msg}");
 }
+
+fn render_slotted(
+    template: &str,
+    slots: u32,
+    backends: Vec<Backend>,
+    previous: Option<&str>,
+) -> String {
+    let text = format!(
+        "services:\n  web:\n    locators: [static: []]\n    guard: {{ min_backends: 0 }}\n\
+         outputs:\n  - {{ template: \"builtin:{template}\", path: out.conf, vars: {{ service: web, slots: {slots} }} }}\n"
+    );
+    let config = config::parse(&text, Path::new("/tmp/x/config.yaml")).unwrap();
+    let renderer = Renderer::new(&config)
+        .map_err(|e| format!("{e:?}"))
+        .unwrap();
+    let mut sets = IndexMap::new();
+    sets.insert("web".to_string(), backends.clone());
+    let ctx = PassContext::new(&config, &sets);
+    let mut context = ctx.for_output(&config.outputs[0]);
+    ctx.insert_slots(
+        &mut context,
+        &config.outputs[0],
+        &backends,
+        previous.map(str::as_bytes),
+    );
+    renderer.render(0, &config.outputs[0], &context).unwrap()
+}
+
+fn five() -> Vec<Backend> {
+    let mut v: Vec<Backend> = (2..=6)
+        .map(|h| backend(&format!("127.0.0.{h}:8080"), h - 1, None))
+        .collect();
+    v[0].name = Some("web-1".into());
+    v
+}
+
+#[test]
+fn slotted_haproxy_snapshots() {
+    for name in ["haproxy", "haproxy-tcp"] {
+        insta::assert_snapshot!(
+            format!("{name}_slots_none"),
+            render_slotted(name, 4, vec![], None)
+        );
+        insta::assert_snapshot!(
+            format!("{name}_slots_one"),
+            render_slotted(name, 4, vec![backend("127.0.0.2:8080", 1, None)], None)
+        );
+        // Five backends overflow four slots: the count grows to eight.
+        insta::assert_snapshot!(
+            format!("{name}_slots_five"),
+            render_slotted(name, 4, five(), None)
+        );
+    }
+}
+
+#[test]
+fn slotted_renders_keep_each_backend_in_its_slot() {
+    let first = render_slotted("haproxy", 4, five()[..3].to_vec(), None);
+    // 127.0.0.3 leaves, 127.0.0.5 and .6 arrive: .2 and .4 stay where they were.
+    let mut now = five();
+    now.remove(1);
+    let second = render_slotted("haproxy", 4, now, Some(&first));
+    let line = |text: &str, slot: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("server web_{slot} ")))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(line(&first, "s1"), line(&second, "s1"));
+    assert_eq!(line(&first, "s3"), line(&second, "s3"));
+    assert!(line(&second, "s2").contains("127.0.0.5:8080"), "{second}");
+    assert!(line(&second, "s4").contains("127.0.0.6:8080"), "{second}");
+}
