@@ -1,5 +1,5 @@
-//! Real frontends end to end under live traffic: nginx, HAProxy (file + reload), Varnish and
-//! Apache httpd run as plain processes on loopback ports, in front of HTTP backends on their own
+//! Real frontends end to end under live traffic: nginx, HAProxy (file + reload, and
+//! `haproxy_runtime` with slots), Varnish and Apache httpd run as plain processes on loopback ports, in front of HTTP backends on their own
 //! 127.0.0.x addresses that answer with their identity. `elasticd run` follows a `file` locator
 //! that the test rewrites, and a load client (see `support/live.rs`) sends requests the whole
 //! time and records which backend answered each one.
@@ -156,6 +156,19 @@ fn churn_test(kind: Kind) {
         "{kind:?}: expected 50 applied passes, saw {applied}\n{}",
         fe.logs()
     );
+    if kind == Kind::HaproxyRuntime {
+        // Every pass fits the slots: all 50 go through the Runtime API, none reloads.
+        let in_place = fe
+            .daemon_log()
+            .lines()
+            .filter(|l| l.contains("applied web +1/-1") && l.contains("(in place, no reload)"))
+            .count();
+        assert!(
+            in_place >= 50,
+            "{kind:?}: expected 50 passes in place, saw {in_place}\n{}",
+            fe.logs()
+        );
+    }
     let (median, worst) = median_max(&run.convergence);
     eprintln!(
         "{kind:?}: 50 passes, convergence median {median:?} worst {worst:?}; {} requests ({:.0}/s), {} failed, {} keep-alive retries",
@@ -336,6 +349,7 @@ macro_rules! live_tests {
 live_tests! {
     nginx => Kind::Nginx, "nginx (signal HUP)",
     haproxy => Kind::Haproxy, "HAProxy (file + USR2 to master)",
+    haproxy_runtime => Kind::HaproxyRuntime, "HAProxy (haproxy_runtime, 8 slots)",
     varnish => Kind::Varnish, "Varnish (varnishadm vcl.load + vcl.use)",
     apache => Kind::Apache, "Apache httpd (USR1 graceful)",
 }

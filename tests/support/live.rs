@@ -280,6 +280,9 @@ pub enum Kind {
     Nginx,
     /// HAProxy master-worker, `signal: USR2` to the master from its pidfile (file + reload).
     Haproxy,
+    /// HAProxy master-worker with `haproxy_runtime`: 8 slots changed through the stats socket,
+    /// `reload` on the master socket as the fallback.
+    HaproxyRuntime,
     /// varnishd, reloaded through varnishadm (`vcl.load` + `vcl.use`).
     Varnish,
     /// Apache httpd, `signal: USR1` (graceful restart) to the parent from its pidfile.
@@ -291,7 +294,7 @@ impl Kind {
     pub fn template(self) -> &'static str {
         match self {
             Kind::Nginx => "builtin:nginx",
-            Kind::Haproxy => "builtin:haproxy",
+            Kind::Haproxy | Kind::HaproxyRuntime => "builtin:haproxy",
             Kind::Varnish => "builtin:varnish",
             Kind::Apache => "builtin:apache",
         }
@@ -301,6 +304,10 @@ impl Kind {
         match self {
             Kind::Nginx => ("nginx.conf", include_str!("../live-configs/nginx.conf")),
             Kind::Haproxy => ("haproxy.cfg", include_str!("../live-configs/haproxy.cfg")),
+            Kind::HaproxyRuntime => (
+                "haproxy.cfg",
+                include_str!("../live-configs/haproxy-runtime.cfg"),
+            ),
             Kind::Varnish => ("main.vcl", include_str!("../live-configs/main.vcl")),
             Kind::Apache => ("httpd.conf", include_str!("../live-configs/httpd.conf")),
         }
@@ -310,7 +317,7 @@ impl Kind {
     pub fn snippet(self) -> &'static str {
         match self {
             Kind::Nginx => "upstream.conf",
-            Kind::Haproxy => "backend.cfg",
+            Kind::Haproxy | Kind::HaproxyRuntime => "backend.cfg",
             Kind::Varnish => "backends.vcl",
             Kind::Apache => "balancer.conf",
         }
@@ -320,7 +327,9 @@ impl Kind {
     pub fn broken_var(self) -> (&'static str, &'static str, &'static str) {
         match self {
             Kind::Nginx => ("balance", "bogus_directive", "unknown directive"),
-            Kind::Haproxy => ("balance", "bogus_directive", "balance only supports"),
+            Kind::Haproxy | Kind::HaproxyRuntime => {
+                ("balance", "bogus_directive", "balance only supports")
+            }
             Kind::Varnish => ("policy", "bogus_directive", "Symbol not found"),
             Kind::Apache => ("lbmethod", "bogus_directive", "unknown lbmethod"),
         }
@@ -385,6 +394,9 @@ impl Frontend {
             daemon: None,
         };
         fe.reload = fe.default_reload();
+        if kind == Kind::HaproxyRuntime {
+            fe.vars.push(("slots".into(), "8".into()));
+        }
         let (name, text) = kind.wrapper();
         let user = if running_as_root() {
             "User nobody\nGroup nogroup"
@@ -457,6 +469,11 @@ impl Frontend {
                 "{{ signal: USR1, pidfile: {} }}",
                 yaml_str(&format!("{dir}/httpd.pid"))
             ),
+            Kind::HaproxyRuntime => format!(
+                "{{ haproxy_runtime: {{ socket: {}, fallback: {{ master_socket: {} }} }} }}",
+                yaml_str(&format!("{dir}/admin.sock")),
+                yaml_str(&format!("{dir}/master.sock"))
+            ),
             Kind::Varnish => {
                 // Each load gets a fresh name; the VCL that was active before is discarded so
                 // that 50 passes do not pile up 50 compiled VCLs.
@@ -489,7 +506,7 @@ impl Frontend {
                 "-c".into(),
                 format!("{dir}/nginx.conf"),
             ],
-            Kind::Haproxy => vec![
+            Kind::Haproxy | Kind::HaproxyRuntime => vec![
                 program("haproxy", "haproxy"),
                 "-c".into(),
                 "-f".into(),
@@ -585,7 +602,7 @@ outputs:
                 .args(["-g", "daemon off;"]);
                 c
             }
-            Kind::Haproxy => {
+            Kind::Haproxy | Kind::HaproxyRuntime => {
                 let mut c = Command::new(program("haproxy", "haproxy"));
                 c.args([
                     "-W",
@@ -632,7 +649,7 @@ outputs:
         self.process = Some(Group::spawn(&format!("{:?}", self.kind), cmd, &log));
         let pidfile = match self.kind {
             Kind::Nginx => Some("nginx.pid"),
-            Kind::Haproxy => Some("haproxy.pid"),
+            Kind::Haproxy | Kind::HaproxyRuntime => Some("haproxy.pid"),
             Kind::Apache => Some("httpd.pid"),
             Kind::Varnish => None,
         };
