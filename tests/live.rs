@@ -128,6 +128,19 @@ fn churn(kind: Kind, passes: usize, threads: usize, pause: Duration) -> (Fronten
         };
         convergence.push(first - changed);
     }
+    if kind == Kind::HaproxyRuntime {
+        // Every pass fits the slots: all of them go through the Runtime API, none reloads.
+        let in_place = fe
+            .daemon_log()
+            .lines()
+            .filter(|l| l.contains("applied web +1/-1") && l.contains("(in place, no reload)"))
+            .count();
+        assert!(
+            in_place >= passes,
+            "{kind:?}: expected {passes} passes in place, saw {in_place}\n{}",
+            fe.logs()
+        );
+    }
     let last = [passes % n, (passes + 1) % n];
     load.wait_exact(&pool.ids(&last), WINDOW, CONVERGE, || fe.logs());
     fe.assert_running();
@@ -156,19 +169,6 @@ fn churn_test(kind: Kind) {
         "{kind:?}: expected 50 applied passes, saw {applied}\n{}",
         fe.logs()
     );
-    if kind == Kind::HaproxyRuntime {
-        // Every pass fits the slots: all 50 go through the Runtime API, none reloads.
-        let in_place = fe
-            .daemon_log()
-            .lines()
-            .filter(|l| l.contains("applied web +1/-1") && l.contains("(in place, no reload)"))
-            .count();
-        assert!(
-            in_place >= 50,
-            "{kind:?}: expected 50 passes in place, saw {in_place}\n{}",
-            fe.logs()
-        );
-    }
     let (median, worst) = median_max(&run.convergence);
     eprintln!(
         "{kind:?}: 50 passes, convergence median {median:?} worst {worst:?}; {} requests ({:.0}/s), {} failed, {} keep-alive retries",
@@ -392,4 +392,37 @@ fn the_load_client_counts_5xx_and_connection_errors() {
         totals.failed(),
         totals.status_5xx + totals.errors + totals.status_other
     );
+}
+
+/// A slot that changes backend in place must not keep sending requests to the old address
+/// over HAProxy's idle server connections. The live config works around it with
+/// `option http-server-close`; this test runs without it. HAProxy 2.6 keeps reusing server
+/// connections opened to a slot's old address after `set server ... addr` (in about 1 of 4
+/// runs on a busy machine, for as long as traffic keeps them busy: 30s and more).
+#[test]
+#[ignore = "known issue: haproxy_runtime without option http-server-close reaches old addresses"]
+fn haproxy_runtime_slot_change_sends_nothing_to_the_old_address() {
+    let pool = Pool::start(4);
+    let mut fe = Frontend::new(Kind::HaproxyRuntime);
+    let cfg = fe.read("haproxy.cfg");
+    assert!(cfg.contains("    option http-server-close\n"), "{cfg}");
+    fe.write(
+        "haproxy.cfg",
+        &cfg.replace("    option http-server-close\n", ""),
+    );
+    fe.start(&pool.document_in_zone(&[0, 1], Some("start")));
+    fe.write("backends.json", &pool.document(&[0, 1]));
+    fe.start_daemon();
+    let load = Load::start(fe.port, 2, Duration::from_millis(2));
+    load.wait_exact(&pool.ids(&[0, 1]), WINDOW, CONVERGE, || fe.logs());
+    fe.set_backends(&pool.document(&[2, 3]));
+    let changed = Instant::now();
+    load.wait_exact(&pool.ids(&[2, 3]), WINDOW, Duration::from_secs(10), || {
+        format!(
+            "served since the change: {:?}\n{}",
+            load.served(changed),
+            fe.logs()
+        )
+    });
+    assert!(fe.daemon_log().contains("no reload"), "{}", fe.logs());
 }
