@@ -16,6 +16,10 @@ use crate::config::{FrontendConfig, HumanDuration};
 use crate::process::{self, CommandSpec, ProcessError};
 use haproxy_runtime::{HaproxyRuntime, RawHaproxyRuntime, RuntimeError, RuntimeSocket};
 
+pub mod varnish;
+
+pub use varnish::VarnishReloadConfig;
+
 /// Placeholder in a `check` argv that stands for the staged file.
 pub const STAGED_PLACEHOLDER: &str = "{staged}";
 /// Checkers and reload commands print little; more than this is not read.
@@ -48,6 +52,8 @@ pub enum ReloadAction {
     },
     /// Update HAProxy's servers in place through its Runtime API; reload only when needed.
     HaproxyRuntime(HaproxyRuntime),
+    /// Load the VCL into a running Varnish under a new name and switch to it.
+    Varnish(VarnishReloadConfig),
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +71,8 @@ struct RawReload {
     signal: Option<String>,
     #[serde(default)]
     pidfile: Option<PathBuf>,
+    #[serde(default)]
+    varnish: Option<VarnishReloadConfig>,
 }
 
 /// The default time a reload command may take.
@@ -74,6 +82,26 @@ impl TryFrom<RawReload> for ReloadAction {
     type Error = String;
 
     fn try_from(raw: RawReload) -> Result<Self, String> {
+        if let Some(varnish) = raw.varnish {
+            if raw.command.is_some()
+                || raw.signal.is_some()
+                || raw.master_socket.is_some()
+                || raw.haproxy_runtime.is_some()
+            {
+                return Err(
+                    "give one of `command`, `signal`, `master_socket`, `haproxy_runtime` or `varnish`"
+                        .into(),
+                );
+            }
+            if raw.timeout.is_some() || raw.pidfile.is_some() {
+                return Err(
+                    "`timeout` and `pidfile` don't go with `varnish` (its timeout goes inside it)"
+                        .into(),
+                );
+            }
+            varnish.validate()?;
+            return Ok(ReloadAction::Varnish(varnish));
+        }
         let chosen = [
             raw.command.is_some(),
             raw.signal.is_some(),
@@ -134,7 +162,8 @@ impl TryFrom<RawReload> for ReloadAction {
         }
         Err(
             "`reload` needs `command: [...]`, `signal: NAME` with `pidfile: PATH`, \
-             `master_socket: PATH` or `haproxy_runtime: { socket, fallback }`"
+             `master_socket: PATH`, `haproxy_runtime: { socket, fallback }` or \
+             `varnish: {vcl: PATH, ...}`"
                 .into(),
         )
     }
@@ -166,6 +195,7 @@ impl ReloadAction {
                 haproxy_runtime::resolve_socket(socket, base)
             }
             ReloadAction::HaproxyRuntime(runtime) => runtime.resolve_paths(base),
+            ReloadAction::Varnish(config) => config.resolve_paths(base),
         }
     }
 
@@ -175,6 +205,7 @@ impl ReloadAction {
             ReloadAction::Command { argv, .. } => argv.first().map(String::as_str),
             ReloadAction::Signal { .. } | ReloadAction::MasterSocket { .. } => None,
             ReloadAction::HaproxyRuntime(runtime) => runtime.fallback.program(),
+            ReloadAction::Varnish(config) => Some(&config.varnishadm),
         }
     }
 }
@@ -199,6 +230,14 @@ pub enum FrontendError {
         frontend: String,
         /// What the command did.
         source: ProcessError,
+    },
+    /// Varnish did not take the new VCL.
+    #[error("frontend `{frontend}`: varnish reload failed: {source}")]
+    Varnish {
+        /// Frontend name.
+        frontend: String,
+        /// What went wrong (boxed: it carries a whole process error).
+        source: Box<varnish::VarnishError>,
     },
     /// The pidfile could not be read or holds no pid.
     #[error("frontend `{frontend}`: cannot read pid from {}: {reason}", pidfile.display())]
@@ -384,6 +423,16 @@ pub async fn reload(
                     errno,
                 })
             }
+            ReloadAction::Varnish(config) => {
+                let vcl = varnish::swap_vcl(name, config, cwd)
+                    .await
+                    .map_err(|source| FrontendError::Varnish {
+                        frontend: name.to_string(),
+                        source: Box::new(source),
+                    })?;
+                tracing::debug!(frontend = name, "varnish: VCL `{vcl}` active");
+                Ok(())
+            }
         };
     done.map(|()| Reloaded::Reloaded)
 }
@@ -409,6 +458,7 @@ mod tests {
                 timeout: None,
                 signal: signal.map(String::from),
                 pidfile: pidfile.map(PathBuf::from),
+                varnish: None,
             };
         assert!(ReloadAction::try_from(raw(None, None, None)).is_err());
         assert!(ReloadAction::try_from(raw(Some(vec!["x".into()]), Some("HUP"), None)).is_err());
