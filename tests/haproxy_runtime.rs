@@ -104,12 +104,15 @@ fn wait_for_backends(port: u16, expected: &[&String]) {
 
 /// Sends one command to an HAProxy CLI socket and returns the answer.
 fn cli(socket: &Path, command: &str) -> String {
-    let mut stream =
-        UnixStream::connect(socket).unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
-    stream.write_all(format!("{command}\n").as_bytes()).unwrap();
+    try_cli(socket, command).unwrap_or_else(|e| panic!("{}: `{command}`: {e}", socket.display()))
+}
+
+fn try_cli(socket: &Path, command: &str) -> std::io::Result<String> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.write_all(format!("{command}\n").as_bytes())?;
     let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
 }
 
 /// A master-worker HAProxy in its own process group, stopped on drop.
@@ -159,11 +162,16 @@ impl Haproxy {
     fn wait_for_new_worker(&self, old: u32) -> u32 {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(true) = UnixStream::connect(&self.admin).map(|_| true) {
-                let pid = self.worker_pid();
-                if pid != old {
-                    return pid;
-                }
+            // The socket moves to the new worker during the reload: a failed exchange is retried.
+            let pid = try_cli(&self.admin, "show info").ok().and_then(|info| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix("Pid: "))
+                    .and_then(|p| p.trim().parse::<u32>().ok())
+            });
+            if let Some(pid) = pid
+                && pid != old
+            {
+                return pid;
             }
             assert!(Instant::now() < deadline, "no new worker after the reload");
             std::thread::sleep(Duration::from_millis(50));

@@ -80,7 +80,7 @@ impl fmt::Display for RuntimeSocket {
 /// The `haproxy_runtime` reload action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HaproxyRuntime {
-    /// The stats socket, at `level admin` (or `operator`).
+    /// The stats socket, at `level admin` (`set server` is refused at lower levels).
     pub socket: RuntimeSocket,
     /// How long the whole in-place update may take.
     pub timeout: Duration,
