@@ -351,6 +351,7 @@ live_tests! {
     haproxy => Kind::Haproxy, "HAProxy (file + USR2 to master)",
     haproxy_runtime => Kind::HaproxyRuntime, "HAProxy (haproxy_runtime, 8 slots)",
     varnish => Kind::Varnish, "Varnish (varnishadm vcl.load + vcl.use)",
+    varnish_action => Kind::VarnishAction, "Varnish (varnish action)",
     apache => Kind::Apache, "Apache httpd (USR1 graceful)",
 }
 

@@ -283,8 +283,10 @@ pub enum Kind {
     /// HAProxy master-worker with `haproxy_runtime`: 8 slots changed through the stats socket,
     /// `reload` on the master socket as the fallback.
     HaproxyRuntime,
-    /// varnishd, reloaded through varnishadm (`vcl.load` + `vcl.use`).
+    /// varnishd, reloaded by a `command` running varnishadm (`vcl.load` + `vcl.use`).
     Varnish,
+    /// varnishd, reloaded by elasticd's `varnish` action over the admin port.
+    VarnishAction,
     /// Apache httpd, `signal: USR1` (graceful restart) to the parent from its pidfile.
     Apache,
 }
@@ -295,7 +297,7 @@ impl Kind {
         match self {
             Kind::Nginx => "builtin:nginx",
             Kind::Haproxy | Kind::HaproxyRuntime => "builtin:haproxy",
-            Kind::Varnish => "builtin:varnish",
+            Kind::Varnish | Kind::VarnishAction => "builtin:varnish",
             Kind::Apache => "builtin:apache",
         }
     }
@@ -308,7 +310,9 @@ impl Kind {
                 "haproxy.cfg",
                 include_str!("../live-configs/haproxy-runtime.cfg"),
             ),
-            Kind::Varnish => ("main.vcl", include_str!("../live-configs/main.vcl")),
+            Kind::Varnish | Kind::VarnishAction => {
+                ("main.vcl", include_str!("../live-configs/main.vcl"))
+            }
             Kind::Apache => ("httpd.conf", include_str!("../live-configs/httpd.conf")),
         }
     }
@@ -318,7 +322,7 @@ impl Kind {
         match self {
             Kind::Nginx => "upstream.conf",
             Kind::Haproxy | Kind::HaproxyRuntime => "backend.cfg",
-            Kind::Varnish => "backends.vcl",
+            Kind::Varnish | Kind::VarnishAction => "backends.vcl",
             Kind::Apache => "balancer.conf",
         }
     }
@@ -330,7 +334,9 @@ impl Kind {
             Kind::Haproxy | Kind::HaproxyRuntime => {
                 ("balance", "bogus_directive", "balance only supports")
             }
-            Kind::Varnish => ("policy", "bogus_directive", "Symbol not found"),
+            Kind::Varnish | Kind::VarnishAction => {
+                ("policy", "bogus_directive", "Symbol not found")
+            }
             Kind::Apache => ("lbmethod", "bogus_directive", "unknown lbmethod"),
         }
     }
@@ -383,7 +389,7 @@ impl Frontend {
             kind,
             dir,
             port: free_port(),
-            admin_port: if kind == Kind::Varnish {
+            admin_port: if matches!(kind, Kind::Varnish | Kind::VarnishAction) {
                 free_port()
             } else {
                 0
@@ -408,7 +414,7 @@ impl Frontend {
             .replace("@PORT@", &fe.port.to_string())
             .replace("@USER@", user);
         fe.write(name, &text);
-        if kind == Kind::Varnish {
+        if matches!(kind, Kind::Varnish | Kind::VarnishAction) {
             fe.write("secret", "elasticd-live-test-secret\n");
             std::fs::set_permissions(fe.path("secret"), std::fs::Permissions::from_mode(0o600))
                 .expect("chmod secret");
@@ -474,6 +480,12 @@ impl Frontend {
                 yaml_str(&format!("{dir}/admin.sock")),
                 yaml_str(&format!("{dir}/master.sock"))
             ),
+            Kind::VarnishAction => format!(
+                "{{ varnish: {{ vcl: {}, admin: \"127.0.0.1:{}\", secret: {} }} }}",
+                yaml_str(&format!("{dir}/main.vcl")),
+                self.admin_port,
+                yaml_str(&format!("{dir}/secret"))
+            ),
             Kind::Varnish => {
                 // Each load gets a fresh name; the VCL that was active before is discarded so
                 // that 50 passes do not pile up 50 compiled VCLs.
@@ -514,7 +526,7 @@ impl Frontend {
                 "-f".into(),
                 "{staged}".into(),
             ],
-            Kind::Varnish => vec![
+            Kind::Varnish | Kind::VarnishAction => vec![
                 program("varnishd", "varnish"),
                 "-C".into(),
                 "-f".into(),
@@ -619,7 +631,7 @@ outputs:
                 ]);
                 c
             }
-            Kind::Varnish => {
+            Kind::Varnish | Kind::VarnishAction => {
                 let mut c = Command::new(program("varnishd", "varnish"));
                 c.args(["-F", "-n", &format!("{dir}/varnish")])
                     .args(["-a", &format!("127.0.0.1:{}", self.port)])
@@ -651,7 +663,7 @@ outputs:
             Kind::Nginx => Some("nginx.pid"),
             Kind::Haproxy | Kind::HaproxyRuntime => Some("haproxy.pid"),
             Kind::Apache => Some("httpd.pid"),
-            Kind::Varnish => None,
+            Kind::Varnish | Kind::VarnishAction => None,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
