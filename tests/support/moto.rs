@@ -1,5 +1,6 @@
 //! A local AWS API for tests: `moto_server` (Python package `moto[server]`, installed by
-//! `scripts/test.sh` into a virtualenv) on a free loopback port, seeded with the Rust SDK.
+//! `scripts/test.sh` into a virtualenv) on a free loopback port (see `moto_server.rs`), seeded
+//! with the Rust SDK.
 //!
 //! Nothing here ever connects to the 10.x addresses moto hands out: they only end up as text in
 //! rendered files. Every SDK client and every `elasticd` run points at `127.0.0.1:<port>`, with
@@ -7,137 +8,26 @@
 
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag as AsgTag};
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::types::{RequestLaunchTemplateData, ResourceType, Tag, TagSpecification};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use futures_util::stream::{self, StreamExt};
 
-/// The region every test uses.
-pub const REGION: &str = "us-east-1";
+pub use super::moto_server::{MotoServer as Moto, REGION};
+
 /// An AMI id moto knows.
 pub const AMI: &str = "ami-12c6146b";
 
-/// Where `moto_server` is: `$ELASTICD_MOTO_SERVER`, else `moto_server` on PATH. A missing
-/// emulator fails the test (it is never skipped): these tests are the AWS locators' only check.
-pub fn moto_server_path() -> PathBuf {
-    if let Some(path) = std::env::var_os("ELASTICD_MOTO_SERVER") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "ELASTICD_MOTO_SERVER={} does not exist; run scripts/test.sh, which installs \
-             moto[server] into a virtualenv",
-            path.display()
-        );
-        return path;
-    }
-    let path_var = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path_var)
-        .map(|dir| dir.join("moto_server"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "moto_server not found: set ELASTICD_MOTO_SERVER to its path or put it on PATH. \
-                 scripts/test.sh installs it: python3 -m venv DIR && DIR/bin/pip install \
-                 'moto[server]'"
-            )
-        })
-}
-
-/// A free loopback port (the OS picks; the listener is closed before moto binds it).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind a loopback port")
-}
-
-/// A running `moto_server`, killed by PID when dropped.
-pub struct Moto {
-    child: Option<Child>,
-    /// The loopback port it listens on.
-    pub port: u16,
-    log: PathBuf,
-}
-
-impl Moto {
-    /// Starts moto on a free port and waits until it answers.
-    pub fn start(log_dir: &Path) -> Moto {
-        Moto::start_on(free_port(), log_dir)
-    }
-
-    /// Starts moto on `port` (a restart after [`Moto::kill`] reuses the port).
-    pub fn start_on(port: u16, log_dir: &Path) -> Moto {
-        let log = log_dir.join(format!("moto-{port}.log"));
-        let out = std::fs::File::create(&log).expect("create moto log");
-        let err = out.try_clone().expect("dup moto log");
-        let child = Command::new(moto_server_path())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("start moto_server");
-        let mut moto = Moto {
-            child: Some(child),
-            port,
-            log,
-        };
-        moto.wait_ready();
-        moto
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            if let Some(child) = &mut self.child
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!(
-                    "moto_server exited ({status}) before answering; its log:\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not answer on 127.0.0.1:{} within 60s; its log:\n{}",
-                self.port,
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// `http://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server (SIGKILL to its PID) and reaps it.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
+/// SDK clients for a running moto.
+pub trait SdkClients {
     /// SDK clients pointed at this server.
-    pub fn clients(&self) -> Seeder {
-        Seeder::new(&self.url())
-    }
+    fn clients(&self) -> Seeder;
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.kill();
+impl SdkClients for Moto {
+    fn clients(&self) -> Seeder {
+        Seeder::new(&self.url())
     }
 }
 

@@ -1,7 +1,7 @@
 //! `moto_server` (a local AWS API emulator) for tests that need no AWS SDK in Rust: the server
 //! on a free loopback port, and the Python beside it (the same virtualenv has boto3) to seed it
-//! with `tests/support/aws_seed.py`. `support/moto.rs` is the SDK-seeded variant behind the
-//! `aws` feature.
+//! with `tests/support/aws_seed.py`. `support/moto.rs` adds seeding through the Rust SDK, behind
+//! the `aws` feature.
 //!
 //! Nothing here connects to the 10.x addresses moto hands out: they are only read as data.
 
@@ -70,7 +70,11 @@ pub struct MotoServer {
 impl MotoServer {
     /// Starts moto on a free port, logging into `log_dir`, and waits until it answers.
     pub fn start(log_dir: &Path) -> MotoServer {
-        let port = free_port();
+        MotoServer::start_on(free_port(), log_dir)
+    }
+
+    /// Starts moto on `port` (a restart after [`MotoServer::kill`] reuses the port).
+    pub fn start_on(port: u16, log_dir: &Path) -> MotoServer {
         let log = log_dir.join(format!("moto-{port}.log"));
         let out = std::fs::File::create(&log).expect("create moto log");
         let err = out.try_clone().expect("dup moto log");
