@@ -391,8 +391,12 @@ pub const CONTEXT_KEYS: &[&str] = &["environment", "services", "vars", "service"
 
 /// A template context as JSON, for renderer plugins: the same values, not a description of them.
 pub fn context_json(ctx: &Context) -> serde_json::Value {
+    // `slots` exists only for outputs that set `vars.slots`.
+    let slots = ctx.get("slots").map(|_| "slots");
     let map: serde_json::Map<String, serde_json::Value> = CONTEXT_KEYS
         .iter()
+        .copied()
+        .chain(slots)
         .map(|k| {
             let value = ctx
                 .get(k)

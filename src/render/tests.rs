@@ -211,3 +211,14 @@ fn slotted_renders_keep_each_backend_in_its_slot() {
     assert!(line(&second, "s2").contains("127.0.0.5:8080"), "{second}");
     assert!(line(&second, "s4").contains("127.0.0.6:8080"), "{second}");
 }
+
+#[test]
+fn renderer_plugins_get_slots_only_when_the_output_has_them() {
+    let mut ctx = Context::new();
+    ctx.insert("backends", &Vec::<u32>::new());
+    let plain = context_json(&ctx);
+    assert!(plain.get("slots").is_none(), "{plain}");
+    assert_eq!(plain["backends"], serde_json::json!([]));
+    ctx.insert("slots", &vec![1, 2]);
+    assert_eq!(context_json(&ctx)["slots"], serde_json::json!([1, 2]));
+}
