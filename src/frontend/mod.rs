@@ -449,9 +449,21 @@ pub async fn check(
             .collect(),
         None => argv.clone(),
     };
+    run_program(&argv, frontend.check_timeout.0, cwd)
+        .await
+        .map_err(|source| FrontendError::Check {
+            frontend: name.to_string(),
+            staged_for: staged.map(|f| f.output.to_path_buf()),
+            source,
+        })
+}
+
+/// Runs a checker or reload command, which must exit 0 within `timeout`; its output only
+/// matters in errors.
+async fn run_program(argv: &[String], timeout: Duration, cwd: &Path) -> Result<(), ProcessError> {
     process::run(CommandSpec {
-        argv: &argv,
-        timeout: frontend.check_timeout.0,
+        argv,
+        timeout,
         cwd,
         env: vec![],
         stdin: None,
@@ -459,11 +471,6 @@ pub async fn check(
     })
     .await
     .map(|_| ())
-    .map_err(|source| FrontendError::Check {
-        frontend: name.to_string(),
-        staged_for: staged.map(|f| f.output.to_path_buf()),
-        source,
-    })
 }
 
 /// True when the checker validates a staged file (argv contains `{staged}`).
@@ -502,20 +509,12 @@ pub async fn reload(
                     })
             }
             ReloadAction::Exec(call) => exec::reload(name, call, cwd, &context.request).await,
-            ReloadAction::Command { argv, timeout } => process::run(CommandSpec {
-                argv,
-                timeout: *timeout,
-                cwd,
-                env: vec![],
-                stdin: None,
-                max_stdout: MAX_ACTION_OUTPUT,
-            })
-            .await
-            .map(|_| ())
-            .map_err(|source| FrontendError::ReloadCommand {
-                frontend: name.to_string(),
-                source,
-            }),
+            ReloadAction::Command { argv, timeout } => run_program(argv, *timeout, cwd)
+                .await
+                .map_err(|source| FrontendError::ReloadCommand {
+                    frontend: name.to_string(),
+                    source,
+                }),
             ReloadAction::Signal { signal, pidfile } => {
                 let pidfile_err = |reason: String| FrontendError::Pidfile {
                     frontend: name.to_string(),
