@@ -100,7 +100,7 @@ fn load_config(path: &Path) -> Result<Config, u8> {
 }
 
 fn build_renderer(config: &Config) -> Result<Renderer, u8> {
-    Renderer::new(config).map_err(|errors| {
+    Renderer::new(&config.outputs).map_err(|errors| {
         for e in errors {
             eprintln!("error: {e}");
         }
@@ -201,7 +201,7 @@ async fn check(path: &Path) -> u8 {
         Err(code) => return code,
     };
     let mut problems: Vec<String> = Vec::new();
-    if let Err(errors) = Renderer::new(&config) {
+    if let Err(errors) = Renderer::new(&config.outputs) {
         problems.extend(errors.into_iter().map(|e| e.to_string()));
     }
     let mut programs: Vec<(String, &str)> = Vec::new();
@@ -238,15 +238,10 @@ async fn check(path: &Path) -> u8 {
 
 /// Confirms `program` can be run: an executable path, or a name found on `PATH`.
 pub fn find_program(program: &str, base: &Path) -> Result<PathBuf, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        std::fs::metadata(p)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
+    use crate::process::{find_on_path, is_executable_file};
     if program.contains('/') {
         let path = base.join(program);
-        return if executable(&path) {
+        return if is_executable_file(&path) {
             Ok(path)
         } else if path.exists() {
             Err(format!("`{}` is not an executable file", path.display()))
@@ -254,11 +249,7 @@ pub fn find_program(program: &str, base: &Path) -> Result<PathBuf, String> {
             Err(format!("`{}` does not exist", path.display()))
         };
     }
-    let path_var = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path_var)
-        .map(|dir| dir.join(program))
-        .find(|p| executable(p))
-        .ok_or_else(|| format!("`{program}` is not found on PATH"))
+    find_on_path(program).ok_or_else(|| format!("`{program}` is not found on PATH"))
 }
 
 async fn locate(args: LocateArgs) -> u8 {

@@ -19,3 +19,5 @@ pub mod pass;
 pub mod plugin;
 pub mod process;
 pub mod render;
+pub mod value;
+pub mod yaml;

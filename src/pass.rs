@@ -478,7 +478,11 @@ pub async fn apply(
     held: &HashSet<String>,
     report: &mut PassReport,
 ) {
-    let context = PassContext::new(config, sets);
+    let context = PassContext::new(
+        config.environment.as_deref(),
+        |s| config.services.get(s).and_then(|x| x.port),
+        sets,
+    );
     let mut changes: Vec<Change> = Vec::new();
     for (index, output) in config.outputs.iter().enumerate() {
         let missing: Vec<&str> = match output.service() {
@@ -721,7 +725,14 @@ pub async fn run_hooks(
                 summary.changes[0].added.len(),
                 summary.changes[0].removed.len(),
             );
-            let result = crate::plugin::hook::run(config, name, hook, &summary).await;
+            let result = crate::plugin::hook::run(
+                &config.base_dir,
+                config.environment.as_deref(),
+                name,
+                hook,
+                &summary,
+            )
+            .await;
             report.hooks.push(HookReport {
                 service: name.clone(),
                 hook: crate::process::display_command(&hook.exec),
@@ -786,7 +797,7 @@ async fn render_and_compare(
     config: &Config,
     renderer: &Renderer,
     index: usize,
-    output: &crate::config::OutputConfig,
+    output: &crate::render::OutputConfig,
     context: &PassContext,
     sets: &IndexMap<String, Vec<Backend>>,
 ) -> Result<Option<Change>, PassProblem> {
@@ -797,7 +808,16 @@ async fn render_and_compare(
         context.insert_slots(&mut ctx, output, backends, previous.as_deref());
     }
     let content = match &output.renderer {
-        Some(call) => crate::render::exec::render(config, output, call, &ctx).await?,
+        Some(call) => {
+            crate::render::exec::render(
+                &config.base_dir,
+                config.environment.as_deref(),
+                output,
+                call,
+                &ctx,
+            )
+            .await?
+        }
         None => renderer.render(index, output, &ctx)?,
     };
     if previous.as_deref() == Some(content.as_bytes()) {
@@ -823,7 +843,7 @@ fn install_with_backup(config: &Config, change: &Change) -> Result<(), InstallEr
 async fn apply_frontend_changes(
     config: &Config,
     name: &str,
-    frontend: &crate::config::FrontendConfig,
+    frontend: &crate::frontend::FrontendConfig,
     changes: &[&Change],
 ) -> Result<(), PassProblem> {
     if frontend::checks_staged_file(frontend) {

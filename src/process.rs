@@ -321,6 +321,20 @@ async fn read_tail(
     }
 }
 
+/// True for a regular file with an execute bit.
+pub fn is_executable_file(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The first executable `program` in the directories of `PATH`.
+pub fn find_on_path(program: &str) -> Option<std::path::PathBuf> {
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path_var)
+        .map(|dir| dir.join(program))
+        .find(|p| is_executable_file(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

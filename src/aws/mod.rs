@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::HumanDuration;
+use crate::value::HumanDuration;
 
 /// Attempts per API call when the config sets none (the SDK's own default).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -272,7 +272,7 @@ mod tests {
     use super::*;
 
     fn parse(yaml: &str) -> Result<AwsSettings, String> {
-        crate::config::yaml::parse(yaml)
+        crate::yaml::parse(yaml)
             .map_err(|e| e.message)?
             .deserialize::<AwsSettings>()
             .map_err(|e| e.message)

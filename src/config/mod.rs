@@ -5,10 +5,11 @@
 //! so that one mistake doesn't hide the next; then cross-references (an output's frontend and
 //! service, duplicate paths, ...) are checked. Every problem found is returned together.
 
-pub mod yaml;
+mod schedule;
+
+pub use schedule::{DEFAULT_REFRESH, Schedule};
 
 use std::collections::HashSet;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,15 +17,14 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 
 use crate::aws::AwsSettings;
-use crate::daemon::Schedule;
-use crate::frontend::ReloadAction;
+use crate::frontend::{FrontendConfig, ReloadAction};
 use crate::locator::LocatorConfig;
-use yaml::{Location, Node, NodeKind};
+use crate::render::{BUILTIN_PREFIX, OutputConfig, TemplateRef};
+use crate::value::{HumanDuration, is_valid_name, resolve_program};
+use crate::yaml::{self, Location, Node, NodeKind};
 
 /// Where to look for the config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config.yaml";
-/// Prefix that names a template embedded in the binary.
-pub const BUILTIN_PREFIX: &str = "builtin:";
 
 /// A validated config.
 #[derive(Debug, Clone)]
@@ -141,137 +141,6 @@ impl Default for GuardConfig {
         GuardConfig {
             min_backends: default_min_backends(),
             max_removed_ratio: None,
-        }
-    }
-}
-
-/// How to validate and reload one frontend.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FrontendConfig {
-    /// The frontend's own config checker, as argv; `{staged}` stands for the staged file.
-    #[serde(default)]
-    pub check: Option<Vec<String>>,
-    /// How long the checker may run.
-    #[serde(default = "default_check_timeout")]
-    pub check_timeout: HumanDuration,
-    /// How to make the frontend pick up new files; none means files only.
-    #[serde(default)]
-    pub reload: Option<ReloadAction>,
-}
-
-fn default_check_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30))
-}
-
-/// One rendered file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OutputConfig {
-    /// `builtin:NAME` or a template file path (or else `renderer`).
-    #[serde(default)]
-    pub template: Option<TemplateRef>,
-    /// A renderer plugin that prints the file's content (instead of `template`).
-    #[serde(default)]
-    pub renderer: Option<crate::plugin::PluginCall>,
-    /// Where the file goes.
-    pub path: PathBuf,
-    /// The frontend that reads it (checked and reloaded when it changes).
-    #[serde(default)]
-    pub frontend: Option<String>,
-    /// File mode; by default the existing file's, or 0644.
-    #[serde(default)]
-    pub mode: Option<FileMode>,
-    /// Values for the template (`service` binds `backends`).
-    #[serde(default)]
-    pub vars: serde_json::Map<String, serde_json::Value>,
-}
-
-impl OutputConfig {
-    /// The service named by `vars.service`, if any.
-    pub fn service(&self) -> Option<&str> {
-        self.vars.get("service").and_then(|v| v.as_str())
-    }
-}
-
-/// Which template an output renders.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TemplateRef {
-    /// A template embedded in the binary.
-    Builtin(String),
-    /// A template file (resolved against the config directory).
-    File(PathBuf),
-}
-
-impl fmt::Display for TemplateRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TemplateRef::Builtin(name) => write!(f, "{BUILTIN_PREFIX}{name}"),
-            TemplateRef::File(path) => write!(f, "{}", path.display()),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for TemplateRef {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        if let Some(name) = text.strip_prefix(BUILTIN_PREFIX) {
-            if crate::render::builtin_source(name).is_none() {
-                return Err(serde::de::Error::custom(format!(
-                    "unknown built-in template `{text}`; built-ins are: {}",
-                    crate::render::builtin_names()
-                        .map(|n| format!("{BUILTIN_PREFIX}{n}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-            Ok(TemplateRef::Builtin(name.to_string()))
-        } else if text.is_empty() {
-            Err(serde::de::Error::custom("template is empty"))
-        } else {
-            Ok(TemplateRef::File(PathBuf::from(text)))
-        }
-    }
-}
-
-/// A duration written like `30s`, `1m30s` or `500ms` (a bare number is seconds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        let parsed = match text.parse::<u64>() {
-            Ok(secs) => Duration::from_secs(secs),
-            Err(_) => humantime::parse_duration(&text).map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "`{text}` is not a duration ({e}); write it like `30s`, `2m` or `500ms`"
-                ))
-            })?,
-        };
-        if parsed.is_zero() {
-            return Err(serde::de::Error::custom(
-                "a duration of zero is not allowed here",
-            ));
-        }
-        Ok(HumanDuration(parsed))
-    }
-}
-
-/// A Unix file mode, written in octal (`"0644"`, `640`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileMode(pub u32);
-
-impl<'de> Deserialize<'de> for FileMode {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // YAML 1.2 reads `0644` as the decimal 644, so digits are taken as octal either way.
-        let text = String::deserialize(d)?;
-        let digits = text.strip_prefix("0o").unwrap_or(&text);
-        match u32::from_str_radix(digits, 8) {
-            Ok(mode) if mode <= 0o7777 => Ok(FileMode(mode)),
-            _ => Err(serde::de::Error::custom(format!(
-                "`{text}` is not an octal file mode like \"0644\""
-            ))),
         }
     }
 }
@@ -862,15 +731,6 @@ fn list_or_none<'a>(names: impl Iterator<Item = &'a String>) -> String {
     }
 }
 
-/// Names of services and frontends: safe in file names, logs and template identifiers.
-pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
-
 impl Config {
     fn resolve_paths(&mut self) {
         let base = self.base_dir.clone();
@@ -909,16 +769,6 @@ impl Config {
         self.outputs
             .iter()
             .filter(move |o| o.frontend.as_deref() == Some(frontend))
-    }
-}
-
-/// Makes a relative program path like `./plugins/x` absolute; bare names stay for `PATH` lookup.
-pub fn resolve_program(argv: &mut [String], base: &Path) {
-    if let Some(program) = argv.first_mut()
-        && program.contains('/')
-        && Path::new(program.as_str()).is_relative()
-    {
-        *program = base.join(&*program).to_string_lossy().into_owned();
     }
 }
 

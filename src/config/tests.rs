@@ -1,4 +1,5 @@
 use super::*;
+use crate::value::FileMode;
 
 fn parse_at(text: &str) -> Result<Config, ConfigError> {
     parse(text, Path::new("/etc/elasticd/config.yaml"))

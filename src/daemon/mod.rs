@@ -7,11 +7,9 @@
 //! the reloads still owed. Each apply renders from that state and compares with the files on disk,
 //! so a failed check or reload is simply tried again, later, until it succeeds.
 
-mod schedule;
 mod timing;
 
-pub use schedule::{DEFAULT_REFRESH, Schedule, jitter_delay};
-pub use timing::{Backoff, Settle};
+pub use timing::{Backoff, Settle, jitter_delay};
 
 use std::collections::{HashMap, HashSet};
 use std::future::pending;
@@ -27,7 +25,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
 use crate::backend::Backend;
-use crate::config::{self, Config, ServiceConfig};
+use crate::config::{self, Config, Schedule, ServiceConfig};
 use crate::locator::LocateError;
 use crate::pass::{
     self, FrontendStatus, OutputStatus, PassOptions, PassProblem, PassReport, PassState,
@@ -56,7 +54,7 @@ pub async fn run(config_path: PathBuf) -> u8 {
             return crate::cli::EXIT_BAD_CONFIG;
         }
     };
-    let renderer = match Renderer::new(&config) {
+    let renderer = match Renderer::new(&config.outputs) {
         Ok(r) => r,
         Err(errors) => {
             for e in errors {
@@ -506,7 +504,7 @@ impl Daemon {
                 return Ok(());
             }
         };
-        let renderer = match Renderer::new(&new) {
+        let renderer = match Renderer::new(&new.outputs) {
             Ok(r) => r,
             Err(errors) => {
                 for e in errors {

@@ -94,6 +94,14 @@ impl Backoff {
     }
 }
 
+/// A random delay in `[0, period × fraction)` so that hosts started together spread out.
+pub fn jitter_delay(period: Duration, fraction: f64) -> Duration {
+    if fraction <= 0.0 {
+        return Duration::ZERO;
+    }
+    period.mul_f64(fraction.min(1.0) * fastrand::f64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +139,19 @@ mod tests {
         assert_eq!(b.succeed(), 12);
         assert_eq!(b.failures(), 0);
         assert_eq!(b.fail(Instant::now()).as_secs(), 1);
+    }
+
+    #[test]
+    fn jitter_stays_within_its_bounds() {
+        let period = Duration::from_secs(10);
+        for _ in 0..1000 {
+            let d = jitter_delay(period, 0.2);
+            assert!(d < Duration::from_secs(2), "{d:?}");
+        }
+        assert_eq!(jitter_delay(period, 0.0), Duration::ZERO);
+        // Not all the same: the point is to spread hosts out.
+        let samples: std::collections::HashSet<_> =
+            (0..50).map(|_| jitter_delay(period, 0.5)).collect();
+        assert!(samples.len() > 10);
     }
 }

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::haproxy_file::{self, BackendSection, ServerLine};
 use super::{ChangedFile, FrontendError, RawReload, ReloadAction, ReloadContext};
-use crate::config::HumanDuration;
+use crate::value::HumanDuration;
 
 /// How long a Runtime API update or a master-socket reload may take by default.
 pub const DEFAULT_RUNTIME_TIMEOUT: Duration = Duration::from_secs(5);
@@ -150,7 +150,7 @@ impl super::ReloadSpec for HaproxyRuntime {
         frontend: &'a str,
         cwd: &'a Path,
         context: &'a ReloadContext<'a>,
-    ) -> crate::locator::BoxFuture<'a, Result<super::Reloaded, FrontendError>> {
+    ) -> crate::value::BoxFuture<'a, Result<super::Reloaded, FrontendError>> {
         Box::pin(async move {
             reload(frontend, self, cwd, context)
                 .await

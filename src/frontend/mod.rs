@@ -12,12 +12,30 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Deserialize;
 
-use crate::config::{FrontendConfig, HumanDuration};
-use crate::locator::BoxFuture;
 use crate::process::{self, CommandSpec, ProcessError};
+use crate::value::{BoxFuture, HumanDuration};
 use haproxy_runtime::{RuntimeError, RuntimeSocket};
 
 pub use varnish::VarnishReloadConfig;
+
+/// How to validate and reload one frontend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontendConfig {
+    /// The frontend's own config checker, as argv; `{staged}` stands for the staged file.
+    #[serde(default)]
+    pub check: Option<Vec<String>>,
+    /// How long the checker may run.
+    #[serde(default = "default_check_timeout")]
+    pub check_timeout: HumanDuration,
+    /// How to make the frontend pick up new files; none means files only.
+    #[serde(default)]
+    pub reload: Option<ReloadAction>,
+}
+
+fn default_check_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
 
 /// Placeholder in a `check` argv that stands for the staged file.
 pub const STAGED_PLACEHOLDER: &str = "{staged}";
@@ -292,7 +310,7 @@ impl ReloadAction {
     /// Resolves relative paths against the config file's directory.
     pub fn resolve_paths(&mut self, base: &Path) {
         match self {
-            ReloadAction::Command { argv, .. } => crate::config::resolve_program(argv, base),
+            ReloadAction::Command { argv, .. } => crate::value::resolve_program(argv, base),
             ReloadAction::Signal { pidfile, .. } => {
                 if pidfile.is_relative() {
                     *pidfile = base.join(&*pidfile);

@@ -8,8 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use crate::config::HumanDuration;
-use crate::locator::BoxFuture;
+use crate::value::{BoxFuture, HumanDuration};
 use crate::process::{self, CommandSpec, ProcessError};
 
 /// Prefix of the VCL names elasticd loads; only these are ever discarded.
@@ -79,7 +78,7 @@ impl super::ReloadSpec for VarnishReloadConfig {
             }
         }
         let mut argv = [std::mem::take(&mut self.varnishadm)];
-        crate::config::resolve_program(&mut argv, base);
+        crate::value::resolve_program(&mut argv, base);
         let [program] = argv;
         self.varnishadm = program;
     }

@@ -464,7 +464,7 @@ mod tests {
     use aws_sdk_autoscaling::types::{Instance as Member_, LifecycleState};
 
     fn config(yaml: &str) -> Result<AsgLocatorConfig, String> {
-        crate::config::yaml::parse(yaml)
+        crate::yaml::parse(yaml)
             .map_err(|e| e.message)?
             .deserialize::<AsgLocatorConfig>()
             .map_err(|e| e.message)

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{BackendMeta, LocateContext, LocateError, backend_from_target};
 use crate::backend::Backend;
-use crate::config::yaml;
+use crate::yaml;
 
 /// How a document is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -634,7 +634,7 @@ mod tests {
     use aws_sdk_ec2::types::{InstanceState, InstanceStateName, Placement, Tag};
 
     fn config(yaml: &str) -> Result<Ec2LocatorConfig, String> {
-        crate::config::yaml::parse(yaml)
+        crate::yaml::parse(yaml)
             .map_err(|e| e.message)?
             .deserialize::<Ec2LocatorConfig>()
             .map_err(|e| e.message)

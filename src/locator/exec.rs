@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{BoxFuture, DocumentFormat, LocateContext, LocateError, Locator, parse_document};
 use crate::backend::Backend;
-use crate::config::HumanDuration;
+use crate::value::HumanDuration;
 use crate::plugin::{self, Plugin, PluginKind, request};
 
 /// `exec: { command: [prog, arg], timeout: 10s, options: {...}, pass_env: [...], env: {...} }`.

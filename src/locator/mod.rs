@@ -3,9 +3,7 @@
 
 mod discovery;
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 
 use serde::Deserialize;
 
@@ -16,9 +14,7 @@ pub use static_list::StaticBackend;
 
 use crate::aws::AwsSettings;
 use crate::backend::{AddressError, Backend};
-
-/// A boxed future, so that locators can be trait objects.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::value::BoxFuture;
 
 /// What a locator knows about the service it works for.
 #[derive(Debug, Clone)]

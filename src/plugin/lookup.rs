@@ -1,16 +1,12 @@
 //! Finding a plugin's program: by path, or by name in the plugin directory and then on `PATH`.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::PluginKind;
+use crate::process::{find_on_path, is_executable_file};
 
 /// The plugin directory when the config sets none: `plugins/` beside the config file.
 pub const DEFAULT_PLUGIN_DIR: &str = "plugins";
-
-fn is_executable_file(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
 
 /// Resolves argv[0] of a plugin.
 ///
@@ -73,11 +69,7 @@ pub fn find(
             ));
         }
     }
-    let path_var = std::env::var_os("PATH").unwrap_or_default();
-    if let Some(found) = std::env::split_paths(&path_var)
-        .map(|dir| dir.join(program))
-        .find(|p| is_executable_file(p))
-    {
+    if let Some(found) = find_on_path(program) {
         return Ok(found);
     }
     Err(format!(
@@ -90,6 +82,8 @@ pub fn find(
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn script(path: &Path, mode: u32) {

@@ -15,8 +15,8 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-use crate::config::HumanDuration;
 use crate::process::{self, CommandSpec, Finished, ProcessError};
+use crate::value::HumanDuration;
 
 /// The protocol version sent as `protocol` in every request and `ELASTICD_PLUGIN_PROTOCOL`.
 pub const PROTOCOL_VERSION: u32 = 1;

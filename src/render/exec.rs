@@ -1,25 +1,26 @@
 //! Outputs rendered by a renderer plugin (`renderer: { exec: [...] }`) instead of a template.
 
+use std::path::Path;
 use std::time::Duration;
 
 use tera::Context;
 
-use super::{RenderError, context_json};
-use crate::config::{Config, OutputConfig};
+use super::{OutputConfig, RenderError, context_json};
 use crate::plugin::{PluginCall, PluginKind, request};
 
 /// A renderer plugin may take this long when the config sets no `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the output's renderer plugin with `context` (what a template would get); its stdout,
-/// verbatim, is the file's content.
+/// verbatim, is the file's content. It runs in `base_dir`, the config file's directory.
 pub async fn render(
-    config: &Config,
+    base_dir: &Path,
+    environment: Option<&str>,
     output: &OutputConfig,
     call: &PluginCall,
     context: &Context,
 ) -> Result<String, RenderError> {
-    let plugin = call.plugin(PluginKind::Renderer, DEFAULT_TIMEOUT, &config.base_dir);
+    let plugin = call.plugin(PluginKind::Renderer, DEFAULT_TIMEOUT, base_dir);
     let failed = |source| RenderError::Plugin {
         path: output.path.clone(),
         source,
@@ -31,11 +32,11 @@ pub async fn render(
     if let Some(frontend) = &output.frontend {
         env.push(("ELASTICD_FRONTEND".to_string(), frontend.clone()));
     }
-    if let Some(environment) = &config.environment {
-        env.push(("ELASTICD_ENVIRONMENT".to_string(), environment.clone()));
+    if let Some(environment) = environment {
+        env.push(("ELASTICD_ENVIRONMENT".to_string(), environment.to_string()));
     }
     let request = request::renderer(
-        config.environment.as_deref(),
+        environment,
         &call.options,
         &output.path,
         output.frontend.as_deref(),

@@ -4,9 +4,12 @@
 //! line with a source excerpt, and its escape function is pluggable, which is what lets every
 //! template escape for config files instead of HTML (see [`escape`]).
 
+mod config;
 pub mod escape;
 pub mod exec;
 pub mod slots;
+
+pub use config::{BUILTIN_PREFIX, OutputConfig, TemplateRef};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +19,6 @@ use serde::Serialize;
 use tera::{Context, Kwargs, State, Tera, Value};
 
 use crate::backend::Backend;
-use crate::config::{Config, OutputConfig, TemplateRef};
 
 /// The built-in templates, embedded from `templates/` at build time.
 const BUILTINS: &[(&str, &str)] = &[
@@ -111,12 +113,12 @@ fn tera_message(e: &tera::Error) -> String {
 
 impl Renderer {
     /// Compiles the templates of every output; all failures are returned together.
-    pub fn new(config: &Config) -> Result<Self, Vec<RenderError>> {
+    pub fn new(outputs: &[OutputConfig]) -> Result<Self, Vec<RenderError>> {
         let mut errors = Vec::new();
         let mut builtin = new_engine();
         let sources: Vec<(String, &str)> = BUILTINS
             .iter()
-            .map(|(n, s)| (format!("builtin:{n}"), *s))
+            .map(|(n, s)| (format!("{BUILTIN_PREFIX}{n}"), *s))
             .collect();
         if let Err(e) = builtin.add_raw_templates(sources) {
             errors.push(RenderError::Compile {
@@ -127,11 +129,13 @@ impl Renderer {
         let mut engines = vec![builtin];
         let mut dirs: Vec<PathBuf> = Vec::new();
         let mut handles = Vec::new();
-        for output in &config.outputs {
+        for output in outputs {
             match &output.template {
                 // A renderer plugin: nothing to compile (see `exec`).
                 None => handles.push((0, String::new())),
-                Some(TemplateRef::Builtin(name)) => handles.push((0, format!("builtin:{name}"))),
+                Some(TemplateRef::Builtin(name)) => {
+                    handles.push((0, format!("{BUILTIN_PREFIX}{name}")))
+                }
                 Some(TemplateRef::File(path)) => {
                     let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
                     let name = path
@@ -288,13 +292,18 @@ pub struct PassContext {
 }
 
 impl PassContext {
-    /// Builds the shared context from the backend sets that are usable this pass.
-    pub fn new(config: &Config, sets: &IndexMap<String, Vec<Backend>>) -> Self {
+    /// Builds the shared context from the backend sets that are usable this pass; `port_of`
+    /// gives a service's configured port.
+    pub fn new(
+        environment: Option<&str>,
+        port_of: impl Fn(&str) -> Option<u16>,
+        sets: &IndexMap<String, Vec<Backend>>,
+    ) -> Self {
         let mut by_name = IndexMap::new();
         for (name, backends) in sets {
             let view = ServiceView {
                 name,
-                port: config.services.get(name).and_then(|s| s.port),
+                port: port_of(name),
                 backends: backends.iter().map(BackendView::from).collect(),
             };
             let service = Value::from_serializable(&view);
@@ -312,7 +321,7 @@ impl PassContext {
             .map(|(n, (s, _))| (n.clone(), s.clone()))
             .collect();
         PassContext {
-            environment: Value::from_serializable(&config.environment),
+            environment: Value::from_serializable(&environment),
             services: Value::from(services),
             by_name,
         }

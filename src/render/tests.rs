@@ -22,12 +22,16 @@ fn render_builtin(template: &str, vars: &str, backends: Vec<Backend>) -> String 
          outputs:\n  - {{ template: \"builtin:{template}\", path: out.conf, vars: {{ service: web{vars} }} }}\n"
     );
     let config = config::parse(&text, Path::new("/tmp/x/config.yaml")).unwrap();
-    let renderer = Renderer::new(&config)
+    let renderer = Renderer::new(&config.outputs)
         .map_err(|e| format!("{e:?}"))
         .unwrap();
     let mut sets = IndexMap::new();
     sets.insert("web".to_string(), backends);
-    let ctx = PassContext::new(&config, &sets);
+    let ctx = PassContext::new(
+        config.environment.as_deref(),
+        |s| config.services.get(s).and_then(|x| x.port),
+        &sets,
+    );
     renderer
         .render(0, &config.outputs[0], &ctx.for_output(&config.outputs[0]))
         .unwrap()
@@ -109,12 +113,16 @@ fn custom_templates_can_include_siblings_and_report_missing_variables() {
     let text = "services:\n  web:\n    locators: [static: [\"10.0.0.1:80\"]]\n\
                 outputs:\n  - { template: main.tera, path: out.conf, vars: { service: web } }\n";
     let config = config::parse(text, &dir.path().join("config.yaml")).unwrap();
-    let renderer = Renderer::new(&config)
+    let renderer = Renderer::new(&config.outputs)
         .map_err(|e| format!("{e:?}"))
         .unwrap();
     let mut sets = IndexMap::new();
     sets.insert("web".to_string(), many());
-    let ctx = PassContext::new(&config, &sets);
+    let ctx = PassContext::new(
+        config.environment.as_deref(),
+        |s| config.services.get(s).and_then(|x| x.port),
+        &sets,
+    );
     let err = renderer
         .render(0, &config.outputs[0], &ctx.for_output(&config.outputs[0]))
         .unwrap_err()
@@ -134,7 +142,7 @@ fn a_template_that_does_not_compile_is_reported_with_its_directory() {
     let text = "services:\n  web:\n    locators: [static: [\"10.0.0.1:80\"]]\n\
                 outputs:\n  - { template: bad.tera, path: out.conf, vars: { service: web } }\n";
     let config = config::parse(text, &dir.path().join("config.yaml")).unwrap();
-    let errors = Renderer::new(&config).err().unwrap();
+    let errors = Renderer::new(&config.outputs).err().unwrap();
     let msg = errors[0].to_string();
     assert!(msg.contains("bad.tera"), "{msg}");
 }
@@ -150,12 +158,16 @@ fn render_slotted(
          outputs:\n  - {{ template: \"builtin:{template}\", path: out.conf, vars: {{ service: web, slots: {slots} }} }}\n"
     );
     let config = config::parse(&text, Path::new("/tmp/x/config.yaml")).unwrap();
-    let renderer = Renderer::new(&config)
+    let renderer = Renderer::new(&config.outputs)
         .map_err(|e| format!("{e:?}"))
         .unwrap();
     let mut sets = IndexMap::new();
     sets.insert("web".to_string(), backends.clone());
-    let ctx = PassContext::new(&config, &sets);
+    let ctx = PassContext::new(
+        config.environment.as_deref(),
+        |s| config.services.get(s).and_then(|x| x.port),
+        &sets,
+    );
     let mut context = ctx.for_output(&config.outputs[0]);
     ctx.insert_slots(
         &mut context,

@@ -1,4 +1,4 @@
-//! When services are refreshed: a fixed interval or a cron expression, with jitter.
+//! When services are refreshed: a fixed interval or a cron expression.
 
 use std::fmt;
 use std::time::Duration;
@@ -88,18 +88,10 @@ impl Schedule {
     }
 }
 
-/// A random delay in `[0, period × fraction)` so that hosts started together spread out.
-pub fn jitter_delay(period: Duration, fraction: f64) -> Duration {
-    if fraction <= 0.0 {
-        return Duration::ZERO;
-    }
-    period.mul_f64(fraction.min(1.0) * fastrand::f64())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::yaml;
+    use crate::yaml;
 
     fn parse(text: &str) -> Result<Schedule, String> {
         yaml::parse(text)
@@ -128,19 +120,5 @@ mod tests {
     fn cron_period_is_the_gap_between_runs() {
         let s = Schedule::Cron("0 */5 * * * *".into());
         assert_eq!(s.period(), Duration::from_secs(300));
-    }
-
-    #[test]
-    fn jitter_stays_within_its_bounds() {
-        let period = Duration::from_secs(10);
-        for _ in 0..1000 {
-            let d = jitter_delay(period, 0.2);
-            assert!(d < Duration::from_secs(2), "{d:?}");
-        }
-        assert_eq!(jitter_delay(period, 0.0), Duration::ZERO);
-        // Not all the same: the point is to spread hosts out.
-        let samples: std::collections::HashSet<_> =
-            (0..50).map(|_| jitter_delay(period, 0.5)).collect();
-        assert!(samples.len() > 10);
     }
 }
