@@ -1,7 +1,7 @@
 //! A backend (one address and port a frontend sends traffic to) and how addresses are parsed.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -218,6 +218,22 @@ impl Backend {
 pub fn normalize(backends: &mut Vec<Backend>) {
     backends.sort_by(|a, b| a.key().cmp(&b.key()));
     backends.dedup_by(|b, a| a.key() == b.key());
+}
+
+/// What changed from `old` to `new` by endpoint: the backends only in `new` (added) and those
+/// only in `old` (removed), each in its set's order.
+pub fn diff<'a>(old: &'a [Backend], new: &'a [Backend]) -> (Vec<&'a Backend>, Vec<&'a Backend>) {
+    let old_keys: HashSet<_> = old.iter().map(Backend::key).collect();
+    let new_keys: HashSet<_> = new.iter().map(Backend::key).collect();
+    let added = new
+        .iter()
+        .filter(|b| !old_keys.contains(&b.key()))
+        .collect();
+    let removed = old
+        .iter()
+        .filter(|b| !new_keys.contains(&b.key()))
+        .collect();
+    (added, removed)
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::backend::Backend;
 use crate::config::{self, Config, ConfigError};
-use crate::pass::{self, FrontendStatus, OutputStatus, PassOptions, PassState, ServiceStatus};
+use crate::engine::{
+    BuiltService, Engine, FrontendStatus, OutputStatus, PassOptions, PassReport, ServiceStatus,
+    State,
+};
 use crate::render::Renderer;
 
 /// Exit status: success.
@@ -81,7 +84,7 @@ pub struct LocateArgs {
 /// Runs the parsed command and returns the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
-        Command::Run(args) => crate::daemon::run(args.config).await,
+        Command::Run(args) => run_daemon(args.config).await,
         Command::Render(args) => render(args).await,
         Command::Check(args) => check(&args.config).await,
         Command::Locate(args) => locate(args).await,
@@ -99,8 +102,8 @@ fn load_config(path: &Path) -> Result<Config, u8> {
     })
 }
 
-fn build_renderer(config: &Config) -> Result<Renderer, u8> {
-    Renderer::new(&config.outputs).map_err(|errors| {
+fn build_engine(config: Config) -> Result<Engine, u8> {
+    Engine::new(config).map_err(|errors| {
         for e in errors {
             eprintln!("error: {e}");
         }
@@ -108,29 +111,72 @@ fn build_renderer(config: &Config) -> Result<Renderer, u8> {
     })
 }
 
+async fn run_daemon(path: PathBuf) -> u8 {
+    // First, before the config is read: a SIGHUP or SIGTERM sent right after start (say by
+    // `systemctl reload`) is then queued for the daemon instead of ending the process.
+    let control = match crate::daemon::listen() {
+        Ok(rx) => rx,
+        Err(e) => {
+            tracing::error!("cannot listen for signals: {e}");
+            return EXIT_PASS_FAILED;
+        }
+    };
+    let engine = match load_config(&path).and_then(build_engine) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    match crate::daemon::run(path, engine, control).await {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            tracing::error!("{e}");
+            EXIT_PASS_FAILED
+        }
+    }
+}
+
 async fn render(args: RenderArgs) -> u8 {
     let config = match load_config(&args.config.config) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let renderer = match build_renderer(&config) {
-        Ok(r) => r,
+    let state = match &config.state_file {
+        Some(path) => State::load(path).unwrap_or_else(|e| {
+            tracing::warn!("{e}; starting without last good sets");
+            State::default()
+        }),
+        None => State::default(),
+    };
+    let state_file = config.state_file.clone();
+    let mut engine = match build_engine(config) {
+        Ok(e) => e.with_state(state),
         Err(code) => return code,
     };
-    let mut state = match &config.state_file {
-        Some(path) => PassState::load(path).unwrap_or_else(|e| {
-            tracing::warn!("{e}; starting without last good sets");
-            PassState::default()
-        }),
-        None => PassState::default(),
-    };
-    let state_before = state.clone();
+    let state_before = engine.state().clone();
     let options = PassOptions {
         dry_run: args.dry_run,
         no_reload: args.no_reload,
     };
-    let report = pass::run_pass(&config, &renderer, &mut state, options).await;
+    let report = engine.run_pass(options).await;
+    print_report(&report);
+    // Rewriting an unchanged state file would touch the disk on every cron run for nothing.
+    if !args.dry_run
+        && *engine.state() != state_before
+        && let Some(path) = &state_file
+        && let Err(e) = engine.state().save(path)
+    {
+        eprintln!("error: {e}");
+        return EXIT_PASS_FAILED;
+    }
+    if report.failed() {
+        EXIT_PASS_FAILED
+    } else {
+        EXIT_OK
+    }
+}
 
+/// The one printer of a pass report for `elasticd render`: what each service, output, frontend
+/// and hook did, then every problem.
+fn print_report(report: &PassReport) {
     for s in &report.services {
         match s.status {
             ServiceStatus::Fresh => tracing::info!(
@@ -178,20 +224,6 @@ async fn render(args: RenderArgs) -> u8 {
     }
     for problem in &report.problems {
         eprintln!("error: {problem}");
-    }
-    // Rewriting an unchanged state file would touch the disk on every cron run for nothing.
-    if !args.dry_run
-        && state != state_before
-        && let Some(path) = &config.state_file
-        && let Err(e) = state.save(path)
-    {
-        eprintln!("error: {e}");
-        return EXIT_PASS_FAILED;
-    }
-    if report.failed() {
-        EXIT_PASS_FAILED
-    } else {
-        EXIT_OK
     }
 }
 
@@ -278,7 +310,7 @@ async fn locate(args: LocateArgs) -> u8 {
         if args.service.as_ref().is_some_and(|s| s != name) {
             continue;
         }
-        match pass::locate_service(&config, name, service).await {
+        match BuiltService::build(&config, name, service).locate().await {
             Ok(backends) => found.push((name.clone(), backends)),
             Err(errors) => {
                 failed = true;

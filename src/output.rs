@@ -130,6 +130,102 @@ pub fn restore(dest: &Path, previous: Option<&[u8]>, mode: u32) -> Result<(), In
     }
 }
 
+/// One file of a batch: its new bytes, the bytes it replaces (none: it is new) and its mode.
+#[derive(Debug, Clone, Copy)]
+pub struct FileChange<'a> {
+    /// The destination.
+    pub path: &'a Path,
+    /// What goes there.
+    pub content: &'a [u8],
+    /// What was there, kept as the backup and restored on rollback.
+    pub previous: Option<&'a [u8]>,
+    /// The mode the file gets.
+    pub mode: u32,
+}
+
+/// Installs one file with its backup: the previous bytes become `PATH.bak`, then the new ones go
+/// into place atomically.
+pub fn install_with_backup(change: &FileChange<'_>) -> Result<(), InstallError> {
+    if let Some(previous) = change.previous {
+        write_backup(change.path, previous, change.mode)?;
+    }
+    install_atomically(change.path, change.content, change.mode)
+}
+
+/// Files of one batch that are in place; [`Installed::rollback`] puts them all back.
+#[must_use = "an installed batch is either kept or rolled back"]
+pub struct Installed<'a> {
+    files: Vec<FileChange<'a>>,
+}
+
+impl Installed<'_> {
+    /// Leaves the files in place: the batch is final.
+    pub fn keep(self) {}
+
+    /// Puts every file back as it was before the batch; failures are logged, since nothing better
+    /// can be done with them mid-rollback.
+    pub fn rollback(self) {
+        for change in &self.files {
+            if let Err(e) = restore(change.path, change.previous, change.mode) {
+                tracing::error!("rolling back {} failed: {e}", change.path.display());
+            }
+        }
+    }
+}
+
+/// Installs every file of a batch with its backup, in order. If one fails, the ones already in
+/// place are rolled back and the error is returned: a batch goes in whole or not at all.
+pub fn install_batch<'a>(changes: &[FileChange<'a>]) -> Result<Installed<'a>, InstallError> {
+    let mut done = Installed { files: Vec::new() };
+    for change in changes {
+        if let Err(e) = install_with_backup(change) {
+            done.rollback();
+            return Err(e);
+        }
+        done.files.push(*change);
+    }
+    Ok(done)
+}
+
+/// Files staged beside their destinations, none in place yet; dropping the batch removes them.
+#[derive(Default)]
+pub struct StagedBatch<'a> {
+    files: Vec<(FileChange<'a>, Staged)>,
+}
+
+impl<'a> StagedBatch<'a> {
+    /// An empty batch.
+    pub fn new() -> Self {
+        StagedBatch { files: Vec::new() }
+    }
+
+    /// Stages one more file; returns the staged file's path (for a checker's `{staged}`).
+    pub fn stage(&mut self, change: FileChange<'a>) -> Result<&Path, InstallError> {
+        let staged = stage(change.path, change.content, change.mode)?;
+        self.files.push((change, staged));
+        Ok(self.files.last().map_or(change.path, |(_, s)| s.path()))
+    }
+
+    /// Moves every staged file into place, each after its backup. If one fails, those already
+    /// committed are rolled back and the error is returned.
+    pub fn commit(self) -> Result<Installed<'a>, InstallError> {
+        let mut done = Installed { files: Vec::new() };
+        for (change, staged) in self.files {
+            let result = match change.previous {
+                Some(previous) => write_backup(change.path, previous, change.mode),
+                None => Ok(()),
+            }
+            .and_then(|()| staged.commit());
+            if let Err(e) = result {
+                done.rollback();
+                return Err(e);
+            }
+            done.files.push(change);
+        }
+        Ok(done)
+    }
+}
+
 // The rename is durable only once the directory entry is on disk.
 fn sync_dir(path: &Path) -> Result<(), InstallError> {
     let dir = match path.parent() {

@@ -7,8 +7,10 @@
 //! the reloads still owed. Each apply renders from that state and compares with the files on disk,
 //! so a failed check or reload is simply tried again, later, until it succeeds.
 
+mod signals;
 mod timing;
 
+pub use signals::{Control, listen};
 pub use timing::{Backoff, Settle, jitter_delay};
 
 use std::collections::{HashMap, HashSet};
@@ -17,20 +19,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use indexmap::IndexMap;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
-use crate::backend::Backend;
-use crate::config::{self, Config, Schedule, ServiceConfig};
+use crate::backend::{self, Backend};
+use crate::config::{self, Config, Schedule};
+use crate::engine::{BuiltService, Engine, FrontendStatus, OutputStatus, PassOptions, PassProblem};
 use crate::locator::LocateError;
-use crate::pass::{
-    self, FrontendStatus, OutputStatus, PassOptions, PassProblem, PassReport, PassState,
-};
-use crate::render::Renderer;
 
 /// The first retry of a failed frontend comes this soon; later ones double up to `backoff_max`.
 const FRONTEND_BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -39,46 +36,25 @@ enum Event {
     Refresh(String),
     Located {
         service: String,
-        /// The service config the answer was obtained with; stale after a SIGHUP that changed it.
-        asked_with: ServiceConfig,
+        /// The service the answer was obtained with; stale after a SIGHUP that changed it.
+        asked_with: Arc<BuiltService>,
         result: Result<Vec<Backend>, Vec<LocateError>>,
     },
 }
 
-/// Runs the daemon until SIGTERM or SIGINT; returns the process exit code.
-pub async fn run(config_path: PathBuf) -> u8 {
-    let config = match config::load(&config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return crate::cli::EXIT_BAD_CONFIG;
-        }
-    };
-    let renderer = match Renderer::new(&config.outputs) {
-        Ok(r) => r,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("error: {e}");
-            }
-            return crate::cli::EXIT_BAD_CONFIG;
-        }
-    };
-    let mut daemon = Daemon::new(config_path, config, renderer);
-    match daemon.main_loop().await {
-        Ok(()) => crate::cli::EXIT_OK,
-        Err(e) => {
-            tracing::error!("{e}");
-            crate::cli::EXIT_PASS_FAILED
-        }
-    }
+/// Runs the daemon on `engine` (built from the config at `config_path`, which SIGHUP reads
+/// again) until `control` says stop or closes.
+pub async fn run(
+    config_path: PathBuf,
+    engine: Engine,
+    control: mpsc::Receiver<Control>,
+) -> Result<(), DaemonError> {
+    Daemon::new(config_path, engine, control).main_loop().await
 }
 
 /// Why the daemon could not keep running.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// Signal handlers could not be installed.
-    #[error("cannot listen for signals: {0}")]
-    Signals(std::io::Error),
     /// The scheduler failed to start.
     #[error("cannot start the scheduler: {0}")]
     Scheduler(#[from] JobSchedulerError),
@@ -86,11 +62,8 @@ pub enum DaemonError {
 
 struct Daemon {
     path: PathBuf,
-    config: Arc<Config>,
-    renderer: Renderer,
-    state: PassState,
-    /// The sets as of the last apply, for the change summary.
-    applied: IndexMap<String, Vec<Backend>>,
+    engine: Engine,
+    control: mpsc::Receiver<Control>,
     settle: Settle,
     service_backoff: HashMap<String, Backoff>,
     /// The last problem logged per service, so a persistent failure is logged once.
@@ -115,16 +88,15 @@ async fn sleep_until_opt(at: Option<Instant>) {
 }
 
 impl Daemon {
-    fn new(path: PathBuf, config: Config, renderer: Renderer) -> Self {
+    fn new(path: PathBuf, engine: Engine, control: mpsc::Receiver<Control>) -> Self {
         let (tx, rx) = mpsc::channel(256);
-        let settle = Settle::new(config.daemon.settle_min.0, config.daemon.settle_max.0);
-        let apply_backoff = Backoff::new(FRONTEND_BACKOFF_BASE, config.daemon.backoff_max.0);
+        let daemon = &engine.config().daemon;
+        let settle = Settle::new(daemon.settle_min.0, daemon.settle_max.0);
+        let apply_backoff = Backoff::new(FRONTEND_BACKOFF_BASE, daemon.backoff_max.0);
         Daemon {
             path,
-            config: Arc::new(config),
-            renderer,
-            state: PassState::default(),
-            applied: IndexMap::new(),
+            engine,
+            control,
             settle,
             service_backoff: HashMap::new(),
             service_problem: HashMap::new(),
@@ -139,24 +111,23 @@ impl Daemon {
         }
     }
 
-    async fn main_loop(&mut self) -> Result<(), DaemonError> {
-        let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-        let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-        let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
-        let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Signals)?;
+    fn config(&self) -> &Arc<Config> {
+        self.engine.config()
+    }
 
-        self.scheduler = Some(start_scheduler(&self.config, &self.tx).await?);
+    async fn main_loop(mut self) -> Result<(), DaemonError> {
+        self.scheduler = Some(start_scheduler(self.config(), &self.tx).await?);
         tracing::info!(
             config = %self.path.display(),
             "started: {} services, {} outputs, settle {}..{}",
-            self.config.services.len(),
-            self.config.outputs.len(),
-            humantime::format_duration(self.config.daemon.settle_min.0),
-            humantime::format_duration(self.config.daemon.settle_max.0),
+            self.config().services.len(),
+            self.config().outputs.len(),
+            humantime::format_duration(self.config().daemon.settle_min.0),
+            humantime::format_duration(self.config().daemon.settle_max.0),
         );
         // Locate everything at once on start; until a service has a good answer, its outputs are
         // left as they are.
-        let names: Vec<String> = self.config.services.keys().cloned().collect();
+        let names: Vec<String> = self.config().services.keys().cloned().collect();
         for name in names {
             self.start_locate(&name);
         }
@@ -171,16 +142,17 @@ impl Daemon {
                 }
                 _ = sleep_until_opt(settle_at) => self.apply_now().await,
                 _ = sleep_until_opt(retry_at) => self.apply_now().await,
-                _ = sigterm.recv() => break,
-                _ = sigint.recv() => break,
-                _ = sighup.recv() => self.reload_config().await?,
-                _ = sigusr1.recv() => {
-                    tracing::info!("SIGUSR1: refreshing every service now");
-                    let names: Vec<String> = self.config.services.keys().cloned().collect();
-                    for name in names {
-                        self.start_locate(&name);
+                control = self.control.recv() => match control {
+                    None | Some(Control::Stop) => break,
+                    Some(Control::Reload) => self.reload_config().await?,
+                    Some(Control::Refresh) => {
+                        tracing::info!("SIGUSR1: refreshing every service now");
+                        let names: Vec<String> = self.config().services.keys().cloned().collect();
+                        for name in names {
+                            self.start_locate(&name);
+                        }
                     }
-                }
+                },
             }
         }
         tracing::info!("stopping");
@@ -211,20 +183,20 @@ impl Daemon {
                 asked_with,
                 result,
             } => {
-                if self.config.services.get(&service) != Some(&asked_with) {
+                if self.engine.service(&service).map(|s| &s.config) != Some(&asked_with.config) {
                     // A SIGHUP changed the service while this ran; the locate started for the new
                     // config is the one in flight now.
                     tracing::debug!(service = %service, "answer dropped: the service changed meanwhile");
                     return;
                 }
                 self.in_flight.remove(&service);
-                self.on_located(&service, &asked_with, result);
+                self.on_located(&service, result);
             }
         }
     }
 
     fn start_locate(&mut self, name: &str) {
-        let Some(service) = self.config.services.get(name).cloned() else {
+        let Some(service) = self.engine.service(name).cloned() else {
             return;
         };
         if !self.in_flight.insert(name.to_string()) {
@@ -232,12 +204,11 @@ impl Daemon {
             tracing::debug!(service = %name, "refresh skipped: the previous one is still running");
             return;
         }
-        let config = Arc::clone(&self.config);
         let tx = self.tx.clone();
         let name = name.to_string();
         let name_for_task = name.clone();
         let handle = self.tasks.spawn(async move {
-            let result = pass::locate_service(&config, &name, &service).await;
+            let result = service.locate().await;
             let _ = tx
                 .send(Event::Located {
                     service: name,
@@ -264,21 +235,20 @@ impl Daemon {
         }
     }
 
-    fn on_located(
-        &mut self,
-        name: &str,
-        service: &ServiceConfig,
-        result: Result<Vec<Backend>, Vec<LocateError>>,
-    ) {
+    fn on_located(&mut self, name: &str, result: Result<Vec<Backend>, Vec<LocateError>>) {
         let now = Instant::now();
         let locate_failed = result.is_err();
-        let last = self.state.last_good.get(name).map(Vec::as_slice);
-        let judged = pass::judge_service(name, service, result, last);
+        let judged = self.engine.judge(name, result);
+        let config = Arc::clone(self.engine.config());
         let backoff = self
             .service_backoff
             .entry(name.to_string())
             .or_insert_with(|| {
-                Backoff::new(service.refresh.period(), self.config.daemon.backoff_max.0)
+                let period = config
+                    .services
+                    .get(name)
+                    .map_or(config::DEFAULT_REFRESH, |s| s.refresh.period());
+                Backoff::new(period, config.daemon.backoff_max.0)
             });
         match judged.fresh {
             Some(set) => {
@@ -290,15 +260,14 @@ impl Daemon {
                         tracing::info!(service = %name, "the guard accepts the answer again");
                     }
                 }
-                if last != Some(set.as_slice()) {
+                let size = set.len();
+                if self.engine.accept(name, set) {
                     tracing::debug!(
                         service = %name,
-                        "change: +{} -{} ({} backends)",
+                        "change: +{} -{} ({size} backends)",
                         judged.report.added.len(),
                         judged.report.removed.len(),
-                        set.len()
                     );
-                    self.state.last_good.insert(name.to_string(), set);
                     self.settle.change(now);
                 }
             }
@@ -344,28 +313,10 @@ impl Daemon {
             .filter(|(_, b)| b.is_waiting(started))
             .map(|(n, _)| n.clone())
             .collect();
-        let sets = self.state.last_good.clone();
-        let mut report = PassReport::default();
-        pass::apply(
-            &self.config,
-            &self.renderer,
-            &sets,
-            &self.applied,
-            &mut self.state.pending_reloads,
-            PassOptions::default(),
-            &held,
-            &mut report,
-        )
-        .await;
-        pass::run_hooks(
-            &self.config,
-            &sets,
-            &mut self.state.hooks_acknowledged,
-            &self.state.pending_reloads,
-            PassOptions::default(),
-            &mut report,
-        )
-        .await;
+        // The sets this apply renders, and those of the one before, for the log line below.
+        let sets = self.engine.state().last_good.clone();
+        let before = self.engine.applied().clone();
+        let report = self.engine.apply(PassOptions::default(), &held).await;
         for hook in &report.hooks {
             if hook.ok {
                 tracing::info!(
@@ -380,7 +331,7 @@ impl Daemon {
         for problem in &report.problems {
             tracing::error!("{problem}");
         }
-        let backoff_max = self.config.daemon.backoff_max.0;
+        let backoff_max = self.config().daemon.backoff_max.0;
         let mut reloaded = Vec::new();
         for f in &report.frontends {
             let backoff = self
@@ -457,15 +408,15 @@ impl Daemon {
             let changes: Vec<String> = sets
                 .iter()
                 .filter_map(|(name, set)| {
-                    let before = self.applied.get(name);
+                    let before = before.get(name);
                     if before == Some(set) {
                         return None;
                     }
-                    let judged_diff = diff_counts(before.map(Vec::as_slice), set);
+                    let (added, removed) = backend::diff(before.map_or(&[], Vec::as_slice), set);
                     Some(format!(
                         "{name} +{}/-{} ({} backends)",
-                        judged_diff.0,
-                        judged_diff.1,
+                        added.len(),
+                        removed.len(),
                         set.len()
                     ))
                 })
@@ -486,13 +437,6 @@ impl Daemon {
                 started.elapsed().as_millis()
             );
         }
-        let clean = !report
-            .problems
-            .iter()
-            .any(|p| matches!(p, PassProblem::Frontend(_) | PassProblem::Install(_)));
-        if clean && held.is_empty() {
-            self.applied = sets;
-        }
     }
 
     async fn reload_config(&mut self) -> Result<(), DaemonError> {
@@ -504,8 +448,11 @@ impl Daemon {
                 return Ok(());
             }
         };
-        let renderer = match Renderer::new(&new.outputs) {
-            Ok(r) => r,
+        let old = Arc::clone(self.config());
+        let new_daemon = new.daemon.clone();
+        let services_count = new.services.len();
+        let changed = match self.engine.reconfigure(new) {
+            Ok(changed) => changed,
             Err(errors) => {
                 for e in errors {
                     tracing::error!("the new config is not valid; still running the old one: {e}");
@@ -513,40 +460,28 @@ impl Daemon {
                 return Ok(());
             }
         };
-        let changed: Vec<String> = new
-            .services
-            .iter()
-            .filter(|(name, s)| self.config.services.get(*name) != Some(*s))
-            .map(|(name, _)| name.clone())
-            .collect();
-        let reschedule = !changed.is_empty()
-            || new.services.len() != self.config.services.len()
-            || new.daemon != self.config.daemon;
-        // Unchanged services keep their last good sets; changed ones start over.
+        let reschedule =
+            !changed.is_empty() || services_count != old.services.len() || new_daemon != old.daemon;
+        // Unchanged services keep their last good sets (the engine keeps them); changed ones
+        // start over.
         for name in &changed {
-            self.state.last_good.shift_remove(name);
             self.service_backoff.remove(name);
             self.service_problem.remove(name);
             // An answer still coming for the old config will be dropped; ask again now.
             self.in_flight.remove(name);
         }
-        if new.daemon != self.config.daemon {
+        if new_daemon != old.daemon {
             // New jitter and backoff limits apply to every service and frontend from now on.
             self.service_backoff.clear();
             self.frontend_backoff.clear();
-            self.apply_backoff = Backoff::new(FRONTEND_BACKOFF_BASE, new.daemon.backoff_max.0);
+            self.apply_backoff = Backoff::new(FRONTEND_BACKOFF_BASE, new_daemon.backoff_max.0);
         }
-        self.state
-            .last_good
-            .retain(|name, _| new.services.contains_key(name));
-        self.settle = Settle::new(new.daemon.settle_min.0, new.daemon.settle_max.0);
-        self.config = Arc::new(new);
-        self.renderer = renderer;
+        self.settle = Settle::new(new_daemon.settle_min.0, new_daemon.settle_max.0);
         if reschedule || self.scheduler.is_none() {
             if let Some(mut old) = self.scheduler.take() {
                 let _ = old.shutdown().await;
             }
-            self.scheduler = Some(start_scheduler(&self.config, &self.tx).await?);
+            self.scheduler = Some(start_scheduler(self.engine.config(), &self.tx).await?);
         }
         tracing::info!(
             "config reloaded: {} service{} changed",
@@ -560,13 +495,6 @@ impl Daemon {
         self.settle.change(Instant::now());
         Ok(())
     }
-}
-
-fn diff_counts(before: Option<&[Backend]>, after: &[Backend]) -> (usize, usize) {
-    let before = before.unwrap_or_default();
-    let old: HashSet<_> = before.iter().map(Backend::key).collect();
-    let new: HashSet<_> = after.iter().map(Backend::key).collect();
-    (new.difference(&old).count(), old.difference(&new).count())
 }
 
 async fn start_scheduler(

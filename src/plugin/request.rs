@@ -1,6 +1,6 @@
 //! The JSON requests written to a plugin's stdin (protocol 1; see `plugins/README.md`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -61,21 +61,11 @@ pub struct ServiceChange {
 impl ServiceChange {
     /// The change from `old` (none: nothing was known) to `new`.
     pub fn between(service: &str, old: Option<&[Backend]>, new: &[Backend]) -> Self {
-        let old = old.unwrap_or_default();
-        let old_keys: HashSet<_> = old.iter().map(Backend::key).collect();
-        let new_keys: HashSet<_> = new.iter().map(Backend::key).collect();
+        let (added, removed) = crate::backend::diff(old.unwrap_or_default(), new);
         ServiceChange {
             service: service.to_string(),
-            added: new
-                .iter()
-                .filter(|b| !old_keys.contains(&b.key()))
-                .map(BackendObject::from)
-                .collect(),
-            removed: old
-                .iter()
-                .filter(|b| !new_keys.contains(&b.key()))
-                .map(BackendObject::from)
-                .collect(),
+            added: added.into_iter().map(BackendObject::from).collect(),
+            removed: removed.into_iter().map(BackendObject::from).collect(),
             backends: new.iter().map(BackendObject::from).collect(),
         }
     }

@@ -1,0 +1,340 @@
+//! Bringing files and frontends up to date with the backend sets: render every output, compare it
+//! with the file on disk, and per frontend install the changed files (one batch), check them and
+//! reload once. This file decides policy; the file operations are [`crate::output`]'s.
+
+use std::collections::{BTreeSet, HashSet};
+
+use indexmap::IndexMap;
+
+use crate::backend::Backend;
+use crate::config::Config;
+use crate::frontend::{self, FrontendConfig, FrontendError};
+use crate::output::{self, FileChange, StagedBatch};
+use crate::plugin::request::{ChangeSummary, ServiceChange, WrittenOutput};
+use crate::render::{OutputConfig, PassContext, Renderer};
+
+use super::report::{
+    FrontendReport, FrontendStatus, OutputReport, OutputStatus, PassOptions, PassProblem,
+    PassReport,
+};
+
+/// A rendered output that differs from its file.
+pub(super) struct Change {
+    pub(super) index: usize,
+    pub(super) content: String,
+    pub(super) previous: Option<Vec<u8>>,
+    pub(super) mode: u32,
+}
+
+impl Change {
+    fn file<'a>(&'a self, config: &'a Config) -> FileChange<'a> {
+        FileChange {
+            path: &config.outputs[self.index].path,
+            content: self.content.as_bytes(),
+            previous: self.previous.as_deref(),
+            mode: self.mode,
+        }
+    }
+}
+
+/// What one apply works from.
+pub(super) struct Inputs<'a> {
+    pub(super) config: &'a Config,
+    pub(super) renderer: &'a Renderer,
+    /// The sets to render.
+    pub(super) sets: &'a IndexMap<String, Vec<Backend>>,
+    /// The sets of the last apply, for the change summary reload plugins get.
+    pub(super) previous: &'a IndexMap<String, Vec<Backend>>,
+    pub(super) options: PassOptions,
+    /// Frontends left alone this time (the daemon's backoff).
+    pub(super) held: &'a HashSet<String>,
+}
+
+/// Renders every output from the sets and brings each frontend up to date: install, check,
+/// reload. Reloads that fail stay in `pending_reloads` for the next apply.
+pub(super) async fn apply(
+    inputs: &Inputs<'_>,
+    pending_reloads: &mut BTreeSet<String>,
+    report: &mut PassReport,
+) {
+    let Inputs {
+        config,
+        renderer,
+        sets,
+        previous,
+        options,
+        held,
+    } = *inputs;
+    let context = PassContext::new(
+        config.environment.as_deref(),
+        |s| config.services.get(s).and_then(|x| x.port),
+        sets,
+    );
+    let mut changes: Vec<Change> = Vec::new();
+    for (index, output) in config.outputs.iter().enumerate() {
+        let missing: Vec<&str> = match output.service() {
+            Some(s) => [s].into_iter().filter(|s| !sets.contains_key(*s)).collect(),
+            None => config
+                .services
+                .keys()
+                .map(String::as_str)
+                .filter(|s| !sets.contains_key(*s))
+                .collect(),
+        };
+        let status = if !missing.is_empty() {
+            OutputStatus::Skipped(format!(
+                "no good backend set yet for {}",
+                missing
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        } else {
+            match render_and_compare(config, renderer, index, output, &context, sets).await {
+                Ok(None) => OutputStatus::Unchanged,
+                Ok(Some(change)) => {
+                    if options.dry_run {
+                        let diff = output::unified_diff(
+                            &output.path,
+                            change.previous.as_deref(),
+                            change.content.as_bytes(),
+                        );
+                        OutputStatus::WouldChange(diff)
+                    } else {
+                        changes.push(change);
+                        OutputStatus::NotApplied
+                    }
+                }
+                Err(problem) => {
+                    report.problems.push(problem);
+                    OutputStatus::Failed
+                }
+            }
+        };
+        report.outputs.push(OutputReport {
+            path: output.path.clone(),
+            status,
+        });
+    }
+
+    if options.dry_run {
+        return;
+    }
+
+    // Outputs that feed no frontend are just installed.
+    for change in changes
+        .iter()
+        .filter(|c| config.outputs[c.index].frontend.is_none())
+    {
+        match output::install_with_backup(&change.file(config)) {
+            Ok(()) => report.outputs[change.index].status = OutputStatus::Written,
+            Err(e) => report.problems.push(e.into()),
+        }
+    }
+
+    // A frontend with an output that could not be rendered is left entirely alone: installing
+    // its other files would put a half-updated config in front of traffic.
+    let unrendered: HashSet<&str> = config
+        .outputs
+        .iter()
+        .zip(&report.outputs)
+        .filter(|(_, r)| r.status == OutputStatus::Failed)
+        .filter_map(|(o, _)| o.frontend.as_deref())
+        .collect();
+    for (name, frontend) in &config.frontends {
+        if held.contains(name) || unrendered.contains(name.as_str()) {
+            continue;
+        }
+        let mine: Vec<&Change> = changes
+            .iter()
+            .filter(|c| config.outputs[c.index].frontend.as_deref() == Some(name.as_str()))
+            .collect();
+        let owed = pending_reloads.contains(name);
+        if mine.is_empty() && !owed {
+            continue;
+        }
+        let installed = if mine.is_empty() {
+            Ok(())
+        } else {
+            install_and_check(config, name, frontend, &mine).await
+        };
+        let status = match installed {
+            Err(problem) => {
+                let status = match &problem {
+                    PassProblem::Frontend(FrontendError::Check { .. }) => {
+                        FrontendStatus::CheckFailed
+                    }
+                    _ => FrontendStatus::Untouched,
+                };
+                report.problems.push(problem);
+                status
+            }
+            Ok(()) => {
+                for c in &mine {
+                    report.outputs[c.index].status = OutputStatus::Written;
+                }
+                match (&frontend.reload, options.no_reload) {
+                    (Some(action), false) => {
+                        let summary = frontend_summary(config, name, sets, previous, &mine);
+                        let context = frontend::ReloadContext {
+                            changed: mine
+                                .iter()
+                                .map(|c| frontend::ChangedFile {
+                                    path: &config.outputs[c.index].path,
+                                    previous: c.previous.as_deref(),
+                                    content: &c.content,
+                                })
+                                .collect(),
+                            owed,
+                            request: frontend::exec::ReloadRequest {
+                                environment: config.environment.as_deref(),
+                                summary: Some(&summary),
+                            },
+                        };
+                        match frontend::reload(name, action, &config.base_dir, &context).await {
+                            Ok(done) => {
+                                pending_reloads.remove(name);
+                                match done {
+                                    frontend::Reloaded::Reloaded => FrontendStatus::Reloaded,
+                                    frontend::Reloaded::InPlace => FrontendStatus::UpdatedInPlace,
+                                }
+                            }
+                            Err(e) => {
+                                pending_reloads.insert(name.clone());
+                                report.problems.push(e.into());
+                                FrontendStatus::ReloadFailed
+                            }
+                        }
+                    }
+                    (Some(_), true) => {
+                        // The files changed under a running frontend; the reload stays owed so
+                        // that a later pass without --no-reload delivers it.
+                        if !mine.is_empty() {
+                            pending_reloads.insert(name.clone());
+                        }
+                        FrontendStatus::Installed
+                    }
+                    (None, _) => FrontendStatus::Installed,
+                }
+            }
+        };
+        report.frontends.push(FrontendReport {
+            name: name.clone(),
+            status,
+        });
+    }
+
+    pending_reloads.retain(|name| config.frontends.contains_key(name));
+}
+
+async fn render_and_compare(
+    config: &Config,
+    renderer: &Renderer,
+    index: usize,
+    output: &OutputConfig,
+    context: &PassContext,
+    sets: &IndexMap<String, Vec<Backend>>,
+) -> Result<Option<Change>, PassProblem> {
+    // Read first: slotted outputs keep the slot assignment of the installed file.
+    let previous = output::read_current(&output.path)?;
+    let mut ctx = context.for_output(output);
+    if let Some(backends) = output.service().and_then(|s| sets.get(s)) {
+        context.insert_slots(&mut ctx, output, backends, previous.as_deref());
+    }
+    let content = match &output.renderer {
+        Some(call) => {
+            crate::render::exec::render(
+                &config.base_dir,
+                config.environment.as_deref(),
+                output,
+                call,
+                &ctx,
+            )
+            .await?
+        }
+        None => renderer.render(index, output, &ctx)?,
+    };
+    if previous.as_deref() == Some(content.as_bytes()) {
+        return Ok(None);
+    }
+    Ok(Some(Change {
+        index,
+        content,
+        previous,
+        mode: output::effective_mode(&output.path, output.mode.map(|m| m.0)),
+    }))
+}
+
+/// What a frontend's reload plugin is told: the services its outputs render and the files written.
+fn frontend_summary(
+    config: &Config,
+    frontend: &str,
+    sets: &IndexMap<String, Vec<Backend>>,
+    previous: &IndexMap<String, Vec<Backend>>,
+    written: &[&Change],
+) -> ChangeSummary {
+    let mut services: Vec<&str> = Vec::new();
+    for output in config.outputs_of(frontend) {
+        match output.service() {
+            Some(s) => services.push(s),
+            // An output without a service renders them all.
+            None => services.extend(config.services.keys().map(String::as_str)),
+        }
+    }
+    let mut seen = HashSet::new();
+    services.retain(|s| seen.insert(*s));
+    ChangeSummary {
+        changes: services
+            .into_iter()
+            .filter_map(|s| {
+                let set = sets.get(s)?;
+                Some(ServiceChange::between(
+                    s,
+                    previous.get(s).map(Vec::as_slice),
+                    set,
+                ))
+            })
+            .collect(),
+        outputs: written
+            .iter()
+            .map(|c| WrittenOutput {
+                path: config.outputs[c.index].path.clone(),
+                frontend: config.outputs[c.index].frontend.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Installs one frontend's changed outputs so that a failed check leaves its files as they were.
+async fn install_and_check(
+    config: &Config,
+    name: &str,
+    frontend: &FrontendConfig,
+    changes: &[&Change],
+) -> Result<(), PassProblem> {
+    if frontend::checks_staged_file(frontend) {
+        // Check every staged file before any of them goes into place.
+        let mut batch = StagedBatch::new();
+        for change in changes {
+            let file = change.file(config);
+            let staged = batch.stage(file)?;
+            let staged_file = frontend::StagedFile {
+                staged,
+                output: file.path,
+            };
+            frontend::check(name, frontend, Some(staged_file), &config.base_dir).await?;
+        }
+        batch.commit()?.keep();
+        return Ok(());
+    }
+    let files: Vec<FileChange> = changes.iter().map(|c| c.file(config)).collect();
+    let installed = output::install_batch(&files)?;
+    if let Err(e) = frontend::check(name, frontend, None, &config.base_dir).await {
+        // The checker judges the frontend's whole config, so every file of this pass goes back.
+        installed.rollback();
+        return Err(e.into());
+    }
+    installed.keep();
+    Ok(())
+}

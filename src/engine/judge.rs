@@ -1,0 +1,146 @@
+//! The guard: whether a service's new answer is used, or its last good set is kept.
+
+use crate::backend::{self, Backend};
+use crate::config::GuardConfig;
+use crate::locator::LocateError;
+
+use super::report::{PassProblem, ServiceReport, ServiceStatus};
+
+/// Why the guard refuses `new`, if it does.
+pub fn guard_verdict(
+    guard: &GuardConfig,
+    last: Option<&[Backend]>,
+    new: &[Backend],
+) -> Option<String> {
+    if new.len() < guard.min_backends {
+        return Some(format!(
+            "locators found {} backend{}, fewer than min_backends {}",
+            new.len(),
+            if new.len() == 1 { "" } else { "s" },
+            guard.min_backends
+        ));
+    }
+    if let (Some(ratio), Some(last)) = (guard.max_removed_ratio, last)
+        && !last.is_empty()
+    {
+        let removed = backend::diff(last, new).1.len();
+        let share = removed as f64 / last.len() as f64;
+        if share > ratio {
+            return Some(format!(
+                "{removed} of {} backends would be removed ({:.0}%), more than max_removed_ratio {ratio}",
+                last.len(),
+                share * 100.0
+            ));
+        }
+    }
+    None
+}
+
+/// The outcome of one service's locate, after the guard.
+pub struct Judged {
+    /// For the pass report.
+    pub report: ServiceReport,
+    /// Locator errors or the guard's reason.
+    pub problems: Vec<PassProblem>,
+    /// The new set when it is accepted (it becomes the last good set).
+    pub fresh: Option<Vec<Backend>>,
+}
+
+/// Applies the guard to one service's locate result, against its last good set.
+pub fn judge_service(
+    name: &str,
+    guard: &GuardConfig,
+    result: Result<Vec<Backend>, Vec<LocateError>>,
+    last: Option<&[Backend]>,
+) -> Judged {
+    let mut problems = Vec::new();
+    let kept_outcome = || match last {
+        Some(l) => format!("keeping the last good set of {} backends", l.len()),
+        None => "no good set is known yet, so its outputs are left as they are".to_string(),
+    };
+    let fresh = match result {
+        Ok(backends) => match guard_verdict(guard, last, &backends) {
+            None => Some(backends),
+            Some(reason) => {
+                problems.push(PassProblem::GuardHeld {
+                    service: name.to_string(),
+                    reason,
+                    outcome: kept_outcome(),
+                });
+                None
+            }
+        },
+        Err(errors) => {
+            problems.extend(errors.into_iter().map(|source| PassProblem::Locate {
+                service: name.to_string(),
+                source,
+            }));
+            None
+        }
+    };
+    let (status, count, added, removed) = match (&fresh, last) {
+        (Some(set), _) => {
+            let (added, removed) = backend::diff(last.unwrap_or_default(), set);
+            let added = added.into_iter().map(Backend::endpoint).collect();
+            let removed = removed.into_iter().map(Backend::endpoint).collect();
+            (ServiceStatus::Fresh, set.len(), added, removed)
+        }
+        (None, Some(last)) => (ServiceStatus::KeptLastGood, last.len(), vec![], vec![]),
+        (None, None) => (ServiceStatus::NoData, 0, vec![], vec![]),
+    };
+    Judged {
+        report: ServiceReport {
+            name: name.to_string(),
+            status,
+            backends: count,
+            added,
+            removed,
+        },
+        problems,
+        fresh,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(endpoints: &[&str]) -> Vec<Backend> {
+        endpoints
+            .iter()
+            .map(|e| {
+                let (a, p) = backend::parse_target(e).unwrap();
+                Backend::new(a, p.unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn guard_holds_below_min_backends() {
+        let guard = GuardConfig::default();
+        assert!(
+            guard_verdict(&guard, None, &[])
+                .unwrap()
+                .contains("fewer than min_backends 1")
+        );
+        assert!(guard_verdict(&guard, None, &set(&["10.0.0.1:80"])).is_none());
+    }
+
+    #[test]
+    fn guard_holds_when_too_many_are_removed() {
+        let guard = GuardConfig {
+            min_backends: 1,
+            max_removed_ratio: Some(0.5),
+        };
+        let last = set(&["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"]);
+        // Half removed is allowed; more is not.
+        assert!(
+            guard_verdict(&guard, Some(&last), &set(&["10.0.0.1:80", "10.0.0.2:80"])).is_none()
+        );
+        let verdict = guard_verdict(&guard, Some(&last), &set(&["10.0.0.1:80"])).unwrap();
+        assert!(verdict.contains("3 of 4"), "{verdict}");
+        // Additions never trip it.
+        assert!(guard_verdict(&guard, Some(&last), &set(&["10.0.0.9:80"])).is_some());
+        assert!(guard_verdict(&guard, None, &set(&["10.0.0.9:80"])).is_none());
+    }
+}

@@ -1,0 +1,220 @@
+//! The engine: everything built from one config (the services with their locators, the compiled
+//! templates) plus the state it keeps (last good sets, owed reloads, hook acknowledgements).
+//!
+//! Data flows one way: [`Engine::locate`] asks a service's locators, [`Engine::judge`] applies the
+//! guard against the last good set, [`Engine::accept`] makes an answer the service's set, and
+//! [`Engine::apply`] renders, installs, checks, reloads and runs hooks. `elasticd render` does
+//! all of it once ([`Engine::run_pass`]); the daemon calls the pieces on its own schedule. It
+//! never publishes partial data: a service whose locators fail, or whose answer the guard refuses,
+//! keeps its last good set, and an output whose service has no good set yet is left as it is.
+
+mod apply;
+mod hooks;
+mod judge;
+mod locate;
+mod report;
+mod state;
+
+pub use hooks::hook_key;
+pub use judge::{Judged, guard_verdict};
+pub use locate::BuiltService;
+pub use report::{
+    FrontendReport, FrontendStatus, HookReport, OutputReport, OutputStatus, PassOptions,
+    PassProblem, PassReport, ServiceReport, ServiceStatus,
+};
+pub use state::{State, StateError};
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use indexmap::IndexMap;
+
+use crate::backend::Backend;
+use crate::config::Config;
+use crate::locator::LocateError;
+use crate::render::{RenderError, Renderer};
+
+/// A config made runnable, and the state of its services and frontends.
+pub struct Engine {
+    config: Arc<Config>,
+    renderer: Renderer,
+    services: IndexMap<String, Arc<BuiltService>>,
+    state: State,
+    /// The sets as of the last clean apply, for the change summaries of reload plugins.
+    applied: IndexMap<String, Vec<Backend>>,
+}
+
+impl Engine {
+    /// Compiles the templates and builds every service's locators; template errors are all
+    /// returned together.
+    pub fn new(config: Config) -> Result<Self, Vec<RenderError>> {
+        let renderer = Renderer::new(&config.outputs)?;
+        let services = build_services(&config, &IndexMap::new());
+        Ok(Engine {
+            config: Arc::new(config),
+            renderer,
+            services,
+            state: State::default(),
+            applied: IndexMap::new(),
+        })
+    }
+
+    /// Starts from a saved state (a one-shot run's `state_file`).
+    pub fn with_state(mut self, state: State) -> Self {
+        self.applied = state.last_good.clone();
+        self.state = state;
+        self
+    }
+
+    /// The config everything was built from.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// Last good sets, owed reloads and hook acknowledgements.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The built service `name`; the same value until a new config changes that service.
+    pub fn service(&self, name: &str) -> Option<&Arc<BuiltService>> {
+        self.services.get(name)
+    }
+
+    /// Asks the locators of service `name`; `None` for a service the config doesn't have.
+    pub async fn locate(&self, name: &str) -> Option<Result<Vec<Backend>, Vec<LocateError>>> {
+        Some(self.services.get(name)?.locate().await)
+    }
+
+    /// Applies the guard to a locate result of service `name`, against its last good set.
+    pub fn judge(&self, name: &str, result: Result<Vec<Backend>, Vec<LocateError>>) -> Judged {
+        let last = self.state.last_good.get(name).map(Vec::as_slice);
+        let guard = self
+            .services
+            .get(name)
+            .map(|s| s.config.guard.clone())
+            .unwrap_or_default();
+        judge::judge_service(name, &guard, result, last)
+    }
+
+    /// Makes `set` the last good set of `name`; true when it differs from the one before.
+    pub fn accept(&mut self, name: &str, set: Vec<Backend>) -> bool {
+        if self.state.last_good.get(name) == Some(&set) {
+            return false;
+        }
+        self.state.last_good.insert(name.to_string(), set);
+        true
+    }
+
+    /// Renders from the last good sets and brings every frontend not in `held` up to date, then
+    /// runs the `on_change` hooks whose change is applied.
+    pub async fn apply(&mut self, options: PassOptions, held: &HashSet<String>) -> PassReport {
+        let mut report = PassReport::default();
+        let sets = self.state.last_good.clone();
+        let inputs = apply::Inputs {
+            config: &self.config,
+            renderer: &self.renderer,
+            sets: &sets,
+            previous: &self.applied,
+            options,
+            held,
+        };
+        apply::apply(&inputs, &mut self.state.pending_reloads, &mut report).await;
+        hooks::run_hooks(
+            &self.config,
+            &sets,
+            &mut self.state.hooks_acknowledged,
+            &self.state.pending_reloads,
+            options,
+            &mut report,
+        )
+        .await;
+        let clean = !report
+            .problems
+            .iter()
+            .any(|p| matches!(p, PassProblem::Frontend(_) | PassProblem::Install(_)));
+        if clean && held.is_empty() && !options.dry_run {
+            self.applied = sets;
+        }
+        report
+    }
+
+    /// The sets as of the last clean apply.
+    pub fn applied(&self) -> &IndexMap<String, Vec<Backend>> {
+        &self.applied
+    }
+
+    /// One pass over everything: locate every service at once, judge, accept, apply.
+    pub async fn run_pass(&mut self, options: PassOptions) -> PassReport {
+        let located = join_all(self.services.values().map(|s| s.locate())).await;
+        let mut judged = Vec::new();
+        for (name, result) in self.services.keys().zip(located) {
+            judged.push((name.clone(), self.judge(name, result)));
+        }
+        let mut services = Vec::new();
+        let mut problems = Vec::new();
+        for (name, j) in judged {
+            services.push(j.report);
+            problems.extend(j.problems);
+            if let Some(set) = j.fresh {
+                self.accept(&name, set);
+            }
+        }
+        let config = Arc::clone(&self.config);
+        self.state
+            .last_good
+            .retain(|name, _| config.services.contains_key(name));
+        let mut report = self.apply(options, &HashSet::new()).await;
+        report.services = services;
+        problems.append(&mut report.problems);
+        report.problems = problems;
+        report
+    }
+
+    /// Swaps in a new config: templates are compiled again, services whose settings are the same
+    /// keep their built locators and last good sets, the others are built anew and start over.
+    /// Returns the names of the services that changed (new ones included).
+    pub fn reconfigure(&mut self, new: Config) -> Result<Vec<String>, Vec<RenderError>> {
+        let renderer = Renderer::new(&new.outputs)?;
+        let changed: Vec<String> = new
+            .services
+            .iter()
+            .filter(|(name, s)| self.services.get(*name).is_none_or(|b| &b.config != *s))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &changed {
+            self.state.last_good.shift_remove(name);
+        }
+        self.state
+            .last_good
+            .retain(|name, _| new.services.contains_key(name));
+        self.services = build_services(&new, &self.services);
+        self.renderer = renderer;
+        self.config = Arc::new(new);
+        Ok(changed)
+    }
+}
+
+/// Builds the services of `config`, reusing those of `old` whose settings are unchanged.
+fn build_services(
+    config: &Config,
+    old: &IndexMap<String, Arc<BuiltService>>,
+) -> IndexMap<String, Arc<BuiltService>> {
+    config
+        .services
+        .iter()
+        .map(|(name, service)| {
+            let built = match old.get(name) {
+                Some(b) if b.config == *service && same_context(config, b) => Arc::clone(b),
+                _ => Arc::new(BuiltService::build(config, name, service)),
+            };
+            (name.clone(), built)
+        })
+        .collect()
+}
+
+// The environment and base directory reach locators too; a change there rebuilds them.
+fn same_context(config: &Config, built: &BuiltService) -> bool {
+    built.environment() == config.environment.as_deref() && built.base_dir() == config.base_dir
+}
