@@ -1,11 +1,33 @@
 //! elasticd keeps web frontends (nginx, HAProxy, Varnish, Apache httpd) pointed at the live
 //! addresses of their backends.
 //!
-//! A pass ([`pass::run_pass`]) asks each service's locators ([`locator`]) for backends, holds
-//! back answers the guard refuses, renders every output with Tera ([`render`]), and for each
-//! frontend installs the changed files atomically ([`output`]), checks them with the frontend's
-//! own validator and reloads it once ([`frontend`]). The config ([`config`]) is YAML; every
-//! problem in it is reported at once with line and column. See `docs/architecture.md`.
+//! An [`engine::Engine`] is built once per config ([`config`]): each service's locators
+//! ([`locator`]) and the compiled templates ([`render`]). It asks the locators for backends,
+//! holds back answers the guard refuses, renders every output, and for each frontend installs the
+//! changed files atomically ([`output`]), checks them with the frontend's own validator and
+//! reloads it once ([`frontend`]). `elasticd render` runs that once; the daemon ([`daemon`]) on
+//! each service's schedule. See `docs/architecture.md`.
+//!
+//! Layout, top to bottom. A module imports only modules with a lower number (unit tests aside:
+//! they may build fixtures from anything); `tests/layers.rs` checks that this table matches the
+//! code.
+//!
+//! ```text
+//! 7 cli        commands, exit codes (the only place that decides them), the report printer
+//! 6 daemon     the event loop: schedules, signals as Control messages, settle, backoff
+//! 5 engine     Engine: built services and renderer, state; locate, judge, apply, hooks, report
+//! 4 config     the file as a whole: Config, Loader (every problem at once), cross-checks, Schedule
+//! 3 render     Tera engines, template context, escaping, slots, OutputConfig, renderer plugins
+//! 2 locator    Locator and LocatorSpec, the locators! registry, one file per kind with its config
+//! 2 frontend   FrontendConfig, checks, the reload_actions! registry, HAProxy and Varnish actions
+//! 1 plugin     the plugin protocol: PluginCall, running, lookup, requests, on_change hooks
+//! 1 aws        AWS settings and errors; SDK clients (feature `aws`)
+//! 0 output     compare, stage, batch install with backup, rollback, diff
+//! 0 process    run an argv with a timeout in its own process group; PATH lookup
+//! 0 backend    Backend, Address, target parsing, normalize, diff
+//! 0 yaml       the located YAML tree and its serde Deserializer
+//! 0 value      HumanDuration, FileMode, names, program paths, BoxFuture
+//! ```
 
 pub mod aws;
 pub mod backend;

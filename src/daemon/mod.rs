@@ -524,3 +524,6 @@ async fn start_scheduler(
     scheduler.start().await?;
     Ok(scheduler)
 }
+
+#[cfg(test)]
+mod tests;

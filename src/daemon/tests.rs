@@ -1,0 +1,153 @@
+//! The event loop driven in-process on a paused clock: the settle window and refresh requests
+//! without sleeping for real. `tests/daemon.rs` covers the same loop through the binary, with
+//! real signals.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::sleep;
+
+use super::{Control, run};
+use crate::config;
+use crate::engine::Engine;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Setup {
+    fn new(settle_min: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "daemon: {{ settle_min: {settle_min}, settle_max: 5s, jitter: 0 }}
+services:
+  web:
+    refresh: 1h
+    port: 80
+    locators: [file: {{ path: backends.json }}]
+outputs:
+  - template: builtin:nginx
+    path: out.conf
+    vars: {{ service: web }}
+"
+            ),
+        )
+        .unwrap();
+        let setup = Setup { dir, config };
+        setup.backends(&["127.0.0.1"]);
+        setup
+    }
+
+    fn backends(&self, ips: &[&str]) {
+        let targets: Vec<String> = ips.iter().map(|ip| format!("\"{ip}:80\"")).collect();
+        let doc = format!("[{{\"targets\": [{}]}}]", targets.join(", "));
+        std::fs::write(self.dir.path().join("backends.json"), doc).unwrap();
+    }
+
+    fn output(&self) -> Option<String> {
+        std::fs::read_to_string(self.path("out.conf")).ok()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn start(&self) -> (mpsc::Sender<Control>, tokio::task::JoinHandle<()>) {
+        let engine = Engine::new(config::load(&self.config).unwrap())
+            .unwrap_or_else(|_| panic!("templates of {} do not compile", self.config.display()));
+        let (tx, rx) = mpsc::channel(4);
+        let path = self.config.clone();
+        let handle = tokio::spawn(async move { run(path, engine, rx).await.unwrap() });
+        (tx, handle)
+    }
+}
+
+/// The endpoints of the `server` lines of an nginx upstream.
+fn servers(text: Option<String>) -> Vec<String> {
+    text.unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("server "))
+        .filter_map(|l| l.split([' ', ';']).next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_answer_waits_for_the_settle_window() {
+    let setup = Setup::new("2s");
+    let (tx, handle) = setup.start();
+    sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !setup.path("out.conf").exists(),
+        "written before settle_min"
+    );
+    sleep(Duration::from_millis(1000)).await;
+    assert_eq!(servers(setup.output()), ["127.0.0.1:80"]);
+    tx.send(Control::Stop).await.unwrap();
+    handle.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_changes_is_applied_once_after_the_last_one_settles() {
+    let setup = Setup::new("2s");
+    let (tx, handle) = setup.start();
+    sleep(Duration::from_secs(3)).await;
+    assert_eq!(servers(setup.output()), ["127.0.0.1:80"]);
+    // Three changes a second apart: each pushes the deadline, none is applied on its own.
+    for ips in [
+        &["127.0.0.2"][..],
+        &["127.0.0.2", "127.0.0.3"],
+        &["127.0.0.4"],
+    ] {
+        setup.backends(ips);
+        tx.send(Control::Refresh).await.unwrap();
+        sleep(Duration::from_secs(1)).await;
+        assert_eq!(servers(setup.output()), ["127.0.0.1:80"]);
+    }
+    sleep(Duration::from_millis(1500)).await;
+    assert_eq!(servers(setup.output()), ["127.0.0.4:80"]);
+    tx.send(Control::Stop).await.unwrap();
+    handle.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn changes_that_never_stop_are_applied_by_settle_max() {
+    let setup = Setup::new("2s");
+    let (tx, handle) = setup.start();
+    sleep(Duration::from_secs(3)).await;
+    let mut seen = vec![servers(setup.output())];
+    // A change every second for eight seconds: settle_min never passes quietly, settle_max (5s
+    // after the first change) applies what is known then.
+    for i in 2..10 {
+        setup.backends(&[&format!("127.0.0.{i}")]);
+        tx.send(Control::Refresh).await.unwrap();
+        sleep(Duration::from_secs(1)).await;
+        seen.push(servers(setup.output()));
+    }
+    seen.dedup();
+    assert_eq!(
+        seen,
+        [vec!["127.0.0.1:80"], vec!["127.0.0.6:80"]],
+        "one apply in the middle of the burst"
+    );
+    sleep(Duration::from_secs(3)).await;
+    assert_eq!(servers(setup.output()), ["127.0.0.9:80"]);
+    tx.send(Control::Stop).await.unwrap();
+    handle.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_closed_control_channel_stops_the_daemon() {
+    let setup = Setup::new("2s");
+    let (tx, handle) = setup.start();
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(60), handle)
+        .await
+        .expect("the daemon did not stop")
+        .unwrap();
+}
