@@ -156,7 +156,14 @@ async fn render(args: RenderArgs) -> u8 {
         dry_run: args.dry_run,
         no_reload: args.no_reload,
     };
-    let report = engine.run_pass(options).await;
+    // A dry run writes nothing, so it leaves an interrupted run's files for a real run to settle.
+    let recovered = if args.dry_run {
+        Vec::new()
+    } else {
+        engine.recover().await
+    };
+    let mut report = engine.run_pass(options).await;
+    report.problems.splice(0..0, recovered);
     print_report(&report);
     // Rewriting an unchanged state file would touch the disk on every cron run for nothing.
     if !args.dry_run

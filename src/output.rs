@@ -226,6 +226,64 @@ impl<'a> StagedBatch<'a> {
     }
 }
 
+/// A note beside an installed file that its frontend has not yet both checked and taken it: it is
+/// written before the file goes into place and removed once the frontend has reloaded. A run
+/// killed in between leaves it, and the next run re-checks the file (and restores the backup if
+/// the check fails) and owes the reload, instead of taking the file on disk as applied.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OwedMarker {
+    /// The frontend that reads the file.
+    pub frontend: String,
+    /// Whether a file was there before (and so `PATH.bak` holds it); if not, a rollback removes
+    /// the file.
+    pub previous: bool,
+}
+
+/// Where the [`OwedMarker`] of `path` is kept: `.NAME.elasticd-owed`, beside it. The leading dot
+/// and the suffix keep it out of `*.conf`-style includes.
+pub fn owed_marker_path(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".{name}.elasticd-owed"))
+}
+
+/// Writes the marker of `path` durably, before the file itself is installed.
+pub fn mark_owed(path: &Path, marker: &OwedMarker) -> Result<(), InstallError> {
+    let marker_path = owed_marker_path(path);
+    let bytes = serde_json::to_vec(marker).map_err(|e| InstallError {
+        action: "encode the marker of",
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    install_atomically(&marker_path, &bytes, 0o600)
+}
+
+/// The marker of `path`, if a run left one; a marker that can't be read counts as absent.
+pub fn read_owed(path: &Path) -> Option<OwedMarker> {
+    let bytes = fs::read(owed_marker_path(path)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Removes the marker of `path`, if there is one.
+pub fn clear_owed(path: &Path) -> Result<(), InstallError> {
+    let marker_path = owed_marker_path(path);
+    match fs::remove_file(&marker_path) {
+        Ok(()) => sync_dir(&marker_path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(err("remove", &marker_path)(e)),
+    }
+}
+
+/// Puts back what `path` replaced, from its backup (or removes it when it was new).
+pub fn restore_backup(path: &Path, marker: &OwedMarker) -> Result<(), InstallError> {
+    if !marker.previous {
+        return restore(path, None, DEFAULT_MODE);
+    }
+    let backup = backup_path(path);
+    let bytes = fs::read(&backup).map_err(err("read", &backup))?;
+    let mode = effective_mode(&backup, None);
+    install_atomically(path, &bytes, mode)
+}
+
 // The rename is durable only once the directory entry is on disk.
 fn sync_dir(path: &Path) -> Result<(), InstallError> {
     let dir = match path.parent() {

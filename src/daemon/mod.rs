@@ -116,6 +116,9 @@ impl Daemon {
     }
 
     async fn main_loop(mut self) -> Result<(), DaemonError> {
+        for problem in self.engine.recover().await {
+            tracing::error!("{problem}");
+        }
         self.scheduler = Some(start_scheduler(self.config(), &self.tx).await?);
         tracing::info!(
             config = %self.path.display(),

@@ -9,7 +9,7 @@ use indexmap::IndexMap;
 use crate::backend::Backend;
 use crate::config::Config;
 use crate::frontend::{self, FrontendConfig, FrontendError};
-use crate::output::{self, FileChange, StagedBatch};
+use crate::output::{self, FileChange, InstallError, StagedBatch};
 use crate::plugin::request::{ChangeSummary, ServiceChange, WrittenOutput};
 use crate::render::{OutputConfig, PassContext, Renderer};
 
@@ -195,6 +195,7 @@ pub(super) async fn apply(
                         match frontend::reload(name, action, &config.base_dir, &context).await {
                             Ok(done) => {
                                 pending_reloads.remove(name);
+                                clear_owed(config, outputs_of(config, name));
                                 match done {
                                     frontend::Reloaded::Reloaded => FrontendStatus::Reloaded,
                                     frontend::Reloaded::InPlace => FrontendStatus::UpdatedInPlace,
@@ -215,7 +216,10 @@ pub(super) async fn apply(
                         }
                         FrontendStatus::Installed
                     }
-                    (None, _) => FrontendStatus::Installed,
+                    (None, _) => {
+                        clear_owed(config, outputs_of(config, name));
+                        FrontendStatus::Installed
+                    }
                 }
             }
         };
@@ -307,6 +311,8 @@ fn frontend_summary(
 }
 
 /// Installs one frontend's changed outputs so that a failed check leaves its files as they were.
+/// Each file is marked owed ([`output::mark_owed`]) before it goes into place, so that a run
+/// killed before the reload leaves a trace the next run acts on.
 async fn install_and_check(
     config: &Config,
     name: &str,
@@ -325,16 +331,67 @@ async fn install_and_check(
             };
             frontend::check(name, frontend, Some(staged_file), &config.base_dir).await?;
         }
-        batch.commit()?.keep();
+        mark_owed(config, name, changes)?;
+        match batch.commit() {
+            Ok(installed) => installed.keep(),
+            Err(e) => {
+                clear_owed(config, changes.iter().map(|c| c.index));
+                return Err(e.into());
+            }
+        }
         return Ok(());
     }
+    mark_owed(config, name, changes)?;
     let files: Vec<FileChange> = changes.iter().map(|c| c.file(config)).collect();
-    let installed = output::install_batch(&files)?;
+    let installed = match output::install_batch(&files) {
+        Ok(installed) => installed,
+        Err(e) => {
+            clear_owed(config, changes.iter().map(|c| c.index));
+            return Err(e.into());
+        }
+    };
     if let Err(e) = frontend::check(name, frontend, None, &config.base_dir).await {
         // The checker judges the frontend's whole config, so every file of this pass goes back.
         installed.rollback();
+        clear_owed(config, changes.iter().map(|c| c.index));
         return Err(e.into());
     }
     installed.keep();
     Ok(())
+}
+
+/// Marks every changed file owed, durably, before any of them is installed.
+fn mark_owed(config: &Config, frontend: &str, changes: &[&Change]) -> Result<(), InstallError> {
+    for (i, change) in changes.iter().enumerate() {
+        let marker = output::OwedMarker {
+            frontend: frontend.to_string(),
+            previous: change.previous.is_some(),
+        };
+        if let Err(e) = output::mark_owed(&config.outputs[change.index].path, &marker) {
+            clear_owed(config, changes[..i].iter().map(|c| c.index));
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Removes the owed markers of the outputs numbered `indexes`; a failure is only logged (the
+/// next start re-checks a file whose marker stayed, which is safe).
+pub(super) fn clear_owed(config: &Config, indexes: impl Iterator<Item = usize>) {
+    for index in indexes {
+        let path = &config.outputs[index].path;
+        if let Err(e) = output::clear_owed(path) {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// The indexes of the outputs that feed `frontend`.
+fn outputs_of(config: &Config, frontend: &str) -> impl Iterator<Item = usize> {
+    config
+        .outputs
+        .iter()
+        .enumerate()
+        .filter(move |(_, o)| o.frontend.as_deref() == Some(frontend))
+        .map(|(i, _)| i)
 }

@@ -12,6 +12,7 @@ mod apply;
 mod hooks;
 mod judge;
 mod locate;
+mod recover;
 mod report;
 mod state;
 
@@ -138,6 +139,13 @@ impl Engine {
             self.applied = sets;
         }
         report
+    }
+
+    /// Re-checks files that an earlier run installed but did not see through to a reload (it
+    /// was killed, or the reload failed): passing ones owe their frontend a reload, failing ones
+    /// get their backups back. Call once at start-up, before the first apply.
+    pub async fn recover(&mut self) -> Vec<PassProblem> {
+        recover::recover(&self.config, &mut self.state.pending_reloads).await
     }
 
     /// The sets as of the last clean apply.

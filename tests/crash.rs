@@ -1,0 +1,179 @@
+//! Runs killed at the worst moment: between installing a file and reloading its frontend. The next
+//! run must not take the file on disk as applied: it checks it again and reloads, or restores the
+//! previous file when the check fails.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn elasticd(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_elasticd"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run elasticd")
+}
+
+fn read(dir: &Path, name: &str) -> String {
+    fs::read_to_string(dir.join(name)).unwrap_or_default()
+}
+
+fn reloads(dir: &Path) -> usize {
+    read(dir, "reloads").lines().count()
+}
+
+fn backends(dir: &Path, ip: &str) {
+    fs::write(
+        dir.join("backends.json"),
+        format!("[{{\"targets\": [\"{ip}:80\"]}}]"),
+    )
+    .unwrap();
+}
+
+/// The check hangs while `hang` exists (recording its process group in `check.pid`), and fails
+/// while `fail` exists.
+fn setup(staged: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let file_arg = if staged { r#", "{staged}""# } else { "" };
+    fs::write(
+        dir.path().join("config.yaml"),
+        format!(
+            r#"services:
+  web:
+    locators: [file: {{ path: backends.json }}]
+frontends:
+  fe:
+    check: [sh, -c, 'if [ -f hang ]; then echo $$ > check.pid; sleep 60; fi; test ! -f fail', check{file_arg}]
+    reload: {{ command: [sh, -c, "echo reload >> reloads"] }}
+outputs:
+  - {{ template: "builtin:nginx", path: upstream.conf, frontend: fe, vars: {{ service: web }} }}
+"#
+        ),
+    )
+    .unwrap();
+    backends(dir.path(), "127.0.0.1");
+    let first = elasticd(dir.path(), &["render"]);
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(reloads(dir.path()), 1);
+    dir
+}
+
+/// Kills the process group a hanging check wrote to `check.pid`, even if the test fails.
+struct CheckGroup<'a>(&'a Path);
+
+impl Drop for CheckGroup<'_> {
+    fn drop(&mut self) {
+        if let Ok(pid) = read(self.0, "check.pid").trim().parse::<i32>() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
+    }
+}
+
+/// Starts a render whose check hangs, and SIGKILLs it once the check runs.
+fn render_killed_during_the_check(dir: &Path) {
+    fs::write(dir.join("hang"), "").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_elasticd"))
+        .args(["render"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Declared after the child so that it is dropped first if an assertion fails.
+    let group = CheckGroup(dir);
+    let started = Instant::now();
+    while !dir.join("check.pid").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the check never ran"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(group);
+    fs::remove_file(dir.join("hang")).unwrap();
+}
+
+#[test]
+fn a_file_installed_by_a_killed_run_is_checked_again_and_its_reload_delivered() {
+    let dir = setup(false);
+    backends(dir.path(), "127.0.0.2");
+    render_killed_during_the_check(dir.path());
+    // The new file is in place, unchecked, and the frontend was never reloaded.
+    assert!(read(dir.path(), "upstream.conf").contains("127.0.0.2:80"));
+    assert_eq!(reloads(dir.path()), 1);
+    let next = elasticd(dir.path(), &["render"]);
+    let stderr = String::from_utf8_lossy(&next.stderr);
+    assert!(next.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("did not finish; the check passes"),
+        "{stderr}"
+    );
+    assert_eq!(reloads(dir.path()), 2, "the owed reload was not delivered");
+    // Delivered once: a third run has nothing to do.
+    let again = elasticd(dir.path(), &["render"]);
+    assert!(again.status.success());
+    assert_eq!(reloads(dir.path()), 2);
+}
+
+#[test]
+fn a_file_installed_by_a_killed_run_that_fails_its_check_is_rolled_back() {
+    let dir = setup(false);
+    backends(dir.path(), "127.0.0.2");
+    render_killed_during_the_check(dir.path());
+    fs::write(dir.path().join("fail"), "").unwrap();
+    let next = elasticd(dir.path(), &["render"]);
+    let stderr = String::from_utf8_lossy(&next.stderr);
+    assert_eq!(next.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the check fails: restoring"), "{stderr}");
+    let file = read(dir.path(), "upstream.conf");
+    assert!(
+        file.contains("127.0.0.1:80") && !file.contains("127.0.0.2"),
+        "{file}"
+    );
+    assert_eq!(reloads(dir.path()), 1);
+    // Once the check passes again, the new set goes in and is reloaded.
+    fs::remove_file(dir.path().join("fail")).unwrap();
+    let fixed = elasticd(dir.path(), &["render"]);
+    assert!(fixed.status.success(), "{fixed:?}");
+    assert!(read(dir.path(), "upstream.conf").contains("127.0.0.2:80"));
+    assert_eq!(reloads(dir.path()), 2);
+}
+
+#[test]
+fn a_staged_check_killed_leaves_the_old_file_and_nothing_owed() {
+    let dir = setup(true);
+    let before = read(dir.path(), "upstream.conf");
+    backends(dir.path(), "127.0.0.2");
+    render_killed_during_the_check(dir.path());
+    // With {staged}, nothing was installed before the check: the old file is still there.
+    assert_eq!(read(dir.path(), "upstream.conf"), before);
+    let next = elasticd(dir.path(), &["render"]);
+    assert!(next.status.success(), "{next:?}");
+    assert!(read(dir.path(), "upstream.conf").contains("127.0.0.2:80"));
+    assert_eq!(reloads(dir.path()), 2);
+}
+
+#[test]
+fn a_failed_reload_is_owed_to_the_next_run_even_without_a_state_file() {
+    let dir = setup(false);
+    let config = read(dir.path(), "config.yaml").replace(
+        r#"reload: { command: [sh, -c, "echo reload >> reloads"] }"#,
+        r#"reload: { command: [sh, -c, "echo reload >> reloads; test ! -f reload-fails"] }"#,
+    );
+    fs::write(dir.path().join("config.yaml"), config).unwrap();
+    fs::write(dir.path().join("reload-fails"), "").unwrap();
+    backends(dir.path(), "127.0.0.2");
+    let failed = elasticd(dir.path(), &["render"]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert_eq!(reloads(dir.path()), 2);
+    fs::remove_file(dir.path().join("reload-fails")).unwrap();
+    let next = elasticd(dir.path(), &["render"]);
+    assert!(next.status.success(), "{next:?}");
+    assert_eq!(reloads(dir.path()), 3, "the failed reload was not retried");
+}
