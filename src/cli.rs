@@ -140,7 +140,7 @@ async fn render(args: RenderArgs) -> u8 {
         Err(code) => return code,
     };
     let state = match &config.state_file {
-        Some(path) => State::load(path).unwrap_or_else(|e| {
+        Some(path) => State::load(path).await.unwrap_or_else(|e| {
             tracing::warn!("{e}; starting without last good sets");
             State::default()
         }),

@@ -5,10 +5,16 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use elasticd::cli::{self, Cli};
+use elasticd::daemon;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // Before anything else: `systemctl reload` right after a start must not end the daemon.
+    daemon::hold();
     let cli = Cli::parse();
+    if !matches!(cli.command, cli::Command::Run(_)) {
+        daemon::release();
+    }
     // The scheduler library narrates its own start-up at info, and the AWS SDK its connection
     // housekeeping; keep that out of operators' logs (elasticd reports the errors that matter).
     const QUIET: &str = "tokio_cron_scheduler=warn,aws_smithy_runtime=warn,aws_config=warn";
@@ -31,5 +37,9 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::EXIT_PASS_FAILED);
         }
     };
-    runtime.block_on(cli::run(cli))
+    let code = runtime.block_on(cli::run(cli));
+    // A read stuck in a blocking thread (a FIFO, a hung mount) was given up on; it must not keep
+    // the process from exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
 }

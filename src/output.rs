@@ -42,6 +42,49 @@ pub fn read_current(path: &Path) -> Result<Option<Vec<u8>>, InstallError> {
     }
 }
 
+/// Reads `path` whole on a blocking thread, refusing anything but a regular file (a FIFO would
+/// block the read forever) and giving up after `timeout` (a hung network mount): the thread is
+/// then abandoned, and the process can still exit.
+pub async fn read_regular(path: &Path, timeout: std::time::Duration) -> std::io::Result<Vec<u8>> {
+    let owned = path.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || {
+        let kind = fs::metadata(&owned)?.file_type();
+        if !kind.is_file() {
+            return Err(std::io::Error::other(format!(
+                "it is {}, not a regular file",
+                describe_file_type(kind)
+            )));
+        }
+        fs::read(&owned)
+    });
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(std::io::Error::other(format!("the read failed: {e}"))),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "no answer within {} (a hung mount?)",
+                humantime::format_duration(timeout)
+            ),
+        )),
+    }
+}
+
+fn describe_file_type(kind: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else {
+        "not a file"
+    }
+}
+
 /// The mode to give `path`: the configured one, else the existing file's, else 0644.
 pub fn effective_mode(path: &Path, configured: Option<u32>) -> u32 {
     configured.unwrap_or_else(|| {

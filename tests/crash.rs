@@ -177,3 +177,84 @@ fn a_failed_reload_is_owed_to_the_next_run_even_without_a_state_file() {
     assert!(next.status.success(), "{next:?}");
     assert_eq!(reloads(dir.path()), 3, "the failed reload was not retried");
 }
+
+/// Waits for `child` up to `limit`; kills it (and fails) when it takes longer.
+fn wait_or_kill(mut child: std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_state_file_that_blocks_does_not_hold_the_run() {
+    let dir = setup(false);
+    let config = read(dir.path(), "config.yaml");
+    fs::write(
+        dir.path().join("config.yaml"),
+        format!("state_file: state.fifo\n{config}"),
+    )
+    .unwrap();
+    let made = Command::new("mkfifo")
+        .arg(dir.path().join("state.fifo"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let child = Command::new(env!("CARGO_BIN_EXE_elasticd"))
+        .args(["render", "--no-reload"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_or_kill(child, Duration::from_secs(30));
+    // The state can't be read (or saved over a FIFO), which is an error; but the run ends.
+    assert!(status.code().is_some(), "{status:?}");
+}
+
+#[test]
+fn signals_right_after_start_are_handled_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    // Enough services that loading takes a while: the signals arrive while it does.
+    let mut config = String::from("daemon: { settle_min: 1s }\nservices:\n");
+    for i in 0..3000 {
+        config.push_str(&format!(
+            "  s{i}:\n    refresh: 1h\n    locators: [static: [\"127.0.0.1:{}\"]]\n",
+            1000 + i
+        ));
+    }
+    config.push_str("outputs: []\n");
+    fs::write(dir.path().join("config.yaml"), config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_elasticd"))
+        .args(["run"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let started = Instant::now();
+    // Once the handlers are in, the first SIGHUP can't end it; before that they'd be fatal, so
+    // wait for the process to exist as elasticd (not as the forked test) before sending.
+    while fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "elasticd\n" {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for signal in ["-HUP", "-USR1", "-HUP", "-USR1"] {
+        let _ = Command::new("kill").args([signal, &pid]).status();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let alive = child.try_wait().unwrap();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let status = wait_or_kill(child, Duration::from_secs(30));
+    assert_eq!(alive, None, "a signal during start-up ended the daemon");
+    assert!(status.success(), "{status:?}");
+}

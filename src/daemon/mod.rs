@@ -10,7 +10,7 @@
 mod signals;
 mod timing;
 
-pub use signals::{Control, listen};
+pub use signals::{Control, hold, listen, release};
 pub use timing::{Backoff, Settle, jitter_delay};
 
 use std::collections::{HashMap, HashSet};

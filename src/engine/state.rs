@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::backend::Backend;
 use crate::output::{self, InstallError};
 
+/// How long reading the state file may take before the run goes on without it.
+const STATE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What survives between passes: last good sets and reloads still owed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
@@ -50,8 +53,8 @@ pub enum StateError {
 
 impl State {
     /// Reads the state file; a missing file is an empty state.
-    pub fn load(path: &Path) -> Result<Self, StateError> {
-        match std::fs::read(path) {
+    pub async fn load(path: &Path) -> Result<Self, StateError> {
+        match output::read_regular(path, STATE_READ_TIMEOUT).await {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Invalid {
                 path: path.to_path_buf(),
                 source,
@@ -79,11 +82,11 @@ impl State {
 mod tests {
     use super::*;
 
-    #[test]
-    fn state_round_trips() {
+    #[tokio::test]
+    async fn state_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        assert_eq!(State::load(&path).unwrap(), State::default());
+        assert_eq!(State::load(&path).await.unwrap(), State::default());
         let mut state = State::default();
         let (address, port) = crate::backend::parse_target("[::1]:80").unwrap();
         state
@@ -91,6 +94,6 @@ mod tests {
             .insert("web".into(), vec![Backend::new(address, port.unwrap())]);
         state.pending_reloads.insert("nginx".into());
         state.save(&path).unwrap();
-        assert_eq!(State::load(&path).unwrap(), state);
+        assert_eq!(State::load(&path).await.unwrap(), state);
     }
 }
