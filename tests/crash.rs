@@ -242,11 +242,27 @@ fn signals_right_after_start_are_handled_not_fatal() {
         .unwrap();
     let pid = child.id().to_string();
     let started = Instant::now();
-    // Once the handlers are in, the first SIGHUP can't end it; before that they'd be fatal, so
-    // wait for the process to exist as elasticd (not as the forked test) before sending.
+    // Send as soon as elasticd's main has held or caught SIGHUP, or 20 ms after the exec at the
+    // latest: loading this config takes far longer than that, so without the handlers in place
+    // first the signals would arrive mid-load and end the process.
+    let mask = |field: &str| {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    const SIGHUP_BIT: u64 = 1;
     while fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "elasticd\n" {
         assert!(started.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let execed = Instant::now();
+    while (mask("SigBlk:") | mask("SigCgt:")) & SIGHUP_BIT == 0
+        && execed.elapsed() < Duration::from_millis(20)
+    {
+        std::thread::sleep(Duration::from_micros(200));
     }
     for signal in ["-HUP", "-USR1", "-HUP", "-USR1"] {
         let _ = Command::new("kill").args([signal, &pid]).status();
