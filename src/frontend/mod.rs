@@ -318,9 +318,7 @@ impl ReloadAction {
             }
             // Plugins are found when the config is loaded (`crate::plugin::lookup`).
             ReloadAction::Exec(_) => {}
-            ReloadAction::MasterSocket { socket, .. } => {
-                haproxy_runtime::resolve_socket(socket, base)
-            }
+            ReloadAction::MasterSocket { socket, .. } => socket.resolve_paths(base),
             ReloadAction::Spec(action) => action.spec_mut().resolve_paths(base),
         }
     }
