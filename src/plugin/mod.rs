@@ -264,7 +264,7 @@ pub enum PluginFailure {
     #[error("{}", process_failure(.0))]
     Process(ProcessError),
     /// It exited 0 but its output is unusable.
-    #[error("invalid output: {message}{}", stderr_suffix(.stderr_tail))]
+    #[error("invalid output: {message}{}", process::tail_suffix("stderr", .stderr_tail))]
     InvalidOutput {
         /// What is wrong with it.
         message: String,
@@ -278,14 +278,6 @@ pub enum PluginFailure {
 
 // The plugin is already named in front of the cause, so the command line is not repeated.
 fn process_failure(e: &ProcessError) -> String {
-    let tail = |t: &str| {
-        if t.trim().is_empty() {
-            String::new()
-        } else {
-            let lines: Vec<String> = t.trim_end().lines().map(|l| format!("    | {l}")).collect();
-            format!("; its output ends with:\n{}", lines.join("\n"))
-        }
-    };
     match e {
         ProcessError::Empty => "the command is empty".into(),
         ProcessError::Spawn { source, .. } => format!("cannot start it: {source}"),
@@ -296,13 +288,16 @@ fn process_failure(e: &ProcessError) -> String {
         } => format!(
             "no answer within {}: killed with its process group{}",
             humantime::format_duration(*timeout),
-            tail(output_tail)
+            process::tail_suffix("output", output_tail)
         ),
         ProcessError::Failed {
             status,
             output_tail,
             ..
-        } => format!("failed ({status}){}", tail(output_tail)),
+        } => format!(
+            "failed ({status}){}",
+            process::tail_suffix("output", output_tail)
+        ),
         ProcessError::TooMuchOutput { limit, .. } => format!(
             "printed more than {} on stdout (the limit): killed",
             human_size(*limit)
@@ -316,19 +311,6 @@ fn human_size(bytes: usize) -> String {
         format!("{} MiB", bytes / (1024 * 1024))
     } else {
         format!("{bytes} bytes")
-    }
-}
-
-fn stderr_suffix(tail: &str) -> String {
-    if tail.trim().is_empty() {
-        String::new()
-    } else {
-        let lines: Vec<String> = tail
-            .trim_end()
-            .lines()
-            .map(|l| format!("    | {l}"))
-            .collect();
-        format!("; its stderr ends with:\n{}", lines.join("\n"))
     }
 }
 
