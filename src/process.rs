@@ -16,6 +16,9 @@ const TAIL_LINES: usize = 20;
 const TAIL_BYTES: usize = 4096;
 /// stderr is drained in full but only this much of its end is kept in memory.
 const STDERR_KEEP: usize = 64 * 1024;
+/// The most a program may print whose output only goes into logs and error messages (checkers,
+/// reload commands, action plugins): such programs print little, and more is not read.
+pub const MAX_ACTION_OUTPUT: usize = 1024 * 1024;
 
 /// What to run.
 #[derive(Debug, Clone)]

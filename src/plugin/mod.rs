@@ -22,8 +22,6 @@ use crate::value::HumanDuration;
 pub const PROTOCOL_VERSION: u32 = 1;
 /// The most a locator or renderer plugin may print.
 pub const MAX_DATA_OUTPUT: usize = 64 * 1024 * 1024;
-/// The most an action plugin may print (its output is only logged).
-pub const MAX_ACTION_OUTPUT: usize = 1024 * 1024;
 /// Variables copied from elasticd's own environment into every plugin's, when set.
 pub const BASE_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
 
@@ -61,7 +59,7 @@ impl PluginKind {
     pub fn max_output(self) -> usize {
         match self {
             PluginKind::Locator | PluginKind::Renderer => MAX_DATA_OUTPUT,
-            PluginKind::Action => MAX_ACTION_OUTPUT,
+            PluginKind::Action => process::MAX_ACTION_OUTPUT,
         }
     }
 }
