@@ -237,6 +237,19 @@ fn environment(
     env.into_iter().collect()
 }
 
+/// The `ELASTICD_*` variables of one call: what it is about (`ELASTICD_SERVICE`, ...), then
+/// `ELASTICD_ENVIRONMENT` when the config names an environment; for [`Plugin::run`].
+pub fn elasticd_env<'a>(
+    environment: Option<&'a str>,
+    about: impl IntoIterator<Item = (&'static str, &'a str)>,
+) -> Vec<(String, String)> {
+    about
+        .into_iter()
+        .chain(environment.map(|e| ("ELASTICD_ENVIRONMENT", e)))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// True when `name` matches a `pass_env` pattern: the exact name, or a prefix ending in `*`.
 pub fn env_matches(pattern: &str, name: &str) -> bool {
     match pattern.strip_suffix('*') {
@@ -323,6 +336,22 @@ mod tests {
         assert!(env_matches("HTTPS_PROXY", "HTTPS_PROXY"));
         assert!(!env_matches("HTTPS_PROXY", "HTTPS_PROXY2"));
         assert!(!env_matches("AWS_*", "MY_AWS_KEY"));
+    }
+
+    #[test]
+    fn elasticd_env_names_the_call_then_the_environment() {
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            elasticd_env(Some("prod"), [("ELASTICD_SERVICE", "web")]),
+            [
+                pair("ELASTICD_SERVICE", "web"),
+                pair("ELASTICD_ENVIRONMENT", "prod")
+            ]
+        );
+        assert_eq!(
+            elasticd_env(None, [("ELASTICD_SERVICE", "web")]),
+            [pair("ELASTICD_SERVICE", "web")]
+        );
     }
 
     #[test]
