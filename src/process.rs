@@ -16,6 +16,9 @@ const TAIL_LINES: usize = 20;
 const TAIL_BYTES: usize = 4096;
 /// stderr is drained in full but only this much of its end is kept in memory.
 const STDERR_KEEP: usize = 64 * 1024;
+/// The most a program may print whose output only goes into logs and error messages (checkers,
+/// reload commands, action plugins): such programs print little, and more is not read.
+pub const MAX_ACTION_OUTPUT: usize = 1024 * 1024;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -58,7 +61,7 @@ pub enum ProcessError {
         source: std::io::Error,
     },
     /// It ran longer than allowed and was killed.
-    #[error("`{command}` did not finish within {} and was killed{}", humantime::format_duration(*.timeout), tail_suffix(.output_tail))]
+    #[error("`{command}` did not finish within {} and was killed{}", humantime::format_duration(*.timeout), tail_suffix("output", .output_tail))]
     Timeout {
         /// The command line, for the message.
         command: String,
@@ -68,7 +71,7 @@ pub enum ProcessError {
         output_tail: String,
     },
     /// It exited non-zero or died from a signal.
-    #[error("`{command}` failed ({status}){}", tail_suffix(.output_tail))]
+    #[error("`{command}` failed ({status}){}", tail_suffix("output", .output_tail))]
     Failed {
         /// The command line, for the message.
         command: String,
@@ -95,19 +98,19 @@ pub enum ProcessError {
     },
 }
 
-fn tail_suffix(tail: &str) -> String {
+/// `; its STREAM ends with:` and the tail quoted line by line, or nothing when the tail is blank:
+/// the one way an error message shows what a program printed (`output`, `stderr`).
+pub fn tail_suffix(stream: &str, tail: &str) -> String {
     if tail.trim().is_empty() {
         String::new()
     } else {
-        format!("; its output ends with:\n{}", indent(tail.trim_end()))
+        let quoted: Vec<String> = tail
+            .trim_end()
+            .lines()
+            .map(|l| format!("    | {l}"))
+            .collect();
+        format!("; its {stream} ends with:\n{}", quoted.join("\n"))
     }
-}
-
-fn indent(text: &str) -> String {
-    text.lines()
-        .map(|l| format!("    | {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// The last lines of `bytes`, bounded in lines and bytes, as lossy UTF-8.
@@ -429,6 +432,15 @@ mod tests {
         s.env = vec![("ONLY".into(), "this".into())];
         let out = run_with_clean_env(s).await.unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "ONLY=this\n");
+    }
+
+    #[test]
+    fn tails_are_quoted_line_by_line_and_blank_ones_add_nothing() {
+        assert_eq!(
+            tail_suffix("stderr", "first\nlast\n\n"),
+            "; its stderr ends with:\n    | first\n    | last"
+        );
+        assert_eq!(tail_suffix("output", " \n"), "");
     }
 
     #[tokio::test]

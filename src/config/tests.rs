@@ -179,3 +179,64 @@ fn an_exec_locator_needs_a_command_and_paths_are_compared_normalized() {
         "{err}"
     );
 }
+
+#[test]
+fn bad_haproxy_runtime_sections_are_reported_with_their_location() {
+    let text = r#"services:
+  web:
+    locators: [static: ["127.0.0.2:80"]]
+frontends:
+  no_socket:
+    reload: { haproxy_runtime: { fallback: { signal: USR2, pidfile: /run/haproxy.pid } } }
+  no_fallback:
+    reload: { haproxy_runtime: { socket: /run/haproxy/admin.sock } }
+  nested:
+    reload:
+      haproxy_runtime:
+        socket: 127.0.0.1:9999
+        fallback: { haproxy_runtime: { socket: /x, fallback: { master_socket: /y } } }
+  bad_fallback:
+    reload: { haproxy_runtime: { socket: /x, fallback: { signal: USR3, pidfile: /p } } }
+  two_kinds:
+    reload: { master_socket: /x, command: [true] }
+  typo:
+    reload: { haproxy_runtime: { socket: /x, timeout: 5s, fallbak: { master_socket: /y } } }
+  bad_timeout:
+    reload: { haproxy_runtime: { socket: /x, timeout: soon, fallback: { master_socket: /y } } }
+  outer_timeout:
+    reload: { haproxy_runtime: { socket: /x, fallback: { master_socket: /y } }, timeout: 5s }
+outputs:
+  - { template: "builtin:haproxy", path: a.cfg, vars: { service: web, slots: 0 } }
+  - { template: "builtin:haproxy", path: b.cfg, vars: { service: web, slots: "16" } }
+"#;
+    let err = parse(text, Path::new("/etc/elasticd/config.yaml"))
+        .unwrap_err()
+        .to_string();
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn a_good_section_resolves_paths_and_defaults_the_timeout() {
+    use crate::frontend::SpecAction;
+    use crate::frontend::haproxy_runtime::{DEFAULT_RUNTIME_TIMEOUT, RuntimeSocket};
+
+    let text = "services:\n  web:\n    locators: [static: [\"127.0.0.2:80\"]]\n\
+        frontends:\n  haproxy:\n    reload:\n      haproxy_runtime:\n        socket: run/admin.sock\n\
+        \x20       fallback: { signal: USR2, pidfile: run/haproxy.pid }\n\
+        outputs:\n  - { template: \"builtin:haproxy\", path: a.cfg, frontend: haproxy, vars: { service: web, slots: 16 } }\n";
+    let config = parse(text, Path::new("/etc/elasticd/config.yaml")).unwrap();
+    let Some(ReloadAction::Spec(SpecAction::HaproxyRuntime(runtime))) =
+        &config.frontends["haproxy"].reload
+    else {
+        panic!("{:?}", config.frontends["haproxy"].reload);
+    };
+    assert_eq!(
+        runtime.socket,
+        RuntimeSocket::Unix("/etc/elasticd/run/admin.sock".into())
+    );
+    assert_eq!(runtime.timeout, DEFAULT_RUNTIME_TIMEOUT);
+    assert!(matches!(
+        &*runtime.fallback,
+        ReloadAction::Signal { pidfile, .. } if pidfile == Path::new("/etc/elasticd/run/haproxy.pid")
+    ));
+}

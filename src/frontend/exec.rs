@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::FrontendError;
-use crate::plugin::{PluginCall, PluginKind, request};
+use crate::plugin::{self, PluginCall, PluginKind, request};
 
 /// A reload plugin may take this long when the config sets no `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,13 +29,10 @@ pub async fn reload(
     let plugin = call.plugin(PluginKind::Action, DEFAULT_TIMEOUT, cwd);
     let empty = request::ChangeSummary::default();
     let summary = req.summary.unwrap_or(&empty);
-    let mut env = vec![
-        ("ELASTICD_FRONTEND".to_string(), name.to_string()),
-        ("ELASTICD_EVENT".to_string(), "reload".to_string()),
-    ];
-    if let Some(environment) = req.environment {
-        env.push(("ELASTICD_ENVIRONMENT".to_string(), environment.to_string()));
-    }
+    let env = plugin::elasticd_env(
+        req.environment,
+        [("ELASTICD_FRONTEND", name), ("ELASTICD_EVENT", "reload")],
+    );
     let request = request::reload(req.environment, &call.options, name, summary);
     plugin
         .run(&request, env)

@@ -39,8 +39,6 @@ fn default_check_timeout() -> HumanDuration {
 
 /// Placeholder in a `check` argv that stands for the staged file.
 pub const STAGED_PLACEHOLDER: &str = "{staged}";
-/// Checkers and reload commands print little; more than this is not read.
-const MAX_ACTION_OUTPUT: usize = 1024 * 1024;
 
 /// A reload action in a file of its own, written `reload: { KEY: { ... } }` and listed once in
 /// the registry below ([`reload_actions!`]). See `docs/plugins.md`.
@@ -318,9 +316,7 @@ impl ReloadAction {
             }
             // Plugins are found when the config is loaded (`crate::plugin::lookup`).
             ReloadAction::Exec(_) => {}
-            ReloadAction::MasterSocket { socket, .. } => {
-                haproxy_runtime::resolve_socket(socket, base)
-            }
+            ReloadAction::MasterSocket { socket, .. } => socket.resolve_paths(base),
             ReloadAction::Spec(action) => action.spec_mut().resolve_paths(base),
         }
     }
@@ -485,7 +481,7 @@ async fn run_program(argv: &[String], timeout: Duration, cwd: &Path) -> Result<(
         cwd,
         env: vec![],
         stdin: None,
-        max_stdout: MAX_ACTION_OUTPUT,
+        max_stdout: process::MAX_ACTION_OUTPUT,
     })
     .await
     .map(|_| ())

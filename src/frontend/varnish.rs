@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use crate::value::{BoxFuture, HumanDuration};
 use crate::process::{self, CommandSpec, ProcessError};
+use crate::value::{BoxFuture, HumanDuration};
 
 /// Prefix of the VCL names elasticd loads; only these are ever discarded.
 pub const VCL_NAME_PREFIX: &str = "elasticd_";
@@ -94,13 +94,13 @@ impl super::ReloadSpec for VarnishReloadConfig {
         _context: &'a super::ReloadContext<'a>,
     ) -> BoxFuture<'a, Result<super::Reloaded, super::FrontendError>> {
         Box::pin(async move {
-            let vcl = swap_vcl(frontend, self, cwd)
-                .await
-                .map_err(|source| super::FrontendError::Action {
+            let vcl = swap_vcl(frontend, self, cwd).await.map_err(|source| {
+                super::FrontendError::Action {
                     frontend: frontend.to_string(),
                     action: "varnish",
                     source: Box::new(source),
-                })?;
+                }
+            })?;
             tracing::debug!(frontend, "varnish: VCL `{vcl}` active");
             Ok(super::Reloaded::Reloaded)
         })
@@ -108,7 +108,6 @@ impl super::ReloadSpec for VarnishReloadConfig {
 }
 
 impl VarnishReloadConfig {
-
     /// varnishadm and the options that pick the instance.
     fn base_argv(&self) -> Vec<String> {
         let mut argv = vec![self.varnishadm.clone()];

@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::{BoxFuture, DocumentFormat, LocateContext, LocateError, Locator, parse_document};
 use crate::backend::Backend;
-use crate::value::HumanDuration;
 use crate::plugin::{self, Plugin, PluginKind, request};
+use crate::value::HumanDuration;
 
 /// `exec: { command: [prog, arg], timeout: 10s, options: {...}, pass_env: [...], env: {...} }`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -89,10 +89,10 @@ impl Locator for ExecLocator {
     ) -> BoxFuture<'a, Result<Vec<Backend>, LocateError>> {
         Box::pin(async move {
             let plugin = self.plugin(ctx);
-            let mut env = vec![("ELASTICD_SERVICE".to_string(), ctx.service.clone())];
-            if let Some(environment) = &ctx.environment {
-                env.push(("ELASTICD_ENVIRONMENT".to_string(), environment.clone()));
-            }
+            let env = plugin::elasticd_env(
+                ctx.environment.as_deref(),
+                [("ELASTICD_SERVICE", ctx.service.as_str())],
+            );
             let request = request::locator(
                 ctx.environment.as_deref(),
                 &self.config.options,

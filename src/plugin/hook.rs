@@ -19,13 +19,10 @@ pub async fn run(
     summary: &ChangeSummary,
 ) -> Result<(), PluginError> {
     let plugin = hook.plugin(PluginKind::Action, DEFAULT_TIMEOUT, base_dir);
-    let mut env = vec![
-        ("ELASTICD_SERVICE".to_string(), service.to_string()),
-        ("ELASTICD_EVENT".to_string(), "change".to_string()),
-    ];
-    if let Some(environment) = environment {
-        env.push(("ELASTICD_ENVIRONMENT".to_string(), environment.to_string()));
-    }
+    let env = super::elasticd_env(
+        environment,
+        [("ELASTICD_SERVICE", service), ("ELASTICD_EVENT", "change")],
+    );
     let request = request::change(environment, &hook.options, service, summary);
     plugin.run(&request, env).await.map(|_| ())
 }

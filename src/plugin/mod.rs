@@ -22,8 +22,6 @@ use crate::value::HumanDuration;
 pub const PROTOCOL_VERSION: u32 = 1;
 /// The most a locator or renderer plugin may print.
 pub const MAX_DATA_OUTPUT: usize = 64 * 1024 * 1024;
-/// The most an action plugin may print (its output is only logged).
-pub const MAX_ACTION_OUTPUT: usize = 1024 * 1024;
 /// Variables copied from elasticd's own environment into every plugin's, when set.
 pub const BASE_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
 
@@ -61,7 +59,7 @@ impl PluginKind {
     pub fn max_output(self) -> usize {
         match self {
             PluginKind::Locator | PluginKind::Renderer => MAX_DATA_OUTPUT,
-            PluginKind::Action => MAX_ACTION_OUTPUT,
+            PluginKind::Action => process::MAX_ACTION_OUTPUT,
         }
     }
 }
@@ -239,6 +237,19 @@ fn environment(
     env.into_iter().collect()
 }
 
+/// The `ELASTICD_*` variables of one call: what it is about (`ELASTICD_SERVICE`, ...), then
+/// `ELASTICD_ENVIRONMENT` when the config names an environment; for [`Plugin::run`].
+pub fn elasticd_env<'a>(
+    environment: Option<&'a str>,
+    about: impl IntoIterator<Item = (&'static str, &'a str)>,
+) -> Vec<(String, String)> {
+    about
+        .into_iter()
+        .chain(environment.map(|e| ("ELASTICD_ENVIRONMENT", e)))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// True when `name` matches a `pass_env` pattern: the exact name, or a prefix ending in `*`.
 pub fn env_matches(pattern: &str, name: &str) -> bool {
     match pattern.strip_suffix('*') {
@@ -264,7 +275,7 @@ pub enum PluginFailure {
     #[error("{}", process_failure(.0))]
     Process(ProcessError),
     /// It exited 0 but its output is unusable.
-    #[error("invalid output: {message}{}", stderr_suffix(.stderr_tail))]
+    #[error("invalid output: {message}{}", process::tail_suffix("stderr", .stderr_tail))]
     InvalidOutput {
         /// What is wrong with it.
         message: String,
@@ -278,14 +289,6 @@ pub enum PluginFailure {
 
 // The plugin is already named in front of the cause, so the command line is not repeated.
 fn process_failure(e: &ProcessError) -> String {
-    let tail = |t: &str| {
-        if t.trim().is_empty() {
-            String::new()
-        } else {
-            let lines: Vec<String> = t.trim_end().lines().map(|l| format!("    | {l}")).collect();
-            format!("; its output ends with:\n{}", lines.join("\n"))
-        }
-    };
     match e {
         ProcessError::Empty => "the command is empty".into(),
         ProcessError::Spawn { source, .. } => format!("cannot start it: {source}"),
@@ -296,13 +299,16 @@ fn process_failure(e: &ProcessError) -> String {
         } => format!(
             "no answer within {}: killed with its process group{}",
             humantime::format_duration(*timeout),
-            tail(output_tail)
+            process::tail_suffix("output", output_tail)
         ),
         ProcessError::Failed {
             status,
             output_tail,
             ..
-        } => format!("failed ({status}){}", tail(output_tail)),
+        } => format!(
+            "failed ({status}){}",
+            process::tail_suffix("output", output_tail)
+        ),
         ProcessError::TooMuchOutput { limit, .. } => format!(
             "printed more than {} on stdout (the limit): killed",
             human_size(*limit)
@@ -319,19 +325,6 @@ fn human_size(bytes: usize) -> String {
     }
 }
 
-fn stderr_suffix(tail: &str) -> String {
-    if tail.trim().is_empty() {
-        String::new()
-    } else {
-        let lines: Vec<String> = tail
-            .trim_end()
-            .lines()
-            .map(|l| format!("    | {l}"))
-            .collect();
-        format!("; its stderr ends with:\n{}", lines.join("\n"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +336,22 @@ mod tests {
         assert!(env_matches("HTTPS_PROXY", "HTTPS_PROXY"));
         assert!(!env_matches("HTTPS_PROXY", "HTTPS_PROXY2"));
         assert!(!env_matches("AWS_*", "MY_AWS_KEY"));
+    }
+
+    #[test]
+    fn elasticd_env_names_the_call_then_the_environment() {
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            elasticd_env(Some("prod"), [("ELASTICD_SERVICE", "web")]),
+            [
+                pair("ELASTICD_SERVICE", "web"),
+                pair("ELASTICD_ENVIRONMENT", "prod")
+            ]
+        );
+        assert_eq!(
+            elasticd_env(None, [("ELASTICD_SERVICE", "web")]),
+            [pair("ELASTICD_SERVICE", "web")]
+        );
     }
 
     #[test]

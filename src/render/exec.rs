@@ -6,7 +6,7 @@ use std::time::Duration;
 use tera::Context;
 
 use super::{OutputConfig, RenderError, context_json};
-use crate::plugin::{PluginCall, PluginKind, request};
+use crate::plugin::{self, PluginCall, PluginKind, request};
 
 /// A renderer plugin may take this long when the config sets no `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,16 +25,12 @@ pub async fn render(
         path: output.path.clone(),
         source,
     };
-    let mut env = vec![(
-        "ELASTICD_OUTPUT".to_string(),
-        output.path.to_string_lossy().into_owned(),
-    )];
-    if let Some(frontend) = &output.frontend {
-        env.push(("ELASTICD_FRONTEND".to_string(), frontend.clone()));
-    }
-    if let Some(environment) = environment {
-        env.push(("ELASTICD_ENVIRONMENT".to_string(), environment.to_string()));
-    }
+    let path = output.path.to_string_lossy();
+    let frontend = output.frontend.as_deref().map(|f| ("ELASTICD_FRONTEND", f));
+    let env = plugin::elasticd_env(
+        environment,
+        std::iter::once(("ELASTICD_OUTPUT", &*path)).chain(frontend),
+    );
     let request = request::renderer(
         environment,
         &call.options,
