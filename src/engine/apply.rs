@@ -210,10 +210,13 @@ pub(super) async fn apply(
                     }
                     (Some(_), true) => {
                         // The files changed under a running frontend; the reload stays owed so
-                        // that a later pass without --no-reload delivers it.
+                        // that a later pass without --no-reload delivers it (through the state
+                        // file: --no-reload is a choice, not an interrupted run, so the files'
+                        // owed markers go).
                         if !mine.is_empty() {
                             pending_reloads.insert(name.clone());
                         }
+                        clear_owed(config, outputs_of(config, name));
                         FrontendStatus::Installed
                     }
                     (None, _) => {
