@@ -19,7 +19,7 @@ use super::ec2::{
     default_environment_tag, ec2_states, non_empty_tag,
 };
 use super::{BoxFuture, LocateContext, LocateError, Locator};
-use crate::aws::sdk::{CallCounter, ClientCache, Clients, api_error};
+use crate::aws::sdk::{CallCounter, LazyClients, Clients, api_error};
 use crate::aws::{AwsError, AwsSettings};
 use crate::backend::Backend;
 
@@ -48,8 +48,6 @@ pub struct AsgLocatorConfig {
     pub instance: InstanceOptions,
     /// AWS settings over the top-level `aws` section.
     pub aws: AwsSettings,
-    /// Clients, kept between passes.
-    pub clients: ClientCache,
 }
 
 #[derive(Deserialize)]
@@ -120,7 +118,6 @@ impl TryFrom<RawAsgConfig> for AsgLocatorConfig {
             environment_tag: non_empty_tag(raw.environment_tag, "environment_tag")?,
             instance: InstanceOptions::new(raw.address, raw.port, raw.port_tag, raw.weight_tag)?,
             aws: raw.aws,
-            clients: ClientCache::default(),
         })
     }
 }
@@ -160,6 +157,9 @@ struct Member {
 /// Finds the members of Auto Scaling groups.
 pub struct AsgLocator {
     config: AsgLocatorConfig,
+    /// Built on the first locate and kept, with their credentials, until a reload replaces
+    /// this locator.
+    clients: LazyClients,
 }
 
 impl super::LocatorSpec for AsgLocatorConfig {
@@ -175,7 +175,10 @@ impl super::LocatorSpec for AsgLocatorConfig {
 impl AsgLocator {
     /// A locator for one set of groups.
     pub fn new(config: AsgLocatorConfig) -> Self {
-        AsgLocator { config }
+        AsgLocator {
+            config,
+            clients: LazyClients::default(),
+        }
     }
 
     /// The group filters for one pass; the environment scopes groups chosen by filters only,
@@ -409,7 +412,6 @@ impl Locator for AsgLocator {
                 source: Box::new(source),
             };
             let clients = self
-                .config
                 .clients
                 .get(&self.config.aws)
                 .await

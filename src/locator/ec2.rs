@@ -12,7 +12,7 @@ use aws_sdk_ec2::types::{Filter, Instance};
 use serde::Deserialize;
 
 use super::{BackendMeta, BoxFuture, LocateContext, LocateError, Locator, backend_from_target};
-use crate::aws::sdk::{CallCounter, ClientCache, api_error};
+use crate::aws::sdk::{CallCounter, LazyClients, api_error};
 use crate::aws::{AwsError, AwsSettings};
 use crate::backend::{Backend, MAX_WEIGHT, parse_port};
 
@@ -39,8 +39,6 @@ pub struct Ec2LocatorConfig {
     pub instance: InstanceOptions,
     /// AWS settings over the top-level `aws` section.
     pub aws: AwsSettings,
-    /// Clients, kept between passes.
-    pub clients: ClientCache,
 }
 
 #[derive(Deserialize)]
@@ -101,7 +99,6 @@ impl TryFrom<RawEc2Config> for Ec2LocatorConfig {
             environment_tag: non_empty_tag(raw.environment_tag, "environment_tag")?,
             instance: InstanceOptions::new(raw.address, raw.port, raw.port_tag, raw.weight_tag)?,
             aws: raw.aws,
-            clients: ClientCache::default(),
         })
     }
 }
@@ -486,6 +483,9 @@ pub(super) fn backends_from(
 /// Finds running instances by filters.
 pub struct Ec2Locator {
     config: Ec2LocatorConfig,
+    /// Built on the first locate and kept, with their credentials, until a reload replaces
+    /// this locator.
+    clients: LazyClients,
 }
 
 impl super::LocatorSpec for Ec2LocatorConfig {
@@ -501,7 +501,10 @@ impl super::LocatorSpec for Ec2LocatorConfig {
 impl Ec2Locator {
     /// A locator for one filter set.
     pub fn new(config: Ec2LocatorConfig) -> Self {
-        Ec2Locator { config }
+        Ec2Locator {
+            config,
+            clients: LazyClients::default(),
+        }
     }
 
     /// The DescribeInstances filters for one pass: the configured ones, the states, and the
@@ -556,7 +559,6 @@ impl Locator for Ec2Locator {
                 source: Box::new(source),
             };
             let clients = self
-                .config
                 .clients
                 .get(&self.config.aws)
                 .await
