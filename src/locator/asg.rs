@@ -14,12 +14,12 @@ use aws_sdk_autoscaling::types::{AutoScalingGroup, Filter as AsgFilter};
 use aws_sdk_ec2::types::Instance;
 use serde::Deserialize;
 
-use super::ec2::{
-    AddressSource, InstanceOptions, MAX_PAGES, Report, StringList, backends_from,
-    default_environment_tag, ec2_states, non_empty_tag,
+use super::ec2_instances::{
+    AddressSource, InstanceOptions, MAX_PAGES, Report, StringList, api_states, aws_error,
+    backends_from, default_environment_tag, ec2_states, instance_pages, non_empty_tag,
 };
 use super::{BoxFuture, LocateContext, LocateError, Locator};
-use crate::aws::sdk::{CallCounter, LazyClients, Clients, api_error};
+use crate::aws::sdk::{CallCounter, Clients, LazyClients, api_error};
 use crate::aws::{AwsError, AwsSettings};
 use crate::backend::Backend;
 
@@ -123,28 +123,12 @@ impl TryFrom<RawAsgConfig> for AsgLocatorConfig {
 }
 
 fn lifecycle_states(states: Option<Vec<String>>) -> Result<Vec<String>, String> {
-    let Some(states) = states else {
-        return Ok(vec!["InService".to_string()]);
-    };
-    if states.is_empty() {
-        return Err("`lifecycle` is empty: no member would ever be used".into());
-    }
-    let known = aws_sdk_autoscaling::types::LifecycleState::values();
-    states
-        .into_iter()
-        .map(|s| {
-            known
-                .iter()
-                .find(|k| k.eq_ignore_ascii_case(&s))
-                .map(|k| k.to_string())
-                .ok_or_else(|| {
-                    format!(
-                        "`{s}` is not an Auto Scaling lifecycle state; states are: {}",
-                        known.join(", ")
-                    )
-                })
-        })
-        .collect()
+    api_states(
+        states,
+        "InService",
+        aws_sdk_autoscaling::types::LifecycleState::values(),
+        ("lifecycle", "member", "Auto Scaling lifecycle state"),
+    )
 }
 
 /// One member that counts, with what the group said about it.
@@ -271,45 +255,20 @@ impl AsgLocator {
         ctx: &LocateContext,
         report: &mut Report,
     ) -> Result<Vec<Backend>, LocateError> {
-        let aws_err = |source: AwsError| LocateError::Aws {
-            locator: locator.to_string(),
-            source: Box::new(source),
-        };
         let ids: Vec<String> = members.keys().cloned().collect();
         let mut found: HashSet<String> = HashSet::with_capacity(ids.len());
         let mut backends = Vec::with_capacity(ids.len());
         let mut pages = 0;
         for batch in ids.chunks(IDS_PER_CALL) {
-            // AWS answers a request by id in one page; follow a token anyway should one come
-            // (emulators paginate these too).
-            let mut token: Option<String> = None;
-            loop {
-                if pages >= MAX_PAGES {
-                    return Err(aws_err(AwsError::Pagination {
-                        operation: "DescribeInstances",
-                        region: clients.region.clone(),
-                        pages,
-                    }));
-                }
-                let page = clients
-                    .ec2
-                    .describe_instances()
-                    .set_instance_ids(Some(batch.to_vec()))
-                    .set_next_token(token.take())
-                    .customize()
-                    .interceptor(calls.clone())
-                    .send()
-                    .await
-                    .map_err(|e| aws_err(api_error("DescribeInstances", &clients.region, e)))?;
-                pages += 1;
-                token = page
-                    .next_token()
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_string);
-                let instances: Vec<(&Instance, Vec<(&str, &str)>)> = page
-                    .reservations()
-                    .iter()
-                    .flat_map(|r| r.instances())
+            // AWS answers a request by id in one page; instance_pages follows a token anyway
+            // should one come (emulators paginate these too).
+            let request = clients
+                .ec2
+                .describe_instances()
+                .set_instance_ids(Some(batch.to_vec()));
+            instance_pages(clients, request, calls, &mut pages, locator, |instances| {
+                let instances: Vec<(&Instance, Vec<(&str, &str)>)> = instances
+                    .into_iter()
                     .filter_map(|i| {
                         let member = members.get(i.instance_id()?)?;
                         Some((
@@ -335,10 +294,9 @@ impl AsgLocator {
                     ctx,
                     report,
                 )?);
-                if token.is_none() {
-                    break;
-                }
-            }
+                Ok(())
+            })
+            .await?;
         }
         for (id, member) in members {
             if !found.contains(id) {
@@ -407,10 +365,7 @@ impl Locator for AsgLocator {
     ) -> BoxFuture<'a, Result<Vec<Backend>, LocateError>> {
         Box::pin(async move {
             let locator = self.describe();
-            let aws_err = |source: AwsError| LocateError::Aws {
-                locator: locator.clone(),
-                source: Box::new(source),
-            };
+            let aws_err = |source: AwsError| aws_error(&locator, source);
             let clients = self
                 .clients
                 .get(&self.config.aws)

@@ -2,6 +2,9 @@
 //! ([`locators!`]), which generates the config enum and its dispatch. See `docs/plugins.md`.
 
 mod discovery;
+/// What the `ec2` and `asg` locators share (not a locator of its own, so not in the registry).
+#[cfg(feature = "aws")]
+pub mod ec2_instances;
 
 use std::path::{Path, PathBuf};
 
