@@ -18,7 +18,7 @@ use super::ec2_instances::{
     AddressSource, InstanceOptions, MAX_PAGES, Report, StringList, api_states, aws_error,
     backends_from, default_environment_tag, ec2_states, instance_pages, non_empty_tag,
 };
-use super::{BoxFuture, LocateContext, LocateError, Locator};
+use super::{LocateContext, LocateError, LocateFuture, Locator};
 use crate::aws::sdk::{CallCounter, Clients, LazyClients, api_error};
 use crate::aws::{AwsError, AwsSettings};
 use crate::backend::Backend;
@@ -359,10 +359,7 @@ impl Locator for AsgLocator {
         format!("asg {}", parts.join(" "))
     }
 
-    fn locate<'a>(
-        &'a self,
-        ctx: &'a LocateContext,
-    ) -> BoxFuture<'a, Result<Vec<Backend>, LocateError>> {
+    fn locate<'a>(&'a self, ctx: &'a LocateContext) -> LocateFuture<'a> {
         Box::pin(async move {
             let locator = self.describe();
             let aws_err = |source: AwsError| aws_error(&locator, source);

@@ -14,10 +14,9 @@ use super::ec2_instances::{
     AddressSource, InstanceOptions, Report, StringList, aws_error, backends_from,
     default_environment_tag, ec2_states, instance_pages, non_empty_tag,
 };
-use super::{BoxFuture, LocateContext, LocateError, Locator};
+use super::{LocateContext, LocateFuture, Locator};
 use crate::aws::AwsSettings;
 use crate::aws::sdk::{CallCounter, LazyClients};
-use crate::backend::Backend;
 
 /// Instances per DescribeInstances page (the API's maximum).
 pub const PAGE_SIZE: i32 = 1000;
@@ -163,10 +162,7 @@ impl Locator for Ec2Locator {
         format!("ec2 {}", filters.join(" "))
     }
 
-    fn locate<'a>(
-        &'a self,
-        ctx: &'a LocateContext,
-    ) -> BoxFuture<'a, Result<Vec<Backend>, LocateError>> {
+    fn locate<'a>(&'a self, ctx: &'a LocateContext) -> LocateFuture<'a> {
         Box::pin(async move {
             let locator = self.describe();
             let clients = self
