@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::ec2_instances::{
     AddressSource, InstanceOptions, MAX_PAGES, Report, StringList, api_states, aws_error,
-    backends_from, default_environment_tag, ec2_states, instance_pages, non_empty_tag,
+    backends_from, default_environment_tag, ec2_states, environment_filter, instance_pages, non_empty_tag,
 };
 use super::{LocateContext, LocateError, LocateFuture, Locator};
 use crate::aws::sdk::{CallCounter, Clients, LazyClients, api_error};
@@ -180,12 +180,13 @@ impl AsgLocator {
             })
             .collect();
         if self.config.names.is_empty()
-            && let (Some(env), Some(key)) = (environment, &self.config.environment_tag)
+            && let Some((name, env)) = environment_filter(
+                environment,
+                self.config.environment_tag.as_deref(),
+                &self.config.filters,
+            )
         {
-            let name = format!("tag:{key}");
-            if !self.config.filters.contains_key(&name) {
-                filters.push(AsgFilter::builder().name(name).values(env).build());
-            }
+            filters.push(AsgFilter::builder().name(name).values(env).build());
         }
         filters
     }

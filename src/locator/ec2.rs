@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::ec2_instances::{
     AddressSource, InstanceOptions, Report, StringList, aws_error, backends_from,
-    default_environment_tag, ec2_states, instance_pages, non_empty_tag,
+    default_environment_tag, ec2_states, environment_filter, instance_pages, non_empty_tag,
 };
 use super::{LocateContext, LocateFuture, Locator};
 use crate::aws::AwsSettings;
@@ -141,11 +141,12 @@ impl Ec2Locator {
                 .set_values(Some(self.config.states.clone()))
                 .build(),
         );
-        if let (Some(env), Some(key)) = (environment, &self.config.environment_tag) {
-            let name = format!("tag:{key}");
-            if !self.config.filters.contains_key(&name) {
-                filters.push(Filter::builder().name(name).values(env).build());
-            }
+        if let Some((name, env)) = environment_filter(
+            environment,
+            self.config.environment_tag.as_deref(),
+            &self.config.filters,
+        ) {
+            filters.push(Filter::builder().name(name).values(env).build());
         }
         filters
     }

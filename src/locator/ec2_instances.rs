@@ -27,6 +27,19 @@ pub fn default_environment_tag() -> Option<String> {
     Some(DEFAULT_ENVIRONMENT_TAG.to_string())
 }
 
+/// The `tag:KEY` filter, with its value, that keeps a locator to the config's `environment`;
+/// none without an environment or a tag, or when the filters already name that tag, since a
+/// filter written out says which environment on purpose.
+pub(super) fn environment_filter<'a>(
+    environment: Option<&'a str>,
+    tag: Option<&str>,
+    filters: &BTreeMap<String, Vec<String>>,
+) -> Option<(String, &'a str)> {
+    let name = format!("tag:{}", tag?);
+    let env = environment?;
+    (!filters.contains_key(&name)).then_some((name, env))
+}
+
 /// An AWS failure as the locator's error (named by `locator`, as in the logs).
 pub(super) fn aws_error(locator: &str, source: AwsError) -> LocateError {
     LocateError::Aws {
