@@ -310,47 +310,6 @@ mod tests {
         );
     }
 
-    fn load(yaml: &str) -> Result<crate::config::Config, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let path = dir.path().join("config.yaml");
-        std::fs::write(&path, yaml).map_err(|e| e.to_string())?;
-        crate::config::load(&path).map_err(|e| e.to_string())
-    }
-
-    const AWS_CONFIG: &str = "aws: { region: eu-west-1, max_attempts: 2 }
-services:
-  web:
-    port: 80
-    locators:
-      - ec2: { filters: { 'tag:role': [web] } }
-      - asg: { names: [web], aws: { region: us-east-1 } }
-outputs: []
-";
-
-    #[cfg(feature = "aws")]
-    #[test]
-    fn locators_inherit_the_top_level_aws_section() {
-        use crate::locator::LocatorConfig;
-        let config = load(AWS_CONFIG).unwrap();
-        assert_eq!(config.aws.region.as_deref(), Some("eu-west-1"));
-        let locators = &config.services["web"].locators;
-        let (LocatorConfig::Ec2(ec2), LocatorConfig::Asg(asg)) = (&locators[0], &locators[1])
-        else {
-            panic!("expected ec2 and asg: {locators:?}");
-        };
-        assert_eq!(ec2.aws.region.as_deref(), Some("eu-west-1"));
-        assert_eq!(asg.aws.region.as_deref(), Some("us-east-1"));
-        assert_eq!(asg.aws.max_attempts(), 2);
-    }
-
-    #[cfg(not(feature = "aws"))]
-    #[test]
-    fn a_build_without_aws_says_so() {
-        let err = load(AWS_CONFIG).unwrap_err();
-        assert_eq!(err.matches(NOT_BUILT).count(), 3, "{err}");
-        assert!(err.contains(":1:1: `aws`"), "{err}");
-    }
-
     #[test]
     fn api_errors_name_code_status_and_request_id() {
         let e = AwsError::Api {

@@ -1,8 +1,7 @@
-//! Talking to AWS: SDK clients built from [`AwsSettings`], a cache that keeps them (and their
-//! credentials) between passes, a counter of HTTP requests, and AWS errors turned into
-//! [`AwsError`]s that carry the error code and request id.
+//! Talking to AWS: SDK clients built from [`AwsSettings`] and kept by the locator that uses them
+//! ([`LazyClients`]), a counter of HTTP requests, and AWS errors turned into [`AwsError`]s that
+//! carry the error code and request id.
 
-use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -31,37 +30,19 @@ pub struct Clients {
     pub region: String,
 }
 
-/// Keeps a locator's clients between passes, so that credentials (an assumed role, instance
-/// metadata) are fetched when they expire, not on every pass. Clones share the clients; a
-/// reloaded config starts with a new, empty cache.
-#[derive(Clone, Default)]
-pub struct ClientCache(Arc<tokio::sync::OnceCell<Arc<Clients>>>);
+/// A locator's clients, built on its first locate and kept as long as the locator, so that
+/// credentials (an assumed role, instance metadata) are fetched when they expire, not on every
+/// pass. Locators built from a reloaded config start without them.
+#[derive(Debug, Default)]
+pub struct LazyClients(tokio::sync::OnceCell<Arc<Clients>>);
 
-impl ClientCache {
+impl LazyClients {
     /// The clients for `settings`, built on first use; a failure is retried on the next call.
     pub async fn get(&self, settings: &AwsSettings) -> Result<Arc<Clients>, AwsError> {
         self.0
             .get_or_try_init(|| async { load(settings).await.map(Arc::new) })
             .await
             .cloned()
-    }
-}
-
-// The cache is not part of what a locator is configured to do: two configs that differ only in
-// their caches are the same config.
-impl PartialEq for ClientCache {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl fmt::Debug for ClientCache {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.initialized() {
-            "ClientCache(ready)"
-        } else {
-            "ClientCache(empty)"
-        })
     }
 }
 

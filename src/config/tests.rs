@@ -240,3 +240,37 @@ fn a_good_section_resolves_paths_and_defaults_the_timeout() {
         ReloadAction::Signal { pidfile, .. } if pidfile == Path::new("/etc/elasticd/run/haproxy.pid")
     ));
 }
+
+// The AWS section as a whole config sees it: inherited by the locators with the feature, and
+// a clear error without it.
+const AWS_CONFIG: &str = "aws: { region: eu-west-1, max_attempts: 2 }
+services:
+  web:
+    port: 80
+    locators:
+      - ec2: { filters: { 'tag:role': [web] } }
+      - asg: { names: [web], aws: { region: us-east-1 } }
+outputs: []
+";
+
+#[cfg(feature = "aws")]
+#[test]
+fn locators_inherit_the_top_level_aws_section() {
+    let config = parse_at(AWS_CONFIG).unwrap();
+    assert_eq!(config.aws.region.as_deref(), Some("eu-west-1"));
+    let locators = &config.services["web"].locators;
+    let (LocatorConfig::Ec2(ec2), LocatorConfig::Asg(asg)) = (&locators[0], &locators[1]) else {
+        panic!("expected ec2 and asg: {locators:?}");
+    };
+    assert_eq!(ec2.aws.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(asg.aws.region.as_deref(), Some("us-east-1"));
+    assert_eq!(asg.aws.max_attempts(), 2);
+}
+
+#[cfg(not(feature = "aws"))]
+#[test]
+fn a_build_without_aws_says_so() {
+    let err = parse_at(AWS_CONFIG).unwrap_err().to_string();
+    assert_eq!(err.matches(crate::aws::NOT_BUILT).count(), 3, "{err}");
+    assert!(err.contains(":1:1: `aws`"), "{err}");
+}

@@ -14,12 +14,12 @@ use aws_sdk_autoscaling::types::{AutoScalingGroup, Filter as AsgFilter};
 use aws_sdk_ec2::types::Instance;
 use serde::Deserialize;
 
-use super::ec2::{
-    AddressSource, InstanceOptions, MAX_PAGES, Report, StringList, backends_from,
-    default_environment_tag, ec2_states, non_empty_tag,
+use super::ec2_instances::{
+    AddressSource, InstanceOptions, MAX_PAGES, Report, StringList, api_states, aws_error,
+    backends_from, default_environment_tag, ec2_states, environment_filter, instance_pages, non_empty_tag,
 };
-use super::{BoxFuture, LocateContext, LocateError, Locator};
-use crate::aws::sdk::{CallCounter, ClientCache, Clients, api_error};
+use super::{LocateContext, LocateError, LocateFuture, Locator};
+use crate::aws::sdk::{CallCounter, Clients, LazyClients, api_error};
 use crate::aws::{AwsError, AwsSettings};
 use crate::backend::Backend;
 
@@ -48,8 +48,6 @@ pub struct AsgLocatorConfig {
     pub instance: InstanceOptions,
     /// AWS settings over the top-level `aws` section.
     pub aws: AwsSettings,
-    /// Clients, kept between passes.
-    pub clients: ClientCache,
 }
 
 #[derive(Deserialize)]
@@ -120,34 +118,17 @@ impl TryFrom<RawAsgConfig> for AsgLocatorConfig {
             environment_tag: non_empty_tag(raw.environment_tag, "environment_tag")?,
             instance: InstanceOptions::new(raw.address, raw.port, raw.port_tag, raw.weight_tag)?,
             aws: raw.aws,
-            clients: ClientCache::default(),
         })
     }
 }
 
 fn lifecycle_states(states: Option<Vec<String>>) -> Result<Vec<String>, String> {
-    let Some(states) = states else {
-        return Ok(vec!["InService".to_string()]);
-    };
-    if states.is_empty() {
-        return Err("`lifecycle` is empty: no member would ever be used".into());
-    }
-    let known = aws_sdk_autoscaling::types::LifecycleState::values();
-    states
-        .into_iter()
-        .map(|s| {
-            known
-                .iter()
-                .find(|k| k.eq_ignore_ascii_case(&s))
-                .map(|k| k.to_string())
-                .ok_or_else(|| {
-                    format!(
-                        "`{s}` is not an Auto Scaling lifecycle state; states are: {}",
-                        known.join(", ")
-                    )
-                })
-        })
-        .collect()
+    api_states(
+        states,
+        "InService",
+        aws_sdk_autoscaling::types::LifecycleState::values(),
+        ("lifecycle", "member", "Auto Scaling lifecycle state"),
+    )
 }
 
 /// One member that counts, with what the group said about it.
@@ -160,6 +141,9 @@ struct Member {
 /// Finds the members of Auto Scaling groups.
 pub struct AsgLocator {
     config: AsgLocatorConfig,
+    /// Built on the first locate and kept, with their credentials, until a reload replaces
+    /// this locator.
+    clients: LazyClients,
 }
 
 impl super::LocatorSpec for AsgLocatorConfig {
@@ -175,7 +159,10 @@ impl super::LocatorSpec for AsgLocatorConfig {
 impl AsgLocator {
     /// A locator for one set of groups.
     pub fn new(config: AsgLocatorConfig) -> Self {
-        AsgLocator { config }
+        AsgLocator {
+            config,
+            clients: LazyClients::default(),
+        }
     }
 
     /// The group filters for one pass; the environment scopes groups chosen by filters only,
@@ -193,12 +180,13 @@ impl AsgLocator {
             })
             .collect();
         if self.config.names.is_empty()
-            && let (Some(env), Some(key)) = (environment, &self.config.environment_tag)
+            && let Some((name, env)) = environment_filter(
+                environment,
+                self.config.environment_tag.as_deref(),
+                &self.config.filters,
+            )
         {
-            let name = format!("tag:{key}");
-            if !self.config.filters.contains_key(&name) {
-                filters.push(AsgFilter::builder().name(name).values(env).build());
-            }
+            filters.push(AsgFilter::builder().name(name).values(env).build());
         }
         filters
     }
@@ -268,45 +256,20 @@ impl AsgLocator {
         ctx: &LocateContext,
         report: &mut Report,
     ) -> Result<Vec<Backend>, LocateError> {
-        let aws_err = |source: AwsError| LocateError::Aws {
-            locator: locator.to_string(),
-            source: Box::new(source),
-        };
         let ids: Vec<String> = members.keys().cloned().collect();
         let mut found: HashSet<String> = HashSet::with_capacity(ids.len());
         let mut backends = Vec::with_capacity(ids.len());
         let mut pages = 0;
         for batch in ids.chunks(IDS_PER_CALL) {
-            // AWS answers a request by id in one page; follow a token anyway should one come
-            // (emulators paginate these too).
-            let mut token: Option<String> = None;
-            loop {
-                if pages >= MAX_PAGES {
-                    return Err(aws_err(AwsError::Pagination {
-                        operation: "DescribeInstances",
-                        region: clients.region.clone(),
-                        pages,
-                    }));
-                }
-                let page = clients
-                    .ec2
-                    .describe_instances()
-                    .set_instance_ids(Some(batch.to_vec()))
-                    .set_next_token(token.take())
-                    .customize()
-                    .interceptor(calls.clone())
-                    .send()
-                    .await
-                    .map_err(|e| aws_err(api_error("DescribeInstances", &clients.region, e)))?;
-                pages += 1;
-                token = page
-                    .next_token()
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_string);
-                let instances: Vec<(&Instance, Vec<(&str, &str)>)> = page
-                    .reservations()
-                    .iter()
-                    .flat_map(|r| r.instances())
+            // AWS answers a request by id in one page; instance_pages follows a token anyway
+            // should one come (emulators paginate these too).
+            let request = clients
+                .ec2
+                .describe_instances()
+                .set_instance_ids(Some(batch.to_vec()));
+            instance_pages(clients, request, calls, &mut pages, locator, |instances| {
+                let instances: Vec<(&Instance, Vec<(&str, &str)>)> = instances
+                    .into_iter()
                     .filter_map(|i| {
                         let member = members.get(i.instance_id()?)?;
                         Some((
@@ -332,10 +295,9 @@ impl AsgLocator {
                     ctx,
                     report,
                 )?);
-                if token.is_none() {
-                    break;
-                }
-            }
+                Ok(())
+            })
+            .await?;
         }
         for (id, member) in members {
             if !found.contains(id) {
@@ -398,18 +360,11 @@ impl Locator for AsgLocator {
         format!("asg {}", parts.join(" "))
     }
 
-    fn locate<'a>(
-        &'a self,
-        ctx: &'a LocateContext,
-    ) -> BoxFuture<'a, Result<Vec<Backend>, LocateError>> {
+    fn locate<'a>(&'a self, ctx: &'a LocateContext) -> LocateFuture<'a> {
         Box::pin(async move {
             let locator = self.describe();
-            let aws_err = |source: AwsError| LocateError::Aws {
-                locator: locator.clone(),
-                source: Box::new(source),
-            };
+            let aws_err = |source: AwsError| aws_error(&locator, source);
             let clients = self
-                .config
                 .clients
                 .get(&self.config.aws)
                 .await

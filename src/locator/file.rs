@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{BoxFuture, DocumentFormat, LocateContext, LocateError, Locator, parse_document};
-use crate::backend::Backend;
+use super::{DocumentFormat, LocateContext, LocateError, LocateFuture, Locator, parse_document};
 
 /// `file: { path: backends.json }`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -44,10 +43,7 @@ impl Locator for FileLocator {
         format!("file {}", self.config.path.display())
     }
 
-    fn locate<'a>(
-        &'a self,
-        ctx: &'a LocateContext,
-    ) -> BoxFuture<'a, Result<Vec<Backend>, LocateError>> {
+    fn locate<'a>(&'a self, ctx: &'a LocateContext) -> LocateFuture<'a> {
         Box::pin(async move {
             let locator = self.describe();
             let path = &self.config.path;

@@ -2,6 +2,9 @@
 //! ([`locators!`]), which generates the config enum and its dispatch. See `docs/plugins.md`.
 
 mod discovery;
+/// What the `ec2` and `asg` locators share (not a locator of its own, so not in the registry).
+#[cfg(feature = "aws")]
+pub mod ec2_instances;
 
 use std::path::{Path, PathBuf};
 
@@ -34,11 +37,11 @@ pub trait Locator: Send + Sync {
     /// Names the locator in logs and errors (`file /etc/elasticd/web.json`).
     fn describe(&self) -> String;
     /// Finds the current backends; an error means "no answer", never "no backends".
-    fn locate<'a>(
-        &'a self,
-        ctx: &'a LocateContext,
-    ) -> BoxFuture<'a, Result<Vec<Backend>, LocateError>>;
+    fn locate<'a>(&'a self, ctx: &'a LocateContext) -> LocateFuture<'a>;
 }
+
+/// What [`Locator::locate`] returns: the backends found, or why there is no answer.
+pub type LocateFuture<'a> = BoxFuture<'a, Result<Vec<Backend>, LocateError>>;
 
 /// The settings of one kind of locator, as read from the config: what the registry needs.
 pub trait LocatorSpec {

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{BackendMeta, BoxFuture, LocateContext, LocateError, Locator, backend_from_target};
-use crate::backend::{Backend, parse_target};
+use super::{BackendMeta, LocateContext, LocateFuture, Locator, backend_from_target};
+use crate::backend::parse_target;
 
 /// One static backend: `"ADDRESS[:PORT]"` or `{address, port, weight, id, name, zone, tags}`.
 ///
@@ -124,10 +124,7 @@ impl Locator for StaticLocator {
         "static".into()
     }
 
-    fn locate<'a>(
-        &'a self,
-        ctx: &'a LocateContext,
-    ) -> BoxFuture<'a, Result<Vec<Backend>, LocateError>> {
+    fn locate<'a>(&'a self, ctx: &'a LocateContext) -> LocateFuture<'a> {
         Box::pin(async move {
             let locator = self.describe();
             self.backends
