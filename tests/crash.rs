@@ -274,3 +274,32 @@ fn signals_right_after_start_are_handled_not_fatal() {
     assert_eq!(alive, None, "a signal during start-up ended the daemon");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn a_file_locator_on_a_fifo_is_an_error_and_the_run_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("config.yaml"),
+        "services:\n  web:\n    timeout: 2s\n    locators: [file: { path: backends.json }]\noutputs: []\n",
+    )
+    .unwrap();
+    let made = Command::new("mkfifo")
+        .arg(dir.path().join("backends.json"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let child = Command::new(env!("CARGO_BIN_EXE_elasticd"))
+        .args(["locate"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let out = {
+        let status = wait_or_kill(child, Duration::from_secs(30));
+        assert_eq!(status.code(), Some(1), "{status:?}");
+        started.elapsed()
+    };
+    assert!(out < Duration::from_secs(30));
+}

@@ -6,6 +6,10 @@ use serde::Deserialize;
 
 use super::{DocumentFormat, LocateContext, LocateError, LocateFuture, Locator, parse_document};
 
+/// How long the blocking read may take at most (a hung mount); the service's `timeout` gives up
+/// on it sooner.
+const READ_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// `file: { path: backends.json }`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,7 +51,8 @@ impl Locator for FileLocator {
         Box::pin(async move {
             let locator = self.describe();
             let path = &self.config.path;
-            let bytes = tokio::fs::read(path)
+            // The service's `timeout` ends a read that hangs; this limit only bounds the thread.
+            let bytes = crate::output::read_regular(path, READ_LIMIT)
                 .await
                 .map_err(|source| LocateError::Read {
                     locator: locator.clone(),
