@@ -6,7 +6,8 @@
 
 use std::fmt;
 
-use saphyr::{LoadableYamlNode, MarkedYamlOwned, ScalarOwned, YamlDataOwned};
+use saphyr::{MarkedYamlOwned, ScalarOwned, ScanError, YamlDataOwned, YamlLoader};
+use saphyr_parser::{BufferedInput, Event, Parser, SpannedEventReceiver};
 use serde::de::{self, Error as _, IntoDeserializer, Visitor};
 
 /// A 1-based line and column in a YAML source.
@@ -61,15 +62,51 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// How deeply lists and mappings may nest. YAML's flow style (`[[[...]]]`) is capped at this
+/// depth by the parser already; block style (`- - - ...`) is capped here, because the tree and
+/// everything that walks it recurse once per level: 11,000 levels overflow the stack.
+pub const MAX_DEPTH: usize = 255;
+
 /// Parses one YAML document. An empty document is a `Null` node.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
-    let docs = MarkedYamlOwned::load_from_str(text).map_err(|e| SyntaxError {
+    let scan_error = |e: ScanError| SyntaxError {
         loc: Location {
             line: e.marker().line(),
             column: e.marker().col() + 1,
         },
         message: e.info().to_string(),
-    })?;
+    };
+    // The events are fed to saphyr's loader one at a time instead of through `Parser::load`,
+    // which recurses once per nesting level before any limit could apply.
+    let mut parser = Parser::new(BufferedInput::new(text.chars()));
+    let mut loader = YamlLoader::<MarkedYamlOwned>::default();
+    let mut depth = 0usize;
+    while let Some(event) = parser.next_event() {
+        let (event, span) = event.map_err(scan_error)?;
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth = depth.saturating_add(1);
+                if depth > MAX_DEPTH {
+                    return Err(SyntaxError {
+                        loc: Location {
+                            line: span.start.line(),
+                            column: span.start.col() + 1,
+                        },
+                        message: format!(
+                            "lists and mappings are nested more than {MAX_DEPTH} levels deep here"
+                        ),
+                    });
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        loader.on_event(event, span);
+        if let Some(e) = loader.error() {
+            return Err(scan_error(e.clone()));
+        }
+    }
+    let docs = loader.into_documents();
     let mut docs = docs.into_iter();
     let first = docs.next();
     if let Some(second) = docs.next() {
@@ -465,5 +502,77 @@ mod tests {
     fn duplicate_keys_are_syntax_errors() {
         let err = parse("a: 1\na: 2\n").unwrap_err();
         assert!(err.message.contains("duplicate"), "{}", err.message);
+    }
+
+    #[test]
+    fn deep_block_nesting_is_an_error_not_a_stack_overflow() {
+        // `- - - ... x`: one list per `- `, 11,000 deep.
+        let text = format!("{}x\n", "- ".repeat(11_000));
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.message.contains("nested more than 255"),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            err.loc,
+            Location {
+                line: 1,
+                column: 511
+            }
+        );
+        // Nested block mappings, one per line.
+        let mut text = String::new();
+        for i in 0..5_000 {
+            text.push_str(&format!("{}k{i}:\n", " ".repeat(i)));
+        }
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.message.contains("nested more than 255"),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            err.loc,
+            Location {
+                line: 256,
+                column: 256
+            }
+        );
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_still_parses() {
+        let text = format!("{}x\n", "- ".repeat(MAX_DEPTH));
+        let mut node = &parse(&text).unwrap();
+        let mut depth = 0;
+        while let NodeKind::Seq(items) = &node.kind {
+            depth += 1;
+            node = &items[0];
+        }
+        assert_eq!(depth, MAX_DEPTH);
+        assert_eq!(node.kind, NodeKind::Str("x".into()));
+        let too_deep = format!("{}x\n", "- ".repeat(MAX_DEPTH + 1));
+        assert!(parse(&too_deep).is_err());
+        // Flow style was already capped by the parser, at the same depth.
+        let flow = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(parse(&flow).is_ok());
+        let flow = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(parse(&flow).is_err());
+    }
+
+    #[test]
+    fn depth_counts_lists_and_mappings_together_and_resets_between_siblings() {
+        // 200 levels, closed, then 200 more beside it: never deeper than 201.
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let text = format!("a: {deep}\nb: {deep}\n");
+        assert!(parse(&text).is_ok());
+        let mixed = format!(
+            "{}{}",
+            "- ".repeat(200),
+            format!("{}{}", "{a: ".repeat(60), "}".repeat(60))
+        );
+        let err = parse(&mixed).unwrap_err();
+        assert!(err.message.contains("nested"), "{}", err.message);
     }
 }
