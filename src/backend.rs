@@ -224,7 +224,7 @@ impl Backend {
     /// name that [`Address`]'s parser would accept.
     pub fn validate(&self) -> Result<(), InvalidBackend> {
         if let Address::Host(host) = &self.address
-            && !(is_host_name(host) && !host.bytes().any(|b| b.is_ascii_uppercase()))
+            && (!is_host_name(host) || host.bytes().any(|b| b.is_ascii_uppercase()))
         {
             return Err(AddressError::Invalid(host.clone()).into());
         }

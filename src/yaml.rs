@@ -568,9 +568,10 @@ mod tests {
         let text = format!("a: {deep}\nb: {deep}\n");
         assert!(parse(&text).is_ok());
         let mixed = format!(
-            "{}{}",
+            "{}{}{}",
             "- ".repeat(200),
-            format!("{}{}", "{a: ".repeat(60), "}".repeat(60))
+            "{a: ".repeat(60),
+            "}".repeat(60)
         );
         let err = parse(&mixed).unwrap_err();
         assert!(err.message.contains("nested"), "{}", err.message);

@@ -107,8 +107,8 @@ impl Backoff {
 
 /// A random delay in `[0, period × fraction)` so that hosts started together spread out.
 pub fn jitter_delay(period: Duration, fraction: f64) -> Duration {
-    // `!(x > 0)` is also true for NaN.
-    if !(fraction > 0.0) {
+    // NaN is neither above nor below zero: no jitter either.
+    if fraction.is_nan() || fraction <= 0.0 {
         return Duration::ZERO;
     }
     let share = fraction.min(1.0) * fastrand::f64();
