@@ -4,6 +4,7 @@
 //! separately from this tree lets `config::load` report every problem in a file at once, each with
 //! the line and column of the node that caused it.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use saphyr::{MarkedYamlOwned, ScalarOwned, ScanError, YamlDataOwned, YamlLoader};
@@ -80,26 +81,17 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     // which recurses once per nesting level before any limit could apply.
     let mut parser = Parser::new(BufferedInput::new(text.chars()));
     let mut loader = YamlLoader::<MarkedYamlOwned>::default();
-    let mut depth = 0usize;
+    let mut depth = Depth::default();
     while let Some(event) = parser.next_event() {
         let (event, span) = event.map_err(scan_error)?;
-        match event {
-            Event::SequenceStart(..) | Event::MappingStart(..) => {
-                depth = depth.saturating_add(1);
-                if depth > MAX_DEPTH {
-                    return Err(SyntaxError {
-                        loc: Location {
-                            line: span.start.line(),
-                            column: span.start.col() + 1,
-                        },
-                        message: format!(
-                            "lists and mappings are nested more than {MAX_DEPTH} levels deep here"
-                        ),
-                    });
-                }
-            }
-            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
-            _ => {}
+        if let Err(message) = depth.on(&event) {
+            return Err(SyntaxError {
+                loc: Location {
+                    line: span.start.line(),
+                    column: span.start.col() + 1,
+                },
+                message,
+            });
         }
         loader.on_event(event, span);
         if let Some(e) = loader.error() {
@@ -121,6 +113,64 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
             loc: Location { line: 1, column: 1 },
             kind: NodeKind::Null,
         }),
+    }
+}
+
+/// Counts how deeply the tree being loaded nests, aliases included: an alias is replaced by a
+/// copy of its anchor's value, so `*a` inside 250 levels reaches 250 levels deeper than `&a`'s
+/// own value does, and a chain of such anchors would build an arbitrarily deep tree.
+#[derive(Default)]
+struct Depth {
+    /// Lists and mappings open around the current event.
+    open: usize,
+    /// For each open list or mapping: its anchor, its depth, and the deepest level inside it.
+    frames: Vec<(usize, usize, usize)>,
+    /// For each anchored list or mapping: how many levels deep its value goes.
+    heights: HashMap<usize, usize>,
+}
+
+impl Depth {
+    fn on(&mut self, event: &Event<'_>) -> Result<(), String> {
+        let too_deep =
+            || format!("lists and mappings are nested more than {MAX_DEPTH} levels deep here");
+        match event {
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                self.open = self.open.saturating_add(1);
+                if self.open > MAX_DEPTH {
+                    return Err(too_deep());
+                }
+                self.frames.push((*anchor, self.open, self.open));
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                self.open = self.open.saturating_sub(1);
+                if let Some((anchor, start, deepest)) = self.frames.pop() {
+                    if anchor != 0 {
+                        let height = deepest.saturating_sub(start).saturating_add(1);
+                        self.heights.insert(anchor, height);
+                    }
+                    self.reach(deepest);
+                }
+            }
+            Event::Alias(anchor) => {
+                let height = self.heights.get(anchor).copied().unwrap_or(0);
+                let reach = self.open.saturating_add(height);
+                if reach > MAX_DEPTH {
+                    return Err(format!(
+                        "{} (counting the value the alias stands for)",
+                        too_deep()
+                    ));
+                }
+                self.reach(reach);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn reach(&mut self, level: usize) {
+        if let Some(frame) = self.frames.last_mut() {
+            frame.2 = frame.2.max(level);
+        }
     }
 }
 
@@ -575,5 +625,41 @@ mod tests {
         );
         let err = parse(&mixed).unwrap_err();
         assert!(err.message.contains("nested"), "{}", err.message);
+    }
+
+    #[test]
+    fn aliases_count_the_depth_of_what_they_stand_for() {
+        // Each anchor deeper than the one it refers to: a chain of 28 of them, 250 levels each,
+        // used to build a tree over 7,000 levels deep from 14 KB.
+        let mut text = format!("- &a0 {}x{}\n", "[".repeat(250), "]".repeat(250));
+        // 1 (the list) + 3 + 250 (a0's value) = 254: still allowed.
+        text.push_str("- &a1 [[[*a0]]]\n");
+        let node = parse(&text).map_err(|e| e.message).map(|_| ());
+        assert_eq!(node, Ok(()));
+        // 1 + 3 + 253 = 257.
+        text.push_str("- &a2 [[[*a1]]]\n");
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.message.contains("the alias stands for"),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            err.loc,
+            Location {
+                line: 3,
+                column: 10
+            }
+        );
+        // Aliases of scalars and of shallow values are fine anywhere the limit allows.
+        let text = format!(
+            "a: &s x\nb: &m {{k: [1]}}\nc: {}[*s, *m]{}\n",
+            "[".repeat(250),
+            "]".repeat(250)
+        );
+        assert!(parse(&text).map(|_| ()).is_ok());
+        let text = text.replace(&"[".repeat(250), &"[".repeat(252));
+        let text = text.replace(&"]".repeat(250), &"]".repeat(252));
+        assert!(parse(&text).is_err());
     }
 }

@@ -215,6 +215,18 @@ fn deep_maps() -> String {
         .collect()
 }
 
+/// 28 anchors, each 250 levels deeper than the last through an alias: 14 KB that loaded into a
+/// tree 7,000 levels deep.
+fn alias_chain() -> String {
+    let open = "[".repeat(250);
+    let close = "]".repeat(250);
+    let mut text = format!("- &a0 {open}x{close}\n");
+    for k in 1..28 {
+        text.push_str(&format!("- &a{k} {open}*a{}{close}\n", k - 1));
+    }
+    text
+}
+
 fn assert_not_killed(what: &str, ran: &Ran) {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
@@ -232,7 +244,12 @@ fn assert_not_killed(what: &str, ran: &Ran) {
 fn deeply_nested_config_yaml_is_a_config_error_with_a_location() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for (text, at) in [(deep_dashes(), "1:511"), (deep_maps(), "256:256")] {
+    let alias_at = "2:257";
+    for (text, at) in [
+        (deep_dashes(), "1:511"),
+        (deep_maps(), "256:256"),
+        (alias_chain(), alias_at),
+    ] {
         write(d, "config.yaml", &text);
         for args in [
             &["check", "--config", "config.yaml"][..],
@@ -303,7 +320,7 @@ fn a_running_daemon_survives_a_deeply_nested_file_sd_document() {
         read(d, "upstream.conf").contains("127.0.0.1:8080")
     });
     let failures = |log: &str| log.matches("nested more than 255 levels deep").count();
-    for text in [deep_dashes(), deep_maps()] {
+    for text in [deep_dashes(), deep_maps(), alias_chain()] {
         let before = failures(&daemon.log());
         write(d, "backends.yaml", &text);
         daemon.wait_for("the locator to fail", |log| failures(log) > before);
