@@ -154,6 +154,17 @@ pub fn parse_port(s: &str) -> Result<u16, AddressError> {
     }
 }
 
+/// Why a [`Backend`] must not reach a rendered file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidBackend {
+    /// The address or the port is not usable.
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    /// The weight is outside 1 to [`MAX_WEIGHT`].
+    #[error("weight {0} is out of range (1-{MAX_WEIGHT})")]
+    Weight(u32),
+}
+
 /// One backend: where to send traffic, how much, and what the locator knew about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backend {
@@ -206,6 +217,24 @@ impl Backend {
         } else {
             format!("{}:{}", self.address, self.port)
         }
+    }
+
+    /// Checks what every path into a backend must hold, whoever built it (a locator, a plugin's
+    /// JSON, a state file): a port from 1 to 65535, a weight from 1 to [`MAX_WEIGHT`], and a host
+    /// name that [`Address`]'s parser would accept.
+    pub fn validate(&self) -> Result<(), InvalidBackend> {
+        if let Address::Host(host) = &self.address
+            && (!is_host_name(host) || host.bytes().any(|b| b.is_ascii_uppercase()))
+        {
+            return Err(AddressError::Invalid(host.clone()).into());
+        }
+        if self.port == 0 {
+            return Err(AddressError::BadPort(self.port.to_string()).into());
+        }
+        if !(1..=MAX_WEIGHT).contains(&self.weight) {
+            return Err(InvalidBackend::Weight(self.weight));
+        }
+        Ok(())
     }
 
     /// The sort and identity key: address, then port.
@@ -302,5 +331,53 @@ mod tests {
                 "host.example:1"
             ]
         );
+    }
+
+    #[test]
+    fn validate_rejects_what_no_parser_would_produce() {
+        let ok = Backend::new(Address::Ip("10.0.0.1".parse().unwrap()), 80);
+        assert_eq!(ok.validate(), Ok(()));
+        let port0 = Backend::new(ok.address.clone(), 0);
+        assert_eq!(
+            port0.validate().unwrap_err().to_string(),
+            "`0` is not a port number (1-65535)"
+        );
+        for weight in [0, MAX_WEIGHT + 1, 4_000_000_000] {
+            let b = Backend {
+                weight,
+                ..ok.clone()
+            };
+            assert_eq!(b.validate(), Err(InvalidBackend::Weight(weight)));
+        }
+        let b = Backend {
+            weight: MAX_WEIGHT,
+            ..ok.clone()
+        };
+        assert_eq!(b.validate(), Ok(()));
+        for host in [
+            "web;evil",
+            "",
+            "a b",
+            "-x.example",
+            "Web.example",
+            "1.2.3.4",
+        ] {
+            let b = Backend::new(Address::Host(host.into()), 80);
+            assert!(b.validate().is_err(), "{host:?} passed");
+        }
+        let b = Backend::new(Address::Host("web-1.example".into()), 65535);
+        assert_eq!(b.validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_catches_a_tampered_state_file_entry() {
+        // What a state file deserializes: the types let port 0 and any u32 weight through.
+        let b: Backend =
+            serde_json::from_str(r#"{"address": "127.0.0.1", "port": 0, "weight": 1}"#).unwrap();
+        assert!(b.validate().is_err());
+        let b: Backend =
+            serde_json::from_str(r#"{"address": "127.0.0.1", "port": 80, "weight": 4000000000}"#)
+                .unwrap();
+        assert_eq!(b.validate(), Err(InvalidBackend::Weight(4_000_000_000)));
     }
 }

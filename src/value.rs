@@ -11,9 +11,14 @@ use serde::Deserialize;
 /// A boxed future, so that locators and reload actions can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A duration written like `30s`, `1m30s` or `500ms` (a bare number is seconds).
+/// A duration written like `30s`, `1m30s` or `500ms` (a bare number is seconds), from 1ns up to
+/// [`MAX_DURATION`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
+
+/// The longest [`HumanDuration`] any setting takes (timeouts, settle windows, backoff): one day.
+/// Longer ones are mistakes, and near `u64::MAX` seconds they overflow clock arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -30,6 +35,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
             return Err(serde::de::Error::custom(
                 "a duration of zero is not allowed here",
             ));
+        }
+        if parsed > MAX_DURATION {
+            return Err(serde::de::Error::custom(format!(
+                "`{text}` is too long: this setting takes at most 1 day (`24h`)"
+            )));
         }
         Ok(HumanDuration(parsed))
     }
@@ -69,5 +79,31 @@ pub fn resolve_program(argv: &mut [String], base: &Path) {
         && Path::new(program.as_str()).is_relative()
     {
         *program = base.join(&*program).to_string_lossy().into_owned();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn duration(text: &str) -> Result<Duration, String> {
+        crate::yaml::parse(text)
+            .map_err(|e| e.message)?
+            .deserialize::<HumanDuration>()
+            .map(|d| d.0)
+            .map_err(|e| e.message)
+    }
+
+    #[test]
+    fn durations_are_capped_at_a_day() {
+        assert_eq!(duration("24h"), Ok(MAX_DURATION));
+        assert_eq!(duration("86400"), Ok(MAX_DURATION));
+        for long in ["86401", "24h1ms", "2d", "300000000y", "9223372036854775807"] {
+            let err = duration(long).unwrap_err();
+            assert!(err.contains("at most 1 day"), "{long}: {err}");
+            assert!(err.contains(long), "{long}: {err}");
+        }
+        // Beyond u64 seconds it isn't a duration at all.
+        assert!(duration("99999999999999999999999").is_err());
     }
 }

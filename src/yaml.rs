@@ -4,9 +4,11 @@
 //! separately from this tree lets `config::load` report every problem in a file at once, each with
 //! the line and column of the node that caused it.
 
+use std::collections::HashMap;
 use std::fmt;
 
-use saphyr::{LoadableYamlNode, MarkedYamlOwned, ScalarOwned, YamlDataOwned};
+use saphyr::{MarkedYamlOwned, ScalarOwned, ScanError, YamlDataOwned, YamlLoader};
+use saphyr_parser::{BufferedInput, Event, Parser, SpannedEventReceiver};
 use serde::de::{self, Error as _, IntoDeserializer, Visitor};
 
 /// A 1-based line and column in a YAML source.
@@ -61,15 +63,42 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// How deeply lists and mappings may nest. YAML's flow style (`[[[...]]]`) is capped at this
+/// depth by the parser already; block style (`- - - ...`) is capped here, because the tree and
+/// everything that walks it recurse once per level: 11,000 levels overflow the stack.
+pub const MAX_DEPTH: usize = 255;
+
 /// Parses one YAML document. An empty document is a `Null` node.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
-    let docs = MarkedYamlOwned::load_from_str(text).map_err(|e| SyntaxError {
+    let scan_error = |e: ScanError| SyntaxError {
         loc: Location {
             line: e.marker().line(),
             column: e.marker().col() + 1,
         },
         message: e.info().to_string(),
-    })?;
+    };
+    // The events are fed to saphyr's loader one at a time instead of through `Parser::load`,
+    // which recurses once per nesting level before any limit could apply.
+    let mut parser = Parser::new(BufferedInput::new(text.chars()));
+    let mut loader = YamlLoader::<MarkedYamlOwned>::default();
+    let mut depth = Depth::default();
+    while let Some(event) = parser.next_event() {
+        let (event, span) = event.map_err(scan_error)?;
+        if let Err(message) = depth.on(&event) {
+            return Err(SyntaxError {
+                loc: Location {
+                    line: span.start.line(),
+                    column: span.start.col() + 1,
+                },
+                message,
+            });
+        }
+        loader.on_event(event, span);
+        if let Some(e) = loader.error() {
+            return Err(scan_error(e.clone()));
+        }
+    }
+    let docs = loader.into_documents();
     let mut docs = docs.into_iter();
     let first = docs.next();
     if let Some(second) = docs.next() {
@@ -84,6 +113,64 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
             loc: Location { line: 1, column: 1 },
             kind: NodeKind::Null,
         }),
+    }
+}
+
+/// Counts how deeply the tree being loaded nests, aliases included: an alias is replaced by a
+/// copy of its anchor's value, so `*a` inside 250 levels reaches 250 levels deeper than `&a`'s
+/// own value does, and a chain of such anchors would build an arbitrarily deep tree.
+#[derive(Default)]
+struct Depth {
+    /// Lists and mappings open around the current event.
+    open: usize,
+    /// For each open list or mapping: its anchor, its depth, and the deepest level inside it.
+    frames: Vec<(usize, usize, usize)>,
+    /// For each anchored list or mapping: how many levels deep its value goes.
+    heights: HashMap<usize, usize>,
+}
+
+impl Depth {
+    fn on(&mut self, event: &Event<'_>) -> Result<(), String> {
+        let too_deep =
+            || format!("lists and mappings are nested more than {MAX_DEPTH} levels deep here");
+        match event {
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                self.open = self.open.saturating_add(1);
+                if self.open > MAX_DEPTH {
+                    return Err(too_deep());
+                }
+                self.frames.push((*anchor, self.open, self.open));
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                self.open = self.open.saturating_sub(1);
+                if let Some((anchor, start, deepest)) = self.frames.pop() {
+                    if anchor != 0 {
+                        let height = deepest.saturating_sub(start).saturating_add(1);
+                        self.heights.insert(anchor, height);
+                    }
+                    self.reach(deepest);
+                }
+            }
+            Event::Alias(anchor) => {
+                let height = self.heights.get(anchor).copied().unwrap_or(0);
+                let reach = self.open.saturating_add(height);
+                if reach > MAX_DEPTH {
+                    return Err(format!(
+                        "{} (counting the value the alias stands for)",
+                        too_deep()
+                    ));
+                }
+                self.reach(reach);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn reach(&mut self, level: usize) {
+        if let Some(frame) = self.frames.last_mut() {
+            frame.2 = frame.2.max(level);
+        }
     }
 }
 
@@ -465,5 +552,114 @@ mod tests {
     fn duplicate_keys_are_syntax_errors() {
         let err = parse("a: 1\na: 2\n").unwrap_err();
         assert!(err.message.contains("duplicate"), "{}", err.message);
+    }
+
+    #[test]
+    fn deep_block_nesting_is_an_error_not_a_stack_overflow() {
+        // `- - - ... x`: one list per `- `, 11,000 deep.
+        let text = format!("{}x\n", "- ".repeat(11_000));
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.message.contains("nested more than 255"),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            err.loc,
+            Location {
+                line: 1,
+                column: 511
+            }
+        );
+        // Nested block mappings, one per line.
+        let mut text = String::new();
+        for i in 0..5_000 {
+            text.push_str(&format!("{}k{i}:\n", " ".repeat(i)));
+        }
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.message.contains("nested more than 255"),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            err.loc,
+            Location {
+                line: 256,
+                column: 256
+            }
+        );
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_still_parses() {
+        let text = format!("{}x\n", "- ".repeat(MAX_DEPTH));
+        let mut node = &parse(&text).unwrap();
+        let mut depth = 0;
+        while let NodeKind::Seq(items) = &node.kind {
+            depth += 1;
+            node = &items[0];
+        }
+        assert_eq!(depth, MAX_DEPTH);
+        assert_eq!(node.kind, NodeKind::Str("x".into()));
+        let too_deep = format!("{}x\n", "- ".repeat(MAX_DEPTH + 1));
+        assert!(parse(&too_deep).is_err());
+        // Flow style was already capped by the parser, at the same depth.
+        let flow = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(parse(&flow).is_ok());
+        let flow = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(parse(&flow).is_err());
+    }
+
+    #[test]
+    fn depth_counts_lists_and_mappings_together_and_resets_between_siblings() {
+        // 200 levels, closed, then 200 more beside it: never deeper than 201.
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let text = format!("a: {deep}\nb: {deep}\n");
+        assert!(parse(&text).is_ok());
+        let mixed = format!(
+            "{}{}{}",
+            "- ".repeat(200),
+            "{a: ".repeat(60),
+            "}".repeat(60)
+        );
+        let err = parse(&mixed).unwrap_err();
+        assert!(err.message.contains("nested"), "{}", err.message);
+    }
+
+    #[test]
+    fn aliases_count_the_depth_of_what_they_stand_for() {
+        // Each anchor deeper than the one it refers to: a chain of 28 of them, 250 levels each,
+        // used to build a tree over 7,000 levels deep from 14 KB.
+        let mut text = format!("- &a0 {}x{}\n", "[".repeat(250), "]".repeat(250));
+        // 1 (the list) + 3 + 250 (a0's value) = 254: still allowed.
+        text.push_str("- &a1 [[[*a0]]]\n");
+        let node = parse(&text).map_err(|e| e.message).map(|_| ());
+        assert_eq!(node, Ok(()));
+        // 1 + 3 + 253 = 257.
+        text.push_str("- &a2 [[[*a1]]]\n");
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.message.contains("the alias stands for"),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            err.loc,
+            Location {
+                line: 3,
+                column: 10
+            }
+        );
+        // Aliases of scalars and of shallow values are fine anywhere the limit allows.
+        let text = format!(
+            "a: &s x\nb: &m {{k: [1]}}\nc: {}[*s, *m]{}\n",
+            "[".repeat(250),
+            "]".repeat(250)
+        );
+        assert!(parse(&text).map(|_| ()).is_ok());
+        let text = text.replace(&"[".repeat(250), &"[".repeat(252));
+        let text = text.replace(&"]".repeat(250), &"]".repeat(252));
+        assert!(parse(&text).is_err());
     }
 }

@@ -69,6 +69,10 @@ pub struct DaemonConfig {
     pub backoff_max: HumanDuration,
 }
 
+/// The longest `settle_min`. `settle_max` and `backoff_max`, like every duration, are at most
+/// [`crate::value::MAX_DURATION`] (a day).
+pub const MAX_SETTLE_MIN: Duration = Duration::from_secs(60 * 60);
+
 fn default_settle_min() -> HumanDuration {
     HumanDuration(Duration::from_secs(2))
 }
@@ -346,6 +350,12 @@ impl Loader {
                                     "jitter must be between 0.0 and 1.0, not {}",
                                     daemon.jitter
                                 ),
+                            ));
+                        }
+                        if daemon.settle_min.0 > MAX_SETTLE_MIN {
+                            self.problems.push(Problem::at(
+                                value.get("settle_min").unwrap_or(value),
+                                "settle_min must be at most 1h: every change would wait that long to be applied",
                             ));
                         }
                         config.daemon = daemon;

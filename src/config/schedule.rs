@@ -17,6 +17,11 @@ pub enum Schedule {
 /// The default refresh interval.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(30);
 
+/// The longest refresh interval: a year (`1y`, 365.25 days, as humantime counts it). The
+/// scheduler does its arithmetic in signed milliseconds, which a few hundred million years
+/// overflow.
+pub const MAX_REFRESH: Duration = Duration::from_secs(31_557_600);
+
 impl Default for Schedule {
     fn default() -> Self {
         Schedule::Every(DEFAULT_REFRESH)
@@ -64,6 +69,8 @@ impl<'de> Deserialize<'de> for Schedule {
 fn positive(d: Duration) -> Result<Schedule, String> {
     if d < Duration::from_secs(1) {
         Err("refresh must be at least 1s".into())
+    } else if d > MAX_REFRESH {
+        Err("refresh must be at most 1 year (`1y`); for a list that never changes, any long interval will do".into())
     } else {
         Ok(Schedule::Every(d))
     }
@@ -114,6 +121,24 @@ mod tests {
         assert!(parse("100ms").unwrap_err().contains("at least 1s"));
         assert!(parse("soonish").unwrap_err().contains("neither a duration"));
         assert!(parse("\"* * *\"").is_err());
+    }
+
+    #[test]
+    fn intervals_are_capped_at_a_year() {
+        assert_eq!(parse("1y").unwrap(), Schedule::Every(MAX_REFRESH));
+        assert_eq!(parse("31557600").unwrap(), Schedule::Every(MAX_REFRESH));
+        for long in ["31557601", "2y", "300000000y", "9223372036854775807"] {
+            let err = parse(long).unwrap_err();
+            assert!(err.contains("at most 1 year"), "{long}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_longest_interval_can_be_scheduled() {
+        // What the daemon does with it: tokio-cron-scheduler turns it into chrono seconds.
+        let job =
+            tokio_cron_scheduler::Job::new_repeated_async(MAX_REFRESH, |_, _| Box::pin(async {}));
+        assert!(job.is_ok());
     }
 
     #[test]

@@ -274,3 +274,91 @@ fn a_build_without_aws_says_so() {
     assert_eq!(err.matches(crate::aws::NOT_BUILT).count(), 3, "{err}");
     assert!(err.contains(":1:1: `aws`"), "{err}");
 }
+
+fn problems_of(text: &str) -> Vec<((usize, usize), String)> {
+    let Err(ConfigError::Invalid { problems, .. }) = parse_at(text) else {
+        panic!("accepted:\n{text}");
+    };
+    problems
+        .into_iter()
+        .map(|p| {
+            (
+                p.loc.map(|l| (l.line, l.column)).unwrap_or_default(),
+                p.message,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn durations_out_of_range_are_problems_with_a_location() {
+    let services = r#"
+services:
+  web:
+    refresh: 300000000y
+    timeout: 25h
+    port: 80
+    locators: [static: ["10.0.0.1"]]
+  api:
+    refresh: 9223372036854775807
+    port: 80
+    locators: [static: ["10.0.0.1"]]
+outputs: []
+"#;
+    let problems = problems_of(services);
+    let at: Vec<_> = problems.iter().map(|(at, _)| *at).collect();
+    // A service stops at its first bad field, like every section.
+    assert_eq!(at, [(4, 14), (9, 14)], "{problems:#?}");
+    assert!(
+        problems[0].1.contains("refresh must be at most 1 year"),
+        "{}",
+        problems[0].1
+    );
+    assert!(
+        problems[1].1.contains("refresh must be at most 1 year"),
+        "{}",
+        problems[1].1
+    );
+    let timeout = services.replace("300000000y", "1y");
+    let problems = problems_of(&timeout);
+    assert_eq!(problems[0].0, (5, 14), "{problems:#?}");
+    assert!(
+        problems[0].1.contains("`25h` is too long"),
+        "{}",
+        problems[0].1
+    );
+
+    let good = "services:\n  web: { port: 80, locators: [static: [\"10.0.0.1\"]] }\noutputs: []\n";
+    for (daemon, column, message) in [
+        ("settle_min: 2h", 23, "settle_min must be at most 1h"),
+        ("settle_max: 9223372036854775807", 23, "at most 1 day"),
+        ("settle_min: 1s, settle_max: 25h", 39, "`25h` is too long"),
+        ("backoff_max: 2d", 24, "at most 1 day"),
+    ] {
+        let problems = problems_of(&format!("daemon: {{ {daemon} }}\n{good}"));
+        assert_eq!(problems.len(), 1, "{daemon}: {problems:#?}");
+        assert_eq!(problems[0].0, (1, column), "{daemon}: {problems:#?}");
+        assert!(
+            problems[0].1.contains(message),
+            "{daemon}: {}",
+            problems[0].1
+        );
+    }
+}
+
+#[test]
+fn the_longest_durations_are_accepted() {
+    let text = r#"
+daemon: { settle_min: 1h, settle_max: 24h, backoff_max: 1d }
+services:
+  web:
+    refresh: 1y
+    timeout: 24h
+    port: 80
+    locators: [static: ["10.0.0.1"]]
+outputs: []
+"#;
+    let config = parse_at(text).unwrap();
+    assert_eq!(config.daemon.settle_min.0, MAX_SETTLE_MIN);
+    assert_eq!(config.daemon.settle_max.0, crate::value::MAX_DURATION);
+}

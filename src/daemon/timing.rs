@@ -4,6 +4,17 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// How far ahead a deadline goes when `now + wait` is past what `Instant` can hold (the same
+/// horizon tokio uses for a sleep that never ends): about 30 years.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// `t + d` without the panic on overflow: a wait too long to represent ends in the far future.
+pub fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(FAR_FUTURE.min(d)))
+        .unwrap_or(t)
+}
+
 /// Coalesces changes: apply `min` after the last change, but no later than `max` after the first
 /// (consul-template's `wait`), so a burst of scaling events causes one reload.
 #[derive(Debug, Clone)]
@@ -28,7 +39,7 @@ impl Settle {
     /// Records a change at `now`.
     pub fn change(&mut self, now: Instant) {
         let first = *self.first.get_or_insert(now);
-        self.deadline = Some((now + self.min).min(first + self.max));
+        self.deadline = Some(later(now, self.min).min(later(first, self.max)));
     }
 
     /// When to apply, if a change is waiting.
@@ -68,7 +79,7 @@ impl Backoff {
         self.failures = self.failures.saturating_add(1);
         let factor = 2u32.saturating_pow(self.failures.saturating_sub(1).min(30));
         let wait = self.base.saturating_mul(factor).min(self.cap);
-        self.until = Some(now + wait);
+        self.until = Some(later(now, wait));
         wait
     }
 
@@ -96,10 +107,14 @@ impl Backoff {
 
 /// A random delay in `[0, period × fraction)` so that hosts started together spread out.
 pub fn jitter_delay(period: Duration, fraction: f64) -> Duration {
-    if fraction <= 0.0 {
+    // NaN is neither above nor below zero: no jitter either.
+    if fraction.is_nan() || fraction <= 0.0 {
         return Duration::ZERO;
     }
-    period.mul_f64(fraction.min(1.0) * fastrand::f64())
+    let share = fraction.min(1.0) * fastrand::f64();
+    Duration::try_from_secs_f64(period.as_secs_f64() * share)
+        .unwrap_or(Duration::ZERO)
+        .min(period)
 }
 
 #[cfg(test)]
@@ -153,5 +168,41 @@ mod tests {
         let samples: std::collections::HashSet<_> =
             (0..50).map(|_| jitter_delay(period, 0.5)).collect();
         assert!(samples.len() > 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_duration_overflows_the_clock() {
+        let huge = Duration::MAX;
+        let now = Instant::now();
+        let mut s = Settle::new(huge, huge);
+        s.change(now);
+        let deadline = s.deadline().unwrap();
+        assert!(deadline > now + Duration::from_secs(86_400 * 365));
+        s.change(now + Duration::from_secs(1));
+        assert!(s.deadline().unwrap() >= deadline);
+
+        let mut s = Settle::new(Duration::from_secs(u64::MAX), Duration::from_secs(u64::MAX));
+        s.change(now);
+        assert!(s.deadline().is_some());
+
+        let mut b = Backoff::new(huge, huge);
+        for _ in 0..40 {
+            assert_eq!(b.fail(now), huge);
+        }
+        assert!(b.is_waiting(now + Duration::from_secs(86_400 * 365)));
+
+        assert!(jitter_delay(huge, 1.0) <= huge);
+        assert_eq!(jitter_delay(huge, f64::NAN), Duration::ZERO);
+        assert!(jitter_delay(Duration::from_secs(1), f64::INFINITY) <= Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn later_adds_or_saturates() {
+        let now = Instant::now();
+        assert_eq!(
+            later(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        assert_eq!(later(now, Duration::MAX), now + FAR_FUTURE);
     }
 }

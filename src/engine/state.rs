@@ -46,6 +46,19 @@ pub enum StateError {
         /// The JSON error.
         source: serde_json::Error,
     },
+    /// A backend in the file is not one a locator could have produced (tampered with, or
+    /// from a broken writer): the whole file is distrusted.
+    #[error("state file {} holds a bad backend `{endpoint}` for `{set}`: {reason}", path.display())]
+    BadBackend {
+        /// The state file.
+        path: PathBuf,
+        /// The service (or hook) whose set holds it.
+        set: String,
+        /// The backend's address and port as stored.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: crate::backend::InvalidBackend,
+    },
     /// Writing failed.
     #[error(transparent)]
     Install(#[from] InstallError),
@@ -55,16 +68,37 @@ impl State {
     /// Reads the state file; a missing file is an empty state.
     pub async fn load(path: &Path) -> Result<Self, StateError> {
         match output::read_regular(path, STATE_READ_TIMEOUT).await {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Invalid {
-                path: path.to_path_buf(),
-                source,
-            }),
+            Ok(bytes) => {
+                let state: State =
+                    serde_json::from_slice(&bytes).map_err(|source| StateError::Invalid {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
+                state.validate(path)?;
+                Ok(state)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
             Err(source) => Err(StateError::Io {
                 path: path.to_path_buf(),
                 source,
             }),
         }
+    }
+
+    /// Checks every stored backend the way a locator's answer is checked.
+    fn validate(&self, path: &Path) -> Result<(), StateError> {
+        let sets = self.last_good.iter().chain(&self.hooks_acknowledged);
+        for (set, backends) in sets {
+            for b in backends {
+                b.validate().map_err(|reason| StateError::BadBackend {
+                    path: path.to_path_buf(),
+                    set: set.clone(),
+                    endpoint: b.endpoint(),
+                    reason,
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes the state file atomically.
@@ -95,5 +129,30 @@ mod tests {
         state.pending_reloads.insert("nginx".into());
         state.save(&path).unwrap();
         assert_eq!(State::load(&path).await.unwrap(), state);
+    }
+
+    #[tokio::test]
+    async fn a_tampered_backend_distrusts_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut state = State::default();
+        let (address, port) = crate::backend::parse_target("127.0.0.1:80").unwrap();
+        state
+            .last_good
+            .insert("web".into(), vec![Backend::new(address, port.unwrap())]);
+        state.save(&path).unwrap();
+        let good = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            good.contains(r#""port":80"#) && good.contains(r#""weight":1"#),
+            "{good}"
+        );
+        for bad in [
+            good.replace(r#""port":80"#, r#""port":0"#),
+            good.replace(r#""weight":1"#, r#""weight":4000000000"#),
+        ] {
+            std::fs::write(&path, &bad).unwrap();
+            let err = State::load(&path).await.unwrap_err().to_string();
+            assert!(err.contains("holds a bad backend"), "{bad}: {err}");
+        }
     }
 }

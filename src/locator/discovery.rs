@@ -92,7 +92,8 @@ pub fn parse_document(
                         tags: entry.labels.clone(),
                         meta: BTreeMap::new(),
                     };
-                    backends.push(backend_from_target(&target, None, meta, locator, ctx)?);
+                    let backend = backend_from_target(&target, None, meta, locator, ctx)?;
+                    backends.push(validated(backend, &target, locator)?);
                 }
             }
             (None, Some(address)) => {
@@ -106,9 +107,8 @@ pub fn parse_document(
                     tags,
                     meta: entry.meta,
                 };
-                backends.push(backend_from_target(
-                    &address, entry.port, meta, locator, ctx,
-                )?);
+                let backend = backend_from_target(&address, entry.port, meta, locator, ctx)?;
+                backends.push(validated(backend, &address, locator)?);
             }
             _ => {
                 return Err(parse_err(format!(
@@ -118,6 +118,19 @@ pub fn parse_document(
         }
     }
     Ok(backends)
+}
+
+// `"port": 0` in an object gets past the target parser (which only sees the address), so every
+// backend built here is checked as a whole before it can reach a template.
+fn validated(backend: Backend, value: &str, locator: &str) -> Result<Backend, LocateError> {
+    match backend.validate() {
+        Ok(()) => Ok(backend),
+        Err(e) => Err(LocateError::BadBackend {
+            locator: locator.to_string(),
+            value: value.to_string(),
+            reason: e.to_string(),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -187,5 +200,53 @@ mod tests {
             let err = parse_document(doc, DocumentFormat::Json, "exec x", &ctx(None)).unwrap_err();
             assert!(matches!(err, LocateError::Parse { .. }), "{err}");
         }
+    }
+
+    #[test]
+    fn port_zero_in_an_object_is_rejected_like_in_a_target() {
+        let json = br#"[{"address": "127.0.0.1", "port": 0}]"#;
+        let yaml = b"- address: 127.0.0.1\n  port: 0\n";
+        for (doc, format) in [
+            (&json[..], DocumentFormat::Json),
+            (&yaml[..], DocumentFormat::Yaml),
+        ] {
+            let err = parse_document(doc, format, "file x", &ctx(Some(8080))).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "file x: bad backend `127.0.0.1`: `0` is not a port number (1-65535)"
+            );
+        }
+        // The same as a target string, and as the fallback to the service's port.
+        let target = br#"[{"targets": ["127.0.0.1:0"]}]"#;
+        let err = parse_document(target, DocumentFormat::Json, "file x", &ctx(None)).unwrap_err();
+        assert!(err.to_string().contains("not a port number"), "{err}");
+        let zero_default = br#"[{"targets": ["127.0.0.1"]}]"#;
+        let err = parse_document(zero_default, DocumentFormat::Json, "file x", &ctx(Some(0)))
+            .unwrap_err();
+        assert!(err.to_string().contains("not a port number"), "{err}");
+    }
+
+    #[test]
+    fn deep_yaml_documents_are_a_parse_error() {
+        let doc = format!("{}x\n", "- ".repeat(11_000));
+        let err = parse_document(
+            doc.as_bytes(),
+            DocumentFormat::Yaml,
+            "file x.yaml",
+            &ctx(None),
+        )
+        .unwrap_err();
+        assert!(matches!(err, LocateError::Parse { .. }), "{err}");
+        assert!(err.to_string().contains("line 1:511"), "{err}");
+        assert!(err.to_string().contains("nested more than 255"), "{err}");
+        let doc = format!("{}{}", "[".repeat(11_000), "]".repeat(11_000));
+        let err = parse_document(
+            doc.as_bytes(),
+            DocumentFormat::Json,
+            "file x.json",
+            &ctx(None),
+        )
+        .unwrap_err();
+        assert!(matches!(err, LocateError::Parse { .. }), "{err}");
     }
 }

@@ -6,7 +6,10 @@
 //! token, a string, a directive or a line (`;`, `{`, `}`, quotes, `#`, `\`, whitespace, newlines)
 //! becomes `_`.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
+
+use tera::{Kwargs, State, TeraResult, Value};
 
 /// True for bytes that are plain text in nginx, HAProxy, VCL and Apache configs.
 fn is_inert(c: char) -> bool {
@@ -43,6 +46,63 @@ pub fn ident(input: &str) -> String {
     out
 }
 
+/// [`ident`] of each name, made unique within the list. `ident` folds `.`, `-` and `:` into `_`,
+/// so `10.0.0.1` and the host `10-0-0-1` (or `web-1.example` and `web.1.example`) would share a
+/// name, which HAProxy and Varnish refuse. A name that is unique keeps its plain `ident`, so does
+/// the first name of a group that shares one; the others get `_2`, `_3`, ... (the first of these
+/// not already taken by any name in the list).
+pub fn unique_idents<S: AsRef<str>>(names: &[S]) -> Vec<String> {
+    let plain: Vec<String> = names.iter().map(|n| ident(n.as_ref())).collect();
+    let mut taken: HashSet<String> = plain.iter().cloned().collect();
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for name in &plain {
+        *count.entry(name.as_str()).or_default() += 1;
+    }
+    let mut first_seen: HashSet<&str> = HashSet::new();
+    let mut out = Vec::with_capacity(plain.len());
+    for name in &plain {
+        if count.get(name.as_str()).copied().unwrap_or(0) <= 1 || first_seen.insert(name.as_str()) {
+            out.push(name.clone());
+            continue;
+        }
+        let mut n: u64 = 2;
+        let unique = loop {
+            let candidate = format!("{name}_{n}");
+            if taken.insert(candidate.clone()) {
+                break candidate;
+            }
+            n = n.saturating_add(1);
+        };
+        out.push(unique);
+    }
+    out
+}
+
+/// The `backend_idents` filter: `backends | backend_idents(prefix=NAME)` is, for each backend in
+/// order, the identifier `(NAME ~ "_" ~ b.address ~ "_" ~ b.port) | ident`, made unique within
+/// the list by [`unique_idents`]. Templates index it with `loop.index0`.
+pub fn backend_idents(backends: &[Value], kwargs: Kwargs, _: &State) -> TeraResult<Vec<String>> {
+    let prefix: Option<Value> = kwargs.get("prefix")?;
+    fn field(b: &Value, key: &'static str) -> String {
+        b.as_map()
+            .and_then(|m| m.get(&tera::value::Key::from(key)))
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+    let names: Vec<String> = backends
+        .iter()
+        .map(|b| {
+            let address = field(b, "address");
+            let port = field(b, "port");
+            match &prefix {
+                Some(prefix) => format!("{prefix}_{address}_{port}"),
+                None => format!("{address}_{port}"),
+            }
+        })
+        .collect();
+    Ok(unique_idents(&names))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +126,31 @@ mod tests {
         assert_eq!(ident("10.0.0.1:80"), "b_10_0_0_1_80");
         assert_eq!(ident("web-1"), "web_1");
         assert_eq!(ident(""), "b_");
+    }
+
+    #[test]
+    fn unique_idents_keep_plain_names_and_break_ties() {
+        assert_eq!(
+            unique_idents(&["web_10.0.0.1_80", "web_10.0.0.2_80"]),
+            ["web_10_0_0_1_80", "web_10_0_0_2_80"]
+        );
+        assert_eq!(
+            unique_idents(&["web_10.0.0.1_80", "web_10-0-0-1_80", "web_10:0:0:1_80"]),
+            ["web_10_0_0_1_80", "web_10_0_0_1_80_2", "web_10_0_0_1_80_3"]
+        );
+        assert_eq!(
+            unique_idents(&["b_web-1.example_80", "b_web.1.example_80"]),
+            ["b_web_1_example_80", "b_web_1_example_80_2"]
+        );
+        // A suffixed name never takes one that a real name already has.
+        let names = ["a_x.y_1", "a_x-y_1", "a_x-y_1-2"];
+        assert_eq!(unique_idents(&names), ["a_x_y_1", "a_x_y_1_3", "a_x_y_1_2"]);
+        let many: Vec<String> = (0..50)
+            .map(|i| format!("a{}b", ".".repeat(i % 2 + 1)))
+            .collect();
+        let out = unique_idents(&many);
+        let set: HashSet<&String> = out.iter().collect();
+        assert_eq!(set.len(), out.len());
+        assert!(unique_idents::<&str>(&[]).is_empty());
     }
 }

@@ -98,6 +98,7 @@ fn new_engine() -> Tera {
     tera.autoescape_on(vec![""]);
     tera.set_escape_fn(escape::escape_config_value);
     tera.register_filter("ident", |s: &str, _: Kwargs, _: &State| escape::ident(s));
+    tera.register_filter("backend_idents", escape::backend_idents);
     tera
 }
 
