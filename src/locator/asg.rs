@@ -16,7 +16,8 @@ use serde::Deserialize;
 
 use super::ec2_instances::{
     AddressSource, InstanceOptions, MAX_PAGES, Report, StringList, api_states, aws_error,
-    backends_from, default_environment_tag, ec2_states, environment_filter, instance_pages, non_empty_tag,
+    backends_from, default_environment_tag, ec2_states, environment_filter, instance_pages,
+    non_empty_tag,
 };
 use super::{LocateContext, LocateError, LocateFuture, Locator};
 use crate::aws::sdk::{CallCounter, Clients, LazyClients, api_error};
@@ -364,11 +365,7 @@ impl Locator for AsgLocator {
         Box::pin(async move {
             let locator = self.describe();
             let aws_err = |source: AwsError| aws_error(&locator, source);
-            let clients = self
-                .clients
-                .get(&self.config.aws)
-                .await
-                .map_err(aws_err)?;
+            let clients = self.clients.get(&self.config.aws).await.map_err(aws_err)?;
             let calls = CallCounter::default();
             let filters = self.request_filters(ctx.environment.as_deref());
             let groups = self

@@ -181,19 +181,27 @@ impl Locator for Ec2Locator {
             let mut report = Report::default();
             let mut seen = 0;
             let mut pages = 0;
-            instance_pages(&clients, request, &calls, &mut pages, &locator, |instances| {
-                seen += instances.len();
-                let instances: Vec<_> = instances.into_iter().map(|i| (i, Vec::new())).collect();
-                backends.extend(backends_from(
-                    &instances,
-                    &self.config.states,
-                    &self.config.instance,
-                    &locator,
-                    ctx,
-                    &mut report,
-                )?);
-                Ok(())
-            })
+            instance_pages(
+                &clients,
+                request,
+                &calls,
+                &mut pages,
+                &locator,
+                |instances| {
+                    seen += instances.len();
+                    let instances: Vec<_> =
+                        instances.into_iter().map(|i| (i, Vec::new())).collect();
+                    backends.extend(backends_from(
+                        &instances,
+                        &self.config.states,
+                        &self.config.instance,
+                        &locator,
+                        ctx,
+                        &mut report,
+                    )?);
+                    Ok(())
+                },
+            )
             .await?;
             report.log(&locator);
             tracing::debug!(
