@@ -303,3 +303,163 @@ fn a_file_locator_on_a_fifo_is_an_error_and_the_run_ends() {
     };
     assert!(out < Duration::from_secs(30));
 }
+
+/// The scripts of the simulated frontend: `check` passes a file unless it names the poisoned
+/// backend 127.0.0.99, and logs what it passed only while elasticd (its parent) still lives to act
+/// on it; `reload` logs the file the frontend now runs. Both register in `running/` while they run.
+fn soak_config(dir: &Path, staged: bool) {
+    let script = |name: &str, body: &str| {
+        let path = dir.join(name);
+        fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\nmkdir -p running; echo > running/$$\ntrap 'rm -f running/$$' EXIT\n{body}\n"
+            ),
+        )
+        .unwrap();
+        let made = Command::new("chmod").arg("+x").arg(&path).status().unwrap();
+        assert!(made.success());
+    };
+    script(
+        "check.sh",
+        "f=${1:-upstream.conf}\nsleep 0.02\nif grep -q 127.0.0.99 \"$f\"; then exit 1; fi\n\
+         if kill -0 $PPID 2>/dev/null; then sha256sum < \"$f\" >> checked.log; fi",
+    );
+    script(
+        "reload.sh",
+        "sleep 0.01\nsha256sum < upstream.conf >> reloads.log",
+    );
+    let check = if staged {
+        r#"[./check.sh, "{staged}"]"#
+    } else {
+        "[./check.sh]"
+    };
+    fs::write(
+        dir.join("config.yaml"),
+        format!(
+            r#"state_file: state.json
+daemon: {{ settle_min: 200ms, settle_max: 200ms }}
+services:
+  web:
+    refresh: 1s
+    guard: {{ min_backends: 1 }}
+    locators: [file: {{ path: backends.json }}]
+frontends:
+  fe:
+    check: {check}
+    reload: {{ command: [./reload.sh] }}
+outputs:
+  - {{ template: "builtin:nginx", path: upstream.conf, frontend: fe, vars: {{ service: web }} }}
+"#
+        ),
+    )
+    .unwrap();
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("sha256sum < \"$0\"")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Waits until no check or reload script of an earlier run is still running.
+fn quiesce(dir: &Path) {
+    let started = Instant::now();
+    loop {
+        let busy = fs::read_dir(dir.join("running"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if busy == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "scripts still running"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn killed_anywhere_the_next_run_leaves_a_checked_file_and_the_reload_it_owed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut rng = fastrand::Rng::with_seed(20261201);
+    let mut kills = 0;
+    for round in 0..200 {
+        let staged = round % 4 == 3;
+        soak_config(d, staged);
+        // A new set for every round; one in five holds the backend the check refuses.
+        let mut ips: Vec<String> = (0..rng.usize(1..4))
+            .map(|_| format!("127.0.0.{}", rng.u8(1..60)))
+            .collect();
+        if rng.usize(0..5) == 0 {
+            ips.push("127.0.0.99".into());
+        }
+        let targets: Vec<String> = ips.iter().map(|ip| format!("\"{ip}:80\"")).collect();
+        fs::write(
+            d.join("backends.json"),
+            format!("[{{\"targets\": [{}]}}]", targets.join(", ")),
+        )
+        .unwrap();
+        // Every fifth round kills the daemon instead of a render.
+        let daemon = round % 5 == 4;
+        let args: &[&str] = if daemon { &["run"] } else { &["render"] };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_elasticd"))
+            .args(args)
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // A render takes some 50-100 ms here; the daemon applies after its 200ms settle window.
+        let wait = if daemon {
+            rng.u64(150..400)
+        } else {
+            rng.u64(0..120)
+        };
+        std::thread::sleep(Duration::from_millis(wait));
+        if child.try_wait().unwrap().is_none() {
+            kills += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        quiesce(d);
+
+        let next = elasticd(d, &["render"]);
+        quiesce(d);
+        let stderr = String::from_utf8_lossy(&next.stderr);
+        let poisoned = ips.iter().any(|ip| ip == "127.0.0.99");
+        let file = d.join("upstream.conf");
+        let text = read(d, "upstream.conf");
+        let on_disk = sha256(&file);
+        if poisoned {
+            assert_eq!(next.status.code(), Some(1), "round {round}: {stderr}");
+            assert!(!text.contains("127.0.0.99"), "round {round}: {text}");
+        } else {
+            assert!(next.status.success(), "round {round}: {stderr}");
+            for ip in &ips {
+                assert!(text.contains(&format!("{ip}:80")), "round {round}: {text}");
+            }
+        }
+        if !text.is_empty() {
+            let checked = read(d, "checked.log");
+            assert!(
+                checked.lines().any(|l| l.trim() == on_disk),
+                "round {round}: the file on disk never passed its check\n{text}"
+            );
+            let reloads = read(d, "reloads.log");
+            assert_eq!(
+                reloads.lines().last().map(str::trim),
+                Some(on_disk.as_str()),
+                "round {round}: the frontend does not run the file on disk\n{stderr}"
+            );
+        }
+    }
+    // Most rounds must really have been cut short, or the test proves little.
+    assert!(kills > 100, "only {kills} of 200 runs were killed mid-way");
+}
