@@ -7,10 +7,7 @@
 //! Each test starts its own `moto_server` on a free loopback port (see `support/moto.rs`).
 #![cfg(feature = "aws")]
 
-mod support {
-    pub mod moto;
-    pub mod moto_server;
-}
+mod support;
 
 use std::path::Path;
 use std::process::Command;
@@ -571,7 +568,7 @@ fn an_assumed_role_is_used_when_configured() {
 fn missing_credentials_and_region_are_clear_errors() {
     let dir = tmp();
     // Nothing listens here; no request is sent anyway, since loading fails first.
-    let port = support::moto_server::free_port();
+    let port = support::free_port();
     let write = |aws: &str| {
         std::fs::write(
             dir.path().join("config.yaml"),
@@ -672,7 +669,7 @@ fn render_against_the_emulator_produces_a_config_haproxy_accepts() {
 
     let wrapper = include_str!("frontends/haproxy-http.cfg")
         .replace("@DIR@", dir.path().to_str().expect("UTF-8 temp dir"))
-        .replace("@PORT@", &support::moto_server::free_port().to_string())
+        .replace("@PORT@", &support::free_port().to_string())
         .replace("@NAME@", "web");
     std::fs::write(dir.path().join("haproxy.cfg"), wrapper).expect("write wrapper");
     let text = format!(

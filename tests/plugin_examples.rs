@@ -8,9 +8,7 @@
 //! run with that virtualenv first on PATH (they need boto3). A missing moto fails these tests.
 //! `http-sd` reads from a small HTTP server on 127.0.0.1 that each test starts.
 
-mod support {
-    pub mod moto_server;
-}
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
