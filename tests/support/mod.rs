@@ -121,6 +121,11 @@ impl Test {
         fs::read_to_string(self.join(name)).unwrap_or_default()
     }
 
+    /// A file's text as JSON; panics, naming the file, when it is missing or not JSON.
+    pub fn json(&self, name: &str) -> serde_json::Value {
+        serde_json::from_str(&self.read(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
     /// Whether `name` exists.
     pub fn exists(&self, name: &str) -> bool {
         self.join(name).exists()
