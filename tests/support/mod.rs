@@ -301,6 +301,24 @@ impl Output {
         self
     }
 
+    /// A plugin's failure: a non-zero exit, nothing on stdout, and one line on stderr that
+    /// contains `want`.
+    pub fn failed_with(&self, want: &str) {
+        assert_ne!(self.code, 0, "succeeded:\n{}", self.stdout);
+        assert_eq!(self.stdout, "", "a failing plugin printed on stdout");
+        assert_eq!(
+            self.stderr.trim_end().lines().count(),
+            1,
+            "want one line on stderr, got:\n{}",
+            self.stderr
+        );
+        assert!(
+            self.stderr.contains(want),
+            "stderr lacks {want:?}:\n{}",
+            self.stderr
+        );
+    }
+
     /// Stdout as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)
