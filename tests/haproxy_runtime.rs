@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use support::{Group, Test, free_port, program, wait_until};
+use support::{Group, Test, free_port, http_get, program, wait_until};
 
 /// The haproxy binary; fails the test (naming the package) when it is not installed.
 fn haproxy_program() -> String {
@@ -57,20 +57,9 @@ fn serve(mut stream: TcpStream, answer: &str) {
     );
 }
 
-/// One request through HAProxy: the body of a 200, or the status line.
+/// One request through HAProxy: the body of a 200, or the status line (or error).
 fn get(port: u16) -> String {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return "connection refused".into();
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    match response.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.1 200") => body.to_string(),
-        Some((head, _)) => head.lines().next().unwrap_or_default().to_string(),
-        None => format!("no answer: {response:?}"),
-    }
+    http_get(port).unwrap_or_else(|e| e)
 }
 
 /// Waits until a round of requests reaches exactly `expected` (health checks need a moment).

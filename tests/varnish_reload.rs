@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use support::{Group, Output, Test, free_port, program, targets_json, wait_until};
+use support::{Group, Output, Test, free_port, http_get, program, targets_json, wait_until};
 
 /// An HTTP server on one loopback address that answers every request with its own name.
 struct IdentityBackend {
@@ -82,31 +82,10 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// One GET through the frontend; the body, or what went wrong.
-fn get(port: u16) -> Result<String, String> {
-    let mut stream =
-        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("write: {e}"))?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| format!("read: {e}"))?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no header end in {response:?}"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(head.lines().next().unwrap_or_default().to_string());
-    }
-    Ok(body.to_string())
-}
-
 /// The set of backend names that `n` requests reached.
 fn reached(port: u16, n: usize) -> Vec<String> {
     let mut seen: Vec<String> = (0..n)
-        .map(|_| get(port).unwrap_or_else(|e| format!("error: {e}")))
+        .map(|_| http_get(port).unwrap_or_else(|e| format!("error: {e}")))
         .collect();
     seen.sort();
     seen.dedup();

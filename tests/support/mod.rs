@@ -7,7 +7,8 @@
 //! - [`Group`]: a process started in its own process group (a daemon, a frontend, an emulator);
 //!   the whole group is killed with SIGKILL when the guard is dropped, so that a failing test
 //!   leaves nothing running. Only processes a test started are ever signalled, by their PID.
-//! - Small helpers: [`free_port`], [`program`], [`wait_until`], [`yaml_str`], [`targets_json`].
+//! - Small helpers: [`free_port`], [`http_get`], [`program`], [`wait_until`], [`yaml_str`],
+//!   [`targets_json`].
 //! - [`live`]: real frontends under load (`tests/live.rs`); [`moto_server`] and, with the `aws`
 //!   feature, [`moto`]: a local AWS API emulator.
 //!
@@ -22,7 +23,8 @@ pub mod moto_server;
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -304,7 +306,7 @@ impl Output {
     /// A plugin's failure: a non-zero exit, nothing on stdout, and one line on stderr that
     /// contains `want`.
     pub fn failed_with(&self, want: &str) {
-        assert_ne!(self.code, 0, "succeeded:\n{}", self.stdout);
+        assert_ne!(self.code, 0, "plugin succeeded:\n{}", self.stdout);
         assert_eq!(self.stdout, "", "a failing plugin printed on stdout");
         assert_eq!(
             self.stderr.trim_end().lines().count(),
@@ -442,6 +444,28 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind a loopback port")
+}
+
+/// One `GET /` on a fresh connection to `127.0.0.1:port` (`Connection: close`): the body of a
+/// 200, or what went wrong (the status line of any other answer).
+pub fn http_get(port: u16) -> Result<String, String> {
+    let mut stream =
+        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no header end in {response:?}"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(head.lines().next().unwrap_or_default().to_string());
+    }
+    Ok(body.to_string())
 }
 
 /// Absolute path of a program on PATH or in the sbin dirs (where Debian puts the frontends'
