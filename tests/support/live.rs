@@ -708,44 +708,37 @@ impl Conn {
                         continue;
                     }
                 }
-                let n = self
-                    .stream
-                    .read(&mut chunk)
-                    .map_err(|e| Failure::Broken(format!("read body: {e}")))?;
-                if n == 0 {
+                if self.read_body(&mut body, &mut chunk)? == 0 {
                     return Err(Failure::Broken("closed in the body".into()));
                 }
-                body.extend_from_slice(&chunk[..n]);
             }
             body = decoded;
         } else if let Some(length) = length {
             while body.len() < length {
-                let n = self
-                    .stream
-                    .read(&mut chunk)
-                    .map_err(|e| Failure::Broken(format!("read body: {e}")))?;
-                if n == 0 {
+                if self.read_body(&mut body, &mut chunk)? == 0 {
                     return Err(Failure::Broken("closed in the body".into()));
                 }
-                body.extend_from_slice(&chunk[..n]);
             }
             body.truncate(length);
         } else {
             // No length: the body runs to the end of the connection.
-            loop {
-                let n = self
-                    .stream
-                    .read(&mut chunk)
-                    .map_err(|e| Failure::Broken(format!("read body: {e}")))?;
-                if n == 0 {
-                    break;
-                }
-                body.extend_from_slice(&chunk[..n]);
-            }
+            while self.read_body(&mut body, &mut chunk)? != 0 {}
             return Ok((status, String::from_utf8_lossy(&body).into_owned(), false));
         }
         self.used += 1;
         Ok((status, String::from_utf8_lossy(&body).into_owned(), !close))
+    }
+}
+
+impl Conn {
+    /// Reads what comes next of a body onto `body`; how much (0 at the end of the connection).
+    fn read_body(&mut self, body: &mut Vec<u8>, chunk: &mut [u8]) -> Result<usize, Failure> {
+        let n = self
+            .stream
+            .read(chunk)
+            .map_err(|e| Failure::Broken(format!("read body: {e}")))?;
+        body.extend_from_slice(&chunk[..n]);
+        Ok(n)
     }
 }
 
