@@ -7,70 +7,35 @@
 //! Each test starts its own `moto_server` on a free loopback port (see `support/moto.rs`).
 #![cfg(feature = "aws")]
 
-mod support {
-    pub mod moto;
-    pub mod moto_server;
-}
+mod support;
 
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 use support::moto::{Moto, REGION, SdkClients};
-use tempfile::TempDir;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(self) -> Run {
-        assert_eq!(
-            self.code, 0,
-            "elasticd failed:\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-}
+use support::moto_server::offline_aws_env;
+use support::{Cmd, Output, Test, program};
 
 /// Runs elasticd with dummy credentials, no AWS settings from the caller's environment, and
-/// instance metadata disabled (so nothing is ever sent to 169.254.169.254).
-fn elasticd(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_elasticd"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env_remove("ELASTICD_CONFIG")
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1");
+/// instance metadata disabled (so nothing is ever sent to 169.254.169.254); `env` on top, an
+/// empty value removing the variable.
+fn elasticd(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Cmd::new(dir).args(args);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("AWS_") {
-            cmd.env_remove(&key);
+            cmd = cmd.env_remove(&key);
         }
     }
-    cmd.env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            dir.join("no-aws-credentials"),
-        );
+    cmd = cmd.envs(offline_aws_env(dir));
     for (k, v) in env {
-        if v.is_empty() {
-            cmd.env_remove(k);
+        cmd = if v.is_empty() {
+            cmd.env_remove(k)
         } else {
-            cmd.env(k, v);
-        }
+            cmd.env(k, v)
+        };
     }
-    let out = cmd.output().expect("run elasticd");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    cmd.run()
 }
 
 /// The `aws` section for a moto on `port`: few attempts and short timeouts, so that a dead
@@ -109,7 +74,7 @@ fn locate(dir: &Path) -> Vec<Value> {
         &["locate", "--config", "config.yaml", "--json", "web"],
         &[],
     )
-    .ok();
+    .success();
     let found: Value = serde_json::from_str(&run.stdout).expect("locate --json prints JSON");
     found["web"].as_array().cloned().unwrap_or_default()
 }
@@ -128,8 +93,8 @@ fn sorted(mut ids: Vec<String>) -> Vec<String> {
     ids
 }
 
-fn tmp() -> TempDir {
-    tempfile::tempdir().expect("temp dir")
+fn tmp() -> Test {
+    Test::new()
 }
 
 #[test]
@@ -273,7 +238,7 @@ fn instances_without_the_address_are_skipped_with_a_warning() {
         &["locate", "--config", "config.yaml", "--json"],
         &[],
     )
-    .ok();
+    .success();
     let found: Value = serde_json::from_str(&run.stdout).expect("JSON");
     let found = found["web"].as_array().cloned().unwrap_or_default();
     assert_eq!(field(&found, "id"), public);
@@ -342,7 +307,7 @@ fn more_than_a_thousand_instances_cost_one_call_per_thousand() {
         ],
         &[],
     )
-    .ok();
+    .success();
     let found: Value = serde_json::from_str(&run.stdout).expect("JSON");
     let found = found["web"].as_array().cloned().unwrap_or_default();
     assert_eq!(found.len(), 1250);
@@ -379,7 +344,7 @@ fn asg_members_in_standby_or_unhealthy_are_left_out() {
         ],
         &[],
     )
-    .ok();
+    .success();
     let found: Value = serde_json::from_str(&run.stdout).expect("JSON");
     let found = found["web"].as_array().cloned().unwrap_or_default();
     assert_eq!(field(&found, "id"), members[2..].to_vec());
@@ -464,10 +429,6 @@ outputs:
     std::fs::write(dir.join("config.yaml"), text).expect("write config");
 }
 
-fn read(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
-}
-
 #[test]
 fn emulator_killed_mid_run_keeps_the_last_good_set_and_recovers() {
     let dir = tmp();
@@ -475,8 +436,8 @@ fn emulator_killed_mid_run_keeps_the_last_good_set_and_recovers() {
     let first = moto.clients().run(2, &[("role", "web")], None);
     render_config(dir.path(), moto.port);
 
-    elasticd(dir.path(), &["render", "--config", "config.yaml"], &[]).ok();
-    let rendered = read(dir.path(), "web.cfg");
+    elasticd(dir.path(), &["render", "--config", "config.yaml"], &[]).success();
+    let rendered = dir.read("web.cfg");
     for id in &first {
         assert!(rendered.contains(id.as_str()), "{rendered}");
     }
@@ -491,8 +452,8 @@ fn emulator_killed_mid_run_keeps_the_last_good_set_and_recovers() {
         "{}",
         run.stderr
     );
-    assert_eq!(read(dir.path(), "web.cfg"), rendered);
-    let state = read(dir.path(), "state.json");
+    assert_eq!(dir.read("web.cfg"), rendered);
+    let state = dir.read("state.json");
     for id in &first {
         assert!(state.contains(id.as_str()), "{state}");
     }
@@ -500,13 +461,13 @@ fn emulator_killed_mid_run_keeps_the_last_good_set_and_recovers() {
     // It comes back (empty, as a restarted emulator does) with new hosts: they are picked up.
     let moto = Moto::start_on(moto.port, dir.path());
     let second = moto.clients().run(3, &[("role", "web")], None);
-    elasticd(dir.path(), &["render", "--config", "config.yaml"], &[]).ok();
-    let rendered = read(dir.path(), "web.cfg");
+    elasticd(dir.path(), &["render", "--config", "config.yaml"], &[]).success();
+    let rendered = dir.read("web.cfg");
     for id in &second {
         assert!(rendered.contains(id.as_str()), "{rendered}");
     }
     assert!(!rendered.contains(first[0].as_str()), "{rendered}");
-    assert_eq!(read(dir.path(), "reloads").lines().count(), 2);
+    assert_eq!(dir.reloads(), 2);
 }
 
 #[test]
@@ -556,7 +517,7 @@ fn an_assumed_role_is_used_when_configured() {
         ],
         &[],
     )
-    .ok();
+    .success();
     assert!(
         run.stderr
             .contains("role=\"arn:aws:iam::123456789012:role/elasticd-reader\""),
@@ -571,7 +532,7 @@ fn an_assumed_role_is_used_when_configured() {
 fn missing_credentials_and_region_are_clear_errors() {
     let dir = tmp();
     // Nothing listens here; no request is sent anyway, since loading fails first.
-    let port = support::moto_server::free_port();
+    let port = support::free_port();
     let write = |aws: &str| {
         std::fs::write(
             dir.path().join("config.yaml"),
@@ -636,18 +597,12 @@ outputs: []
         &["check", "--config", "config.yaml"],
         &[("AWS_ACCESS_KEY_ID", ""), ("AWS_SECRET_ACCESS_KEY", "")],
     )
-    .ok();
+    .success();
 }
 
 /// The HAProxy checker (as in tests/frontends.rs): a missing binary fails with the package.
 fn haproxy() -> String {
-    for dir in ["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/sbin"] {
-        let p = Path::new(dir).join("haproxy");
-        if p.is_file() {
-            return p.to_string_lossy().into_owned();
-        }
-    }
-    panic!("haproxy not found: install the Debian package haproxy (scripts/test.sh does)");
+    program("haproxy", "haproxy")
 }
 
 #[test]
@@ -672,7 +627,7 @@ fn render_against_the_emulator_produces_a_config_haproxy_accepts() {
 
     let wrapper = include_str!("frontends/haproxy-http.cfg")
         .replace("@DIR@", dir.path().to_str().expect("UTF-8 temp dir"))
-        .replace("@PORT@", &support::moto_server::free_port().to_string())
+        .replace("@PORT@", &support::free_port().to_string())
         .replace("@NAME@", "web");
     std::fs::write(dir.path().join("haproxy.cfg"), wrapper).expect("write wrapper");
     let text = format!(
@@ -697,10 +652,10 @@ outputs:
         haproxy = haproxy(),
     );
     std::fs::write(dir.path().join("config.yaml"), text).expect("write config");
-    elasticd(dir.path(), &["render", "--config", "config.yaml"], &[]).ok();
+    elasticd(dir.path(), &["render", "--config", "config.yaml"], &[]).success();
 
-    let web = read(dir.path(), "web.cfg");
-    let api = read(dir.path(), "api.cfg");
+    let web = dir.read("web.cfg");
+    let api = dir.read("api.cfg");
     assert_eq!(web.matches("    server ").count(), 3, "{web}");
     assert_eq!(api.matches("    server ").count(), 2, "{api}");
     for id in hosts.iter().chain(&members) {
@@ -750,8 +705,8 @@ outputs:
         ),
     )
     .expect("write config");
-    elasticd(dir.path(), &["render", "--config", "config.yaml"], &[]).ok();
-    let text = read(dir.path(), "meta.txt");
+    elasticd(dir.path(), &["render", "--config", "config.yaml"], &[]).success();
+    let text = dir.read("meta.txt");
     let mut lines: Vec<&str> = text.lines().collect();
     lines.sort();
     let want: Vec<String> = members

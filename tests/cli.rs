@@ -1,53 +1,14 @@
 //! End-to-end tests of the `elasticd` binary: render, check and locate, and the failure paths
 //! that must never let a broken or empty config reach a frontend.
 
+mod support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn elasticd(dir: &Path, args: &[&str]) -> Run {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_elasticd"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("ELASTICD_CONFIG")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run elasticd");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn render(dir: &Path, extra: &[&str]) -> Run {
-    let mut args = vec!["render", "--config", "config.yaml"];
-    args.extend_from_slice(extra);
-    elasticd(dir, &args)
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    fs::write(dir.join(name), text).unwrap();
-}
-
-fn read(dir: &Path, name: &str) -> String {
-    fs::read_to_string(dir.join(name)).unwrap_or_default()
-}
-
-fn reloads(dir: &Path) -> usize {
-    read(dir, "reloads").lines().count()
-}
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
-}
+use support::{Group, Test, poll_until, targets_json};
 
 /// A config with one service read from `backends.json`, one nginx-template output and a frontend
 /// whose reload appends a line to `reloads`.
@@ -70,82 +31,62 @@ outputs:
     )
 }
 
-fn backends_json(ips: &[&str]) -> String {
-    let targets: Vec<String> = ips.iter().map(|ip| format!("\"{ip}\"")).collect();
-    format!("[{{\"targets\": [{}]}}]", targets.join(", "))
-}
-
 #[test]
 fn version_is_printed() {
-    let dir = tempdir();
-    let run = elasticd(dir.path(), &["--version"]);
+    let t = Test::new();
+    let run = t.elasticd(["--version"]).run();
     assert_eq!(run.code, 0);
     assert!(run.stdout.starts_with("elasticd "), "{}", run.stdout);
 }
 
 #[test]
 fn render_writes_once_reloads_once_and_then_does_nothing() {
-    let dir = tempdir();
-    let d = dir.path();
-    write(d, "config.yaml", &file_config("", "{}"));
-    write(
-        d,
-        "backends.json",
-        &backends_json(&["127.0.0.2", "127.0.0.1"]),
-    );
+    let t = Test::new().config(&file_config("", "{}"));
+    t.write("backends.json", &targets_json(&["127.0.0.2", "127.0.0.1"]));
 
-    let run = render(d, &[]);
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let first = read(d, "upstream.conf");
+    let first = t.read("upstream.conf");
     assert!(first.find("127.0.0.1:8080").unwrap() < first.find("127.0.0.2:8080").unwrap());
-    assert_eq!(reloads(d), 1);
-    let mtime = fs::metadata(d.join("upstream.conf"))
+    assert_eq!(t.reloads(), 1);
+    let mtime = fs::metadata(t.join("upstream.conf"))
         .unwrap()
         .modified()
         .unwrap();
 
     // Same answer: no write, no reload.
-    let run = render(d, &[]);
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(reloads(d), 1);
+    assert_eq!(t.reloads(), 1);
     assert_eq!(
-        fs::metadata(d.join("upstream.conf"))
+        fs::metadata(t.join("upstream.conf"))
             .unwrap()
             .modified()
             .unwrap(),
         mtime
     );
-    assert!(!d.join("upstream.conf.bak").exists());
+    assert!(!t.join("upstream.conf.bak").exists());
 
     // A change: new file, the previous one kept as .bak, one reload.
-    write(
-        d,
-        "backends.json",
-        &backends_json(&["127.0.0.1", "127.0.0.3"]),
-    );
-    let run = render(d, &[]);
+    t.write("backends.json", &targets_json(&["127.0.0.1", "127.0.0.3"]));
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(read(d, "upstream.conf").contains("127.0.0.3:8080"));
-    assert_eq!(read(d, "upstream.conf.bak"), first);
-    assert_eq!(reloads(d), 2);
+    assert!(t.read("upstream.conf").contains("127.0.0.3:8080"));
+    assert_eq!(t.read("upstream.conf.bak"), first);
+    assert_eq!(t.reloads(), 2);
 }
 
 #[test]
 fn dry_run_prints_a_diff_and_touches_nothing() {
-    let dir = tempdir();
-    let d = dir.path();
-    write(d, "config.yaml", &file_config("", "{}"));
-    write(d, "backends.json", &backends_json(&["127.0.0.1"]));
-    assert_eq!(render(d, &[]).code, 0);
-    write(
-        d,
-        "backends.json",
-        &backends_json(&["127.0.0.1", "127.0.0.9"]),
-    );
-    let before = read(d, "upstream.conf");
-    let state_before = read(d, "state.json");
+    let t = Test::new()
+        .config(&file_config("", "{}"))
+        .file("backends.json", &targets_json(&["127.0.0.1"]));
+    assert_eq!(t.render().run().code, 0);
+    t.write("backends.json", &targets_json(&["127.0.0.1", "127.0.0.9"]));
+    let before = t.read("upstream.conf");
+    let state_before = t.read("state.json");
 
-    let run = render(d, &["--dry-run"]);
+    let run = t.render().arg("--dry-run").run();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("+++ b"), "{}", run.stdout);
     assert!(
@@ -155,26 +96,25 @@ fn dry_run_prints_a_diff_and_touches_nothing() {
         "{}",
         run.stdout
     );
-    assert_eq!(read(d, "upstream.conf"), before);
-    assert_eq!(read(d, "state.json"), state_before);
-    assert_eq!(reloads(d), 1);
+    assert_eq!(t.read("upstream.conf"), before);
+    assert_eq!(t.read("state.json"), state_before);
+    assert_eq!(t.reloads(), 1);
 }
 
 #[test]
 fn no_reload_installs_without_reloading_and_the_reload_stays_owed() {
-    let dir = tempdir();
-    let d = dir.path();
-    write(d, "config.yaml", &file_config("", "{}"));
-    write(d, "backends.json", &backends_json(&["127.0.0.1"]));
-    let run = render(d, &["--no-reload"]);
+    let t = Test::new()
+        .config(&file_config("", "{}"))
+        .file("backends.json", &targets_json(&["127.0.0.1"]));
+    let run = t.render().arg("--no-reload").run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(read(d, "upstream.conf").contains("127.0.0.1:8080"));
-    assert_eq!(reloads(d), 0);
+    assert!(t.read("upstream.conf").contains("127.0.0.1:8080"));
+    assert_eq!(t.reloads(), 0);
     // The next ordinary run delivers the reload the frontend still needs, once.
-    assert_eq!(render(d, &[]).code, 0);
-    assert_eq!(reloads(d), 1);
-    assert_eq!(render(d, &[]).code, 0);
-    assert_eq!(reloads(d), 1);
+    assert_eq!(t.render().run().code, 0);
+    assert_eq!(t.reloads(), 1);
+    assert_eq!(t.render().run().code, 0);
+    assert_eq!(t.reloads(), 1);
 }
 
 /// nginx.conf that includes the rendered upstream, for real `nginx -t` checks.
@@ -189,53 +129,45 @@ fn nginx_wrapper(d: &Path) -> String {
 
 #[test]
 fn a_failed_real_nginx_check_restores_the_old_file_and_skips_the_reload() {
-    let dir = tempdir();
-    let d = dir.path();
-    write(d, "nginx.conf", &nginx_wrapper(d));
+    let t = Test::new();
+    t.write("nginx.conf", &nginx_wrapper(t.path()));
     let check = format!(
         "    check: [nginx, -t, -q, -e, stderr, -p, \"{0}/\", -c, \"{0}/nginx.conf\"]",
-        d.display()
+        t.path().display()
     );
-    write(d, "config.yaml", &file_config(&check, "{}"));
-    write(d, "backends.json", &backends_json(&["127.0.0.1"]));
-    let run = render(d, &[]);
+    t.write("config.yaml", &file_config(&check, "{}"));
+    t.write("backends.json", &targets_json(&["127.0.0.1"]));
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(reloads(d), 1);
-    let good = read(d, "upstream.conf");
+    assert_eq!(t.reloads(), 1);
+    let good = t.read("upstream.conf");
 
     // A balance method nginx doesn't know: the rendered file is syntactically broken.
     let broken = file_config(&check, "{}").replace(
         "vars: { service: web }",
         "vars: { service: web, balance: bogus_method }",
     );
-    write(d, "config.yaml", &broken);
-    write(
-        d,
-        "backends.json",
-        &backends_json(&["127.0.0.1", "127.0.0.2"]),
-    );
-    let run = render(d, &[]);
+    t.write("config.yaml", &broken);
+    t.write("backends.json", &targets_json(&["127.0.0.1", "127.0.0.2"]));
+    let run = t.render().run();
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("check failed"), "{}", run.stderr);
     assert!(run.stderr.contains("bogus_method"), "{}", run.stderr);
-    assert_eq!(read(d, "upstream.conf"), good, "old file restored");
-    assert_eq!(reloads(d), 1, "no reload after a failed check");
+    assert_eq!(t.read("upstream.conf"), good, "old file restored");
+    assert_eq!(t.reloads(), 1, "no reload after a failed check");
 }
 
 #[test]
 fn a_staged_check_rejects_before_anything_is_installed() {
-    let dir = tempdir();
-    let d = dir.path();
+    let t = Test::new();
     // The whole haproxy config is the output; haproxy checks the staged copy.
-    write(
-        d,
+    t.write(
         "haproxy.cfg.tera",
         "global\n  maxconn 100\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 1s\n  timeout server 1s\n\
          frontend fe\n  bind 127.0.0.1:1\n  default_backend web\n\
          {% include \"builtin-like.tera\" %}\n",
     );
-    write(
-        d,
+    t.write(
         "builtin-like.tera",
         "backend web\n  balance {{ vars.balance }}\n{% for b in backends %}  server s{{ loop.index }} {{ b.endpoint }}\n{% endfor %}",
     );
@@ -252,20 +184,16 @@ outputs:
 "#
         )
     };
-    write(d, "config.yaml", &config("roundrobin"));
-    write(d, "backends.json", &backends_json(&["127.0.0.1"]));
-    let run = render(d, &[]);
+    t.write("config.yaml", &config("roundrobin"));
+    t.write("backends.json", &targets_json(&["127.0.0.1"]));
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let good = read(d, "haproxy.cfg");
+    let good = t.read("haproxy.cfg");
     assert!(good.contains("server s1 127.0.0.1:80"), "{good}");
 
-    write(d, "config.yaml", &config("no_such_algorithm"));
-    write(
-        d,
-        "backends.json",
-        &backends_json(&["127.0.0.1", "127.0.0.2"]),
-    );
-    let run = render(d, &[]);
+    t.write("config.yaml", &config("no_such_algorithm"));
+    t.write("backends.json", &targets_json(&["127.0.0.1", "127.0.0.2"]));
+    let run = t.render().run();
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
         run.stderr.contains("balance only supports"),
@@ -277,9 +205,9 @@ outputs:
         "{}",
         run.stderr
     );
-    assert_eq!(read(d, "haproxy.cfg"), good);
-    assert_eq!(reloads(d), 1);
-    let leftovers: Vec<_> = fs::read_dir(d)
+    assert_eq!(t.read("haproxy.cfg"), good);
+    assert_eq!(t.reloads(), 1);
+    let leftovers: Vec<_> = fs::read_dir(t.path())
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().contains(".elasticd-"))
@@ -289,23 +217,15 @@ outputs:
 
 #[test]
 fn exec_plugin_failures_keep_the_last_good_file() {
-    let dir = tempdir();
-    let d = dir.path();
-    write(
-        d,
+    let t = Test::new();
+    t.write_executable(
         "plugin.sh",
         "#!/bin/sh\ncase \"$(cat mode)\" in\n  good) echo '[{\"targets\": [\"127.0.0.1:81\"]}]' ;;\n  \
          garbage) echo 'this is not json'; echo 'upstream API said no' >&2 ;;\n  \
          fail) echo 'boom: credentials expired' >&2; exit 3 ;;\n  \
          hang) sleep 30 ;;\nesac\n",
     );
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(d.join("plugin.sh"), fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    write(
-        d,
+    t.write(
         "config.yaml",
         r#"state_file: state.json
 services:
@@ -315,10 +235,10 @@ outputs:
   - { template: "builtin:haproxy", path: backend.cfg, vars: { service: web } }
 "#,
     );
-    write(d, "mode", "good");
-    let run = render(d, &[]);
+    t.write("mode", "good");
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let good = read(d, "backend.cfg");
+    let good = t.read("backend.cfg");
     assert!(good.contains("127.0.0.1:81"), "{good}");
 
     for (mode, expect) in [
@@ -326,9 +246,9 @@ outputs:
         ("fail", "boom: credentials expired"),
         ("hang", "no answer within 1s"),
     ] {
-        write(d, "mode", mode);
+        t.write("mode", mode);
         let started = Instant::now();
-        let run = render(d, &[]);
+        let run = t.render().run();
         assert_eq!(run.code, 1, "{mode}: {}", run.stderr);
         assert!(run.stderr.contains(expect), "{mode}: {}", run.stderr);
         assert!(
@@ -336,7 +256,7 @@ outputs:
             "{mode}: names the plugin: {}",
             run.stderr
         );
-        assert_eq!(read(d, "backend.cfg"), good, "{mode}: last good file kept");
+        assert_eq!(t.read("backend.cfg"), good, "{mode}: last good file kept");
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "{mode}: timeout enforced"
@@ -346,20 +266,18 @@ outputs:
 
 #[test]
 fn the_guard_holds_on_empty_and_shrunken_answers() {
-    let dir = tempdir();
-    let d = dir.path();
-    write(
-        d,
+    let t = Test::new();
+    t.write(
         "config.yaml",
         &file_config("", "{ min_backends: 1, max_removed_ratio: 0.5 }"),
     );
     let four = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"];
-    write(d, "backends.json", &backends_json(&four));
-    assert_eq!(render(d, &[]).code, 0);
-    let good = read(d, "upstream.conf");
+    t.write("backends.json", &targets_json(&four));
+    assert_eq!(t.render().run().code, 0);
+    let good = t.read("upstream.conf");
 
-    write(d, "backends.json", "[]");
-    let run = render(d, &[]);
+    t.write("backends.json", "[]");
+    let run = t.render().run();
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("guard held"), "{}", run.stderr);
     assert!(
@@ -367,166 +285,137 @@ fn the_guard_holds_on_empty_and_shrunken_answers() {
         "{}",
         run.stderr
     );
-    assert_eq!(read(d, "upstream.conf"), good);
+    assert_eq!(t.read("upstream.conf"), good);
 
-    write(d, "backends.json", &backends_json(&["127.0.0.1"]));
-    let run = render(d, &[]);
+    t.write("backends.json", &targets_json(&["127.0.0.1"]));
+    let run = t.render().run();
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
         run.stderr.contains("3 of 4 backends would be removed"),
         "{}",
         run.stderr
     );
-    assert_eq!(read(d, "upstream.conf"), good);
-    assert_eq!(reloads(d), 1);
+    assert_eq!(t.read("upstream.conf"), good);
+    assert_eq!(t.reloads(), 1);
 
     // Losing half is within the ratio.
-    write(d, "backends.json", &backends_json(&four[..2]));
-    let run = render(d, &[]);
+    t.write("backends.json", &targets_json(&four[..2]));
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(!read(d, "upstream.conf").contains("127.0.0.3"));
+    assert!(!t.read("upstream.conf").contains("127.0.0.3"));
 }
 
 #[test]
 fn a_service_with_no_good_set_leaves_its_output_alone() {
-    let dir = tempdir();
-    let d = dir.path();
-    write(d, "config.yaml", &file_config("", "{}"));
-    write(d, "upstream.conf", "# hand-made, must survive\n");
+    let t = Test::new()
+        .config(&file_config("", "{}"))
+        .file("upstream.conf", "# hand-made, must survive\n");
     // No backends.json at all: the locator fails and nothing was ever good.
-    let run = render(d, &[]);
+    let run = t.render().run();
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("backends.json"), "{}", run.stderr);
-    assert_eq!(read(d, "upstream.conf"), "# hand-made, must survive\n");
-    assert_eq!(reloads(d), 0);
+    assert_eq!(t.read("upstream.conf"), "# hand-made, must survive\n");
+    assert_eq!(t.reloads(), 0);
 }
 
 #[test]
 fn a_failed_reload_is_retried_on_the_next_run() {
-    let dir = tempdir();
-    let d = dir.path();
+    let t = Test::new();
     let config = file_config("", "{}").replace(
         "echo reload >> reloads",
         "echo try >> reloads; test -e reload-ok || { echo frontend is down >&2; exit 1; }",
     );
-    write(d, "config.yaml", &config);
-    write(d, "backends.json", &backends_json(&["127.0.0.1"]));
-    let run = render(d, &[]);
+    t.write("config.yaml", &config);
+    t.write("backends.json", &targets_json(&["127.0.0.1"]));
+    let run = t.render().run();
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("frontend is down"), "{}", run.stderr);
-    assert_eq!(reloads(d), 1);
+    assert_eq!(t.reloads(), 1);
 
     // The file is already up to date, but the reload is still owed.
-    write(d, "reload-ok", "");
-    let run = render(d, &[]);
+    t.write("reload-ok", "");
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(reloads(d), 2);
-    let run = render(d, &[]);
+    assert_eq!(t.reloads(), 2);
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(reloads(d), 2, "nothing owed any more");
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    assert_eq!(t.reloads(), 2, "nothing owed any more");
 }
 
 #[test]
 fn signal_reload_reaches_the_process_in_the_pidfile() {
-    let dir = tempdir();
-    let d = dir.path();
-    let child = Command::new("sh")
+    let t = Test::new();
+    let mut frontend = Command::new("sh");
+    frontend
         .arg("-c")
         .arg("trap 'echo hup >> reloads' HUP; echo $$ > frontend.pid; while :; do sleep 0.05; done")
-        .current_dir(d)
-        .spawn()
-        .unwrap();
-    let _guard = KillOnDrop(child);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while read(d, "frontend.pid").trim().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .current_dir(t.path());
+    let _frontend = Group::spawn("the frontend", frontend, &t.join("frontend.log"));
+    poll_until(Duration::from_secs(5), || {
+        !t.read("frontend.pid").trim().is_empty()
+    });
     let config = file_config("", "{}").replace(
         "reload: { command: [sh, -c, \"echo reload >> reloads\"] }",
         "reload: { signal: HUP, pidfile: frontend.pid }",
     );
-    write(d, "config.yaml", &config);
-    write(d, "backends.json", &backends_json(&["127.0.0.1"]));
-    let run = render(d, &[]);
+    t.write("config.yaml", &config);
+    t.write("backends.json", &targets_json(&["127.0.0.1"]));
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while reloads(d) == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(reloads(d), 1);
+    poll_until(Duration::from_secs(5), || t.reloads() != 0);
+    assert_eq!(t.reloads(), 1);
 
-    write(d, "frontend.pid", "999999999\n");
-    write(d, "backends.json", &backends_json(&["127.0.0.2"]));
-    let run = render(d, &[]);
+    t.write("frontend.pid", "999999999\n");
+    t.write("backends.json", &targets_json(&["127.0.0.2"]));
+    let run = t.render().run();
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("frontend.pid"), "{}", run.stderr);
 }
 
 #[test]
 fn bad_configs_exit_2_and_list_every_problem() {
-    let dir = tempdir();
-    let d = dir.path();
-    write(
-        d,
+    let t = Test::new();
+    t.write(
         "config.yaml",
         "services:\n  web:\n    locators: [static: [\"10.0.0.1:99999\"], exec: { command: [] }]\n    gaurd: {}\n\
          outputs:\n  - { template: \"builtin:nginx\", path: a.conf, vars: { service: api } }\n",
     );
     for command in ["render", "check", "locate"] {
-        let run = elasticd(d, &[command, "--config", "config.yaml"]);
+        let run = t.elasticd([command, "--config", "config.yaml"]).run();
         assert_eq!(run.code, 2, "{command}: {}", run.stderr);
         assert!(run.stderr.contains("config.yaml:3:"), "{}", run.stderr);
         assert!(run.stderr.contains("config.yaml:6:"), "{}", run.stderr);
     }
     insta::assert_snapshot!(
-        elasticd(d, &["check", "--config", "config.yaml"])
+        t.elasticd(["check", "--config", "config.yaml"])
+            .run()
             .stderr
-            .replace(&d.display().to_string(), "DIR")
+            .replace(&t.path().display().to_string(), "DIR")
     );
-    assert!(!d.join("a.conf").exists());
+    assert!(!t.join("a.conf").exists());
 }
 
 #[test]
 fn config_path_comes_from_the_environment_or_the_default() {
-    let dir = tempdir();
-    let d = dir.path();
-    let run = elasticd(d, &["check"]);
+    let t = Test::new();
+    let run = t.elasticd(["check"]).run();
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("config.yaml"), "{}", run.stderr);
-    write(
-        d,
+    t.write(
         "other.yaml",
         "services: { web: { locators: [static: [\"127.0.0.1:80\"]] } }\noutputs: []\n",
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_elasticd"))
-        .arg("check")
-        .current_dir(d)
+    let out = t
+        .elasticd(["check"])
         .env("ELASTICD_CONFIG", "other.yaml")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .run();
+    assert!(out.code == 0, "{}", out.stderr);
 }
 
 #[test]
 fn check_finds_missing_programs_and_broken_templates() {
-    let dir = tempdir();
-    let d = dir.path();
-    write(d, "broken.tera", "{% if %}");
-    write(
-        d,
+    let t = Test::new().file("broken.tera", "{% if %}");
+    t.write(
         "config.yaml",
         r#"services:
   web: { locators: [static: ["127.0.0.1:80"]] }
@@ -536,20 +425,19 @@ outputs:
   - { template: broken.tera, path: out.conf, frontend: fe, vars: { service: web } }
 "#,
     );
-    let run = elasticd(d, &["check", "--config", "config.yaml"]);
+    let run = t.elasticd(["check", "--config", "config.yaml"]).run();
     assert_eq!(run.code, 2, "{}", run.stderr);
     for expected in ["broken.tera", "no-such-checker-elasticd", "no-such-reload"] {
         assert!(run.stderr.contains(expected), "{expected}: {}", run.stderr);
     }
-    assert!(!d.join("out.conf").exists());
+    assert!(!t.join("out.conf").exists());
 
     // A missing plugin is found when the config is loaded, by every command.
-    write(
-        d,
+    t.write(
         "config.yaml",
         "services:\n  web: { locators: [exec: { command: [./no-such-plugin] }] }\noutputs: []\n",
     );
-    let run = elasticd(d, &["check", "--config", "config.yaml"]);
+    let run = t.elasticd(["check", "--config", "config.yaml"]).run();
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("config.yaml:2:39"), "{}", run.stderr);
     assert!(run.stderr.contains("no-such-plugin"), "{}", run.stderr);
@@ -557,10 +445,8 @@ outputs:
 
 #[test]
 fn locate_prints_a_table_and_json() {
-    let dir = tempdir();
-    let d = dir.path();
-    write(
-        d,
+    let t = Test::new();
+    t.write(
         "config.yaml",
         r#"services:
   web:
@@ -573,8 +459,8 @@ fn locate_prints_a_table_and_json() {
 outputs: []
 "#,
     );
-    write(d, "more.json", &backends_json(&["127.0.0.1:81"]));
-    let run = elasticd(d, &["locate", "--config", "config.yaml"]);
+    t.write("more.json", &targets_json(&["127.0.0.1:81"]));
+    let run = t.elasticd(["locate", "--config", "config.yaml"]).run();
     assert_eq!(run.code, 0, "{}", run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert!(lines[0].starts_with("SERVICE"), "{}", run.stdout);
@@ -582,7 +468,9 @@ outputs: []
     assert!(lines[1].contains("127.0.0.1:81"), "{}", run.stdout);
     assert!(run.stdout.contains("six\\nlines"), "{}", run.stdout);
 
-    let run = elasticd(d, &["locate", "--config", "config.yaml", "web", "--json"]);
+    let run = t
+        .elasticd(["locate", "--config", "config.yaml", "web", "--json"])
+        .run();
     assert_eq!(run.code, 0, "{}", run.stderr);
     let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(json["web"].as_array().unwrap().len(), 3);
@@ -590,23 +478,23 @@ outputs: []
     assert_eq!(json["web"][2]["address"], "::1");
     assert_eq!(json["web"][2]["weight"], 3);
 
-    let run = elasticd(d, &["locate", "--config", "config.yaml", "nope"]);
+    let run = t
+        .elasticd(["locate", "--config", "config.yaml", "nope"])
+        .run();
     assert_eq!(run.code, 2);
 }
 
 #[test]
 fn output_mode_is_applied() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempdir();
-    let d = dir.path();
-    write(
-        d,
+    let t = Test::new();
+    t.write(
         "config.yaml",
         "services: { web: { locators: [static: [\"127.0.0.1:80\"]] } }\n\
          outputs: [{ template: \"builtin:apache\", path: out.conf, mode: \"0600\", vars: { service: web } }]\n",
     );
-    assert_eq!(render(d, &[]).code, 0);
-    let mode = fs::metadata(d.join("out.conf"))
+    assert_eq!(t.render().run().code, 0);
+    let mode = fs::metadata(t.join("out.conf"))
         .unwrap()
         .permissions()
         .mode();
@@ -616,17 +504,17 @@ fn output_mode_is_applied() {
 #[test]
 fn the_demo_renders_without_any_cloud() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempdir();
+    let t = Test::new();
     // Copy the demo so the test never writes into the source tree.
     let demo = root.join("examples/demo");
     for entry in fs::read_dir(&demo).unwrap() {
         let entry = entry.unwrap();
         if entry.file_type().unwrap().is_file() {
-            fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+            fs::copy(entry.path(), t.join(entry.file_name())).unwrap();
         }
     }
-    fs::create_dir(dir.path().join("out")).unwrap();
-    let run = render(dir.path(), &[]);
+    fs::create_dir(t.join("out")).unwrap();
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
     for file in [
         "nginx-web.conf",
@@ -635,15 +523,15 @@ fn the_demo_renders_without_any_cloud() {
         "apache-web.conf",
     ] {
         assert!(
-            read(&dir.path().join("out"), file).contains("127.0.0.1"),
+            t.read(&format!("out/{file}")).contains("127.0.0.1"),
             "{file}"
         );
     }
     // Output is deterministic, including the custom template that loops over a map: a second
     // run rewrites nothing (no file gets a .bak).
-    let run = render(dir.path(), &[]);
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let backups: Vec<_> = fs::read_dir(dir.path().join("out"))
+    let backups: Vec<_> = fs::read_dir(t.join("out"))
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().ends_with(".bak"))

@@ -6,11 +6,11 @@
 //! real binary, and runs one pass. No checker binds a port or starts a daemon. A missing checker
 //! fails the test with the Debian package to install.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
 
-use tempfile::TempDir;
+use std::path::Path;
+
+use support::{Test, program, yaml_str};
 
 /// How one built-in template is checked.
 struct Frontend {
@@ -173,18 +173,7 @@ fn frontend(template: &str) -> &'static Frontend {
 /// The checker's absolute path; fails the test (naming the package) when it is not installed.
 fn checker_program(fe: &Frontend) -> String {
     let (name, package) = fe.program;
-    let path_var = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = std::env::split_paths(&path_var)
-        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from));
-    let found = dirs.map(|d| d.join(name)).find(|p| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    });
-    let Some(found) = found else {
-        panic!(
-            "`{name}` (checker for builtin:{}) is not installed: install the Debian package {package}",
-            fe.template
-        );
-    };
+    let found = program(name, package);
     for (file, package) in fe.needs {
         assert!(
             Path::new(file).exists(),
@@ -192,40 +181,17 @@ fn checker_program(fe: &Frontend) -> String {
             fe.template
         );
     }
-    found.to_string_lossy().into_owned()
+    found
 }
 
 /// A temp dir that the checkers can read as another user (varnishd compiles as `vcache`).
-fn work_dir() -> TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("elasticd-frontends-")
-        .tempdir()
-        .expect("create temp dir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod 755 temp dir");
-    dir
-}
-
-/// A YAML double-quoted string.
-fn yaml_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+fn work_dir() -> Test {
+    Test::world_readable("elasticd-frontends-")
 }
 
 /// What one `elasticd render` did.
 struct Rendered {
-    code: Option<i32>,
+    code: i32,
     stderr: String,
     /// The snippet on disk afterwards.
     snippet: Option<String>,
@@ -237,25 +203,22 @@ struct Rendered {
 /// the checker gets `{staged}` instead of the snippet path (only the HAProxy checkers read the
 /// snippet from their argv).
 fn render_with_checker(
-    dir: &Path,
+    t: &Test,
     fe: &Frontend,
     backends: &[String],
     vars: &[(&str, &str)],
     staged: bool,
 ) -> Rendered {
     let program = checker_program(fe);
-    let dir_text = dir.to_str().expect("temp dir path is UTF-8");
+    let dir_text = t.path_str();
     let wrapper = fe
         .wrapper
         .replace("@DIR@", dir_text)
         .replace("@PORT@", "18099")
         .replace("@NAME@", "web");
-    let wrapper_path = dir.join(fe.write_as);
-    std::fs::write(&wrapper_path, wrapper).expect("write wrapper");
-    std::fs::set_permissions(&wrapper_path, std::fs::Permissions::from_mode(0o644))
-        .expect("chmod 644 wrapper");
+    t.write(fe.write_as, &wrapper);
 
-    let snippet_path = dir.join(fe.snippet);
+    let snippet_path = t.join(fe.snippet);
     let snippet_arg = if staged {
         "{staged}".to_string()
     } else {
@@ -287,17 +250,13 @@ outputs:
         template = fe.template,
         snippet = fe.snippet,
     );
-    let config_path = dir.join("config.yaml");
-    std::fs::write(&config_path, config).expect("write config");
+    t.write("config.yaml", &config);
 
-    let out = Command::new(env!("CARGO_BIN_EXE_elasticd"))
-        .args(["--log", "warn", "render", "--config"])
-        .arg(&config_path)
-        .env_remove("RUST_LOG")
-        .env_remove("ELASTICD_CONFIG")
-        .output()
-        .expect("run elasticd");
-    let leftovers: Vec<_> = std::fs::read_dir(dir)
+    let out = t
+        .elasticd(["--log", "warn", "render", "--config"])
+        .arg(t.join("config.yaml"))
+        .run();
+    let leftovers: Vec<_> = std::fs::read_dir(t.path())
         .expect("list temp dir")
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -308,8 +267,8 @@ outputs:
         "staged files left behind: {leftovers:?}"
     );
     Rendered {
-        code: out.status.code(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.code,
+        stderr: out.stderr,
         snippet: std::fs::read_to_string(&snippet_path).ok(),
     }
 }
@@ -318,11 +277,9 @@ impl Rendered {
     /// Asserts success and returns the installed snippet.
     fn installed(self, fe: &Frontend) -> String {
         assert_eq!(
-            self.code,
-            Some(0),
+            self.code, 0,
             "builtin:{}: render failed; stderr:\n{}",
-            fe.template,
-            self.stderr
+            fe.template, self.stderr
         );
         self.snippet
             .unwrap_or_else(|| panic!("builtin:{}: {} was not installed", fe.template, fe.snippet))
@@ -331,11 +288,9 @@ impl Rendered {
     /// Asserts a failed check whose output reached stderr.
     fn check_failed(&self, fe: &Frontend) {
         assert_eq!(
-            self.code,
-            Some(1),
+            self.code, 1,
             "builtin:{}: a bad snippet must fail the pass; stderr:\n{}",
-            fe.template,
-            self.stderr
+            fe.template, self.stderr
         );
         assert!(
             self.stderr.contains("check failed") && self.stderr.contains(fe.bad_message),
@@ -372,7 +327,7 @@ fn five_backends() -> Vec<String> {
 fn accepts(template: &str, backends: &[String], addresses: &[&str]) {
     let fe = frontend(template);
     let dir = work_dir();
-    let snippet = render_with_checker(dir.path(), fe, backends, &[], false).installed(fe);
+    let snippet = render_with_checker(&dir, fe, backends, &[], false).installed(fe);
     let expected = if backends.is_empty() {
         fe.placeholder_lines
     } else {
@@ -418,7 +373,7 @@ fn rejects_bad_snippet(template: &str) {
     let bad = [(key, value)];
 
     let dir = work_dir();
-    let first = render_with_checker(dir.path(), fe, &one_backend(), &bad, false);
+    let first = render_with_checker(&dir, fe, &one_backend(), &bad, false);
     first.check_failed(fe);
     assert!(
         first.snippet.is_none(),
@@ -427,8 +382,8 @@ fn rejects_bad_snippet(template: &str) {
         first.snippet.unwrap_or_default()
     );
 
-    let good = render_with_checker(dir.path(), fe, &one_backend(), &[], false).installed(fe);
-    let second = render_with_checker(dir.path(), fe, &five_backends(), &bad, false);
+    let good = render_with_checker(&dir, fe, &one_backend(), &[], false).installed(fe);
+    let second = render_with_checker(&dir, fe, &five_backends(), &bad, false);
     second.check_failed(fe);
     assert_eq!(
         second.snippet.as_deref(),
@@ -466,10 +421,9 @@ fn hostile_metadata_is_inert(template: &str) {
     );
 
     let plain_dir = work_dir();
-    let plain_out = render_with_checker(plain_dir.path(), fe, &plain, &[], false).installed(fe);
+    let plain_out = render_with_checker(&plain_dir, fe, &plain, &[], false).installed(fe);
     let hostile_dir = work_dir();
-    let hostile_out =
-        render_with_checker(hostile_dir.path(), fe, &hostile, &[], false).installed(fe);
+    let hostile_out = render_with_checker(&hostile_dir, fe, &hostile, &[], false).installed(fe);
 
     for needle in ["6.6.6.6:1;", "\"evil"] {
         assert!(
@@ -532,12 +486,12 @@ frontend_tests! {
 fn haproxy_checks_the_staged_file() {
     let fe = frontend("haproxy");
     let dir = work_dir();
-    let bad = render_with_checker(dir.path(), fe, &one_backend(), &[fe.bad_var], true);
+    let bad = render_with_checker(&dir, fe, &one_backend(), &[fe.bad_var], true);
     bad.check_failed(fe);
     assert!(
         bad.snippet.is_none(),
         "a rejected staged snippet was installed"
     );
-    let good = render_with_checker(dir.path(), fe, &five_backends(), &[], true).installed(fe);
+    let good = render_with_checker(&dir, fe, &five_backends(), &[], true).installed(fe);
     assert_eq!(backend_lines(fe, &good), 5, "{good}");
 }

@@ -6,36 +6,22 @@
 //! what a client gets through HAProxy, whether the worker was replaced (a reload) or not, and
 //! that the file on disk says what HAProxy runs (`show servers state`).
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
+use support::{Group, Test, free_port, http_get, program, wait_until};
 
 /// The haproxy binary; fails the test (naming the package) when it is not installed.
-fn haproxy_program() -> PathBuf {
-    let path_var = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path_var)
-        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
-        .map(|d| d.join("haproxy"))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .expect("haproxy is not installed: install the Debian package haproxy")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
+fn haproxy_program() -> String {
+    program("haproxy", "haproxy")
 }
 
 /// An HTTP server on `127.0.0.<host>` that answers every request with its `address:port`.
@@ -71,20 +57,9 @@ fn serve(mut stream: TcpStream, answer: &str) {
     );
 }
 
-/// One request through HAProxy: the body of a 200, or the status line.
+/// One request through HAProxy: the body of a 200, or the status line (or error).
 fn get(port: u16) -> String {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return "connection refused".into();
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    match response.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.1 200") => body.to_string(),
-        Some((head, _)) => head.lines().next().unwrap_or_default().to_string(),
-        None => format!("no answer: {response:?}"),
-    }
+    http_get(port).unwrap_or_else(|e| e)
 }
 
 /// Waits until a round of requests reaches exactly `expected` (health checks need a moment).
@@ -117,7 +92,7 @@ fn try_cli(socket: &Path, command: &str) -> std::io::Result<String> {
 
 /// A master-worker HAProxy in its own process group, stopped on drop.
 struct Haproxy {
-    child: Child,
+    group: Group,
     admin: PathBuf,
 }
 
@@ -125,28 +100,19 @@ impl Haproxy {
     fn start(dir: &Path) -> Haproxy {
         let admin = dir.join("admin.sock");
         let _ = std::fs::remove_file(&admin);
-        let child = Command::new(haproxy_program())
-            .args(["-W", "-S"])
+        let mut cmd = Command::new(haproxy_program());
+        cmd.args(["-W", "-S"])
             .arg(dir.join("master.sock"))
             .args(["-f", "main.cfg", "-f", "web.cfg"])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("haproxy.log")).unwrap())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let haproxy = Haproxy { child, admin };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&haproxy.admin).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "haproxy did not open {}: {}",
-                haproxy.admin.display(),
-                std::fs::read_to_string(dir.join("haproxy.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        haproxy
+            .current_dir(dir);
+        let group = Group::spawn("haproxy", cmd, &dir.join("haproxy.log"));
+        wait_until(
+            &format!("haproxy to open {}", admin.display()),
+            Duration::from_secs(10),
+            || group.log(),
+            || UnixStream::connect(&admin).is_ok(),
+        );
+        Haproxy { group, admin }
     }
 
     /// The pid of the worker answering the stats socket (a reload starts a new one).
@@ -204,19 +170,10 @@ impl Haproxy {
 
 impl Drop for Haproxy {
     fn drop(&mut self) {
-        // The group holds the master and its workers (old ones too, after reloads).
-        let group = Pid::from_raw(-(self.child.id() as i32));
-        let _ = kill(group, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                let _ = kill(group, Signal::SIGKILL);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = kill(group, Signal::SIGKILL);
-        let _ = self.child.wait();
+        // The master stops its workers; the group (old workers too, after reloads) is killed
+        // once it has exited, or after 5 s.
+        self.group
+            .stop_with(Signal::SIGTERM, Duration::from_secs(5));
     }
 }
 
@@ -254,7 +211,7 @@ fn assert_file_matches_live(dir: &Path, haproxy: &Haproxy) {
 
 /// A test directory: main.cfg with a frontend on a free port, and an elasticd config.
 struct Setup {
-    dir: tempfile::TempDir,
+    dir: Test,
     port: u16,
 }
 
@@ -265,22 +222,21 @@ impl Setup {
 
     /// Like `new`, with more lines for main.cfg's `global` section.
     fn with_global(slots: usize, socket: &str, fallback: &str, global: &str) -> Setup {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = Test::new();
         let d = dir.path();
         let port = free_port();
-        std::fs::write(
-            d.join("main.cfg"),
-            format!(
+        dir.write(
+            "main.cfg",
+            &format!(
                 "global\n    stats socket {}/admin.sock level admin\n{global}\
                  defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\
                  frontend fe\n    bind 127.0.0.1:{port}\n    default_backend web\n",
                 d.display()
             ),
-        )
-        .unwrap();
-        std::fs::write(
-            d.join("config.yaml"),
-            format!(
+        );
+        dir.write(
+            "config.yaml",
+            &format!(
                 r#"services:
   web:
     locators: [file: {{ path: backends.json }}]
@@ -298,10 +254,9 @@ outputs:
     frontend: haproxy
     vars: {{ service: web, slots: {slots}, inter: 200ms, rise: 1 }}
 "#,
-                haproxy = haproxy_program().display()
+                haproxy = haproxy_program()
             ),
-        )
-        .unwrap();
+        );
         Setup { dir, port }
     }
 
@@ -317,28 +272,14 @@ outputs:
                 format!(r#"{{"address": "{address}", "port": {port}, "weight": {weight}}}"#)
             })
             .collect();
-        std::fs::write(
-            self.path().join("backends.json"),
-            format!("[{}]", entries.join(", ")),
-        )
-        .unwrap();
+        self.dir
+            .write("backends.json", &format!("[{}]", entries.join(", ")));
     }
 
     /// `elasticd render`; returns (exit code, stderr).
     fn render(&self, extra: &[&str]) -> (i32, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_elasticd"))
-            .args(["render", "--config", "config.yaml"])
-            .args(extra)
-            .current_dir(self.path())
-            .env_remove("ELASTICD_CONFIG")
-            .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let out = self.dir.render().args(extra).run();
+        (out.code, out.stderr)
     }
 
     /// Renders the first file without reloading (HAProxy is not running yet) and starts HAProxy.
@@ -479,19 +420,18 @@ fn an_unreachable_runtime_socket_is_named_and_the_fallback_reloads() {
 fn when_the_fallback_fails_too_both_are_reported_and_the_reload_is_owed() {
     let setup = Setup::new(4, "wrong.sock", "{ master_socket: nope.sock }");
     let d = setup.path();
-    std::fs::write(
-        d.join("config.yaml"),
-        std::fs::read_to_string(d.join("config.yaml"))
+    setup.dir.write(
+        "config.yaml",
+        &std::fs::read_to_string(d.join("config.yaml"))
             .unwrap()
             .replacen("services:", "state_file: state.json\nservices:", 1),
-    )
-    .unwrap();
+    );
     let [b2, b3] = [2, 3].map(http_backend);
     let haproxy = setup.start(&[(&b2, 1)]);
     // The first render's --no-reload left a reload owed; settle it through a good socket.
     let state = std::fs::read_to_string(d.join("state.json")).unwrap();
     assert!(state.contains("haproxy"), "{state}");
-    std::fs::write(d.join("state.json"), "{}").unwrap();
+    setup.dir.write("state.json", "{}");
     wait_for_backends(setup.port, &[&b2]);
     let worker = haproxy.worker_pid();
 
@@ -555,9 +495,9 @@ fn a_refused_command_is_reported_with_haproxys_answer_and_the_fallback_reloads()
     let d = setup.path();
     // A second stats socket, at `level user`, where `set server` is not allowed.
     let main = std::fs::read_to_string(d.join("main.cfg")).unwrap();
-    std::fs::write(
-        d.join("main.cfg"),
-        main.replacen(
+    setup.dir.write(
+        "main.cfg",
+        &main.replacen(
             "level admin\n",
             &format!(
                 "level admin\n    stats socket {}/user.sock level user\n",
@@ -565,8 +505,7 @@ fn a_refused_command_is_reported_with_haproxys_answer_and_the_fallback_reloads()
             ),
             1,
         ),
-    )
-    .unwrap();
+    );
     let [b2, b3] = [2, 3].map(http_backend);
     let haproxy = setup.start(&[(&b2, 1)]);
     wait_for_backends(setup.port, &[&b2]);
@@ -590,65 +529,34 @@ fn a_refused_command_is_reported_with_haproxys_answer_and_the_fallback_reloads()
     assert_file_matches_live(d, &haproxy);
 }
 
-/// `elasticd run`, stopped on drop; its log is `daemon.log`.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_daemon_updates_in_place_on_sigusr1_and_says_so() {
     let setup = Setup::new(4, "admin.sock", MASTER);
     let d = setup.path();
     let config = std::fs::read_to_string(d.join("config.yaml")).unwrap();
-    std::fs::write(
-        d.join("config.yaml"),
-        format!(
+    setup.dir.write(
+        "config.yaml",
+        &format!(
             "daemon: {{ settle_min: 100ms, settle_max: 200ms, jitter: 0 }}\n{}",
             config.replacen("    locators:", "    refresh: 1h\n    locators:", 1)
         ),
-    )
-    .unwrap();
+    );
     let [b2, b3] = [2, 3].map(http_backend);
     let haproxy = setup.start(&[(&b2, 1)]);
     wait_for_backends(setup.port, &[&b2]);
     let worker = haproxy.worker_pid();
-    let daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_elasticd"))
-            .args(["run", "--config", "config.yaml"])
-            .current_dir(d)
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("daemon.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let log = || std::fs::read_to_string(d.join("daemon.log")).unwrap_or_default();
+    let daemon = setup
+        .dir
+        .elasticd(["run", "--config", "config.yaml"])
+        .daemon();
+    let log = || daemon.log();
     let wait_log = |what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !log().contains(what) {
-            assert!(Instant::now() < deadline, "no `{what}` in:\n{}", log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        daemon.wait_for(what, Duration::from_secs(15), || log().contains(what));
     };
     // Signal handlers are in place once it says `started`.
     wait_log("started");
     setup.set_backends(&[(&b3, 1)]);
-    kill(Pid::from_raw(daemon.0.id() as i32), Signal::SIGUSR1).unwrap();
+    daemon.signal(Signal::SIGUSR1);
     wait_log("haproxy (in place, no reload)");
     wait_for_backends(setup.port, &[&b3]);
     assert_eq!(haproxy.worker_pid(), worker);

@@ -19,9 +19,7 @@
 //! `bench_*` (ignored; run by `benches/convergence.sh`) are the churn with more load, printing a
 //! results row.
 
-mod support {
-    pub mod live;
-}
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -365,7 +363,7 @@ fn the_load_client_counts_5xx_and_connection_errors() {
     load.wait_exact(&pool.ids(&[0]), WINDOW, CONVERGE, || fe.logs());
     pool.stop(0);
     let gone = Instant::now();
-    support::live::wait_until(
+    support::wait_until(
         "502 from nginx",
         CONVERGE,
         || fe.logs(),
@@ -377,7 +375,7 @@ fn the_load_client_counts_5xx_and_connection_errors() {
     );
     fe.kill_frontend();
     let killed = Instant::now();
-    support::live::wait_until(
+    support::wait_until(
         "connection errors",
         CONVERGE,
         || fe.logs(),

@@ -8,9 +8,7 @@
 //! run with that virtualenv first on PATH (they need boto3). A missing moto fails these tests.
 //! `http-sd` reads from a small HTTP server on 127.0.0.1 that each test starts.
 
-mod support {
-    pub mod moto_server;
-}
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -22,61 +20,20 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::moto_server::{MotoServer, REGION, venv_bin};
-use tempfile::TempDir;
+use support::moto_server::{MotoServer, REGION, offline_aws_env, venv_bin};
+use support::{Group, Output, Test, wait_until};
 
 fn plugin_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins")
 }
 
-fn tmp() -> TempDir {
-    tempfile::tempdir().expect("temp dir")
-}
-
-/// What a plugin did.
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn ok(&self) -> Value {
-        assert_eq!(
-            self.code, 0,
-            "plugin failed:\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
-    }
-
-    /// Exit status 0, or a panic showing stderr.
-    fn ok_code(&self) {
-        assert_eq!(self.code, 0, "failed:\nstderr:\n{}", self.stderr);
-    }
-
-    /// A failure: non-zero exit, nothing on stdout, one line on stderr containing `want`.
-    fn failed_with(&self, want: &str) {
-        assert_ne!(self.code, 0, "plugin succeeded:\n{}", self.stdout);
-        assert_eq!(self.stdout, "", "a failing plugin printed on stdout");
-        assert_eq!(
-            self.stderr.trim_end().lines().count(),
-            1,
-            "want one line on stderr, got:\n{}",
-            self.stderr
-        );
-        assert!(
-            self.stderr.contains(want),
-            "stderr lacks {want:?}:\n{}",
-            self.stderr
-        );
-    }
+fn tmp() -> Test {
+    Test::new()
 }
 
 /// Runs `plugins/<path>` with `request` on stdin, the environment cleared as elasticd clears it
 /// (PATH with the test virtualenv first, HOME in `dir`), plus `env`.
-fn run_plugin(path: &str, dir: &Path, request: &Value, env: &[(&str, String)]) -> Out {
+fn run_plugin(path: &str, dir: &Path, request: &Value, env: &[(&str, String)]) -> Output {
     let mut cmd = Command::new(plugin_dir().join(path));
     cmd.current_dir(dir)
         .env_clear()
@@ -96,32 +53,16 @@ fn run_plugin(path: &str, dir: &Path, request: &Value, env: &[(&str, String)]) -
         .expect("stdin")
         .write_all(request.to_string().as_bytes())
         .expect("write request");
-    let out = child.wait_with_output().expect("wait for plugin");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Output::from(child.wait_with_output().expect("wait for plugin"))
 }
 
 /// AWS settings for a plugin talking to `moto`: dummy credentials, no config files, no
 /// instance metadata (nothing leaves the machine).
 fn aws_env(dir: &Path, moto: &MotoServer) -> Vec<(&'static str, String)> {
-    vec![
-        ("AWS_ACCESS_KEY_ID", "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ("AWS_DEFAULT_REGION", REGION.into()),
-        ("AWS_ENDPOINT_URL", moto.url()),
-        ("AWS_EC2_METADATA_DISABLED", "true".into()),
-        (
-            "AWS_CONFIG_FILE",
-            dir.join("no-aws-config").display().to_string(),
-        ),
-        (
-            "AWS_SHARED_CREDENTIALS_FILE",
-            dir.join("no-aws-credentials").display().to_string(),
-        ),
-    ]
+    let mut env = offline_aws_env(dir);
+    env.push(("AWS_DEFAULT_REGION", REGION.into()));
+    env.push(("AWS_ENDPOINT_URL", moto.url()));
+    env
 }
 
 /// The PATH elasticd and its plugins get: the test virtualenv (boto3) first.
@@ -142,28 +83,21 @@ fn write_config(dir: &Path, body: &str) {
 }
 
 /// Runs elasticd in `dir` with a cleared environment plus `env`.
-fn elasticd(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Out {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_elasticd"));
-    cmd.args(args)
-        .current_dir(dir)
+fn elasticd(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
+    support::Cmd::new(dir)
+        .args(args)
         .env_clear()
         .env("PATH", test_path())
         .env("HOME", dir)
-        .env("NO_COLOR", "1");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run elasticd");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+        .envs(env.iter().cloned())
+        .run()
 }
 
 /// `elasticd locate --json`: every service's backends as elasticd sees them.
 fn locate(dir: &Path, env: &[(&str, String)]) -> Value {
-    elasticd(dir, &["locate", "--config", "config.yaml", "--json"], env).ok()
+    elasticd(dir, &["locate", "--config", "config.yaml", "--json"], env)
+        .success()
+        .json()
 }
 
 fn locator_request(service: &str, options: Value) -> Value {
@@ -392,8 +326,9 @@ fn elbv2_targets_can_use_the_ipv6_addresses_of_instances() {
             json!({"target_group_name": "web-v6", "address": "ipv6"}),
         ),
         &aws_env(dir.path(), &moto),
-    );
-    let found = out.ok();
+    )
+    .success();
+    let found = out.json();
     assert_eq!(
         endpoints(&found),
         [(seeded["dual"]["ipv6"].as_str().unwrap().to_string(), 8080)]
@@ -591,41 +526,39 @@ fn http_sd_rejects_errors_garbage_and_slow_servers() {
 }
 
 /// `support/https_server.py`: an HTTPS file server on 127.0.0.1 with a fresh self-signed
-/// certificate (`ca.pem` beside the served directory), killed by PID on drop.
+/// certificate (`ca.pem` beside the served directory), in a process group killed on drop.
 struct HttpsServer {
-    child: std::process::Child,
+    _group: Group,
     port: u16,
 }
 
 impl HttpsServer {
     fn start(root: &Path) -> HttpsServer {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/https_server.py");
-        let mut child = Command::new(venv_bin().join("python"))
-            .arg(script)
+        let mut cmd = Command::new(venv_bin().join("python"));
+        cmd.arg(script)
             .arg(root)
             .env_clear()
-            .env("PATH", test_path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start https_server.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read the port");
-        let port = line.trim().parse().unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("https_server.py printed no port: {line:?}")
-        });
-        HttpsServer { child, port }
-    }
-}
-
-impl Drop for HttpsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+            .env("PATH", test_path());
+        let log = root.with_file_name("https_server.log");
+        let group = Group::spawn("https_server.py", cmd, &log);
+        // Its first line is the port.
+        wait_until(
+            "https_server.py to print its port",
+            Duration::from_secs(30),
+            || group.log(),
+            || group.log().contains('\n'),
+        );
+        let log = group.log();
+        let line = log.lines().next().unwrap_or_default();
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("https_server.py printed no port: {log:?}"));
+        HttpsServer {
+            _group: group,
+            port,
+        }
     }
 }
 
@@ -736,15 +669,15 @@ fn route53_rr_follows_the_backends_elasticd_applies() {
 
     // Fixed, the next run retries it although the backends did not change.
     route53_config(d, "example.test");
-    render().ok_code();
+    render().success();
     assert_eq!(records(&moto, &zone), record(&["10.0.0.10", "10.0.0.2"]));
 
     write_backends(d, &["10.0.0.2:80", "10.0.0.3:80"]);
-    render().ok_code();
+    render().success();
     assert_eq!(records(&moto, &zone), record(&["10.0.0.2", "10.0.0.3"]));
 
     write_backends(d, &[]);
-    render().ok_code();
+    render().success();
     assert_eq!(records(&moto, &zone), record(&[]));
 }
 
@@ -764,7 +697,7 @@ fn route53_rr_keeps_the_record_set_equal_to_the_backends() {
             &env,
         )
     };
-    let ok = |out: Out| assert_eq!(out.code, 0, "hook failed: {}", out.stderr);
+    let ok = |out: Output| assert_eq!(out.code, 0, "hook failed: {}", out.stderr);
 
     // Distinct IPv4 addresses only (two ports on one host are one record value).
     ok(hook(

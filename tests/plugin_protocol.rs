@@ -2,59 +2,16 @@
 //! the environment, plugin lookup, and every failure mode of locator, renderer and action
 //! plugins: each a clear error naming the plugin, with nothing applied and the last good kept.
 
+mod support;
+
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
-struct Run {
-    code: i32,
-    stderr: String,
-}
-
-fn elasticd_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_elasticd"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env_remove("ELASTICD_CONFIG")
-        .env("NO_COLOR", "1");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out: Output = cmd.output().expect("run elasticd");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn render(dir: &Path) -> Run {
-    elasticd_env(dir, &["render", "--config", "config.yaml"], &[])
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    let path = dir.join(name);
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, text).unwrap();
-}
-
-/// Writes an executable script.
-fn plugin(dir: &Path, name: &str, body: &str) {
-    write(dir, name, body);
-    fs::set_permissions(dir.join(name), fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-fn read(dir: &Path, name: &str) -> String {
-    fs::read_to_string(dir.join(name)).unwrap_or_default()
-}
-
-fn json(dir: &Path, name: &str) -> serde_json::Value {
-    serde_json::from_str(&read(dir, name)).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
+use support::{Output, Test};
 
 /// The `error:` lines of elasticd's stderr (with their continuation lines), temp dir redacted.
-fn errors(run: &Run, dir: &Path) -> String {
+fn errors(run: &Output, dir: &Path) -> String {
     let mut out = Vec::new();
     let mut inside = false;
     for line in run.stderr.lines() {
@@ -103,16 +60,13 @@ esac
 
 #[test]
 fn locator_request_environment_and_options() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    plugin(
-        d,
+    let t = Test::new();
+    t.write_executable(
         "plugins/locators/dump",
         "#!/bin/sh\ncat > request.json\nenv > env.txt\necho \"$@\" > args.txt\n\
          echo '[{\"address\": \"127.0.0.2\", \"weight\": 3, \"name\": \"two\", \"tags\": {\"az\": \"a\"}}]'\n",
     );
-    write(
-        d,
+    t.write(
         "config.yaml",
         r#"environment: prod
 services:
@@ -128,19 +82,16 @@ outputs:
   - { template: "builtin:haproxy", path: backend.cfg, vars: { service: web } }
 "#,
     );
-    let run = elasticd_env(
-        d,
-        &["render", "--config", "config.yaml"],
-        &[
-            ("ELASTICD_TEST_SECRET", "must not leak"),
-            ("ELASTICD_TEST_PASS_ME", "passed"),
-        ],
-    );
+    let run = t
+        .render()
+        .env("ELASTICD_TEST_SECRET", "must not leak")
+        .env("ELASTICD_TEST_PASS_ME", "passed")
+        .run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(read(d, "backend.cfg").contains("127.0.0.2:8080"));
-    assert!(read(d, "backend.cfg").contains("weight 3"));
+    assert!(t.read("backend.cfg").contains("127.0.0.2:8080"));
+    assert!(t.read("backend.cfg").contains("weight 3"));
     assert_eq!(
-        json(d, "request.json"),
+        t.json("request.json"),
         serde_json::json!({
             "protocol": 1,
             "kind": "locator",
@@ -150,9 +101,9 @@ outputs:
             "default_port": 8080
         })
     );
-    assert_eq!(read(d, "args.txt"), "--flag two words\n");
-    let env = read(d, "env.txt");
-    let canonical = fs::canonicalize(d).unwrap();
+    assert_eq!(t.read("args.txt"), "--flag two words\n");
+    let env = t.read("env.txt");
+    let canonical = fs::canonicalize(t.path()).unwrap();
     for expected in [
         "ELASTICD_TEST_PASS_ME=passed".to_string(),
         "FROM_CONFIG=yes".into(),
@@ -173,15 +124,13 @@ outputs:
 
 #[test]
 fn plugins_are_found_in_the_kind_dir_then_the_plugin_dir_then_path() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let t = Test::new();
     let answer = |ip: &str| format!("#!/bin/sh\necho '[{{\"targets\": [\"{ip}:80\"]}}]'\n");
-    plugin(d, "custom/where", &answer("127.0.0.2"));
-    plugin(d, "custom/locators/where", &answer("127.0.0.3"));
+    t.write_executable("custom/where", &answer("127.0.0.2"));
+    t.write_executable("custom/locators/where", &answer("127.0.0.3"));
     // The default directory is not searched when `plugin_dir` is set.
-    plugin(d, "plugins/locators/where", &answer("127.0.0.4"));
-    write(
-        d,
+    t.write_executable("plugins/locators/where", &answer("127.0.0.4"));
+    t.write(
         "config.yaml",
         r#"plugin_dir: custom
 services:
@@ -190,16 +139,15 @@ outputs:
   - { template: "builtin:haproxy", path: backend.cfg, vars: { service: web } }
 "#,
     );
-    let run = render(d);
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(read(d, "backend.cfg").contains("127.0.0.3:80"));
-    fs::remove_file(d.join("custom/locators/where")).unwrap();
-    let run = render(d);
+    assert!(t.read("backend.cfg").contains("127.0.0.3:80"));
+    fs::remove_file(t.join("custom/locators/where")).unwrap();
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(read(d, "backend.cfg").contains("127.0.0.2:80"));
+    assert!(t.read("backend.cfg").contains("127.0.0.2:80"));
     // A path is relative to the config directory and skips the lookup.
-    write(
-        d,
+    t.write(
         "config.yaml",
         r#"services:
   web: { locators: [exec: { command: [plugins/locators/where] }] }
@@ -207,18 +155,15 @@ outputs:
   - { template: "builtin:haproxy", path: backend.cfg, vars: { service: web } }
 "#,
     );
-    let run = render(d);
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(read(d, "backend.cfg").contains("127.0.0.4:80"));
+    assert!(t.read("backend.cfg").contains("127.0.0.4:80"));
 }
 
 #[test]
 fn locator_failures_name_the_plugin_and_keep_the_last_good_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    plugin(d, "plugins/locators/modal", MODAL_LOCATOR);
-    write(
-        d,
+    let t = Test::new().executable("plugins/locators/modal", MODAL_LOCATOR);
+    t.write(
         "config.yaml",
         r#"state_file: state.json
 services:
@@ -231,27 +176,27 @@ outputs:
   - { template: "builtin:haproxy", path: backend.cfg, frontend: fe, vars: { service: web } }
 "#,
     );
-    write(d, "mode", "good");
-    let run = render(d);
+    t.write("mode", "good");
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let good = read(d, "backend.cfg");
+    let good = t.read("backend.cfg");
     assert!(good.contains("127.0.0.1:81"), "{good}");
-    assert_eq!(read(d, "reloads").lines().count(), 1);
+    assert_eq!(t.lines("reloads"), 1);
 
     let mut messages = Vec::new();
     for mode in ["garbage", "badbackend", "huge", "hang", "segv", "exit3"] {
-        write(d, "mode", mode);
-        let run = render(d);
+        t.write("mode", mode);
+        let run = t.render().run();
         assert_eq!(run.code, 1, "{mode}: {}", run.stderr);
-        let shown = errors(&run, d);
+        let shown = errors(&run, t.path());
         assert!(
             shown.contains("locator plugin `modal` (DIR/plugins/locators/modal)"),
             "{mode}: names the plugin: {shown}"
         );
-        assert_eq!(read(d, "backend.cfg"), good, "{mode}: last good file kept");
-        assert_eq!(read(d, "reloads").lines().count(), 1, "{mode}: no reload");
+        assert_eq!(t.read("backend.cfg"), good, "{mode}: last good file kept");
+        assert_eq!(t.lines("reloads"), 1, "{mode}: no reload");
         if mode == "hang" {
-            assert_gone(&d.join("child.pid"));
+            assert_gone(&t.join("child.pid"));
         }
         messages.push(format!("--- {mode}\n{shown}"));
     }
@@ -260,14 +205,11 @@ outputs:
 
 #[test]
 fn missing_and_non_executable_plugins_are_config_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    write(d, "plugins/locators/noexec", "#!/bin/sh\necho '[]'\n");
+    let t = Test::new().file("plugins/locators/noexec", "#!/bin/sh\necho '[]'\n");
     // Not executable, and shadowing the `true` on PATH: an error, not a fallback.
-    write(d, "plugins/actions/true", "#!/bin/sh\n");
-    write(d, "backend.cfg", "previous\n");
-    write(
-        d,
+    t.write("plugins/actions/true", "#!/bin/sh\n");
+    t.write("backend.cfg", "previous\n");
+    t.write(
         "config.yaml",
         r#"services:
   web: { locators: [exec: { command: [noexec] }] }
@@ -285,11 +227,11 @@ outputs:
 "#,
     );
     for command in ["render", "check", "locate"] {
-        let run = elasticd_env(d, &[command, "--config", "config.yaml"], &[]);
+        let run = t.elasticd([command, "--config", "config.yaml"]).run();
         assert_eq!(run.code, 2, "{command}: {}", run.stderr);
     }
-    assert_eq!(read(d, "backend.cfg"), "previous\n");
-    insta::assert_snapshot!(errors(&render(d), d));
+    assert_eq!(t.read("backend.cfg"), "previous\n");
+    insta::assert_snapshot!(errors(&t.render().run(), t.path()));
 }
 
 /// The body of a renderer plugin that behaves as the file `mode` says; it dumps its request.
@@ -326,32 +268,30 @@ outputs:
 
 #[test]
 fn renderer_gets_the_template_context_and_its_output_is_installed_verbatim() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    plugin(d, "plugins/renderers/modal", MODAL_RENDERER);
-    write(d, "config.yaml", RENDERER_CONFIG);
-    write(d, "mode", "good");
-    write(
-        d,
+    let t = Test::new()
+        .executable("plugins/renderers/modal", MODAL_RENDERER)
+        .config(RENDERER_CONFIG)
+        .file("mode", "good");
+    t.write(
         "backends.json",
         r#"[{"targets": ["127.0.0.2", "127.0.0.1:81"], "labels": {"zone": "a"}}]"#,
     );
-    fs::create_dir_all(d.join("out")).unwrap();
-    let check = elasticd_env(d, &["check", "--config", "config.yaml"], &[]);
+    fs::create_dir_all(t.join("out")).unwrap();
+    let check = t.elasticd(["check", "--config", "config.yaml"]).run();
     assert_eq!(check.code, 0, "{}", check.stderr);
     assert!(
-        !d.join("render-request.json").exists(),
+        !t.join("render-request.json").exists(),
         "check runs no plugin"
     );
-    let run = render(d);
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(
-        read(d, "out/envoy.json"),
+        t.read("out/envoy.json"),
         "rendered by plugin\nno newline at the end"
     );
-    assert_eq!(read(d, "reloads").lines().count(), 1);
-    let request = json(d, "render-request.json");
-    let out = fs::canonicalize(d).unwrap().join("out/envoy.json");
+    assert_eq!(t.lines("reloads"), 1);
+    let request = t.json("render-request.json");
+    let out = fs::canonicalize(t.path()).unwrap().join("out/envoy.json");
     assert_eq!(request["protocol"], 1);
     assert_eq!(request["kind"], "renderer");
     assert_eq!(request["environment"], "staging");
@@ -377,7 +317,7 @@ fn renderer_gets_the_template_context_and_its_output_is_installed_verbatim() {
     );
     assert_eq!(context["backends"][1]["endpoint"], "127.0.0.2:8080");
     assert_eq!(context["services"]["web"]["backends"], context["backends"]);
-    let env = read(d, "render-env.txt");
+    let env = t.read("render-env.txt");
     for expected in [
         format!("ELASTICD_OUTPUT={}", out.display()),
         "ELASTICD_FRONTEND=fe".into(),
@@ -387,71 +327,62 @@ fn renderer_gets_the_template_context_and_its_output_is_installed_verbatim() {
         assert!(env.lines().any(|l| l == expected), "{expected}:\n{env}");
     }
     // Dry runs run renderers (to show the diff) but nothing else.
-    write(d, "backends.json", r#"[{"targets": ["127.0.0.3:80"]}]"#);
-    let dry = elasticd_env(d, &["render", "--config", "config.yaml", "--dry-run"], &[]);
+    t.write("backends.json", r#"[{"targets": ["127.0.0.3:80"]}]"#);
+    let dry = t.render().arg("--dry-run").run();
     assert_eq!(dry.code, 0, "{}", dry.stderr);
     assert_eq!(
-        json(d, "render-request.json")["context"]["backends"][0]["address"],
+        t.json("render-request.json")["context"]["backends"][0]["address"],
         "127.0.0.3"
     );
-    assert_eq!(read(d, "reloads").lines().count(), 1);
-    assert!(!read(d, "backend.cfg").contains("127.0.0.3"));
+    assert_eq!(t.lines("reloads"), 1);
+    assert!(!t.read("backend.cfg").contains("127.0.0.3"));
 }
 
 #[test]
 fn renderer_failures_leave_the_whole_frontend_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    plugin(d, "plugins/renderers/modal", MODAL_RENDERER);
-    write(d, "config.yaml", RENDERER_CONFIG);
-    write(d, "mode", "good");
-    write(d, "backends.json", r#"[{"targets": ["127.0.0.1:81"]}]"#);
-    fs::create_dir_all(d.join("out")).unwrap();
-    let run = render(d);
+    let t = Test::new()
+        .executable("plugins/renderers/modal", MODAL_RENDERER)
+        .config(RENDERER_CONFIG)
+        .file("mode", "good")
+        .file("backends.json", r#"[{"targets": ["127.0.0.1:81"]}]"#);
+    fs::create_dir_all(t.join("out")).unwrap();
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let good_plugin = read(d, "out/envoy.json");
-    let good_template = read(d, "backend.cfg");
-    let checks = read(d, "checks").lines().count();
-    assert_eq!(read(d, "reloads").lines().count(), 1);
+    let good_plugin = t.read("out/envoy.json");
+    let good_template = t.read("backend.cfg");
+    let checks = t.lines("checks");
+    assert_eq!(t.lines("reloads"), 1);
 
     // The backends change, so the template output would change too: it must not be installed
     // while its sibling from the plugin is missing.
-    write(d, "backends.json", r#"[{"targets": ["127.0.0.2:81"]}]"#);
+    t.write("backends.json", r#"[{"targets": ["127.0.0.2:81"]}]"#);
     let mut messages = Vec::new();
     for mode in ["binary", "huge", "hang", "segv", "exit3"] {
-        write(d, "mode", mode);
-        let run = render(d);
+        t.write("mode", mode);
+        let run = t.render().run();
         assert_eq!(run.code, 1, "{mode}: {}", run.stderr);
-        let shown = errors(&run, d);
+        let shown = errors(&run, t.path());
         assert!(
             shown.contains("renderer plugin `modal` (DIR/plugins/renderers/modal)"),
             "{mode}: {shown}"
         );
-        assert_eq!(read(d, "out/envoy.json"), good_plugin, "{mode}");
-        assert_eq!(read(d, "backend.cfg"), good_template, "{mode}");
-        assert_eq!(
-            read(d, "checks").lines().count(),
-            checks,
-            "{mode}: not checked"
-        );
-        assert_eq!(
-            read(d, "reloads").lines().count(),
-            1,
-            "{mode}: not reloaded"
-        );
+        assert_eq!(t.read("out/envoy.json"), good_plugin, "{mode}");
+        assert_eq!(t.read("backend.cfg"), good_template, "{mode}");
+        assert_eq!(t.lines("checks"), checks, "{mode}: not checked");
+        assert_eq!(t.lines("reloads"), 1, "{mode}: not reloaded");
         if mode == "hang" {
-            assert_gone(&d.join("child.pid"));
+            assert_gone(&t.join("child.pid"));
         }
         messages.push(format!("--- {mode}\n{shown}"));
     }
     insta::assert_snapshot!(messages.join("\n"));
 
     // Once the plugin works again, both files go in together.
-    write(d, "mode", "good");
-    let run = render(d);
+    t.write("mode", "good");
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(read(d, "backend.cfg").contains("127.0.0.2:81"));
-    assert_eq!(read(d, "reloads").lines().count(), 2);
+    assert!(t.read("backend.cfg").contains("127.0.0.2:81"));
+    assert_eq!(t.lines("reloads"), 2);
 }
 
 /// The body of an action plugin that behaves as the file `<name>.mode` says, dumps its request
@@ -474,11 +405,8 @@ esac
 
 #[test]
 fn reload_plugin_gets_the_change_and_is_owed_until_it_succeeds() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    plugin(d, "plugins/actions/reloader", &modal_action("reloader"));
-    write(
-        d,
+    let t = Test::new().executable("plugins/actions/reloader", &modal_action("reloader"));
+    t.write(
         "config.yaml",
         r#"state_file: state.json
 services:
@@ -491,26 +419,24 @@ outputs:
   - { template: "builtin:haproxy", path: backend.cfg, frontend: fe, vars: { service: web } }
 "#,
     );
-    write(d, "reloader.mode", "good");
-    write(
-        d,
+    t.write("reloader.mode", "good");
+    t.write(
         "backends.json",
         r#"[{"targets": ["127.0.0.1:80", "127.0.0.2:80"]}]"#,
     );
-    let run = render(d);
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(read(d, "reloader.done").lines().count(), 1);
+    assert_eq!(t.lines("reloader.done"), 1);
 
-    write(
-        d,
+    t.write(
         "backends.json",
         r#"[{"targets": ["127.0.0.2:80", "127.0.0.3:80"]}]"#,
     );
-    let run = render(d);
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(read(d, "reloader.done").lines().count(), 2);
-    let request = json(d, "reloader.request.json");
-    let canonical = fs::canonicalize(d).unwrap();
+    assert_eq!(t.lines("reloader.done"), 2);
+    let request = t.json("reloader.request.json");
+    let canonical = fs::canonicalize(t.path()).unwrap();
     assert_eq!(request["protocol"], 1);
     assert_eq!(request["kind"], "action");
     assert_eq!(request["event"], "reload");
@@ -529,7 +455,7 @@ outputs:
         request["outputs"],
         serde_json::json!([{"path": canonical.join("backend.cfg"), "frontend": "fe"}])
     );
-    let env = read(d, "reloader.env.txt");
+    let env = t.read("reloader.env.txt");
     for expected in [
         "ELASTICD_FRONTEND=fe",
         "ELASTICD_EVENT=reload",
@@ -541,47 +467,49 @@ outputs:
     let mut messages = Vec::new();
     let mut backends = 3;
     for mode in ["huge", "hang", "segv", "exit3"] {
-        write(d, "reloader.mode", mode);
+        t.write("reloader.mode", mode);
         backends += 1;
-        write(
-            d,
+        t.write(
             "backends.json",
             &format!(r#"[{{"targets": ["127.0.0.{backends}:80"]}}]"#),
         );
-        let run = render(d);
+        let run = t.render().run();
         assert_eq!(run.code, 1, "{mode}: {}", run.stderr);
-        let shown = errors(&run, d);
+        let shown = errors(&run, t.path());
         assert!(
             shown.contains("action plugin `reloader` (DIR/plugins/actions/reloader)"),
             "{mode}: {shown}"
         );
-        assert_eq!(read(d, "reloader.done").lines().count(), 2, "{mode}");
+        assert_eq!(t.lines("reloader.done"), 2, "{mode}");
         // The files are in place; the reload is owed.
-        assert!(read(d, "backend.cfg").contains(&format!("127.0.0.{backends}:80")));
-        let state = json(d, "state.json");
+        assert!(
+            t.read("backend.cfg")
+                .contains(&format!("127.0.0.{backends}:80"))
+        );
+        let state = t.json("state.json");
         assert_eq!(
             state["pending_reloads"],
             serde_json::json!(["fe"]),
             "{mode}"
         );
         if mode == "hang" {
-            assert_gone(&d.join("child.pid"));
+            assert_gone(&t.join("child.pid"));
         }
         messages.push(format!("--- {mode}\n{shown}"));
     }
     insta::assert_snapshot!(messages.join("\n"));
 
     // Nothing changed since, but the owed reload is delivered by the next run.
-    write(d, "reloader.mode", "good");
-    let run = render(d);
+    t.write("reloader.mode", "good");
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(read(d, "reloader.done").lines().count(), 3);
+    assert_eq!(t.lines("reloader.done"), 3);
     assert_eq!(
-        json(d, "state.json")["pending_reloads"],
+        t.json("state.json")["pending_reloads"],
         serde_json::json!([])
     );
     assert_eq!(
-        json(d, "reloader.request.json")["outputs"],
+        t.json("reloader.request.json")["outputs"],
         serde_json::json!([])
     );
 }
@@ -612,21 +540,19 @@ fn endpoints(list: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn on_change_gets_added_and_removed_and_is_retried_until_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    plugin(d, "plugins/actions/notify", &modal_action("notify"));
-    write(d, "config.yaml", HOOK_CONFIG);
-    write(d, "notify.mode", "good");
-    write(
-        d,
+    let t = Test::new()
+        .executable("plugins/actions/notify", &modal_action("notify"))
+        .config(HOOK_CONFIG)
+        .file("notify.mode", "good");
+    t.write(
         "backends.json",
         r#"[{"targets": ["127.0.0.1:80", "127.0.0.2:80"]}]"#,
     );
-    let run = render(d);
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(read(d, "notify.done").lines().count(), 1);
-    let request = json(d, "notify.request.json");
-    let canonical = fs::canonicalize(d).unwrap();
+    assert_eq!(t.lines("notify.done"), 1);
+    let request = t.json("notify.request.json");
+    let canonical = fs::canonicalize(t.path()).unwrap();
     assert_eq!(request["protocol"], 1);
     assert_eq!(request["kind"], "action");
     assert_eq!(request["event"], "change");
@@ -642,7 +568,7 @@ fn on_change_gets_added_and_removed_and_is_retried_until_acknowledged() {
         request["outputs"],
         serde_json::json!([{"path": canonical.join("backend.cfg"), "frontend": "fe"}])
     );
-    let env = read(d, "notify.env.txt");
+    let env = t.read("notify.env.txt");
     for expected in [
         "ELASTICD_SERVICE=web",
         "ELASTICD_EVENT=change",
@@ -653,44 +579,43 @@ fn on_change_gets_added_and_removed_and_is_retried_until_acknowledged() {
     }
 
     // Nothing changed: the hook does not run again.
-    let run = render(d);
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(read(d, "notify.done").lines().count(), 1);
+    assert_eq!(t.lines("notify.done"), 1);
 
     // A change whose frontend reload fails is not applied: the hook waits.
-    write(d, "reload-fails", "");
-    fs::remove_file(d.join("notify.request.json")).unwrap();
-    write(
-        d,
+    t.write("reload-fails", "");
+    fs::remove_file(t.join("notify.request.json")).unwrap();
+    t.write(
         "backends.json",
         r#"[{"targets": ["127.0.0.2:80", "127.0.0.3:80"]}]"#,
     );
-    let run = render(d);
+    let run = t.render().run();
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(read(d, "backend.cfg").contains("127.0.0.3:80"));
+    assert!(t.read("backend.cfg").contains("127.0.0.3:80"));
     assert!(
-        !d.join("notify.request.json").exists(),
+        !t.join("notify.request.json").exists(),
         "the hook ran early"
     );
-    fs::remove_file(d.join("reload-fails")).unwrap();
+    fs::remove_file(t.join("reload-fails")).unwrap();
 
     // Every way a hook can fail: the change stays applied, the hook stays owed.
     let mut messages = Vec::new();
     for mode in ["huge", "hang", "segv", "exit3"] {
-        write(d, "notify.mode", mode);
-        let run = render(d);
+        t.write("notify.mode", mode);
+        let run = t.render().run();
         assert_eq!(run.code, 1, "{mode}: {}", run.stderr);
-        let shown = errors(&run, d);
+        let shown = errors(&run, t.path());
         assert!(
             shown.contains("action plugin `notify` (DIR/plugins/actions/notify)"),
             "{mode}: {shown}"
         );
-        assert!(read(d, "backend.cfg").contains("127.0.0.3:80"), "{mode}");
-        assert_eq!(read(d, "notify.done").lines().count(), 1, "{mode}");
-        let acked = &json(d, "state.json")["hooks_acknowledged"]["web#0 notify --channel ops"];
+        assert!(t.read("backend.cfg").contains("127.0.0.3:80"), "{mode}");
+        assert_eq!(t.lines("notify.done"), 1, "{mode}");
+        let acked = &t.json("state.json")["hooks_acknowledged"]["web#0 notify --channel ops"];
         assert_eq!(endpoints(acked), ["127.0.0.1:80", "127.0.0.2:80"], "{mode}");
         if mode == "hang" {
-            assert_gone(&d.join("child.pid"));
+            assert_gone(&t.join("child.pid"));
         }
         messages.push(format!("--- {mode}\n{shown}"));
     }
@@ -698,23 +623,18 @@ fn on_change_gets_added_and_removed_and_is_retried_until_acknowledged() {
 
     // Another change arrives meanwhile; the retry is summarized against what the hook last
     // acknowledged, so the removal of 127.0.0.1 is not lost.
-    write(d, "notify.mode", "good");
-    write(
-        d,
+    t.write("notify.mode", "good");
+    t.write(
         "backends.json",
         r#"[{"targets": ["127.0.0.2:80", "127.0.0.3:80", "127.0.0.4:80"]}]"#,
     );
-    let dry = elasticd_env(d, &["render", "--config", "config.yaml", "--dry-run"], &[]);
+    let dry = t.render().arg("--dry-run").run();
     assert_eq!(dry.code, 0, "{}", dry.stderr);
-    assert_eq!(
-        read(d, "notify.done").lines().count(),
-        1,
-        "dry runs run no hooks"
-    );
-    let run = render(d);
+    assert_eq!(t.lines("notify.done"), 1, "dry runs run no hooks");
+    let run = t.render().run();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(read(d, "notify.done").lines().count(), 2);
-    let request = json(d, "notify.request.json");
+    assert_eq!(t.lines("notify.done"), 2);
+    let request = t.json("notify.request.json");
     assert_eq!(
         endpoints(&request["changes"][0]["added"]),
         ["127.0.0.3:80", "127.0.0.4:80"]

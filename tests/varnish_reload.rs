@@ -2,18 +2,18 @@
 //! the new backends, a VCL that fails to compile leaves the active one serving, old VCLs are
 //! discarded beyond `keep`, and a wrong secret is a readable error.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tempfile::TempDir;
+use support::{Group, Output, Test, free_port, http_get, program, targets_json, wait_until};
 
 /// An HTTP server on one loopback address that answers every request with its own name.
 struct IdentityBackend {
@@ -82,65 +82,36 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// One GET through the frontend; the body, or what went wrong.
-fn get(port: u16) -> Result<String, String> {
-    let mut stream =
-        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("write: {e}"))?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| format!("read: {e}"))?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no header end in {response:?}"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(head.lines().next().unwrap_or_default().to_string());
-    }
-    Ok(body.to_string())
-}
-
 /// The set of backend names that `n` requests reached.
 fn reached(port: u16, n: usize) -> Vec<String> {
     let mut seen: Vec<String> = (0..n)
-        .map(|_| get(port).unwrap_or_else(|e| format!("error: {e}")))
+        .map(|_| http_get(port).unwrap_or_else(|e| format!("error: {e}")))
         .collect();
     seen.sort();
     seen.dedup();
     seen
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A varnishd started for one test, killed with its whole process group on drop.
 struct Varnishd {
-    child: Child,
+    _group: Group,
     port: u16,
     admin: String,
     workdir: PathBuf,
 }
 
 impl Varnishd {
-    fn start(dir: &Path) -> Varnishd {
+    fn start(t: &Test) -> Varnishd {
         let port = free_port();
         let admin = format!("127.0.0.1:{}", free_port());
-        let workdir = dir.join("varnish");
-        let child = Command::new(program("varnishd"))
-            .args(["-F", "-n"])
+        let workdir = t.join("varnish");
+        let mut cmd = Command::new(program("varnishd", "varnish"));
+        cmd.args(["-F", "-n"])
             .arg(&workdir)
             .args(["-a", &format!("127.0.0.1:{port}"), "-T", &admin, "-S"])
-            .arg(dir.join("secret"))
+            .arg(t.join("secret"))
             .arg("-f")
-            .arg(dir.join("main.vcl"))
+            .arg(t.join("main.vcl"))
             // Small pools: several varnishds may run at once under nextest.
             .args([
                 "-s",
@@ -149,32 +120,25 @@ impl Varnishd {
                 "thread_pools=1",
                 "-p",
                 "thread_pool_min=5",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .expect("start varnishd (Debian package varnish)");
-        let varnish = Varnishd {
-            child,
+            ]);
+        let group = Group::spawn("varnishd", cmd, &t.join("varnishd.log"));
+        wait_until(
+            &format!("varnishd to listen on {port}"),
+            Duration::from_secs(20),
+            || group.log(),
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+        Varnishd {
+            _group: group,
             port,
             admin,
             workdir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "varnishd did not listen on {port}"
-            );
-            thread::sleep(Duration::from_millis(50));
         }
-        varnish
     }
 
     /// `varnishadm -n <workdir> <args>`: stdout, panicking on failure.
     fn adm(&self, args: &[&str]) -> String {
-        let out = Command::new(program("varnishadm"))
+        let out = Command::new(program("varnishadm", "varnish"))
             .arg("-n")
             .arg(&self.workdir)
             .args(args)
@@ -204,35 +168,9 @@ impl Varnishd {
     }
 }
 
-impl Drop for Varnishd {
-    fn drop(&mut self) {
-        let pgid = self.child.id() as i32;
-        // SAFETY-free: kill(2) on the group this test started.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{pgid}")])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn program(name: &str) -> String {
-    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
-        let path = Path::new(dir).join(name);
-        if path.exists() {
-            return path.to_string_lossy().into_owned();
-        }
-    }
-    name.to_string()
-}
-
 /// A 0755 temp dir: varnishd, started as root, compiles VCL as user `vcache`.
-fn work_dir() -> TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("elasticd-varnish-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
+fn work_dir() -> Test {
+    Test::world_readable("elasticd-varnish-")
 }
 
 const MAIN_VCL: &str = r#"vcl 4.1;
@@ -245,10 +183,10 @@ sub vcl_recv {
 "#;
 
 /// Writes main.vcl, the secret, the locator file and the elasticd config; renders once.
-fn setup(dir: &Path, targets: &[String], reload: &str) {
-    write(dir, "main.vcl", MAIN_VCL);
-    write(dir, "secret", "not-so-secret\n");
-    write_targets(dir, targets);
+fn setup(t: &Test, targets: &[String], reload: &str) {
+    t.write("main.vcl", MAIN_VCL);
+    t.write("secret", "not-so-secret\n");
+    t.write("backends.json", &targets_json(targets));
     let config = format!(
         r#"state_file: state.json
 services:
@@ -267,53 +205,25 @@ frontends:
     reload:
 {reload}
 "#,
-        varnishd = program("varnishd"),
-        dir = dir.display(),
+        varnishd = program("varnishd", "varnish"),
+        dir = t.path().display(),
     );
-    write(dir, "config.yaml", &config);
+    t.write("config.yaml", &config);
 }
 
-fn write(dir: &Path, name: &str, text: &str) {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-}
-
-fn write_targets(dir: &Path, targets: &[String]) {
-    let quoted: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
-    write(
-        dir,
-        "backends.json",
-        &format!("[{{\"targets\": [{}]}}]", quoted.join(", ")),
+/// `elasticd render`, with the sbin dirs on PATH (varnishadm).
+fn render(t: &Test) -> Output {
+    let path = format!(
+        "{}:/usr/sbin:/sbin",
+        std::env::var("PATH").unwrap_or_default()
     );
+    t.render().env("PATH", path).run()
 }
 
-/// `elasticd render`: (exit code, stderr).
-fn render(dir: &Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_elasticd"))
-        .args(["render", "--config", "config.yaml"])
-        .current_dir(dir)
-        .env_remove("ELASTICD_CONFIG")
-        .env("NO_COLOR", "1")
-        .env(
-            "PATH",
-            format!(
-                "{}:/usr/sbin:/sbin",
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn varnish_reload(dir: &Path, extra: &str) -> String {
+fn varnish_reload(t: &Test, extra: &str) -> String {
     format!(
         "      varnish: {{ vcl: main.vcl, instance: {}/varnish{extra} }}",
-        dir.display()
+        t.path().display()
     )
 }
 
@@ -323,23 +233,19 @@ fn swaps_move_traffic_and_old_vcls_are_discarded_beyond_keep() {
     let a = IdentityBackend::start("127.0.0.21", "a");
     let b = IdentityBackend::start("127.0.0.22", "b");
     let c = IdentityBackend::start("127.0.0.23", "c");
-    setup(
-        dir.path(),
-        &[a.target()],
-        &varnish_reload(dir.path(), ", keep: 1"),
-    );
+    setup(&dir, &[a.target()], &varnish_reload(&dir, ", keep: 1"));
     // The first render writes backends.vcl; varnishd is not running yet, so the reload fails
     // and is reported, and the file is in place for varnishd to start with.
-    let (code, stderr) = render(dir.path());
+    let Output { code, stderr, .. } = render(&dir);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("vcl.load"), "{stderr}");
-    let varnish = Varnishd::start(dir.path());
+    let varnish = Varnishd::start(&dir);
     assert_eq!(reached(varnish.port, 6), vec!["a"]);
     assert_eq!(varnish.active(), "boot");
 
     // Add two, drop one: one swap.
-    write_targets(dir.path(), &[b.target(), c.target()]);
-    let (code, stderr) = render(dir.path());
+    dir.write("backends.json", &targets_json(&[b.target(), c.target()]));
+    let Output { code, stderr, .. } = render(&dir);
     assert_eq!(code, 0, "{stderr}");
     let first = varnish.active();
     assert!(first.starts_with("elasticd_"), "{:?}", varnish.vcls());
@@ -351,8 +257,8 @@ fn swaps_move_traffic_and_old_vcls_are_discarded_beyond_keep() {
         vec![c.target()],
         vec![a.target(), b.target()],
     ] {
-        write_targets(dir.path(), &targets);
-        let (code, stderr) = render(dir.path());
+        dir.write("backends.json", &targets_json(&targets));
+        let Output { code, stderr, .. } = render(&dir);
         assert_eq!(code, 0, "{stderr}");
     }
     assert_eq!(reached(varnish.port, 12), vec!["a", "b"]);
@@ -378,27 +284,26 @@ fn a_vcl_that_fails_to_compile_leaves_the_active_one_serving() {
     let dir = work_dir();
     let a = IdentityBackend::start("127.0.0.24", "a");
     let b = IdentityBackend::start("127.0.0.25", "b");
-    setup(dir.path(), &[a.target()], &varnish_reload(dir.path(), ""));
-    render(dir.path());
-    let varnish = Varnishd::start(dir.path());
+    setup(&dir, &[a.target()], &varnish_reload(&dir, ""));
+    render(&dir);
+    let varnish = Varnishd::start(&dir);
     assert_eq!(reached(varnish.port, 4), vec!["a"]);
 
     // The main VCL goes bad behind elasticd's back and there is no check to catch it: the
     // compile error must come from vcl.load and nothing must change in the running Varnish.
-    let config = std::fs::read_to_string(dir.path().join("config.yaml")).unwrap();
+    let config = dir.read("config.yaml");
     let without_check: String = config
         .lines()
         .filter(|l| !l.trim_start().starts_with("check:"))
         .map(|l| format!("{l}\n"))
         .collect();
-    write(dir.path(), "config.yaml", &without_check);
-    write(
-        dir.path(),
+    dir.write("config.yaml", &without_check);
+    dir.write(
         "main.vcl",
         &MAIN_VCL.replace("return (pass);", "return (nonsense);"),
     );
-    write_targets(dir.path(), &[b.target()]);
-    let (code, stderr) = render(dir.path());
+    dir.write("backends.json", &targets_json(&[b.target()]));
+    let Output { code, stderr, .. } = render(&dir);
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("vcl.load") && stderr.contains("the active VCL is unchanged"),
@@ -410,8 +315,8 @@ fn a_vcl_that_fails_to_compile_leaves_the_active_one_serving() {
     assert_eq!(reached(varnish.port, 4), vec!["a"]);
 
     // Fixed: the owed reload goes through on the next run without any backend change.
-    write(dir.path(), "main.vcl", MAIN_VCL);
-    let (code, stderr) = render(dir.path());
+    dir.write("main.vcl", MAIN_VCL);
+    let Output { code, stderr, .. } = render(&dir);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(reached(varnish.port, 4), vec!["b"]);
 }
@@ -421,16 +326,16 @@ fn admin_address_and_secret_work_and_a_wrong_secret_is_reported() {
     let dir = work_dir();
     let a = IdentityBackend::start("127.0.0.26", "a");
     let b = IdentityBackend::start("127.0.0.27", "b");
-    setup(dir.path(), &[a.target()], "      command: [\"true\"]");
-    render(dir.path());
-    let varnish = Varnishd::start(dir.path());
+    setup(&dir, &[a.target()], "      command: [\"true\"]");
+    render(&dir);
+    let varnish = Varnishd::start(&dir);
     let reload = format!(
         "      varnish: {{ vcl: main.vcl, admin: \"{}\", secret: wrong-secret, timeout: 5s }}",
         varnish.admin
     );
-    setup(dir.path(), &[b.target()], &reload);
-    write(dir.path(), "wrong-secret", "nope\n");
-    let (code, stderr) = render(dir.path());
+    setup(&dir, &[b.target()], &reload);
+    dir.write("wrong-secret", "nope\n");
+    let Output { code, stderr, .. } = render(&dir);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("varnish reload failed"), "{stderr}");
     assert!(
@@ -440,8 +345,8 @@ fn admin_address_and_secret_work_and_a_wrong_secret_is_reported() {
     assert_eq!(reached(varnish.port, 4), vec!["a"]);
 
     let reload = reload.replace("wrong-secret", "secret");
-    setup(dir.path(), &[b.target()], &reload);
-    let (code, stderr) = render(dir.path());
+    setup(&dir, &[b.target()], &reload);
+    let Output { code, stderr, .. } = render(&dir);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(reached(varnish.port, 4), vec!["b"]);
 }
@@ -461,8 +366,8 @@ fn bad_varnish_sections_are_config_errors() {
             "give one of",
         ),
     ] {
-        setup(dir.path(), &["127.0.0.1:1".to_string()], reload);
-        let (code, stderr) = render(dir.path());
+        setup(&dir, &["127.0.0.1:1".to_string()], reload);
+        let Output { code, stderr, .. } = render(&dir);
         assert_eq!(code, 2, "{reload}: {stderr}");
         assert!(stderr.contains(expected), "{reload}: {stderr}");
         assert!(stderr.contains("config.yaml:"), "{reload}: {stderr}");

@@ -3,50 +3,23 @@
 //! processes in a temp dir on loopback ports, `elasticd run` with a `file` locator the test
 //! rewrites, and a load client that counts what every request got.
 //!
-//! Every process started here runs in its own process group, and the whole group is killed with
-//! SIGKILL when its guard is dropped, so a failing test leaves nothing running.
-
-#![allow(dead_code)]
+//! Every process started here runs in its own process group ([`Group`]), and the whole group is
+//! killed with SIGKILL when its guard is dropped, so a failing test leaves nothing running.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::Pid;
-use tempfile::TempDir;
+use nix::sys::signal::Signal;
 
-/// A free loopback port (the OS picks; the listener is closed before the frontend binds it).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind a loopback port")
-}
-
-/// Absolute path of a frontend program; fails the test, naming the Debian package, when missing.
-pub fn program(name: &str, package: &str) -> String {
-    let path_var = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path_var)
-        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .unwrap_or_else(|| {
-            panic!("`{name}` is not installed: install the Debian package {package}")
-        })
-        .to_string_lossy()
-        .into_owned()
-}
+use super::{Group, Test, free_port, program, wait_until, yaml_list, yaml_str};
 
 fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -174,103 +147,6 @@ impl Pool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Processes
-
-/// A process and its process group, killed with SIGKILL when dropped.
-pub struct Group {
-    child: Option<Child>,
-    /// What it is, for messages.
-    pub what: String,
-}
-
-impl Group {
-    /// Spawns `cmd` as the leader of a new process group, stdout and stderr into `log`.
-    pub fn spawn(what: &str, mut cmd: Command, log: &Path) -> Group {
-        let out = std::fs::File::create(log).expect("create log");
-        let err = out.try_clone().expect("dup log");
-        let child = cmd
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {what}: {e}"));
-        Group {
-            child: Some(child),
-            what: what.to_string(),
-        }
-    }
-
-    /// The leader's pid.
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
-    }
-
-    /// Sends `signal` to the leader.
-    pub fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.pid()), signal).expect("signal process");
-    }
-
-    /// Panics when the leader has exited.
-    pub fn assert_running(&mut self, log: &str) {
-        if let Some(status) = self
-            .child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
-        {
-            panic!("{} exited with {status}; log:\n{log}", self.what);
-        }
-    }
-
-    /// SIGTERM to the leader, and its exit code once it has exited (SIGKILL after 10s).
-    pub fn terminate(mut self) -> Option<i32> {
-        self.signal(Signal::SIGTERM);
-        let mut child = self.child.take().expect("running");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Polls `cond` every 20 ms until it holds; panics with `what` and `context()` after `timeout`.
-pub fn wait_until(
-    what: &str,
-    timeout: Duration,
-    mut context: impl FnMut() -> String,
-    mut cond: impl FnMut() -> bool,
-) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        if Instant::now() > deadline {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}\n{}",
-                context()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Frontends
 
 /// Which frontend, and how elasticd reloads it.
@@ -347,7 +223,7 @@ pub struct Frontend {
     /// Which frontend.
     pub kind: Kind,
     /// Its work dir (prefix, server root, varnish -n parent); world-readable.
-    pub dir: TempDir,
+    pub dir: Test,
     /// The loopback port it serves on.
     pub port: u16,
     /// Varnish only: the CLI port for varnishadm.
@@ -360,31 +236,12 @@ pub struct Frontend {
     daemon: Option<Group>,
 }
 
-fn yaml_str(s: &str) -> String {
-    serde_json::to_string(s).expect("string to JSON")
-}
-
-fn yaml_list(args: &[String]) -> String {
-    format!(
-        "[{}]",
-        args.iter()
-            .map(|a| yaml_str(a))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-}
-
 impl Frontend {
     /// Prepares a work dir with the wrapper config and the default reload for `kind`.
     pub fn new(kind: Kind) -> Frontend {
-        let dir = tempfile::Builder::new()
-            .prefix("elasticd-live-")
-            .tempdir()
-            .expect("create temp dir");
         // varnishd (as root) compiles and serves as `vcache`, nginx and httpd children run as
         // `nobody`: the dir and everything in it must be readable by others.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod 755");
+        let dir = Test::world_readable("elasticd-live-");
         let mut fe = Frontend {
             kind,
             dir,
@@ -424,29 +281,22 @@ impl Frontend {
 
     /// The work dir as a string.
     pub fn dir_str(&self) -> String {
-        self.dir
-            .path()
-            .to_str()
-            .expect("UTF-8 temp dir")
-            .to_string()
+        self.dir.path_str().to_string()
     }
 
     /// A path in the work dir.
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.dir.join(name)
     }
 
     /// Writes a file in the work dir through a rename, world-readable.
     pub fn write(&self, name: &str, text: &str) {
-        let tmp = self.path(&format!(".{name}.tmp"));
-        std::fs::write(&tmp, text).expect("write file");
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        std::fs::rename(&tmp, self.path(name)).expect("rename file");
+        self.dir.write(name, text);
     }
 
     /// A file in the work dir, or "" when it does not exist.
     pub fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path(name)).unwrap_or_default()
+        self.dir.read(name)
     }
 
     /// The varnishadm argv prefix for this instance.
@@ -581,18 +431,12 @@ outputs:
     pub fn start(&mut self, document: &str) {
         self.write("backends.json", document);
         self.write_config(&[]);
-        let out = Command::new(env!("CARGO_BIN_EXE_elasticd"))
-            .args(["--log", "warn", "render", "--no-reload", "--config"])
+        let out = self
+            .dir
+            .elasticd(["--log", "warn", "render", "--no-reload", "--config"])
             .arg(self.path("config.yaml"))
-            .env_remove("RUST_LOG")
-            .env_remove("ELASTICD_CONFIG")
-            .output()
-            .expect("run elasticd render");
-        assert!(
-            out.status.success(),
-            "first render failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .run();
+        assert!(out.code == 0, "first render failed:\n{}", out.stderr);
         self.launch();
     }
 
@@ -689,13 +533,11 @@ outputs:
     /// that the next change is a pass of its own. The locator file must differ from what the
     /// running frontend was started with (see `setup` in tests/live.rs), or there is no apply.
     pub fn start_daemon(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_elasticd"));
-        cmd.args(["run", "--config", "config.yaml", "--log", "debug"])
-            .current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .env_remove("ELASTICD_CONFIG");
-        self.daemon = Some(Group::spawn("elasticd run", cmd, &self.path("daemon.log")));
+        let daemon = self
+            .dir
+            .elasticd(["run", "--config", "config.yaml", "--log", "debug"])
+            .daemon();
+        self.daemon = Some(daemon);
         let d = &*self;
         wait_until(
             "elasticd to start",
@@ -718,7 +560,7 @@ outputs:
 
     /// Stops `elasticd run` with SIGTERM and returns its exit code.
     pub fn stop_daemon(&mut self) -> Option<i32> {
-        self.daemon.take().expect("daemon started").terminate()
+        self.daemon.take().expect("daemon started").stop()
     }
 
     /// The daemon's log.
@@ -866,44 +708,37 @@ impl Conn {
                         continue;
                     }
                 }
-                let n = self
-                    .stream
-                    .read(&mut chunk)
-                    .map_err(|e| Failure::Broken(format!("read body: {e}")))?;
-                if n == 0 {
+                if self.read_body(&mut body, &mut chunk)? == 0 {
                     return Err(Failure::Broken("closed in the body".into()));
                 }
-                body.extend_from_slice(&chunk[..n]);
             }
             body = decoded;
         } else if let Some(length) = length {
             while body.len() < length {
-                let n = self
-                    .stream
-                    .read(&mut chunk)
-                    .map_err(|e| Failure::Broken(format!("read body: {e}")))?;
-                if n == 0 {
+                if self.read_body(&mut body, &mut chunk)? == 0 {
                     return Err(Failure::Broken("closed in the body".into()));
                 }
-                body.extend_from_slice(&chunk[..n]);
             }
             body.truncate(length);
         } else {
             // No length: the body runs to the end of the connection.
-            loop {
-                let n = self
-                    .stream
-                    .read(&mut chunk)
-                    .map_err(|e| Failure::Broken(format!("read body: {e}")))?;
-                if n == 0 {
-                    break;
-                }
-                body.extend_from_slice(&chunk[..n]);
-            }
+            while self.read_body(&mut body, &mut chunk)? != 0 {}
             return Ok((status, String::from_utf8_lossy(&body).into_owned(), false));
         }
         self.used += 1;
         Ok((status, String::from_utf8_lossy(&body).into_owned(), !close))
+    }
+}
+
+impl Conn {
+    /// Reads what comes next of a body onto `body`; how much (0 at the end of the connection).
+    fn read_body(&mut self, body: &mut Vec<u8>, chunk: &mut [u8]) -> Result<usize, Failure> {
+        let n = self
+            .stream
+            .read(chunk)
+            .map_err(|e| Failure::Broken(format!("read body: {e}")))?;
+        body.extend_from_slice(&chunk[..n]);
+        Ok(n)
     }
 }
 

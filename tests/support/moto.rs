@@ -6,8 +6,6 @@
 //! rendered files. Every SDK client and every `elasticd` run points at `127.0.0.1:<port>`, with
 //! dummy credentials and instance metadata disabled, so no request leaves the machine.
 
-#![allow(dead_code)]
-
 use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag as AsgTag};
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::types::{RequestLaunchTemplateData, ResourceType, Tag, TagSpecification};

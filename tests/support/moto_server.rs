@@ -5,14 +5,14 @@
 //!
 //! Nothing here connects to the 10.x addresses moto hands out: they are only read as data.
 
-#![allow(dead_code)]
-
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use super::{Group, free_port};
 
 /// The region every test uses.
 pub const REGION: &str = "us-east-1";
@@ -51,20 +51,30 @@ pub fn venv_bin() -> PathBuf {
         .to_path_buf()
 }
 
-/// A free loopback port (the OS picks; the listener is closed before moto binds it).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind a loopback port")
+/// AWS settings that keep a client (elasticd, a plugin) off every real AWS source: dummy
+/// credentials, config and credentials files that do not exist (in `dir`), and no instance
+/// metadata (so nothing is ever sent to 169.254.169.254).
+pub fn offline_aws_env(dir: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        (
+            "AWS_CONFIG_FILE",
+            dir.join("no-aws-config").display().to_string(),
+        ),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.join("no-aws-credentials").display().to_string(),
+        ),
+    ]
 }
 
-/// A running `moto_server`, killed by PID when dropped.
+/// A running `moto_server` in its own process group, killed when dropped.
 pub struct MotoServer {
-    child: Option<Child>,
+    group: Option<Group>,
     /// The loopback port it listens on.
     pub port: u16,
-    log: PathBuf,
 }
 
 impl MotoServer {
@@ -75,46 +85,28 @@ impl MotoServer {
 
     /// Starts moto on `port` (a restart after [`MotoServer::kill`] reuses the port).
     pub fn start_on(port: u16, log_dir: &Path) -> MotoServer {
+        let mut cmd = Command::new(moto_server_path());
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
         let log = log_dir.join(format!("moto-{port}.log"));
-        let out = std::fs::File::create(&log).expect("create moto log");
-        let err = out.try_clone().expect("dup moto log");
-        let child = Command::new(moto_server_path())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("start moto_server");
-        let mut moto = MotoServer {
-            child: Some(child),
-            port,
-            log,
-        };
-        moto.wait_ready();
-        moto
-    }
-
-    fn wait_ready(&mut self) {
+        let mut group = Group::spawn("moto_server", cmd, &log);
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            if let Some(child) = &mut self.child
-                && let Ok(Some(status)) = child.try_wait()
-            {
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = group.exited() {
                 panic!(
                     "moto_server exited ({status}) before answering; its log:\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                    group.log()
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "moto_server did not answer on 127.0.0.1:{} within 60s; its log:\n{}",
-                self.port,
-                std::fs::read_to_string(&self.log).unwrap_or_default()
+                "moto_server did not answer on 127.0.0.1:{port} within 60s; its log:\n{}",
+                group.log()
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+        MotoServer {
+            group: Some(group),
+            port,
         }
     }
 
@@ -123,12 +115,9 @@ impl MotoServer {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Kills the server (SIGKILL to its PID) and reaps it.
+    /// Kills the server (SIGKILL to its process group) and reaps it.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.group.take();
     }
 
     /// Runs `tests/support/aws_seed.py COMMAND` against this server with `args` as JSON on
@@ -170,11 +159,5 @@ impl MotoServer {
                 String::from_utf8_lossy(&out.stdout)
             )
         })
-    }
-}
-
-impl Drop for MotoServer {
-    fn drop(&mut self) {
-        self.kill();
     }
 }

@@ -1,0 +1,534 @@
+//! What the integration tests share. Every file in `tests/` declares `mod support;` and uses a
+//! part of this; the rest is compiled but unused in that binary (hence the one `allow` below).
+//!
+//! - [`Test`]: a temp dir for one test, with the files it writes and reads, and the `elasticd`
+//!   runs in it ([`Cmd`], modelled on casey/just's `tests/test.rs`): build the invocation, then
+//!   [`Cmd::run`] it to an [`Output`], or start it as a daemon ([`Cmd::daemon`]).
+//! - [`Group`]: a process started in its own process group (a daemon, a frontend, an emulator);
+//!   the whole group is killed with SIGKILL when the guard is dropped, so that a failing test
+//!   leaves nothing running. Only processes a test started are ever signalled, by their PID.
+//! - Small helpers: [`free_port`], [`http_get`], [`program`], [`wait_until`], [`yaml_str`],
+//!   [`targets_json`].
+//! - [`live`]: real frontends under load (`tests/live.rs`); [`moto_server`] and, with the `aws`
+//!   feature, [`moto`]: a local AWS API emulator.
+//!
+//! Every address a test talks to is on loopback.
+
+#![allow(dead_code)]
+
+pub mod live;
+#[cfg(feature = "aws")]
+pub mod moto;
+pub mod moto_server;
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+/// The binary under test.
+pub const ELASTICD: &str = env!("CARGO_BIN_EXE_elasticd");
+
+// ---------------------------------------------------------------------------------------------
+// The test directory
+
+/// A temp dir for one test, removed when dropped. Set it up with the builder methods
+/// ([`Test::config`], [`Test::file`], [`Test::executable`]), then run `elasticd` in it with
+/// [`Test::elasticd`] or [`Test::render`] as often as the test needs.
+pub struct Test {
+    dir: TempDir,
+}
+
+impl Default for Test {
+    fn default() -> Test {
+        Test::new()
+    }
+}
+
+impl Test {
+    /// A fresh private temp dir.
+    pub fn new() -> Test {
+        Test {
+            dir: tempfile::tempdir().expect("create temp dir"),
+        }
+    }
+
+    /// A fresh temp dir named `prefix…` that other users can read (mode 0755): varnishd, run as
+    /// root, compiles VCL as `vcache`, and nginx and httpd workers run as `nobody`.
+    pub fn world_readable(prefix: &str) -> Test {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .expect("create temp dir");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
+            .expect("chmod 755 temp dir");
+        Test { dir }
+    }
+
+    /// Writes `config.yaml`.
+    pub fn config(self, yaml: &str) -> Test {
+        self.write("config.yaml", yaml);
+        self
+    }
+
+    /// Writes a file (see [`Test::write`]).
+    pub fn file(self, name: &str, text: &str) -> Test {
+        self.write(name, text);
+        self
+    }
+
+    /// Writes an executable script (see [`Test::write_executable`]).
+    pub fn executable(self, name: &str, text: &str) -> Test {
+        self.write_executable(name, text);
+        self
+    }
+
+    /// The dir.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The dir as a string (temp dirs are UTF-8).
+    pub fn path_str(&self) -> &str {
+        self.path().to_str().expect("UTF-8 temp dir")
+    }
+
+    /// A path in the dir.
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.path().join(name)
+    }
+
+    /// Writes `name` (parent dirs created, mode 0644) through a rename, as a real producer of
+    /// locator files should, so that a running daemon never reads half a file.
+    pub fn write(&self, name: &str, text: &str) {
+        write_file(&self.join(name), text, 0o644);
+    }
+
+    /// Writes an executable script (mode 0755).
+    pub fn write_executable(&self, name: &str, text: &str) {
+        write_file(&self.join(name), text, 0o755);
+    }
+
+    /// A file's text, or "" when it does not exist.
+    pub fn read(&self, name: &str) -> String {
+        fs::read_to_string(self.join(name)).unwrap_or_default()
+    }
+
+    /// A file's text as JSON; panics, naming the file, when it is missing or not JSON.
+    pub fn json(&self, name: &str) -> serde_json::Value {
+        serde_json::from_str(&self.read(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// Whether `name` exists.
+    pub fn exists(&self, name: &str) -> bool {
+        self.join(name).exists()
+    }
+
+    /// How many lines `name` has (0 when it does not exist).
+    pub fn lines(&self, name: &str) -> usize {
+        self.read(name).lines().count()
+    }
+
+    /// How many reloads the test's reload command counted: the lines of `reloads`.
+    pub fn reloads(&self) -> usize {
+        self.lines("reloads")
+    }
+
+    /// `elasticd ARGS` in this dir.
+    pub fn elasticd<I, S>(&self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Cmd::new(self.path()).args(args)
+    }
+
+    /// `elasticd render --config config.yaml` in this dir.
+    pub fn render(&self) -> Cmd {
+        self.elasticd(["render", "--config", "config.yaml"])
+    }
+}
+
+/// Writes `path` through a temp file beside it and a rename, with `mode`.
+pub fn write_file(path: &Path, text: &str, mode: u32) {
+    let parent = path.parent().expect("a file in a dir");
+    fs::create_dir_all(parent).unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
+    let name = path.file_name().expect("a file name").to_string_lossy();
+    let tmp = parent.join(format!(".{name}.tmp"));
+    fs::write(&tmp, text).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).expect("chmod");
+    fs::rename(&tmp, path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running elasticd
+
+/// One `elasticd` invocation, run in a dir with stdin closed, `NO_COLOR=1`, and neither
+/// `ELASTICD_CONFIG` nor `RUST_LOG` from the caller's environment (a test sets them with
+/// [`Cmd::env`] where it means to).
+#[must_use]
+pub struct Cmd {
+    dir: PathBuf,
+    args: Vec<OsString>,
+    clear_env: bool,
+    /// In order; `None` removes the variable.
+    env: Vec<(OsString, Option<OsString>)>,
+}
+
+impl Cmd {
+    /// `elasticd` with no arguments, run in `dir`.
+    pub fn new(dir: &Path) -> Cmd {
+        Cmd {
+            dir: dir.to_path_buf(),
+            args: Vec::new(),
+            clear_env: false,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
+        self.args.push(arg.as_ref().to_os_string());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Cmd {
+        self.env.push((
+            key.as_ref().to_os_string(),
+            Some(value.as_ref().to_os_string()),
+        ));
+        self
+    }
+
+    pub fn envs<I, K, V>(self, vars: I) -> Cmd
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        vars.into_iter().fold(self, |cmd, (k, v)| cmd.env(k, v))
+    }
+
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Cmd {
+        self.env.push((key.as_ref().to_os_string(), None));
+        self
+    }
+
+    /// Starts from an empty environment (plus `NO_COLOR`) instead of the caller's.
+    pub fn env_clear(mut self) -> Cmd {
+        self.clear_env = true;
+        self.env.clear();
+        self
+    }
+
+    /// The `Command`, ready to run.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(ELASTICD);
+        cmd.args(&self.args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null());
+        if self.clear_env {
+            cmd.env_clear();
+        }
+        cmd.env_remove("ELASTICD_CONFIG")
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1");
+        for (key, value) in &self.env {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        cmd
+    }
+
+    /// Runs it to the end.
+    pub fn run(self) -> Output {
+        Output::from(self.command().output().expect("run elasticd"))
+    }
+
+    /// Starts it (usually `run`) as the leader of a new process group, stdout and stderr in
+    /// `daemon.log` in its dir; it is killed when the guard is dropped.
+    pub fn daemon(self) -> Group {
+        let log = self.dir.join("daemon.log");
+        Group::spawn("elasticd run", self.command(), &log)
+    }
+}
+
+/// What a finished process did.
+#[derive(Debug)]
+pub struct Output {
+    /// The exit code; -1 when it was killed by a signal.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<std::process::Output> for Output {
+    fn from(out: std::process::Output) -> Output {
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Output {
+    /// Asserts exit code 0, showing both streams otherwise.
+    pub fn success(self) -> Output {
+        assert_eq!(
+            self.code, 0,
+            "failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// A plugin's failure: a non-zero exit, nothing on stdout, and one line on stderr that
+    /// contains `want`.
+    pub fn failed_with(&self, want: &str) {
+        assert_ne!(self.code, 0, "plugin succeeded:\n{}", self.stdout);
+        assert_eq!(self.stdout, "", "a failing plugin printed on stdout");
+        assert_eq!(
+            self.stderr.trim_end().lines().count(),
+            1,
+            "want one line on stderr, got:\n{}",
+            self.stderr
+        );
+        assert!(
+            self.stderr.contains(want),
+            "stderr lacks {want:?}:\n{}",
+            self.stderr
+        );
+    }
+
+    /// Stdout as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// A process and its process group, killed with SIGKILL when dropped.
+pub struct Group {
+    child: Option<Child>,
+    /// What it is, for messages.
+    pub what: String,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
+}
+
+impl Group {
+    /// Spawns `cmd` as the leader of a new process group, stdin closed, stdout and stderr into
+    /// `log`.
+    pub fn spawn(what: &str, mut cmd: Command, log: &Path) -> Group {
+        let out = fs::File::create(log).expect("create log");
+        let err = out.try_clone().expect("dup log");
+        let child = cmd
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        Group {
+            child: Some(child),
+            what: what.to_string(),
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// The leader's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends `signal` to the leader.
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid() as i32), signal).expect("signal process");
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The leader's exit status, once it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// Panics, with `context`, when the leader has exited.
+    pub fn assert_running(&mut self, context: &str) {
+        if let Some(status) = self.exited() {
+            panic!("{} exited with {status}; log:\n{context}", self.what);
+        }
+    }
+
+    /// Waits until `cond` holds; panics with `what` and the log after `timeout`.
+    pub fn wait_for(&self, what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+        wait_until(
+            what,
+            timeout,
+            || format!("{} log:\n{}", self.what, self.log()),
+            cond,
+        );
+    }
+
+    /// Sends `signal` to the leader and waits up to `timeout` for it to exit, then kills what
+    /// is left of the group. The leader's exit code; `None` when it had to be killed or died of
+    /// a signal.
+    pub fn stop_with(&mut self, signal: Signal, timeout: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let group = Pid::from_raw(child.id() as i32);
+        let _ = kill(group, signal);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let _ = killpg(group, Signal::SIGKILL);
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = killpg(group, Signal::SIGKILL);
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM to the leader, and its exit code once it has exited (`None` after 10 s, when it
+    /// is killed).
+    pub fn stop(mut self) -> Option<i32> {
+        self.stop_with(Signal::SIGTERM, Duration::from_secs(10))
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// A free loopback port (the OS picks; the listener is closed before anyone else binds it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a loopback port")
+}
+
+/// One `GET /` on a fresh connection to `127.0.0.1:port` (`Connection: close`): the body of a
+/// 200, or what went wrong (the status line of any other answer).
+pub fn http_get(port: u16) -> Result<String, String> {
+    let mut stream =
+        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no header end in {response:?}"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(head.lines().next().unwrap_or_default().to_string());
+    }
+    Ok(body.to_string())
+}
+
+/// Absolute path of a program on PATH or in the sbin dirs (where Debian puts the frontends'
+/// binaries, and which a non-login PATH may lack); fails the test, naming the Debian package,
+/// when it is missing.
+pub fn program(name: &str, package: &str) -> String {
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path_var)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .unwrap_or_else(|| {
+            panic!("`{name}` is not installed: install the Debian package {package}")
+        })
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` has passed; whether it held.
+pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds; panics with `what` and `context()` after `timeout`.
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut context: impl FnMut() -> String,
+    cond: impl FnMut() -> bool,
+) {
+    if !poll_until(timeout, cond) {
+        panic!(
+            "timed out after {timeout:?} waiting for {what}\n{}",
+            context()
+        );
+    }
+}
+
+/// A YAML double-quoted string (JSON's string syntax is YAML's).
+pub fn yaml_str(s: &str) -> String {
+    serde_json::to_string(s).expect("string to JSON")
+}
+
+/// A YAML flow list of double-quoted strings.
+pub fn yaml_list<S: AsRef<str>>(items: &[S]) -> String {
+    let items: Vec<String> = items.iter().map(|s| yaml_str(s.as_ref())).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// A `file` locator document (Prometheus file_sd) with one group of `targets`.
+pub fn targets_json<S: AsRef<str>>(targets: &[S]) -> String {
+    let quoted: Vec<String> = targets
+        .iter()
+        .map(|t| format!("\"{}\"", t.as_ref()))
+        .collect();
+    format!("[{{\"targets\": [{}]}}]", quoted.join(", "))
+}
