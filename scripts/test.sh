@@ -45,6 +45,9 @@ export ELASTICD_MOTO_SERVER="$venv/bin/moto_server"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+# cargo fmt does not reach modules declared inside the locators! and reload_actions! macros.
+echo "== rustfmt --check (every source file)"
+git ls-files -z 'src/*.rs' | xargs -0 rustfmt --edition 2024 --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 # Without the `aws` feature (no AWS SDK) the build must stay clean and pass its own tests.

@@ -7,6 +7,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
 fn elasticd(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_elasticd"))
         .args(args)
@@ -66,9 +69,7 @@ struct CheckGroup<'a>(&'a Path);
 impl Drop for CheckGroup<'_> {
     fn drop(&mut self) {
         if let Ok(pid) = read(self.0, "check.pid").trim().parse::<i32>() {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .status();
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
 }
@@ -264,12 +265,18 @@ fn signals_right_after_start_are_handled_not_fatal() {
     {
         std::thread::sleep(Duration::from_micros(200));
     }
-    for signal in ["-HUP", "-USR1", "-HUP", "-USR1"] {
-        let _ = Command::new("kill").args([signal, &pid]).status();
+    let raw = Pid::from_raw(child.id() as i32);
+    for signal in [
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+    ] {
+        let _ = kill(raw, signal);
     }
     std::thread::sleep(Duration::from_millis(500));
     let alive = child.try_wait().unwrap();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let _ = kill(raw, Signal::SIGTERM);
     let status = wait_or_kill(child, Duration::from_secs(30));
     assert_eq!(alive, None, "a signal during start-up ended the daemon");
     assert!(status.success(), "{status:?}");
