@@ -4,19 +4,18 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
+mod support;
+
+use support::{Cmd, Output};
+
 fn elasticd(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_elasticd"))
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run elasticd")
+    Cmd::new(dir).args(args).run()
 }
 
 fn read(dir: &Path, name: &str) -> String {
@@ -58,7 +57,7 @@ outputs:
     .unwrap();
     backends(dir.path(), "127.0.0.1");
     let first = elasticd(dir.path(), &["render"]);
-    assert!(first.status.success(), "{first:?}");
+    assert!((first.code == 0), "{first:?}");
     assert_eq!(reloads(dir.path()), 1);
     dir
 }
@@ -77,9 +76,9 @@ impl Drop for CheckGroup<'_> {
 /// Starts a render whose check hangs, and SIGKILLs it once the check runs.
 fn render_killed_during_the_check(dir: &Path) {
     fs::write(dir.join("hang"), "").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_elasticd"))
+    let mut child = Cmd::new(dir)
+        .command()
         .args(["render"])
-        .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -109,8 +108,8 @@ fn a_file_installed_by_a_killed_run_is_checked_again_and_its_reload_delivered() 
     assert!(read(dir.path(), "upstream.conf").contains("127.0.0.2:80"));
     assert_eq!(reloads(dir.path()), 1);
     let next = elasticd(dir.path(), &["render"]);
-    let stderr = String::from_utf8_lossy(&next.stderr);
-    assert!(next.status.success(), "{stderr}");
+    let stderr = next.stderr.as_str();
+    assert!((next.code == 0), "{stderr}");
     assert!(
         stderr.contains("did not finish; the check passes"),
         "{stderr}"
@@ -118,7 +117,7 @@ fn a_file_installed_by_a_killed_run_is_checked_again_and_its_reload_delivered() 
     assert_eq!(reloads(dir.path()), 2, "the owed reload was not delivered");
     // Delivered once: a third run has nothing to do.
     let again = elasticd(dir.path(), &["render"]);
-    assert!(again.status.success());
+    assert!((again.code == 0));
     assert_eq!(reloads(dir.path()), 2);
 }
 
@@ -129,8 +128,8 @@ fn a_file_installed_by_a_killed_run_that_fails_its_check_is_rolled_back() {
     render_killed_during_the_check(dir.path());
     fs::write(dir.path().join("fail"), "").unwrap();
     let next = elasticd(dir.path(), &["render"]);
-    let stderr = String::from_utf8_lossy(&next.stderr);
-    assert_eq!(next.status.code(), Some(1), "{stderr}");
+    let stderr = next.stderr.as_str();
+    assert_eq!(Some(next.code), Some(1), "{stderr}");
     assert!(stderr.contains("the check fails: restoring"), "{stderr}");
     let file = read(dir.path(), "upstream.conf");
     assert!(
@@ -141,7 +140,7 @@ fn a_file_installed_by_a_killed_run_that_fails_its_check_is_rolled_back() {
     // Once the check passes again, the new set goes in and is reloaded.
     fs::remove_file(dir.path().join("fail")).unwrap();
     let fixed = elasticd(dir.path(), &["render"]);
-    assert!(fixed.status.success(), "{fixed:?}");
+    assert!((fixed.code == 0), "{fixed:?}");
     assert!(read(dir.path(), "upstream.conf").contains("127.0.0.2:80"));
     assert_eq!(reloads(dir.path()), 2);
 }
@@ -155,7 +154,7 @@ fn a_staged_check_killed_leaves_the_old_file_and_nothing_owed() {
     // With {staged}, nothing was installed before the check: the old file is still there.
     assert_eq!(read(dir.path(), "upstream.conf"), before);
     let next = elasticd(dir.path(), &["render"]);
-    assert!(next.status.success(), "{next:?}");
+    assert!((next.code == 0), "{next:?}");
     assert!(read(dir.path(), "upstream.conf").contains("127.0.0.2:80"));
     assert_eq!(reloads(dir.path()), 2);
 }
@@ -171,11 +170,11 @@ fn a_failed_reload_is_owed_to_the_next_run_even_without_a_state_file() {
     fs::write(dir.path().join("reload-fails"), "").unwrap();
     backends(dir.path(), "127.0.0.2");
     let failed = elasticd(dir.path(), &["render"]);
-    assert_eq!(failed.status.code(), Some(1));
+    assert_eq!(Some(failed.code), Some(1));
     assert_eq!(reloads(dir.path()), 2);
     fs::remove_file(dir.path().join("reload-fails")).unwrap();
     let next = elasticd(dir.path(), &["render"]);
-    assert!(next.status.success(), "{next:?}");
+    assert!((next.code == 0), "{next:?}");
     assert_eq!(reloads(dir.path()), 3, "the failed reload was not retried");
 }
 
@@ -209,9 +208,9 @@ fn a_state_file_that_blocks_does_not_hold_the_run() {
         .status()
         .unwrap();
     assert!(made.success());
-    let child = Command::new(env!("CARGO_BIN_EXE_elasticd"))
+    let child = Cmd::new(dir.path())
+        .command()
         .args(["render", "--no-reload"])
-        .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -234,9 +233,9 @@ fn signals_right_after_start_are_handled_not_fatal() {
     }
     config.push_str("outputs: []\n");
     fs::write(dir.path().join("config.yaml"), config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_elasticd"))
+    let mut child = Cmd::new(dir.path())
+        .command()
         .args(["run"])
-        .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -295,9 +294,9 @@ fn a_file_locator_on_a_fifo_is_an_error_and_the_run_ends() {
         .status()
         .unwrap();
     assert!(made.success());
-    let child = Command::new(env!("CARGO_BIN_EXE_elasticd"))
+    let child = Cmd::new(dir.path())
+        .command()
         .args(["locate"])
-        .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -416,9 +415,9 @@ fn killed_anywhere_the_next_run_leaves_a_checked_file_and_the_reload_it_owed() {
         // Every fifth round kills the daemon instead of a render.
         let daemon = round % 5 == 4;
         let args: &[&str] = if daemon { &["run"] } else { &["render"] };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_elasticd"))
+        let mut child = Cmd::new(d)
+            .command()
             .args(args)
-            .current_dir(d)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -439,16 +438,16 @@ fn killed_anywhere_the_next_run_leaves_a_checked_file_and_the_reload_it_owed() {
 
         let next = elasticd(d, &["render"]);
         quiesce(d);
-        let stderr = String::from_utf8_lossy(&next.stderr);
+        let stderr = next.stderr.as_str();
         let poisoned = ips.iter().any(|ip| ip == "127.0.0.99");
         let file = d.join("upstream.conf");
         let text = read(d, "upstream.conf");
         let on_disk = sha256(&file);
         if poisoned {
-            assert_eq!(next.status.code(), Some(1), "round {round}: {stderr}");
+            assert_eq!(Some(next.code), Some(1), "round {round}: {stderr}");
             assert!(!text.contains("127.0.0.99"), "round {round}: {text}");
         } else {
-            assert!(next.status.success(), "round {round}: {stderr}");
+            assert!((next.code == 0), "round {round}: {stderr}");
             for ip in &ips {
                 assert!(text.contains(&format!("{ip}:80")), "round {round}: {text}");
             }
