@@ -463,7 +463,7 @@ impl Loader {
             let node = node.unwrap_or(root);
             for (i, locator) in service.locators.iter().enumerate() {
                 if let LocatorConfig::Exec(exec) = locator
-                    && exec.command.first().is_none_or(|p| p.is_empty())
+                    && exec.call.exec.first().is_none_or(|p| p.is_empty())
                 {
                     let at = node.get("locators").and_then(|l| l.item(i)).unwrap_or(node);
                     self.problems.push(Problem::at(
@@ -667,8 +667,8 @@ impl Loader {
                                 .and_then(|c| c.item(0))
                                 .unwrap_or(l)
                         });
-                    exec.program = find(
-                        &exec.command,
+                    exec.call.program = find(
+                        &exec.call.exec,
                         PluginKind::Locator,
                         at.or(node),
                         &format!("service `{name}`"),
