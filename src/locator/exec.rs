@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{DocumentFormat, LocateContext, LocateError, LocateFuture, Locator, parse_document};
-use crate::plugin::{self, Plugin, PluginCall, PluginKind, request};
+use crate::plugin::{self, Plugin, PluginCall, PluginKind, PluginSlot, request};
 use crate::value::HumanDuration;
 
 /// A locator plugin may take this long when the config sets no `timeout`.
@@ -34,10 +34,26 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<HumanDuratio
     HumanDuration::deserialize(d).map(Some)
 }
 
-// The plugin itself is found when the config is loaded (`crate::plugin::lookup`).
 impl super::LocatorSpec for ExecLocatorConfig {
     fn build(&self) -> Box<dyn Locator> {
         Box::new(ExecLocator::new(self.clone()))
+    }
+
+    // Checked after loading rather than while deserializing, so that the error points at the
+    // locator and names its service.
+    fn validate(&self) -> Result<(), String> {
+        if self.call.exec.first().is_none_or(|p| p.is_empty()) {
+            return Err("`exec.command` must be a non-empty list like [./plugin, --flag]".into());
+        }
+        Ok(())
+    }
+
+    fn plugin_mut(&mut self) -> Option<PluginSlot<'_>> {
+        Some(PluginSlot {
+            kind: PluginKind::Locator,
+            argv_at: vec!["command"],
+            call: &mut self.call,
+        })
     }
 }
 

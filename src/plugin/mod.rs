@@ -130,6 +130,15 @@ plugin_call_syntax!(
 );
 
 impl PluginCall {
+    /// This call as a plugin for the config loader to find (the program list is `exec`).
+    pub fn slot(&mut self, kind: PluginKind) -> PluginSlot<'_> {
+        PluginSlot {
+            kind,
+            argv_at: vec!["exec"],
+            call: self,
+        }
+    }
+
     /// The runnable plugin, with `default_timeout` when the config sets none.
     pub fn plugin<'a>(
         &'a self,
@@ -147,6 +156,19 @@ impl PluginCall {
             cwd,
         }
     }
+}
+
+/// A plugin that a config entry runs, handed to the config loader so that it finds the program
+/// when the config is loaded (see [`lookup`]); registry entries give one from `plugin_mut`.
+#[derive(Debug)]
+pub struct PluginSlot<'a> {
+    /// What the plugin is for; picks the directory it is looked for in.
+    pub kind: PluginKind,
+    /// The keys from the entry's YAML node down to the program list, whose first item is where
+    /// a lookup error points: `["exec"]` for `{exec: [prog, args]}`.
+    pub argv_at: Vec<&'static str>,
+    /// The call: its argv as written, and the `program` the loader fills.
+    pub call: &'a mut PluginCall,
 }
 
 /// Everything needed to run one plugin once.
