@@ -462,14 +462,10 @@ impl Loader {
             let node = services_node.and_then(|s| s.get(name));
             let node = node.unwrap_or(root);
             for (i, locator) in service.locators.iter().enumerate() {
-                if let LocatorConfig::Exec(exec) = locator
-                    && exec.command.first().is_none_or(|p| p.is_empty())
-                {
+                if let Err(message) = locator.validate() {
                     let at = node.get("locators").and_then(|l| l.item(i)).unwrap_or(node);
-                    self.problems.push(Problem::at(
-                        at,
-                        format!("service `{name}`: `exec.command` must be a non-empty list like [./plugin, --flag]"),
-                    ));
+                    self.problems
+                        .push(Problem::at(at, format!("service `{name}`: {message}")));
                 }
             }
             for (i, hook) in service.on_change.iter().enumerate() {
@@ -635,88 +631,67 @@ impl Loader {
 
 impl Loader {
     /// Resolves every plugin's program now, so that a missing or non-executable plugin is a
-    /// config error with its position instead of a failure at 3 a.m.
+    /// config error with its position instead of a failure at 3 a.m. Locators and reload actions
+    /// say which plugin they run (`plugin_mut`); hooks and renderers are plugin calls themselves.
     fn find_plugins(&mut self, root: &Node, config: &mut Config) {
-        use crate::plugin::{PluginKind, lookup};
+        use crate::plugin::{PluginKind, PluginSlot, lookup};
         let plugin_dir = config.plugin_dir.clone();
         let base = config.base_dir.clone();
-        let mut find = |argv: &[String], kind: PluginKind, at: Option<&Node>, what: &str| {
-            let program = argv.first().filter(|p| !p.is_empty())?;
-            match lookup::find(program, kind, &plugin_dir, &base) {
-                Ok(path) => Some(path),
-                Err(message) => {
-                    self.problems.push(Problem {
-                        loc: at.map(|n| n.loc),
-                        message: format!("{what}: {message}"),
-                    });
-                    None
-                }
+        let mut find = |slot: PluginSlot<'_>, at: Option<&Node>, what: &str| {
+            let Some(program) = slot.call.exec.first().filter(|p| !p.is_empty()) else {
+                return;
+            };
+            match lookup::find(program, slot.kind, &plugin_dir, &base) {
+                Ok(path) => slot.call.program = Some(path),
+                Err(message) => self.problems.push(Problem {
+                    loc: at.map(|n| n.loc),
+                    message: format!("{what}: {message}"),
+                }),
             }
         };
         let services_node = root.get("services");
         for (name, service) in &mut config.services {
             let node = services_node.and_then(|s| s.get(name));
             for (i, locator) in service.locators.iter_mut().enumerate() {
-                if let LocatorConfig::Exec(exec) = locator {
-                    let at = node
-                        .and_then(|n| n.get("locators"))
-                        .and_then(|l| l.item(i))
-                        .map(|l| {
-                            l.get("exec")
-                                .and_then(|e| e.get("command"))
-                                .and_then(|c| c.item(0))
-                                .unwrap_or(l)
-                        });
-                    exec.program = find(
-                        &exec.command,
-                        PluginKind::Locator,
-                        at.or(node),
-                        &format!("service `{name}`"),
-                    );
-                }
+                let Some(slot) = locator.plugin_mut() else {
+                    continue;
+                };
+                let item = node.and_then(|n| n.get("locators")).and_then(|l| l.item(i));
+                let at = item.map(|l| argv0(l, tagged_value(l), &slot.argv_at));
+                find(slot, at.or(node), &format!("service `{name}`"));
             }
             for (i, hook) in service.on_change.iter_mut().enumerate() {
-                let at = node
+                let slot = hook.slot(PluginKind::Action);
+                let item = node
                     .and_then(|n| n.get("on_change"))
-                    .and_then(|l| l.item(i))
-                    .map(|h| h.get("exec").and_then(|e| e.item(0)).unwrap_or(h));
-                hook.program = find(
-                    &hook.exec,
-                    PluginKind::Action,
-                    at.or(node),
-                    &format!("service `{name}` on_change"),
-                );
+                    .and_then(|l| l.item(i));
+                let at = item.map(|h| argv0(h, Some(h), &slot.argv_at));
+                find(slot, at.or(node), &format!("service `{name}` on_change"));
             }
         }
         let frontends_node = root.get("frontends");
         for (name, frontend) in &mut config.frontends {
-            if let Some(ReloadAction::Exec(call)) = &mut frontend.reload {
-                let at = frontends_node
-                    .and_then(|n| n.get(name))
-                    .and_then(|f| f.get("reload"))
-                    .map(|r| r.get("exec").and_then(|e| e.item(0)).unwrap_or(r));
-                call.program = find(
-                    &call.exec,
-                    PluginKind::Action,
-                    at,
-                    &format!("frontend `{name}` reload"),
-                );
-            }
+            let Some(slot) = frontend.reload.as_mut().and_then(ReloadAction::plugin_mut) else {
+                continue;
+            };
+            let reload = frontends_node
+                .and_then(|n| n.get(name))
+                .and_then(|f| f.get("reload"));
+            let at = reload.map(|r| argv0(r, Some(r), &slot.argv_at));
+            find(slot, at, &format!("frontend `{name}` reload"));
         }
         let outputs_node = root.get("outputs");
         for (output, item) in config.outputs.iter_mut().zip(&self.output_items) {
-            if let Some(call) = &mut output.renderer {
-                let at = outputs_node
-                    .and_then(|n| n.item(*item))
-                    .and_then(|o| o.get("renderer"))
-                    .map(|r| r.get("exec").and_then(|e| e.item(0)).unwrap_or(r));
-                call.program = find(
-                    &call.exec,
-                    PluginKind::Renderer,
-                    at,
-                    &format!("output `{}`", output.path.display()),
-                );
-            }
+            let what = format!("output `{}`", output.path.display());
+            let Some(call) = &mut output.renderer else {
+                continue;
+            };
+            let slot = call.slot(PluginKind::Renderer);
+            let renderer = outputs_node
+                .and_then(|n| n.item(*item))
+                .and_then(|o| o.get("renderer"));
+            let at = renderer.map(|r| argv0(r, Some(r), &slot.argv_at));
+            find(slot, at, &what);
         }
     }
 
@@ -729,6 +704,23 @@ impl Loader {
             .collect();
         names.sort();
         list_or_none(names.into_iter())
+    }
+}
+
+/// Where a plugin's lookup error points: its argv[0], found by following `argv_at` from
+/// `settings`, else the `entry` that names the plugin.
+fn argv0<'n>(entry: &'n Node, settings: Option<&'n Node>, argv_at: &[&str]) -> &'n Node {
+    settings
+        .and_then(|s| argv_at.iter().try_fold(s, |node, key| node.get(key)))
+        .and_then(|argv| argv.item(0))
+        .unwrap_or(entry)
+}
+
+/// The settings of a `KIND: { ... }` entry (a locator), where its plugin's `argv_at` starts.
+fn tagged_value(entry: &Node) -> Option<&Node> {
+    match &entry.kind {
+        NodeKind::Map(entries) if entries.len() == 1 => entries.first().map(|(_, value)| value),
+        _ => None,
     }
 }
 

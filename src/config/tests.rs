@@ -50,9 +50,10 @@ fn a_full_config_loads_and_resolves_relative_paths() {
     match &web.locators[2] {
         crate::locator::LocatorConfig::Exec(e) => {
             // A bare name is kept as written and resolved on PATH (no plugin dir here).
-            assert_eq!(e.command[0], "sh");
+            let e = &e.call;
+            assert_eq!(e.exec[0], "sh");
             assert!(e.program.as_ref().is_some_and(|p| p.ends_with("sh")));
-            assert_eq!(e.timeout.0, Duration::from_secs(2));
+            assert_eq!(e.timeout.map(|t| t.0), Some(Duration::from_secs(2)));
             assert_eq!(e.options["all"], serde_json::Value::Bool(true));
             assert_eq!(e.pass_env, ["AWS_*"]);
         }

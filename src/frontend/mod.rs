@@ -12,6 +12,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Deserialize;
 
+use crate::plugin::{PluginKind, PluginSlot};
 use crate::process::{self, CommandSpec, ProcessError};
 use crate::value::{BoxFuture, HumanDuration};
 use haproxy_runtime::{RuntimeError, RuntimeSocket};
@@ -51,6 +52,11 @@ pub trait ReloadSpec: Send + Sync {
     fn resolve_paths(&mut self, _base: &Path) {}
     /// The program it runs, if any (for `elasticd check`).
     fn program(&self) -> Option<&str> {
+        None
+    }
+    /// The plugin it runs, if any, for the loader to find; `argv_at` starts at its settings
+    /// (inside `KEY:`).
+    fn plugin_mut(&mut self) -> Option<PluginSlot<'_>> {
         None
     }
     /// Makes the frontend take the files installed this pass.
@@ -138,6 +144,13 @@ macro_rules! reload_actions {
             fn spec_mut(&mut self) -> &mut dyn ReloadSpec {
                 match self {
                     $(SpecAction::$variant(config) => config,)*
+                }
+            }
+
+            /// The `reload:` key it is written under.
+            fn key(&self) -> &'static str {
+                match self {
+                    $(SpecAction::$variant(_) => stringify!($key),)*
                 }
             }
         }
@@ -318,6 +331,23 @@ impl ReloadAction {
             ReloadAction::Exec(_) => {}
             ReloadAction::MasterSocket { socket, .. } => socket.resolve_paths(base),
             ReloadAction::Spec(action) => action.spec_mut().resolve_paths(base),
+        }
+    }
+
+    /// The plugin this action runs, if any, for the loader to find; `argv_at` starts at
+    /// `reload:`.
+    pub fn plugin_mut(&mut self) -> Option<PluginSlot<'_>> {
+        match self {
+            ReloadAction::Exec(call) => Some(call.slot(PluginKind::Action)),
+            ReloadAction::Spec(action) => {
+                let key = action.key();
+                let mut slot = action.spec_mut().plugin_mut()?;
+                slot.argv_at.insert(0, key);
+                Some(slot)
+            }
+            ReloadAction::Command { .. }
+            | ReloadAction::Signal { .. }
+            | ReloadAction::MasterSocket { .. } => None,
         }
     }
 

@@ -1,48 +1,59 @@
 //! The `exec` locator: runs a locator plugin (protocol 1, `plugins/README.md`) that prints backends
 //! as JSON on stdout.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use indexmap::IndexMap;
 use serde::Deserialize;
 
-use super::{BoxFuture, DocumentFormat, LocateContext, LocateError, Locator, parse_document};
-use crate::backend::Backend;
-use crate::plugin::{self, Plugin, PluginKind, request};
+use super::{DocumentFormat, LocateContext, LocateError, LocateFuture, Locator, parse_document};
+use crate::plugin::{self, Plugin, PluginCall, PluginKind, PluginSlot, request};
 use crate::value::HumanDuration;
+
+/// A locator plugin may take this long when the config sets no `timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `exec: { command: [prog, arg], timeout: 10s, options: {...}, pass_env: [...], env: {...} }`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "as_written::ExecLocatorConfig")]
 pub struct ExecLocatorConfig {
-    /// Program and arguments; a bare name is looked up in the plugin directory, then `PATH`.
-    pub command: Vec<String>,
-    /// How long it may run (default 10s).
-    #[serde(default = "default_timeout")]
-    pub timeout: HumanDuration,
-    /// Passed to the plugin as `options` in its request.
-    #[serde(default)]
-    pub options: serde_json::Map<String, serde_json::Value>,
-    /// Variables of elasticd's environment passed through: exact names or prefixes ending in `*`.
-    #[serde(default)]
-    pub pass_env: Vec<String>,
-    /// Variables set for the plugin.
-    #[serde(default)]
-    pub env: IndexMap<String, String>,
-    /// `command[0]` resolved when the config is loaded.
-    #[serde(skip)]
-    pub program: Option<PathBuf>,
+    /// The plugin: `command` is its `exec`.
+    pub call: PluginCall,
 }
 
-fn default_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(10))
+// A locator names its program list `command`, not `exec` (it sits under `exec:` already).
+plugin::plugin_call_syntax!(as_written::ExecLocatorConfig, command, timeout: "super::present");
+
+impl From<as_written::ExecLocatorConfig> for ExecLocatorConfig {
+    fn from(raw: as_written::ExecLocatorConfig) -> Self {
+        ExecLocatorConfig { call: raw.into() }
+    }
 }
 
-// The plugin itself is found when the config is loaded (`crate::plugin::lookup`).
+// `timeout: ~` has never meant "the default" here (unlike other plugin calls): keep refusing it.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<HumanDuration>, D::Error> {
+    HumanDuration::deserialize(d).map(Some)
+}
+
 impl super::LocatorSpec for ExecLocatorConfig {
     fn build(&self) -> Box<dyn Locator> {
         Box::new(ExecLocator::new(self.clone()))
+    }
+
+    // Checked after loading rather than while deserializing, so that the error points at the
+    // locator and names its service.
+    fn validate(&self) -> Result<(), String> {
+        if self.call.exec.first().is_none_or(|p| p.is_empty()) {
+            return Err("`exec.command` must be a non-empty list like [./plugin, --flag]".into());
+        }
+        Ok(())
+    }
+
+    fn plugin_mut(&mut self) -> Option<PluginSlot<'_>> {
+        Some(PluginSlot {
+            kind: PluginKind::Locator,
+            argv_at: vec!["command"],
+            call: &mut self.call,
+        })
     }
 }
 
@@ -58,35 +69,23 @@ impl ExecLocator {
     }
 
     fn plugin<'a>(&'a self, ctx: &'a LocateContext) -> Plugin<'a> {
-        Plugin {
-            kind: PluginKind::Locator,
-            argv: &self.config.command,
-            program: self.config.program.as_deref(),
-            timeout: self.config.timeout.0,
-            pass_env: &self.config.pass_env,
-            env: &self.config.env,
-            cwd: &ctx.base_dir,
-        }
+        self.config
+            .call
+            .plugin(PluginKind::Locator, DEFAULT_TIMEOUT, &ctx.base_dir)
     }
 }
 
 impl Locator for ExecLocator {
     fn describe(&self) -> String {
+        let call = &self.config.call;
         plugin::describe(
             PluginKind::Locator,
-            self.config
-                .command
-                .first()
-                .map(String::as_str)
-                .unwrap_or_default(),
-            self.config.program.as_deref(),
+            call.exec.first().map(String::as_str).unwrap_or_default(),
+            call.program.as_deref(),
         )
     }
 
-    fn locate<'a>(
-        &'a self,
-        ctx: &'a LocateContext,
-    ) -> BoxFuture<'a, Result<Vec<Backend>, LocateError>> {
+    fn locate<'a>(&'a self, ctx: &'a LocateContext) -> LocateFuture<'a> {
         Box::pin(async move {
             let plugin = self.plugin(ctx);
             let env = plugin::elasticd_env(
@@ -95,7 +94,7 @@ impl Locator for ExecLocator {
             );
             let request = request::locator(
                 ctx.environment.as_deref(),
-                &self.config.options,
+                &self.config.call.options,
                 &ctx.service,
                 ctx.default_port,
             );

@@ -17,6 +17,7 @@ pub use static_list::StaticBackend;
 
 use crate::aws::AwsSettings;
 use crate::backend::{AddressError, Backend};
+use crate::plugin::PluginSlot;
 use crate::value::BoxFuture;
 
 /// What a locator knows about the service it works for.
@@ -51,6 +52,16 @@ pub trait LocatorSpec {
     fn inherit_aws(&mut self, _top: &AwsSettings) {}
     /// Makes relative paths absolute against the config file's directory.
     fn resolve_paths(&mut self, _base: &Path) {}
+    /// Checks what the config type can't express; the message becomes a config error at the
+    /// locator.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// The plugin these settings run, if any, for the loader to find; `argv_at` starts at the
+    /// settings (inside `KIND:`).
+    fn plugin_mut(&mut self) -> Option<PluginSlot<'_>> {
+        None
+    }
 }
 
 /// Generates the `LocatorConfig` enum (one variant per line, named in the config in snake_case),
@@ -136,6 +147,16 @@ impl LocatorConfig {
     /// Resolves relative paths against the config file's directory.
     pub fn resolve_paths(&mut self, base: &Path) {
         self.spec_mut().resolve_paths(base);
+    }
+
+    /// What is wrong with the settings that deserializing could not tell.
+    pub fn validate(&self) -> Result<(), String> {
+        self.spec().validate()
+    }
+
+    /// The plugin this locator runs, if any; `argv_at` starts inside `KIND:`.
+    pub fn plugin_mut(&mut self) -> Option<PluginSlot<'_>> {
+        self.spec_mut().plugin_mut()
     }
 }
 

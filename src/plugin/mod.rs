@@ -64,30 +64,81 @@ impl PluginKind {
     }
 }
 
-/// `{exec: [prog, args], timeout, options, pass_env, env}`: a renderer, reload action or hook.
+/// `{exec: [prog, args], timeout, options, pass_env, env}`: a plugin named in the config.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "as_written::PluginCall")]
 pub struct PluginCall {
     /// Program and arguments; a bare name is looked up in the plugin directory, then `PATH`.
     pub exec: Vec<String>,
     /// How long it may run (the default depends on the use).
-    #[serde(default)]
     pub timeout: Option<HumanDuration>,
     /// Passed to the plugin as `options` in its request.
-    #[serde(default)]
     pub options: serde_json::Map<String, serde_json::Value>,
     /// Variables of elasticd's environment passed through: exact names or prefixes ending in `*`.
-    #[serde(default)]
     pub pass_env: Vec<String>,
     /// Variables set for the plugin.
-    #[serde(default)]
     pub env: IndexMap<String, String>,
     /// argv[0] resolved at load time (see [`lookup`]).
-    #[serde(skip)]
     pub program: Option<PathBuf>,
 }
 
+/// Declares `$module::$name`, the settings of a [`PluginCall`] as written, with the program list
+/// under the key `$argv`, and its conversion into the call. Every syntax of a plugin call is made
+/// here, so that they keep the same keys in the same order (serde lists them in unknown-key
+/// errors). `$name` is the name of the type it becomes, because serde's type errors name it
+/// (`expected struct PluginCall`); `$timeout` deserializes the `timeout` key when present, as a
+/// path from inside `$module`.
+macro_rules! plugin_call_syntax {
+    ($module:ident :: $name:ident, $argv:ident, timeout: $timeout:literal) => {
+        mod $module {
+            /// A plugin call as written in the config, made into a `PluginCall` once read.
+            #[derive(::serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            pub(crate) struct $name {
+                pub(super) $argv: Vec<String>,
+                #[serde(default, deserialize_with = $timeout)]
+                pub(super) timeout: Option<$crate::value::HumanDuration>,
+                #[serde(default)]
+                pub(super) options: ::serde_json::Map<String, ::serde_json::Value>,
+                #[serde(default)]
+                pub(super) pass_env: Vec<String>,
+                #[serde(default)]
+                pub(super) env: ::indexmap::IndexMap<String, String>,
+            }
+        }
+
+        impl From<$module::$name> for $crate::plugin::PluginCall {
+            fn from(raw: $module::$name) -> Self {
+                $crate::plugin::PluginCall {
+                    exec: raw.$argv,
+                    timeout: raw.timeout,
+                    options: raw.options,
+                    pass_env: raw.pass_env,
+                    env: raw.env,
+                    program: None,
+                }
+            }
+        }
+    };
+}
+pub(crate) use plugin_call_syntax;
+
+plugin_call_syntax!(
+    as_written::PluginCall,
+    exec,
+    timeout: "::serde::Deserialize::deserialize"
+);
+
 impl PluginCall {
+    /// This call as a plugin for the config loader to find (the program list is `exec`).
+    pub fn slot(&mut self, kind: PluginKind) -> PluginSlot<'_> {
+        PluginSlot {
+            kind,
+            argv_at: vec!["exec"],
+            call: self,
+        }
+    }
+
     /// The runnable plugin, with `default_timeout` when the config sets none.
     pub fn plugin<'a>(
         &'a self,
@@ -105,6 +156,19 @@ impl PluginCall {
             cwd,
         }
     }
+}
+
+/// A plugin that a config entry runs, handed to the config loader so that it finds the program
+/// when the config is loaded (see [`lookup`]); registry entries give one from `plugin_mut`.
+#[derive(Debug)]
+pub struct PluginSlot<'a> {
+    /// What the plugin is for; picks the directory it is looked for in.
+    pub kind: PluginKind,
+    /// The keys from the entry's YAML node down to the program list, whose first item is where
+    /// a lookup error points: `["exec"]` for `{exec: [prog, args]}`.
+    pub argv_at: Vec<&'static str>,
+    /// The call: its argv as written, and the `program` the loader fills.
+    pub call: &'a mut PluginCall,
 }
 
 /// Everything needed to run one plugin once.
