@@ -92,9 +92,16 @@ pub async fn run(cli: Cli) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Prints `error: MESSAGE` on stderr, the one way an error line is printed: control characters
+/// in the message are escaped and its continuation lines indented ([`crate::logline::sanitize`]),
+/// so a value quoted in it cannot forge a line or drive the terminal.
+pub fn print_error(message: impl std::fmt::Display) {
+    eprintln!("error: {}", crate::logline::sanitize(&message.to_string()));
+}
+
 fn load_config(path: &Path) -> Result<Config, u8> {
     config::load(path).map_err(|e| {
-        eprintln!("error: {e}");
+        print_error(&e);
         if matches!(e, ConfigError::Read { .. }) && path == Path::new(config::DEFAULT_CONFIG_PATH) {
             eprintln!("hint: pass --config FILE or set ELASTICD_CONFIG");
         }
@@ -105,7 +112,7 @@ fn load_config(path: &Path) -> Result<Config, u8> {
 fn build_engine(config: Config) -> Result<Engine, u8> {
     Engine::new(config).map_err(|errors| {
         for e in errors {
-            eprintln!("error: {e}");
+            print_error(&e);
         }
         EXIT_BAD_CONFIG
     })
@@ -171,7 +178,7 @@ async fn render(args: RenderArgs) -> u8 {
         && let Some(path) = &state_file
         && let Err(e) = engine.state().save(path)
     {
-        eprintln!("error: {e}");
+        print_error(&e);
         return EXIT_PASS_FAILED;
     }
     if report.failed() {
@@ -230,7 +237,7 @@ fn print_report(report: &PassReport) {
         tracing::info!(service = %h.service, "on_change hook [{}] done (+{} -{})", h.hook, h.added, h.removed);
     }
     for problem in &report.problems {
-        eprintln!("error: {problem}");
+        print_error(problem);
     }
 }
 
@@ -269,7 +276,7 @@ async fn check(path: &Path) -> u8 {
         EXIT_OK
     } else {
         for p in &problems {
-            eprintln!("error: {p}");
+            print_error(p);
         }
         EXIT_BAD_CONFIG
     }
@@ -299,8 +306,8 @@ async fn locate(args: LocateArgs) -> u8 {
     if let Some(only) = &args.service
         && !config.services.contains_key(only)
     {
-        eprintln!(
-            "error: no service `{only}` in {}; services: {}",
+        print_error(format_args!(
+            "no service `{only}` in {}; services: {}",
             config.path.display(),
             config
                 .services
@@ -308,7 +315,7 @@ async fn locate(args: LocateArgs) -> u8 {
                 .cloned()
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        ));
         return EXIT_BAD_CONFIG;
     }
     let mut failed = false;
@@ -322,7 +329,7 @@ async fn locate(args: LocateArgs) -> u8 {
             Err(errors) => {
                 failed = true;
                 for e in errors {
-                    eprintln!("error: service `{name}`: {e}");
+                    print_error(format_args!("service `{name}`: {e}"));
                 }
             }
         }
