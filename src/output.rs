@@ -34,12 +34,43 @@ fn err<'a>(
 }
 
 /// The current content of `path`, or `None` when it doesn't exist.
+///
+/// A symbolic link is refused: the install renames a regular file over the link (the target is
+/// left stale), and its bytes would become the `.bak` (mode 0644) and the `--dry-run` diff, even
+/// for a 0600 target. Anything else that is not a regular file (a FIFO would block the read) is
+/// refused as well.
 pub fn read_current(path: &Path) -> Result<Option<Vec<u8>>, InstallError> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(err("read", path)(e)),
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NOFOLLOW: the link itself is refused, not whatever it points to at the moment; O_NONBLOCK:
+    // opening a FIFO does not wait for a writer.
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let mut file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            let target = fs::read_link(path)
+                .map(|t| format!("`{}`", t.display()))
+                .unwrap_or_else(|e| format!("an unreadable target ({e})"));
+            return Err(err("replace", path)(std::io::Error::other(format!(
+                "it is a symbolic link to {target}; elasticd replaces only regular files, so set the output's `path` to the link's target"
+            ))));
+        }
+        Err(e) => return Err(err("read", path)(e)),
+    };
+    let kind = file.metadata().map_err(err("read", path))?.file_type();
+    if !kind.is_file() {
+        return Err(err("replace", path)(std::io::Error::other(format!(
+            "it is {}, not a regular file",
+            describe_file_type(kind)
+        ))));
     }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(err("read", path))?;
+    Ok(Some(bytes))
 }
 
 /// Reads `path` whole on a blocking thread, refusing anything but a regular file (a FIFO would
@@ -386,6 +417,18 @@ mod tests {
         assert!(p.to_string_lossy().ends_with(".cfg"));
         drop(staged);
         assert!(!p.exists() && !dest.exists());
+    }
+
+    #[test]
+    fn a_symlinked_output_is_refused_with_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("secret");
+        fs::write(&target, b"key").unwrap();
+        let link = dir.path().join("out.conf");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = read_current(&link).unwrap_err().to_string();
+        assert!(e.contains("symbolic link") && e.contains("secret"), "{e}");
+        assert_eq!(read_current(&dir.path().join("none")).unwrap(), None);
     }
 
     #[test]

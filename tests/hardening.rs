@@ -100,7 +100,7 @@ impl Drop for Group {
     }
 }
 
-/// Kills the process whose pid a test's child wrote to `file`, if it did.
+/// Kills the process (and its group, if it leads one) whose pid a test's child wrote to `file`.
 struct PidFile(PathBuf);
 
 impl Drop for PidFile {
@@ -109,6 +109,7 @@ impl Drop for PidFile {
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
         {
+            let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
@@ -262,4 +263,55 @@ fn the_daemon_log_cannot_be_forged() {
     });
     assert!(daemon.stop().is_some(), "the daemon did not stop");
     assert_not_forged(&read(d, "daemon.log"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 10.
+
+/// One service from `backends.json`, one nginx output `upstream.conf` for frontend `fe`, whose
+/// check and reload are `check` and `reload` (YAML flow lists).
+fn fe_config(d: &Path, check: &str, reload: &str) {
+    write(
+        d,
+        "config.yaml",
+        &format!(
+            "state_file: state.json\n\
+             services:\n  web:\n    port: 8080\n    locators:\n      - file: {{ path: backends.json }}\n\
+             frontends:\n  fe:\n    check: {check}\n    check_timeout: 20s\n    reload: {{ command: {reload}, timeout: 3s }}\n\
+             outputs:\n  - {{ template: \"builtin:nginx\", path: upstream.conf, frontend: fe, vars: {{ service: web }} }}\n"
+        ),
+    );
+    write(d, "backends.json", r#"[{"targets": ["10.0.0.1"]}]"#);
+}
+
+const RELOAD: &str = r#"[sh, -c, "echo reload >> reloads"]"#;
+
+#[test]
+fn a_symlinked_output_is_refused_and_its_target_never_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fe_config(d, "[true]", RELOAD);
+    write(d, "secret", "SECRET KEY\n");
+    fs::set_permissions(d.join("secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(d.join("secret"), d.join("upstream.conf")).unwrap();
+    for extra in [&["--dry-run"][..], &[]] {
+        let run = render(d, extra);
+        assert_eq!(run.code, 1, "{extra:?}: {}", run.stderr);
+        assert!(!run.stdout.contains("SECRET"), "{extra:?}: {}", run.stdout);
+        let want = format!(
+            "cannot replace {}: it is a symbolic link to `{}`",
+            d.join("upstream.conf").display(),
+            d.join("secret").display()
+        );
+        assert!(run.stderr.contains(&want), "{extra:?}: {}", run.stderr);
+    }
+    assert!(
+        fs::symlink_metadata(d.join("upstream.conf"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(read(d, "secret"), "SECRET KEY\n");
+    assert!(!d.join("upstream.conf.bak").exists());
+    assert_eq!(read(d, "reloads"), "");
 }
