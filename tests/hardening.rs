@@ -315,3 +315,51 @@ fn a_symlinked_output_is_refused_and_its_target_never_copied() {
     assert!(!d.join("upstream.conf.bak").exists());
     assert_eq!(read(d, "reloads"), "");
 }
+
+fn staging_files(d: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(d)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| {
+            n.contains(".elasticd-") && !n.ends_with(".elasticd-owed") && !n.ends_with("-lock")
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn staging_files_of_a_killed_run_are_removed_on_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The check stalls while `slow` exists, so the run can be killed mid-check.
+    let check = r#"[sh, -c, "if [ -e slow ]; then echo $$ > check.pid; sleep 30; fi", "{staged}"]"#;
+    fe_config(d, check, RELOAD);
+    write(d, "slow", "");
+    let _check = PidFile(d.join("check.pid"));
+    let mut killed = Group::spawn(
+        command(d, &["render", "--config", "config.yaml"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for("the check", Duration::from_secs(20), || {
+        d.join("check.pid").exists()
+    });
+    let _ = kill(killed.pid(), Signal::SIGKILL);
+    let _ = killed.0.wait();
+    let stale = staging_files(d);
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    assert!(stale[0].starts_with(".upstream.conf.elasticd-") && stale[0].ends_with(".conf"));
+
+    fs::remove_file(d.join("slow")).unwrap();
+    let run = render(d, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("left by a run that was killed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(staging_files(d), Vec::<String>::new());
+    assert!(read(d, "upstream.conf").contains("10.0.0.1:8080"));
+    assert_eq!(read(d, "reloads"), "reload\n");
+}
