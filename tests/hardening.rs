@@ -363,3 +363,23 @@ fn staging_files_of_a_killed_run_are_removed_on_start() {
     assert!(read(d, "upstream.conf").contains("10.0.0.1:8080"));
     assert_eq!(read(d, "reloads"), "reload\n");
 }
+
+#[test]
+fn a_reload_that_exits_0_is_done_even_if_a_child_holds_its_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Like a reload command that starts a daemon without detaching its output.
+    let reload = r#"[sh, -c, "sleep 30 & echo $! > child.pid; echo reload >> reloads"]"#;
+    fe_config(d, "[true]", reload);
+    let _child = PidFile(d.join("child.pid"));
+    let started = Instant::now();
+    let run = render(d, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("reloaded"), "{}", run.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(read(d, "reloads"), "reload\n");
+}
