@@ -164,6 +164,15 @@ async fn run_inner(spec: CommandSpec<'_>, clear_env: bool) -> Result<Finished, P
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed; it makes one raw syscall (close_range(2) or fcntl(2)), allocates
+    // nothing and touches no lock or shared state.
+    unsafe {
+        cmd.pre_exec(|| {
+            close_inherited_fds();
+            Ok(())
+        });
+    }
     if clear_env {
         cmd.env_clear();
     }
@@ -285,6 +294,40 @@ async fn run_inner(spec: CommandSpec<'_>, clear_env: bool) -> Result<Finished, P
             status: describe_status(status),
             output_tail: tail(&combined),
         })
+    }
+}
+
+/// Marks every descriptor above stderr close-on-exec, in the child between fork and exec:
+/// descriptors that elasticd inherited without `O_CLOEXEC` (a socket from its parent, a shell's
+/// `exec 7<file`) must not reach checkers, reload commands and plugins. Close-on-exec rather than
+/// close, because the standard library reports a failed exec through a pipe of its own that must
+/// stay open until then. Kernels before 5.11 lack `CLOSE_RANGE_CLOEXEC`; then each descriptor up
+/// to the soft limit (at most 65536) is marked with fcntl.
+fn close_inherited_fds() {
+    // SAFETY: raw syscalls on descriptor numbers only; no memory is passed, and a descriptor that
+    // is not open just makes fcntl fail.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) == 0
+        {
+            return;
+        }
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur.min(65_536) as libc::c_int
+        } else {
+            1024
+        };
+        for fd in 3..max {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
     }
 }
 

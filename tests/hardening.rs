@@ -383,3 +383,28 @@ fn a_reload_that_exits_0_is_done_even_if_a_child_holds_its_stdout() {
     );
     assert_eq!(read(d, "reloads"), "reload\n");
 }
+
+#[test]
+fn plugins_and_commands_get_only_stdin_stdout_and_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The check fails naming any descriptor above 2 it has. No redirections: the shell would
+    // save a descriptor of its own for them. `-e` drops the one the glob had open.
+    let check = r#"[sh, -c, "for f in /proc/$$/fd/*; do [ -e $f ] && case ${f##*/} in 0|1|2) ;; *) echo leaked ${f##*/}; exit 1;; esac; done; exit 0"]"#;
+    fe_config(d, check, RELOAD);
+    // elasticd itself inherits descriptor 7 without close-on-exec, as from a parent that leaks.
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            "exec 7<config.yaml; exec \"$0\" render --config config.yaml",
+            BIN,
+        ])
+        .current_dir(d)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let run = finished(out);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stderr.contains("leaked"), "{}", run.stderr);
+    assert_eq!(read(d, "reloads"), "reload\n");
+}
