@@ -146,6 +146,19 @@ async fn render(args: RenderArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // Held until the run ends; the state is read under it, so a run never starts from a state
+    // that an overlapping one is about to replace.
+    let _locks = if args.dry_run {
+        Vec::new()
+    } else {
+        match lock_run(&config).await {
+            Ok(locks) => locks,
+            Err(message) => {
+                print_error(message);
+                return EXIT_PASS_FAILED;
+            }
+        }
+    };
     let state = match &config.state_file {
         Some(path) => State::load(path).await.unwrap_or_else(|e| {
             tracing::warn!("{e}; starting without last good sets");
@@ -186,6 +199,70 @@ async fn render(args: RenderArgs) -> u8 {
     } else {
         EXIT_OK
     }
+}
+
+/// How long `render` waits for an overlapping run of the same config or state file to end.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Takes the exclusive locks of one `render`: on the config file itself (the same file under any
+/// path), and on `.STATE.elasticd-lock` beside the state file (two configs sharing one state
+/// file). Two overlapping runs could otherwise install an older set over a newer one. Waits up
+/// to [`LOCK_WAIT`], then gives up with a message naming the file.
+async fn lock_run(config: &Config) -> Result<Vec<std::fs::File>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut files = vec![(config.path.clone(), std::fs::File::open(&config.path))];
+    if let Some(state) = &config.state_file {
+        let name = state.file_name().unwrap_or_default().to_string_lossy();
+        let path = state.with_file_name(format!(".{name}.elasticd-lock"));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path);
+        files.push((path, file));
+    }
+    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+    let mut held = Vec::new();
+    for (path, file) in files {
+        // A lock that cannot be taken at all (a read-only directory, a filesystem without flock)
+        // must not stop a run that worked before there were locks.
+        let file = match file {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot open {} to lock it: {e}; running without that lock",
+                    path.display()
+                );
+                continue;
+            }
+        };
+        loop {
+            match crate::output::try_lock(&file) {
+                Ok(true) => break,
+                Ok(false) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Ok(false) => {
+                    return Err(format!(
+                        "another `elasticd render` holds the lock on {} (waited {}); not starting a second run, which could install an older set over a newer one",
+                        path.display(),
+                        humantime::format_duration(LOCK_WAIT)
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot lock {}: {e}; running without that lock",
+                        path.display()
+                    );
+                    break;
+                }
+            }
+        }
+        held.push(file);
+    }
+    Ok(held)
 }
 
 /// The one printer of a pass report for `elasticd render`: what each service, output, frontend

@@ -408,3 +408,45 @@ fn plugins_and_commands_get_only_stdin_stdout_and_stderr() {
     assert!(!run.stderr.contains("leaked"), "{}", run.stderr);
     assert_eq!(read(d, "reloads"), "reload\n");
 }
+
+#[test]
+fn overlapping_renders_of_one_config_do_not_run_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let check = r#"[sh, -c, "if [ -e slow ]; then echo $$ > check.pid; sleep 5; fi"]"#;
+    fe_config(d, check, RELOAD);
+    write(d, "slow", "");
+    let _check = PidFile(d.join("check.pid"));
+    let mut first = Group::spawn(
+        command(d, &["render", "--config", "config.yaml"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for("the first run's check", Duration::from_secs(20), || {
+        d.join("check.pid").exists()
+    });
+    // Through another path to the same file: the lock is the file's, not the name's.
+    let run = elasticd(d, &["render", "--config", "./config.yaml"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("another `elasticd render` holds the lock on"),
+        "{}",
+        run.stderr
+    );
+    // A dry run writes nothing and takes no lock.
+    assert_eq!(render(d, &["--dry-run"]).code, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = first.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the first run did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    assert_eq!(read(d, "reloads"), "reload\n");
+    fs::remove_file(d.join("slow")).unwrap();
+    let run = render(d, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
