@@ -165,8 +165,8 @@ async fn run_inner(spec: CommandSpec<'_>, clear_env: bool) -> Result<Finished, P
         .process_group(0)
         .kill_on_drop(true);
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed; it makes one raw syscall (close_range(2) or fcntl(2)), allocates
-    // nothing and touches no lock or shared state.
+    // calls are allowed; it makes raw syscalls only (close_range(2), else getrlimit(2) and
+    // fcntl(2)), allocates nothing and touches no lock or shared state.
     unsafe {
         cmd.pre_exec(|| {
             close_inherited_fds();
