@@ -92,9 +92,16 @@ pub async fn run(cli: Cli) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Prints `error: MESSAGE` on stderr, the one way an error line is printed: control characters
+/// in the message are escaped and its continuation lines indented ([`crate::logline::sanitize`]),
+/// so a value quoted in it cannot forge a line or drive the terminal.
+pub fn print_error(message: impl std::fmt::Display) {
+    eprintln!("error: {}", crate::logline::sanitize(&message.to_string()));
+}
+
 fn load_config(path: &Path) -> Result<Config, u8> {
     config::load(path).map_err(|e| {
-        eprintln!("error: {e}");
+        print_error(&e);
         if matches!(e, ConfigError::Read { .. }) && path == Path::new(config::DEFAULT_CONFIG_PATH) {
             eprintln!("hint: pass --config FILE or set ELASTICD_CONFIG");
         }
@@ -105,7 +112,7 @@ fn load_config(path: &Path) -> Result<Config, u8> {
 fn build_engine(config: Config) -> Result<Engine, u8> {
     Engine::new(config).map_err(|errors| {
         for e in errors {
-            eprintln!("error: {e}");
+            print_error(&e);
         }
         EXIT_BAD_CONFIG
     })
@@ -139,6 +146,19 @@ async fn render(args: RenderArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // Held until the run ends; the state is read under it, so a run never starts from a state
+    // that an overlapping one is about to replace.
+    let _locks = if args.dry_run {
+        Vec::new()
+    } else {
+        match lock_run(&config).await {
+            Ok(locks) => locks,
+            Err(message) => {
+                print_error(message);
+                return EXIT_PASS_FAILED;
+            }
+        }
+    };
     let state = match &config.state_file {
         Some(path) => State::load(path).await.unwrap_or_else(|e| {
             tracing::warn!("{e}; starting without last good sets");
@@ -171,7 +191,7 @@ async fn render(args: RenderArgs) -> u8 {
         && let Some(path) = &state_file
         && let Err(e) = engine.state().save(path)
     {
-        eprintln!("error: {e}");
+        print_error(&e);
         return EXIT_PASS_FAILED;
     }
     if report.failed() {
@@ -179,6 +199,70 @@ async fn render(args: RenderArgs) -> u8 {
     } else {
         EXIT_OK
     }
+}
+
+/// How long `render` waits for an overlapping run of the same config or state file to end.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Takes the exclusive locks of one `render`: on the config file itself (the same file under any
+/// path), and on `.STATE.elasticd-lock` beside the state file (two configs sharing one state
+/// file). Two overlapping runs could otherwise install an older set over a newer one. Waits up
+/// to [`LOCK_WAIT`], then gives up with a message naming the file.
+async fn lock_run(config: &Config) -> Result<Vec<std::fs::File>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut files = vec![(config.path.clone(), std::fs::File::open(&config.path))];
+    if let Some(state) = &config.state_file {
+        let name = state.file_name().unwrap_or_default().to_string_lossy();
+        let path = state.with_file_name(format!(".{name}.elasticd-lock"));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path);
+        files.push((path, file));
+    }
+    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+    let mut held = Vec::new();
+    for (path, file) in files {
+        // A lock that cannot be taken at all (a read-only directory, a filesystem without flock)
+        // must not stop a run that worked before there were locks.
+        let file = match file {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot open {} to lock it: {e}; running without that lock",
+                    path.display()
+                );
+                continue;
+            }
+        };
+        loop {
+            match crate::output::try_lock(&file) {
+                Ok(true) => break,
+                Ok(false) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Ok(false) => {
+                    return Err(format!(
+                        "another `elasticd render` holds the lock on {} (waited {}); not starting a second run, which could install an older set over a newer one",
+                        path.display(),
+                        humantime::format_duration(LOCK_WAIT)
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot lock {}: {e}; running without that lock",
+                        path.display()
+                    );
+                    break;
+                }
+            }
+        }
+        held.push(file);
+    }
+    Ok(held)
 }
 
 /// The one printer of a pass report for `elasticd render`: what each service, output, frontend
@@ -230,7 +314,7 @@ fn print_report(report: &PassReport) {
         tracing::info!(service = %h.service, "on_change hook [{}] done (+{} -{})", h.hook, h.added, h.removed);
     }
     for problem in &report.problems {
-        eprintln!("error: {problem}");
+        print_error(problem);
     }
 }
 
@@ -269,7 +353,7 @@ async fn check(path: &Path) -> u8 {
         EXIT_OK
     } else {
         for p in &problems {
-            eprintln!("error: {p}");
+            print_error(p);
         }
         EXIT_BAD_CONFIG
     }
@@ -299,8 +383,8 @@ async fn locate(args: LocateArgs) -> u8 {
     if let Some(only) = &args.service
         && !config.services.contains_key(only)
     {
-        eprintln!(
-            "error: no service `{only}` in {}; services: {}",
+        print_error(format_args!(
+            "no service `{only}` in {}; services: {}",
             config.path.display(),
             config
                 .services
@@ -308,7 +392,7 @@ async fn locate(args: LocateArgs) -> u8 {
                 .cloned()
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        ));
         return EXIT_BAD_CONFIG;
     }
     let mut failed = false;
@@ -322,7 +406,7 @@ async fn locate(args: LocateArgs) -> u8 {
             Err(errors) => {
                 failed = true;
                 for e in errors {
-                    eprintln!("error: service `{name}`: {e}");
+                    print_error(format_args!("service `{name}`: {e}"));
                 }
             }
         }

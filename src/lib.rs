@@ -22,7 +22,8 @@
 //! 2 frontend   FrontendConfig, checks, the reload_actions! registry, HAProxy and Varnish actions
 //! 1 plugin     the plugin protocol: PluginCall, running, lookup, requests, on_change hooks
 //! 1 aws        AWS settings and errors; SDK clients (feature `aws`)
-//! 0 output     compare, stage, batch install with backup, rollback, diff
+//! 0 output     compare, stage, batch install with backup, rollback, diff, locks
+//! 0 logline    log and error lines that values cannot forge; the tracing field formatter
 //! 0 process    run an argv with a timeout in its own process group; PATH lookup
 //! 0 backend    Backend, Address, target parsing, normalize, diff
 //! 0 yaml       the located YAML tree and its serde Deserializer
@@ -37,6 +38,7 @@ pub mod daemon;
 pub mod engine;
 pub mod frontend;
 pub mod locator;
+pub mod logline;
 pub mod output;
 pub mod plugin;
 pub mod process;

@@ -25,6 +25,8 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        // Values in messages (a target, a plugin's output) must not forge lines or colours.
+        .fmt_fields(elasticd::logline::EscapedFields)
         .init();
     // One thread is plenty for a pass: the work is waiting on files and child processes.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -33,7 +35,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            cli::print_error(format_args!("cannot start the async runtime: {e}"));
             return ExitCode::from(cli::EXIT_PASS_FAILED);
         }
     };

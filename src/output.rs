@@ -34,12 +34,43 @@ fn err<'a>(
 }
 
 /// The current content of `path`, or `None` when it doesn't exist.
+///
+/// A symbolic link is refused: the install renames a regular file over the link (the target is
+/// left stale), and its bytes would become the `.bak` (mode 0644) and the `--dry-run` diff, even
+/// for a 0600 target. Anything else that is not a regular file (a FIFO would block the read) is
+/// refused as well.
 pub fn read_current(path: &Path) -> Result<Option<Vec<u8>>, InstallError> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(err("read", path)(e)),
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NOFOLLOW: the link itself is refused, not whatever it points to at the moment; O_NONBLOCK:
+    // opening a FIFO does not wait for a writer.
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let mut file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            let target = fs::read_link(path)
+                .map(|t| format!("`{}`", t.display()))
+                .unwrap_or_else(|e| format!("an unreadable target ({e})"));
+            return Err(err("replace", path)(std::io::Error::other(format!(
+                "it is a symbolic link to {target}; elasticd replaces only regular files, so set the output's `path` to the link's target"
+            ))));
+        }
+        Err(e) => return Err(err("read", path)(e)),
+    };
+    let kind = file.metadata().map_err(err("read", path))?.file_type();
+    if !kind.is_file() {
+        return Err(err("replace", path)(std::io::Error::other(format!(
+            "it is {}, not a regular file",
+            describe_file_type(kind)
+        ))));
     }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(err("read", path))?;
+    Ok(Some(bytes))
 }
 
 /// Reads `path` whole on a blocking thread, refusing anything but a regular file (a FIFO would
@@ -138,9 +169,13 @@ pub fn stage(dest: &Path, bytes: &[u8], mode: u32) -> Result<Staged, InstallErro
         .unwrap_or_default();
     let mut file = tempfile::Builder::new()
         .prefix(&format!(".{stem}.elasticd-"))
+        .rand_bytes(STAGING_RANDOM)
         .suffix(&suffix)
         .tempfile_in(dir)
         .map_err(err("create a staging file for", dest))?;
+    // Held until this process closes the file (or dies): a staging file nobody holds is stale,
+    // and [`remove_stale_staging`] may remove it. A filesystem without flock leaves it unlocked.
+    let _ = try_lock(file.as_file());
     file.write_all(bytes).map_err(err("write", dest))?;
     fs::set_permissions(file.path(), fs::Permissions::from_mode(mode))
         .map_err(err("set the mode of", dest))?;
@@ -149,6 +184,94 @@ pub fn stage(dest: &Path, bytes: &[u8], mode: u32) -> Result<Staged, InstallErro
         file,
         dest: dest.to_path_buf(),
     })
+}
+
+/// How many random letters and digits a staging name has (`.NAME.elasticd-XXXXXX[.ext]`).
+const STAGING_RANDOM: usize = 6;
+
+/// Takes an exclusive `flock` on `file` without waiting: `Ok(false)` when another open file holds
+/// one. The lock lasts until every descriptor of this open file is closed.
+pub fn try_lock(file: &fs::File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock(2) only acts on the descriptor number, which `file` keeps open for the call;
+    // no memory is passed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// True when `name` is a staging name of `dest_name`: `.DEST.elasticd-` then exactly
+/// [`STAGING_RANDOM`] letters or digits, then DEST's extension (if it has one). The owed marker
+/// `.DEST.elasticd-owed` never is one.
+fn is_staging_name(name: &str, dest_name: &str) -> bool {
+    let suffix = Path::new(dest_name)
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    name.strip_prefix(&format!(".{dest_name}.elasticd-"))
+        .and_then(|rest| rest.strip_suffix(suffix.as_str()))
+        .is_some_and(|random| {
+            random.len() == STAGING_RANDOM && random.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+}
+
+/// Removes the staging files that runs killed mid-install left beside `dest`, its backup and its
+/// owed marker (`.NAME.elasticd-XXXXXX[.ext]`), and returns their paths. A staging file that a
+/// live process still holds ([`stage`] locks it) is left alone, so a daemon or another config's
+/// run working on the same file is not disturbed. Owed markers are not staging files.
+pub fn remove_stale_staging(dest: &Path) -> Result<Vec<PathBuf>, InstallError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let names: Vec<String> = [
+        dest.to_path_buf(),
+        backup_path(dest),
+        owed_marker_path(dest),
+    ]
+    .iter()
+    .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+    .collect();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(err("list the directory of", dest)(e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !names.iter().any(|n| is_staging_name(&name, n)) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        else {
+            continue;
+        };
+        if !file.metadata().is_ok_and(|m| m.is_file()) || !matches!(try_lock(&file), Ok(true)) {
+            continue;
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err("remove", &path)(e)),
+        }
+    }
+    if !removed.is_empty() {
+        sync_dir(dest)?;
+    }
+    Ok(removed)
 }
 
 /// Replaces `dest` with `bytes` atomically: readers see the old file or the new one, never a mix.
@@ -386,6 +509,46 @@ mod tests {
         assert!(p.to_string_lossy().ends_with(".cfg"));
         drop(staged);
         assert!(!p.exists() && !dest.exists());
+    }
+
+    #[test]
+    fn only_stale_staging_files_go_and_owed_markers_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("haproxy.cfg");
+        let held = stage(&dest, b"x", 0o644).unwrap();
+        let stale = dir.path().join(".haproxy.cfg.elasticd-Ab12Cd.cfg");
+        let stale_backup = dir.path().join(".haproxy.cfg.bak.elasticd-xY9z0Q.bak");
+        let marker = owed_marker_path(&dest);
+        let others = [
+            dir.path().join(".haproxy.cfg.elasticd-toolong1.cfg"),
+            dir.path().join(".other.cfg.elasticd-Ab12Cd.cfg"),
+            dir.path().join("haproxy.cfg.elasticd-Ab12Cd.cfg"),
+        ];
+        for p in [&stale, &stale_backup, &marker].into_iter().chain(&others) {
+            fs::write(p, b"y").unwrap();
+        }
+        let mut removed = remove_stale_staging(&dest).unwrap();
+        removed.sort();
+        let mut want = vec![stale.clone(), stale_backup.clone()];
+        want.sort();
+        assert_eq!(removed, want);
+        assert!(held.path().exists() && marker.exists());
+        assert!(others.iter().all(|p| p.exists()));
+        assert!(is_staging_name(".a.elasticd-q1W2e3", "a"));
+        assert!(!is_staging_name(".a.elasticd-owed", "a"));
+        assert!(!is_staging_name(".a.conf.elasticd-owed", "a.conf"));
+    }
+
+    #[test]
+    fn a_symlinked_output_is_refused_with_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("secret");
+        fs::write(&target, b"key").unwrap();
+        let link = dir.path().join("out.conf");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = read_current(&link).unwrap_err().to_string();
+        assert!(e.contains("symbolic link") && e.contains("secret"), "{e}");
+        assert_eq!(read_current(&dir.path().join("none")).unwrap(), None);
     }
 
     #[test]

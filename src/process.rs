@@ -16,6 +16,9 @@ const TAIL_LINES: usize = 20;
 const TAIL_BYTES: usize = 4096;
 /// stderr is drained in full but only this much of its end is kept in memory.
 const STDERR_KEEP: usize = 64 * 1024;
+/// How long the pipes are still read after the program exited: what it wrote is already there,
+/// and a child it left holding them must not keep the run waiting.
+const EXIT_GRACE: Duration = Duration::from_millis(200);
 /// The most a program may print whose output only goes into logs and error messages (checkers,
 /// reload commands, action plugins): such programs print little, and more is not read.
 pub const MAX_ACTION_OUTPUT: usize = 1024 * 1024;
@@ -161,6 +164,15 @@ async fn run_inner(spec: CommandSpec<'_>, clear_env: bool) -> Result<Finished, P
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed; it makes raw syscalls only (close_range(2), else getrlimit(2) and
+    // fcntl(2)), allocates nothing and touches no lock or shared state.
+    unsafe {
+        cmd.pre_exec(|| {
+            close_inherited_fds();
+            Ok(())
+        });
+    }
     if clear_env {
         cmd.env_clear();
     }
@@ -181,31 +193,51 @@ async fn run_inner(spec: CommandSpec<'_>, clear_env: bool) -> Result<Finished, P
     let input = spec.stdin.unwrap_or_default();
     let limit = spec.max_stdout;
 
-    // stderr is collected outside the future so that what a hung program said before the
-    // timeout is still there for the error message.
+    // Both outputs are collected outside the futures so that what a program said before a
+    // timeout, or before it exited, is still there once the reads are given up.
+    let mut stdout_buf = Vec::new();
     let mut stderr_buf = Vec::new();
-    let work = async {
-        let feed = async {
-            if let Some(mut pipe) = stdin_pipe {
-                // A program that exits without reading its input is not an error of ours.
-                let _ = pipe.write_all(&input).await;
-            }
-        };
-        let (_, out, err) = tokio::join!(
-            feed,
-            read_limited(stdout_pipe, limit),
-            read_tail(stderr_pipe, STDERR_KEEP, &mut stderr_buf)
-        );
-        (out, err)
-    };
-    let outcome = tokio::time::timeout(spec.timeout, work).await;
+    let deadline = tokio::time::Instant::now() + spec.timeout;
     let kill_group = || {
         if let Some(pgid) = pgid {
             // The group may be gone already; that's the outcome we want anyway.
             let _ = killpg(pgid, Signal::SIGKILL);
         }
     };
-    let (stdout, stderr) = match outcome {
+    let outcome = {
+        let feed = async {
+            if let Some(mut pipe) = stdin_pipe {
+                // A program that exits without reading its input is not an error of ours.
+                let _ = pipe.write_all(&input).await;
+            }
+        };
+        let streams = async {
+            let (_, out, err) = tokio::join!(
+                feed,
+                read_limited(stdout_pipe, limit, &mut stdout_buf),
+                read_tail(stderr_pipe, STDERR_KEEP, &mut stderr_buf)
+            );
+            out.and_then(|within| err.map(|()| within))
+        };
+        tokio::pin!(streams);
+        // The exit status decides, not the end of the output: a program that exits 0 but leaves
+        // a child holding its stdout (a reload that starts a daemon) is done.
+        tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                status = child.wait() => {
+                    // What it wrote before exiting is in the pipes; a short grace reads it.
+                    let grace = tokio::time::Instant::now() + EXIT_GRACE;
+                    let streams = tokio::time::timeout_at(grace.min(deadline), &mut streams)
+                        .await
+                        .unwrap_or(Ok(true));
+                    (streams, Some(status))
+                }
+                streams = &mut streams => (streams, None),
+            }
+        })
+        .await
+    };
+    let (within_limit, exited) = match outcome {
         Err(_) => {
             kill_group();
             let _ = child.wait().await;
@@ -215,34 +247,39 @@ async fn run_inner(spec: CommandSpec<'_>, clear_env: bool) -> Result<Finished, P
                 output_tail: tail(&stderr_buf),
             });
         }
-        Ok((Err(source), _)) | Ok((_, Err(source))) => {
+        Ok((Err(source), _)) => {
             kill_group();
             let _ = child.wait().await;
             return Err(ProcessError::Io { command, source });
         }
-        Ok((Ok(None), _)) => {
-            kill_group();
-            let _ = child.wait().await;
-            return Err(ProcessError::TooMuchOutput { command, limit });
-        }
-        Ok((Ok(Some(out)), Ok(()))) => (out, stderr_buf),
+        Ok((Ok(within), exited)) => (within, exited),
     };
-    // Output is closed; the program may still be running (it closed its pipes early).
-    let status = match tokio::time::timeout(spec.timeout, child.wait()).await {
-        Ok(status) => status.map_err(|source| ProcessError::Io {
-            command: command.clone(),
-            source,
-        })?,
-        Err(_) => {
-            kill_group();
-            let _ = child.wait().await;
-            return Err(ProcessError::Timeout {
-                command,
-                timeout: spec.timeout,
-                output_tail: tail(&stderr),
-            });
-        }
-    };
+    if !within_limit {
+        kill_group();
+        let _ = child.wait().await;
+        return Err(ProcessError::TooMuchOutput { command, limit });
+    }
+    let (stdout, stderr) = (stdout_buf, stderr_buf);
+    let status = match exited {
+        Some(status) => status,
+        // Output is closed; the program may still be running (it closed its pipes early).
+        None => match tokio::time::timeout_at(deadline, child.wait()).await {
+            Ok(status) => status,
+            Err(_) => {
+                kill_group();
+                let _ = child.wait().await;
+                return Err(ProcessError::Timeout {
+                    command,
+                    timeout: spec.timeout,
+                    output_tail: tail(&stderr),
+                });
+            }
+        },
+    }
+    .map_err(|source| ProcessError::Io {
+        command: command.clone(),
+        source,
+    })?;
     group_guard.disarm();
     if status.success() {
         Ok(Finished { stdout, stderr })
@@ -257,6 +294,40 @@ async fn run_inner(spec: CommandSpec<'_>, clear_env: bool) -> Result<Finished, P
             status: describe_status(status),
             output_tail: tail(&combined),
         })
+    }
+}
+
+/// Marks every descriptor above stderr close-on-exec, in the child between fork and exec:
+/// descriptors that elasticd inherited without `O_CLOEXEC` (a socket from its parent, a shell's
+/// `exec 7<file`) must not reach checkers, reload commands and plugins. Close-on-exec rather than
+/// close, because the standard library reports a failed exec through a pipe of its own that must
+/// stay open until then. Kernels before 5.11 lack `CLOSE_RANGE_CLOEXEC`; then each descriptor up
+/// to the soft limit (at most 65536) is marked with fcntl.
+fn close_inherited_fds() {
+    // SAFETY: raw syscalls on descriptor numbers only; no memory is passed, and a descriptor that
+    // is not open just makes fcntl fail.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) == 0
+        {
+            return;
+        }
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur.min(65_536) as libc::c_int
+        } else {
+            1024
+        };
+        for fd in 3..max {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
     }
 }
 
@@ -289,17 +360,27 @@ fn describe_status(status: ExitStatus) -> String {
     }
 }
 
-/// Reads everything up to `limit` bytes; `None` when there was more.
+/// Reads everything into `buf`, up to `limit` bytes; `false` when there was more. What was read
+/// stays in `buf` when the future is dropped midway.
 async fn read_limited(
     pipe: Option<impl AsyncRead + Unpin>,
     limit: usize,
-) -> std::io::Result<Option<Vec<u8>>> {
-    let Some(pipe) = pipe else {
-        return Ok(Some(Vec::new()));
+    buf: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    let Some(mut pipe) = pipe else {
+        return Ok(true);
     };
-    let mut buf = Vec::new();
-    let n = pipe.take(limit as u64 + 1).read_to_end(&mut buf).await?;
-    Ok(if n > limit { None } else { Some(buf) })
+    let mut chunk = vec![0u8; 8192];
+    loop {
+        let n = pipe.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(true);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > limit {
+            return Ok(false);
+        }
+    }
 }
 
 /// Reads to the end, keeping only the last `keep` bytes.

@@ -1,6 +1,7 @@
 //! Start-up recovery: files that a killed run installed but that their frontend never both checked
 //! and reloaded (their owed marker is still there, see [`crate::output::OwedMarker`]) are checked
-//! again. If they pass, the reload is owed; if not, their backups go back.
+//! again. If they pass, the reload is owed; if not, their backups go back. Staging files that
+//! killed runs left are removed first.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -17,6 +18,19 @@ pub(super) async fn recover(
     pending_reloads: &mut BTreeSet<String>,
 ) -> Vec<PassProblem> {
     let mut problems = Vec::new();
+    // A run killed between staging and rename (a `{staged}` check takes a while) leaves its
+    // staging file; nothing would ever remove it.
+    let files = config.outputs.iter().map(|o| o.path.as_path());
+    for path in files.chain(config.state_file.as_deref()) {
+        match output::remove_stale_staging(path) {
+            Ok(removed) => {
+                for stale in removed {
+                    tracing::info!("removed {}, left by a run that was killed", stale.display());
+                }
+            }
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
     for output in config.outputs.iter().filter(|o| o.frontend.is_none()) {
         // Nothing checks or reloads for such a file; a marker from an older config means nothing.
         if output::read_owed(&output.path).is_some()

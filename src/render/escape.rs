@@ -4,7 +4,9 @@
 //! unless the template marks it `| safe`. The four frontends' syntaxes differ, so instead of four
 //! quoting schemes there is one allow-list that is inert in all of them: anything that could end a
 //! token, a string, a directive or a line (`;`, `{`, `}`, quotes, `#`, `\`, whitespace, newlines)
-//! becomes `_`.
+//! becomes `_`, and so does `%`, which starts an expansion in HAProxy log-format strings
+//! (`%[src]` is a sample fetch, `%ci` a variable) and in Apache (`%{VAR}e`). `[` and `]` stay for
+//! IPv6 endpoints (`[::1]:80`): without a `%` before them they are plain text in all four.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -16,7 +18,7 @@ fn is_inert(c: char) -> bool {
     c.is_ascii_alphanumeric()
         || matches!(
             c,
-            '.' | '_' | ':' | '/' | '@' | '=' | '+' | ',' | '%' | '[' | ']' | '-'
+            '.' | '_' | ':' | '/' | '@' | '=' | '+' | ',' | '[' | ']' | '-'
         )
 }
 
@@ -119,6 +121,9 @@ mod tests {
         assert_eq!(escaped("10.0.0.1:80"), "10.0.0.1:80");
         assert_eq!(escaped("[::1]:80"), "[::1]:80");
         assert_eq!(escaped("zoné"), "zon_");
+        // HAProxy evaluates `%[...]` (a sample fetch) and `%ci` (a variable) in log-format strings.
+        assert_eq!(escaped("%[src]"), "_[src]");
+        assert_eq!(escaped("%{+Q}[src]%ci%%"), "__+Q_[src]_ci__");
     }
 
     #[test]
