@@ -372,18 +372,25 @@ fn sha256(path: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Waits until no check or reload script of an earlier run is still running.
+/// Waits until no check or reload script of an earlier run is still running. A script registers
+/// as `running/PID`; one that was killed before its trap ran counts as done once its process is
+/// gone.
 fn quiesce(dir: &Path) {
     let started = Instant::now();
     loop {
         let busy = fs::read_dir(dir.join("running"))
-            .map(|d| d.count())
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| Path::new("/proc").join(e.file_name()).exists())
+                    .count()
+            })
             .unwrap_or(0);
         if busy == 0 {
             return;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(20),
+            started.elapsed() < Duration::from_secs(60),
             "scripts still running"
         );
         std::thread::sleep(Duration::from_millis(5));
