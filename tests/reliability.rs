@@ -3,190 +3,40 @@
 //! daemon it starts is killed when the test ends, pass or fail.
 
 use std::fs;
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
-const BIN: &str = env!("CARGO_BIN_EXE_elasticd");
+mod support;
 
-/// The frontends' programs live in /usr/sbin, which a test's PATH may lack.
-fn path_with_sbin() -> String {
-    let path = std::env::var("PATH").unwrap_or_default();
-    format!("{path}:/usr/sbin:/sbin")
-}
+use support::{Group, Output, Test, path_with_sbin, program};
 
-fn command(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
+/// `elasticd ARGS` in the test's dir, with the sbin dirs on PATH (a frontend's check runs
+/// `haproxy`) and no log level from the caller's environment.
+fn elasticd(t: &Test, args: &[&str]) -> support::Cmd {
+    t.elasticd(args)
         .env("PATH", path_with_sbin())
-        .env_remove("RUST_LOG")
-        .env_remove("ELASTICD_CONFIG")
         .env_remove("ELASTICD_LOG")
-        .stdin(Stdio::null());
-    cmd
-}
-
-/// A child process that is killed when dropped, so a failed test leaves nothing running.
-struct Guard {
-    child: Option<Child>,
-}
-
-impl Guard {
-    fn spawn(mut cmd: Command) -> Guard {
-        Guard {
-            child: Some(cmd.spawn().unwrap()),
-        }
-    }
-
-    fn signal(&self, signal: Signal) {
-        if let Some(child) = &self.child {
-            kill(Pid::from_raw(child.id() as i32), signal).unwrap();
-        }
-    }
-
-    fn is_running(&mut self) -> bool {
-        match &mut self.child {
-            Some(child) => child.try_wait().unwrap().is_none(),
-            None => false,
-        }
-    }
-
-    /// Waits up to `timeout` for the exit status.
-    fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// What a finished one-shot command did.
-struct Ran {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Ran {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}\nstdout:\n{}\nstderr:\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Ran {
-    fn code(&self) -> Option<i32> {
-        self.status.code()
-    }
 }
 
 /// Runs a one-shot command to completion (at most 60 s; killed after that).
-fn run(dir: &Path, args: &[&str]) -> Ran {
-    let out = tempfile::tempdir().unwrap();
-    let (stdout, stderr) = (out.path().join("stdout"), out.path().join("stderr"));
-    let mut cmd = command(dir, args);
-    cmd.stdout(fs::File::create(&stdout).unwrap())
-        .stderr(fs::File::create(&stderr).unwrap());
-    let mut guard = Guard::spawn(cmd);
-    let Some(status) = guard.wait(Duration::from_secs(60)) else {
-        panic!("elasticd {args:?} did not finish within 60s");
-    };
-    Ran {
-        status,
-        stdout: fs::read_to_string(stdout).unwrap_or_default(),
-        stderr: fs::read_to_string(stderr).unwrap_or_default(),
-    }
+fn run(t: &Test, args: &[&str]) -> Output {
+    elasticd(t, args).run_within(Duration::from_secs(60))
 }
 
-fn write(dir: &Path, name: &str, text: &str) {
-    // Write-then-rename, as a real producer of file_sd files should.
-    let tmp = dir.join(format!(".{name}.tmp"));
-    fs::write(&tmp, text).unwrap();
-    fs::rename(&tmp, dir.join(name)).unwrap();
+/// `elasticd run --log debug` in the test's dir, logging to `daemon.log`.
+fn start_daemon(t: &Test) -> Group {
+    elasticd(t, &["run", "--config", "config.yaml", "--log", "debug"]).daemon()
 }
 
-fn read(dir: &Path, name: &str) -> String {
-    fs::read_to_string(dir.join(name)).unwrap_or_default()
-}
+/// How long a daemon test waits for each thing it expects in the log.
+const WAIT: Duration = Duration::from_secs(20);
 
-/// `elasticd run` in `dir`, logging to `dir/daemon.log`.
-struct Daemon {
-    process: Guard,
-    log: std::path::PathBuf,
-}
-
-impl Daemon {
-    fn start(dir: &Path) -> Daemon {
-        let log = dir.join("daemon.log");
-        let mut cmd = command(dir, &["run", "--config", "config.yaml", "--log", "debug"]);
-        cmd.stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap());
-        Daemon {
-            process: Guard::spawn(cmd),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_for(&mut self, what: &str, mut cond: impl FnMut(&str) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let log = self.log();
-            if cond(&log) {
-                return;
-            }
-            assert!(
-                self.process.is_running(),
-                "the daemon exited while waiting for {what}:\n{log}"
-            );
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; daemon log:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    /// Sends SIGTERM and returns the exit code.
-    fn stop(mut self) -> Option<i32> {
-        assert!(
-            self.process.is_running(),
-            "the daemon is gone:\n{}",
-            self.log()
-        );
-        self.process.signal(Signal::SIGTERM);
-        let status = self.process.wait(Duration::from_secs(10));
-        let status = status.unwrap_or_else(|| panic!("no exit 10s after SIGTERM:\n{}", self.log()));
-        status.code()
-    }
+/// Sends SIGTERM to a daemon that must still be running, and returns its exit code.
+fn stop(mut daemon: Group) -> Option<i32> {
+    daemon.assert_running(&daemon.log());
+    daemon.stop()
 }
 
 fn daemon_config(daemon: &str, refresh: &str, backends: &str) -> String {
@@ -227,38 +77,36 @@ fn alias_chain() -> String {
     text
 }
 
-fn assert_not_killed(what: &str, ran: &Ran) {
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(
-        ran.status.signal(),
-        None,
+/// `code` is -1 exactly when the process was killed by a signal.
+fn assert_not_killed(what: &str, ran: &Output) {
+    assert_ne!(
+        ran.code, -1,
         "{what} was killed by a signal:\n{}",
         ran.stderr
     );
-    assert_ne!(ran.code(), Some(101), "{what} panicked:\n{}", ran.stderr);
+    assert_ne!(ran.code, 101, "{what} panicked:\n{}", ran.stderr);
 }
 
 // ---- 1. Deeply nested YAML ---------------------------------------------------------------------
 
 #[test]
 fn deeply_nested_config_yaml_is_a_config_error_with_a_location() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let t = Test::new();
     let alias_at = "2:257";
     for (text, at) in [
         (deep_dashes(), "1:511"),
         (deep_maps(), "256:256"),
         (alias_chain(), alias_at),
     ] {
-        write(d, "config.yaml", &text);
+        t.write("config.yaml", &text);
         for args in [
             &["check", "--config", "config.yaml"][..],
             &["render", "--config", "config.yaml"],
             &["run", "--config", "config.yaml"],
         ] {
-            let ran = run(d, args);
+            let ran = run(&t, args);
             assert_not_killed(args[0], &ran);
-            assert_eq!(ran.code(), Some(2), "{args:?}:\n{}", ran.stderr);
+            assert_eq!(ran.code, 2, "{args:?}:\n{}", ran.stderr);
             let expected = format!(
                 "config.yaml:{at}: YAML syntax error: lists and mappings are nested more than 255 levels deep here"
             );
@@ -269,79 +117,70 @@ fn deeply_nested_config_yaml_is_a_config_error_with_a_location() {
 
 #[test]
 fn flow_style_nesting_is_still_rejected_as_before() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    write(d, "config.yaml", &"[".repeat(11_000));
-    let ran = run(d, &["check", "--config", "config.yaml"]);
+    let t = Test::new();
+    t.write("config.yaml", &"[".repeat(11_000));
+    let ran = run(&t, &["check", "--config", "config.yaml"]);
     assert_not_killed("check", &ran);
-    assert_eq!(ran.code(), Some(2), "{}", ran.stderr);
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
     assert!(ran.stderr.contains("YAML syntax error"), "{}", ran.stderr);
 }
 
 #[test]
 fn a_deeply_nested_discovery_document_fails_its_locator_not_the_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    write(
-        d,
+    let t = Test::new();
+    t.write(
         "config.yaml",
         &daemon_config("jitter: 0", "1s", "backends.yaml"),
     );
-    write(d, "backends.yaml", &deep_dashes());
-    let ran = run(d, &["render", "--config", "config.yaml"]);
+    t.write("backends.yaml", &deep_dashes());
+    let ran = run(&t, &["render", "--config", "config.yaml"]);
     assert_not_killed("render", &ran);
-    assert_eq!(ran.code(), Some(1), "{}", ran.stderr);
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
     assert!(
         ran.stderr
             .contains("line 1:511: lists and mappings are nested more than 255 levels deep"),
         "{}",
         ran.stderr
     );
-    assert!(!d.join("upstream.conf").exists());
-    write(d, "backends.yaml", &deep_maps());
-    let ran = run(d, &["locate", "--config", "config.yaml"]);
+    assert!(!t.exists("upstream.conf"));
+    t.write("backends.yaml", &deep_maps());
+    let ran = run(&t, &["locate", "--config", "config.yaml"]);
     assert_not_killed("locate", &ran);
     assert!(ran.stderr.contains("line 256:256"), "{}", ran.stderr);
 }
 
 #[test]
 fn a_running_daemon_survives_a_deeply_nested_file_sd_document() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let t = Test::new();
     let settle = "settle_min: 100ms, settle_max: 200ms, jitter: 0, backoff_max: 1s";
-    write(
-        d,
-        "config.yaml",
-        &daemon_config(settle, "1s", "backends.yaml"),
-    );
-    write(d, "backends.yaml", "- targets: [127.0.0.1]\n");
-    let mut daemon = Daemon::start(d);
-    daemon.wait_for("the first apply", |_| {
-        read(d, "upstream.conf").contains("127.0.0.1:8080")
+    t.write("config.yaml", &daemon_config(settle, "1s", "backends.yaml"));
+    t.write("backends.yaml", "- targets: [127.0.0.1]\n");
+    let mut daemon = start_daemon(&t);
+    daemon.wait_for_log("the first apply", WAIT, |_| {
+        t.read("upstream.conf").contains("127.0.0.1:8080")
     });
     let failures = |log: &str| log.matches("nested more than 255 levels deep").count();
     for text in [deep_dashes(), deep_maps(), alias_chain()] {
         let before = failures(&daemon.log());
-        write(d, "backends.yaml", &text);
-        daemon.wait_for("the locator to fail", |log| failures(log) > before);
+        t.write("backends.yaml", &text);
+        daemon.wait_for_log("the locator to fail", WAIT, |log| failures(log) > before);
     }
     // As deep as allowed: read (and refused, it is no list of backends) without a crash.
-    write(d, "backends.yaml", &format!("{}x\n", "- ".repeat(255)));
-    daemon.wait_for("the locator to fail", |log| {
+    t.write("backends.yaml", &format!("{}x\n", "- ".repeat(255)));
+    daemon.wait_for_log("the locator to fail", WAIT, |log| {
         log.contains("expected a mapping") || log.contains("invalid type")
     });
     // Still running, and still converging once the file is fixed.
-    write(d, "backends.yaml", "- targets: [127.0.0.2]\n");
-    daemon.wait_for("the fixed file to apply", |_| {
-        read(d, "upstream.conf").contains("127.0.0.2:8080")
+    t.write("backends.yaml", "- targets: [127.0.0.2]\n");
+    daemon.wait_for_log("the fixed file to apply", WAIT, |_| {
+        t.read("upstream.conf").contains("127.0.0.2:8080")
     });
-    assert_eq!(daemon.stop(), Some(0));
+    assert_eq!(stop(daemon), Some(0));
 }
 
 #[test]
 fn nesting_up_to_the_limit_still_loads_everywhere() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let t = Test::new();
     // 250 levels inside an output's `vars` (255 with the levels above it), which templates get.
     let deep = format!("{}1{}", "[".repeat(250), "]".repeat(250));
     let config = format!(
@@ -351,12 +190,12 @@ outputs:
   - {{ template: "builtin:nginx", path: upstream.conf, vars: {{ service: web, deep: {deep} }} }}
 "#
     );
-    write(d, "config.yaml", &config);
-    let ran = run(d, &["check", "--config", "config.yaml"]);
-    assert_eq!(ran.code(), Some(0), "{ran}");
-    let ran = run(d, &["render", "--config", "config.yaml"]);
-    assert_eq!(ran.code(), Some(0), "{ran}");
-    assert!(read(d, "upstream.conf").contains("10.0.0.1:80"));
+    t.write("config.yaml", &config);
+    let ran = run(&t, &["check", "--config", "config.yaml"]);
+    assert_eq!(ran.code, 0, "{ran}");
+    let ran = run(&t, &["render", "--config", "config.yaml"]);
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(t.read("upstream.conf").contains("10.0.0.1:80"));
 }
 
 // ---- 3. Durations out of range -----------------------------------------------------------------
@@ -365,8 +204,7 @@ const HUGE: &str = "9223372036854775807";
 
 #[test]
 fn durations_out_of_range_are_reported_by_check_with_a_location() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let t = Test::new();
     let cases = [
         (
             "jitter: 0",
@@ -400,35 +238,32 @@ fn durations_out_of_range_are_reported_by_check_with_a_location() {
         ),
     ];
     for (daemon, refresh, expected) in cases {
-        write(
-            d,
+        t.write(
             "config.yaml",
             &daemon_config(daemon, refresh, "backends.json"),
         );
-        let ran = run(d, &["check", "--config", "config.yaml"]);
-        assert_eq!(ran.code(), Some(2), "{daemon} / {refresh}: {ran}");
+        let ran = run(&t, &["check", "--config", "config.yaml"]);
+        assert_eq!(ran.code, 2, "{daemon} / {refresh}: {ran}");
         assert!(ran.stderr.contains(expected), "{daemon} / {refresh}: {ran}");
     }
 }
 
 #[test]
 fn the_daemon_refuses_durations_out_of_range_instead_of_panicking() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    write(d, "backends.json", r#"[{"targets": ["127.0.0.1"]}]"#);
+    let t = Test::new();
+    t.write("backends.json", r#"[{"targets": ["127.0.0.1"]}]"#);
     for (daemon, refresh) in [
         ("jitter: 0", "300000000y"),
         ("jitter: 0", HUGE),
         ("settle_min: 9223372036854775807", "1s"),
         ("settle_max: 9223372036854775807", "1s"),
     ] {
-        write(
-            d,
+        t.write(
             "config.yaml",
             &daemon_config(daemon, refresh, "backends.json"),
         );
-        let ran = run(d, &["run", "--config", "config.yaml"]);
-        assert_eq!(ran.code(), Some(2), "{daemon} / {refresh}: {ran}");
+        let ran = run(&t, &["run", "--config", "config.yaml"]);
+        assert_eq!(ran.code, 2, "{daemon} / {refresh}: {ran}");
         assert!(
             ran.stderr.contains("at most"),
             "{daemon} / {refresh}: {ran}"
@@ -438,71 +273,62 @@ fn the_daemon_refuses_durations_out_of_range_instead_of_panicking() {
 
 #[test]
 fn sighup_into_a_huge_refresh_keeps_the_old_config() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let t = Test::new();
     let settle = "settle_min: 100ms, settle_max: 200ms, jitter: 0";
-    write(
-        d,
-        "config.yaml",
-        &daemon_config(settle, "1s", "backends.json"),
-    );
-    write(d, "backends.json", r#"[{"targets": ["127.0.0.1"]}]"#);
-    let mut daemon = Daemon::start(d);
-    daemon.wait_for("the first apply", |_| {
-        read(d, "upstream.conf").contains("127.0.0.1:8080")
+    t.write("config.yaml", &daemon_config(settle, "1s", "backends.json"));
+    t.write("backends.json", r#"[{"targets": ["127.0.0.1"]}]"#);
+    let mut daemon = start_daemon(&t);
+    daemon.wait_for_log("the first apply", WAIT, |_| {
+        t.read("upstream.conf").contains("127.0.0.1:8080")
     });
     for refresh in ["300000000y", HUGE] {
-        write(
-            d,
+        t.write(
             "config.yaml",
             &daemon_config(settle, refresh, "backends.json"),
         );
         let before = daemon.log().matches("still running the old one").count();
-        daemon.process.signal(Signal::SIGHUP);
-        daemon.wait_for("the reload to be refused", |log| {
+        daemon.signal(Signal::SIGHUP);
+        daemon.wait_for_log("the reload to be refused", WAIT, |log| {
             log.matches("still running the old one").count() > before
         });
         assert!(daemon.log().contains("refresh must be at most 1 year"));
     }
-    write(d, "backends.json", r#"[{"targets": ["127.0.0.2"]}]"#);
-    daemon.wait_for("the old config to keep working", |_| {
-        read(d, "upstream.conf").contains("127.0.0.2:8080")
+    t.write("backends.json", r#"[{"targets": ["127.0.0.2"]}]"#);
+    daemon.wait_for_log("the old config to keep working", WAIT, |_| {
+        t.read("upstream.conf").contains("127.0.0.2:8080")
     });
-    assert_eq!(daemon.stop(), Some(0));
+    assert_eq!(stop(daemon), Some(0));
 }
 
 #[test]
 fn the_longest_durations_allowed_run_and_reload() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let t = Test::new();
     let longest = "settle_min: 1h, settle_max: 24h, backoff_max: 24h, jitter: 1";
-    write(
-        d,
+    t.write(
         "config.yaml",
         &daemon_config(longest, "1y", "backends.json"),
     );
-    write(d, "backends.json", r#"[{"targets": ["127.0.0.1"]}]"#);
-    let mut daemon = Daemon::start(d);
-    daemon.wait_for("the first answer", |log| log.contains("change: +1"));
+    t.write("backends.json", r#"[{"targets": ["127.0.0.1"]}]"#);
+    let mut daemon = start_daemon(&t);
+    daemon.wait_for_log("the first answer", WAIT, |log| log.contains("change: +1"));
     // A new config (a settle change) and an immediate refresh (a second change).
-    daemon.process.signal(Signal::SIGHUP);
-    daemon.wait_for("the reload", |log| log.contains("SIGHUP"));
-    write(d, "backends.json", r#"[{"targets": ["127.0.0.2"]}]"#);
-    daemon.process.signal(Signal::SIGUSR1);
-    daemon.wait_for("the refresh", |log| log.contains("change: +1 -1"));
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_for_log("the reload", WAIT, |log| log.contains("SIGHUP"));
+    t.write("backends.json", r#"[{"targets": ["127.0.0.2"]}]"#);
+    daemon.signal(Signal::SIGUSR1);
+    daemon.wait_for_log("the refresh", WAIT, |log| log.contains("change: +1 -1"));
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(daemon.stop(), Some(0));
+    assert_eq!(stop(daemon), Some(0));
 }
 
 // ---- 5. Port 0 in backend objects --------------------------------------------------------------
 
 #[test]
 fn port_zero_in_a_backend_object_is_rejected_on_every_document_path() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let t = Test::new();
     let json = r#"[{"address": "127.0.0.1", "port": 0}]"#;
-    write(d, "backends.json", json);
-    write(d, "backends.yaml", "- address: 127.0.0.1\n  port: 0\n");
+    t.write("backends.json", json);
+    t.write("backends.yaml", "- address: 127.0.0.1\n  port: 0\n");
     let exec = format!(
         "exec: {{ command: [sh, -c, \"echo '{}'\"] }}",
         json.replace('"', "\\\"")
@@ -521,31 +347,25 @@ outputs:
   - {{ template: "builtin:haproxy", path: web.cfg, vars: {{ service: web }} }}
 "#
         );
-        write(d, "config.yaml", &config);
+        t.write("config.yaml", &config);
         for command in ["render", "locate"] {
-            let ran = run(d, &[command, "--config", "config.yaml"]);
-            assert_eq!(ran.code(), Some(1), "{locator} {command}: {ran}");
+            let ran = run(&t, &[command, "--config", "config.yaml"]);
+            assert_eq!(ran.code, 1, "{locator} {command}: {ran}");
             assert!(
                 ran.stderr
                     .contains("bad backend `127.0.0.1`: `0` is not a port number (1-65535)"),
                 "{locator} {command}: {ran}"
             );
         }
-        assert!(
-            !d.join("web.cfg").exists(),
-            "{locator}: {}",
-            read(d, "web.cfg")
-        );
+        assert!(!t.exists("web.cfg"), "{locator}: {}", t.read("web.cfg"));
     }
 }
 
 #[test]
 fn a_tampered_state_file_is_not_rendered_when_the_locator_fails() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    write(d, "backends.json", r#"[{"targets": ["127.0.0.1:80"]}]"#);
-    write(
-        d,
+    let t = Test::new();
+    t.write("backends.json", r#"[{"targets": ["127.0.0.1:80"]}]"#);
+    t.write(
         "config.yaml",
         r#"state_file: state.json
 services:
@@ -555,25 +375,25 @@ outputs:
   - { template: "builtin:haproxy", path: web.cfg, vars: { service: web } }
 "#,
     );
-    let first = run(d, &["render", "--config", "config.yaml"]);
-    assert_eq!(first.code(), Some(0), "{first}");
-    let good = read(d, "web.cfg");
+    let first = run(&t, &["render", "--config", "config.yaml"]);
+    assert_eq!(first.code, 0, "{first}");
+    let good = t.read("web.cfg");
     // The locator fails from now on, so the state's last good set is what would be rendered.
-    fs::remove_file(d.join("backends.json")).unwrap();
-    let state = read(d, "state.json");
+    fs::remove_file(t.join("backends.json")).unwrap();
+    let state = t.read("state.json");
     for (from, to) in [
         (r#""port":80"#, r#""port":0"#),
         (r#""weight":1"#, r#""weight":4000000000"#),
     ] {
         assert!(state.contains(from), "{state}");
-        write(d, "state.json", &state.replace(from, to));
-        let ran = run(d, &["render", "--config", "config.yaml"]);
-        assert_eq!(ran.code(), Some(1), "{ran}");
+        t.write("state.json", &state.replace(from, to));
+        let ran = run(&t, &["render", "--config", "config.yaml"]);
+        assert_eq!(ran.code, 1, "{ran}");
         assert!(
             ran.stderr.contains("holds a bad backend `127.0.0.1:"),
             "{to}: {ran}"
         );
-        assert_eq!(read(d, "web.cfg"), good, "{to}");
+        assert_eq!(t.read("web.cfg"), good, "{to}");
     }
 }
 
@@ -597,13 +417,10 @@ fn assert_unique(names: &[String], what: &str, text: &str) {
 
 #[test]
 fn colliding_server_names_are_made_unique_and_haproxy_accepts_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    write(d, "backends.json", COLLIDING);
+    let t = Test::new();
+    t.write("backends.json", COLLIDING);
     // Host names are not resolved by `haproxy -c` with `init-addr none`.
-    write(
-        d,
-        "main.cfg",
+    t.write("main.cfg",
         "defaults\n    mode http\n    timeout connect 1s\n    timeout client 1s\n    timeout server 1s\n    \
          default-server init-addr none\nfrontend fe\n    bind 127.0.0.1:18080\n    default_backend web\n",
     );
@@ -619,11 +436,11 @@ outputs:
   - { template: "builtin:varnish", path: web.vcl, vars: { service: web } }
   - { template: "builtin:apache", path: web.conf, vars: { service: web, route: true } }
 "#;
-    write(d, "config.yaml", config);
-    let ran = run(d, &["render", "--config", "config.yaml"]);
-    assert_eq!(ran.code(), Some(0), "{ran}");
+    t.write("config.yaml", config);
+    let ran = run(&t, &["render", "--config", "config.yaml"]);
+    assert_eq!(ran.code, 0, "{ran}");
 
-    let haproxy = read(d, "web.cfg");
+    let haproxy = t.read("web.cfg");
     let names = server_names(&haproxy, "server ");
     assert_eq!(
         names,
@@ -641,10 +458,9 @@ outputs:
         ],
         "{haproxy}"
     );
-    let ok = Command::new("haproxy")
-        .env("PATH", path_with_sbin())
+    let ok = Command::new(program("haproxy", "haproxy"))
         .args(["-c", "-f", "main.cfg", "-f", "web.cfg"])
-        .current_dir(d)
+        .current_dir(t.path())
         .output()
         .unwrap();
     assert!(
@@ -653,16 +469,16 @@ outputs:
         String::from_utf8_lossy(&ok.stderr)
     );
 
-    let tcp = read(d, "web-tcp.cfg");
+    let tcp = t.read("web-tcp.cfg");
     assert_eq!(server_names(&tcp, "server "), names, "{tcp}");
-    let vcl = read(d, "web.vcl");
+    let vcl = t.read("web.vcl");
     let backends = server_names(&vcl, "backend ");
     assert_eq!(backends.len(), 7, "{vcl}");
     assert_unique(&backends, "varnish backends", &vcl);
     for name in &backends {
         assert!(vcl.contains(&format!("web.add_backend({name});")), "{vcl}");
     }
-    let apache = read(d, "web.conf");
+    let apache = t.read("web.conf");
     let routes: Vec<String> = apache
         .split("route=")
         .skip(1)
@@ -675,23 +491,17 @@ outputs:
 #[test]
 fn before_the_fix_haproxy_refused_such_a_file() {
     // The file the old names made: the check this output relies on says no.
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    write(
-        d,
-        "main.cfg",
+    let t = Test::new();
+    t.write("main.cfg",
         "defaults\n    mode http\n    timeout connect 1s\n    timeout client 1s\n    timeout server 1s\n    \
          default-server init-addr none\nfrontend fe\n    bind 127.0.0.1:18080\n    default_backend web\n",
     );
-    write(
-        d,
-        "web.cfg",
+    t.write("web.cfg",
         "backend web\n    server web_10_0_0_1_80 10.0.0.1:80\n    server web_10_0_0_1_80 10-0-0-1:80\n",
     );
-    let out = Command::new("haproxy")
-        .env("PATH", path_with_sbin())
+    let out = Command::new(program("haproxy", "haproxy"))
         .args(["-c", "-f", "main.cfg", "-f", "web.cfg"])
-        .current_dir(d)
+        .current_dir(t.path())
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -7,8 +7,8 @@
 //! - [`Group`]: a process started in its own process group (a daemon, a frontend, an emulator);
 //!   the whole group is killed with SIGKILL when the guard is dropped, so that a failing test
 //!   leaves nothing running. Only processes a test started are ever signalled, by their PID.
-//! - Small helpers: [`free_port`], [`http_get`], [`program`], [`wait_until`], [`yaml_str`],
-//!   [`targets_json`].
+//! - Small helpers: [`free_port`], [`http_get`], [`program`], [`path_with_sbin`],
+//!   [`wait_until`], [`yaml_str`], [`targets_json`].
 //! - [`live`]: real frontends under load (`tests/live.rs`); [`moto_server`] and, with the `aws`
 //!   feature, [`moto`]: a local AWS API emulator.
 //!
@@ -32,6 +32,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
@@ -265,6 +266,42 @@ impl Cmd {
         Output::from(self.command().output().expect("run elasticd"))
     }
 
+    /// Runs it to the end like [`Cmd::run`], but as the leader of a new process group and for at
+    /// most `limit`: when it has not exited by then, the group is killed with SIGKILL and the test
+    /// fails, naming the arguments and showing what it printed. Whatever it left running in its
+    /// group is killed too once it has exited. The leader is reaped only after that, so its PID
+    /// (the group's id) cannot have been reused when the group is signalled. The programs
+    /// elasticd runs (plugins, checks, reloads) get process groups of their own, which this does
+    /// not reach: a test whose program may hang kills that group itself (see `tests/crash.rs`).
+    pub fn run_within(self, limit: Duration) -> Output {
+        let streams = tempfile::tempdir().expect("create temp dir");
+        let (stdout, stderr) = (streams.path().join("stdout"), streams.path().join("stderr"));
+        let mut child = self
+            .command()
+            .process_group(0)
+            .stdout(fs::File::create(&stdout).expect("create stdout file"))
+            .stderr(fs::File::create(&stderr).expect("create stderr file"))
+            .spawn()
+            .expect("run elasticd");
+        let leader = Pid::from_raw(child.id() as i32);
+        let exited = poll_until(limit, || exit_seen(leader).is_some());
+        let _ = killpg(leader, Signal::SIGKILL);
+        let status = child.wait().expect("wait for elasticd");
+        let read =
+            |path: &Path| String::from_utf8_lossy(&fs::read(path).unwrap_or_default()).into_owned();
+        let output = Output {
+            code: status.code().unwrap_or(-1),
+            stdout: read(&stdout),
+            stderr: read(&stderr),
+        };
+        assert!(
+            exited,
+            "elasticd {:?} did not finish within {limit:?}\n{output}",
+            self.args
+        );
+        output
+    }
+
     /// Starts it (usually `run`) as the leader of a new process group, stdout and stderr in
     /// `daemon.log` in its dir; it is killed when the guard is dropped.
     pub fn daemon(self) -> Group {
@@ -289,6 +326,17 @@ impl From<std::process::Output> for Output {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+}
+
+/// The exit code and both streams, for assertion messages.
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit code {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -419,10 +467,55 @@ impl Group {
         }
     }
 
+    /// Waits until `cond` holds for its log so far; panics with `what` and the log when the
+    /// leader exits first, or after `timeout`.
+    pub fn wait_for_log(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut cond: impl FnMut(&str) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if cond(&log) {
+                return;
+            }
+            if let Some(status) = exit_seen(Pid::from_raw(self.pid() as i32)) {
+                panic!(
+                    "{} exited ({status}) while waiting for {what}; log:\n{log}",
+                    self.what
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\n{} log:\n{log}",
+                    self.what
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM to the leader, and its exit code once it has exited (`None` after 10 s, when it
     /// is killed).
     pub fn stop(mut self) -> Option<i32> {
         self.stop_with(Signal::SIGTERM, Duration::from_secs(10))
+    }
+}
+
+/// How the child `pid` ended, once it has, seen without reaping it (`WNOWAIT`): until it is
+/// reaped its PID, and so its process group's id, cannot be reused, so that killing the group
+/// afterwards reaches only what the test started.
+fn exit_seen(pid: Pid) -> Option<String> {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    match waitid(Id::Pid(pid), flags) {
+        Ok(WaitStatus::StillAlive) => None,
+        Ok(WaitStatus::Exited(_, code)) => Some(format!("exit code {code}")),
+        Ok(WaitStatus::Signaled(_, signal, _)) => Some(format!("signal {signal}")),
+        Ok(status) => Some(format!("{status:?}")),
+        // ECHILD: already reaped (by `Group::exited`, say).
+        Err(e) => Some(format!("gone ({e})")),
     }
 }
 
@@ -482,6 +575,13 @@ pub fn program(name: &str, package: &str) -> String {
         })
         .to_string_lossy()
         .into_owned()
+}
+
+/// The caller's PATH with the sbin dirs appended (`/usr/sbin:/sbin`), for an `elasticd` whose
+/// config runs a frontend's program by name (`haproxy -c`, `varnishadm`).
+pub fn path_with_sbin() -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    format!("{path}:/usr/sbin:/sbin")
 }
 
 /// Polls `cond` every 20 ms until it holds or `timeout` has passed; whether it held.
