@@ -13,6 +13,7 @@ use crate::engine::{
     State,
 };
 use crate::render::Renderer;
+use crate::value::count;
 
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
@@ -188,13 +189,13 @@ fn print_report(report: &PassReport) {
         match s.status {
             ServiceStatus::Fresh => tracing::info!(
                 service = %s.name,
-                "{} backends (+{} -{})",
-                s.backends,
+                "{} (+{} -{})",
+                count(s.backends, "backend"),
                 s.added.len(),
                 s.removed.len()
             ),
             ServiceStatus::KeptLastGood => {
-                tracing::warn!(service = %s.name, "kept the last good set of {} backends", s.backends)
+                tracing::warn!(service = %s.name, "kept the last good set of {}", count(s.backends, "backend"))
             }
             ServiceStatus::NoData => tracing::warn!(service = %s.name, "no good backend set"),
         }
@@ -260,11 +261,11 @@ async fn check(path: &Path) -> u8 {
     }
     if problems.is_empty() {
         println!(
-            "{}: OK ({} services, {} frontends, {} outputs)",
+            "{}: OK ({}, {}, {})",
             path.display(),
-            config.services.len(),
-            config.frontends.len(),
-            config.outputs.len()
+            count(config.services.len(), "service"),
+            count(config.frontends.len(), "frontend"),
+            count(config.outputs.len(), "output")
         );
         EXIT_OK
     } else {
