@@ -241,8 +241,23 @@ async fn check(path: &Path) -> u8 {
         Err(code) => return code,
     };
     let mut problems: Vec<String> = Vec::new();
-    if let Err(errors) = Renderer::new(&config.outputs) {
-        problems.extend(errors.into_iter().map(|e| e.to_string()));
+    let mut warnings: Vec<String> = Vec::new();
+    match Renderer::new(&config.outputs) {
+        Ok(renderer) => {
+            let found = config::checks::preflight(&config, &renderer);
+            problems.extend(found.errors);
+            warnings.extend(found.warnings);
+        }
+        Err(errors) => {
+            problems.extend(errors.into_iter().map(|e| e.to_string()));
+            // The directories matter even when a template doesn't compile.
+            problems.extend(config::checks::output_dirs(&config));
+            problems.extend(config::checks::pidfile_dirs(&config));
+            warnings.extend(config::checks::ambiguous_ipv6(&config));
+        }
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
     }
     let mut programs: Vec<(String, &str)> = Vec::new();
     for (name, frontend) in &config.frontends {
