@@ -513,7 +513,7 @@ impl Daemon {
 /// How many endpoints an `applied` line names before it says "and N more".
 const NAMED_ENDPOINTS: usize = 5;
 
-/// `web +2/-1 [+10.0.0.3:80 +10.0.0.4:80 -10.0.0.1:80] (3 backends)`: a service's change for the
+/// `web +2/-1 (3 backends) [+10.0.0.3:80 +10.0.0.4:80 -10.0.0.1:80]`: a service's change for the
 /// `applied` line, naming the first [`NAMED_ENDPOINTS`] endpoints added, then removed.
 fn change_summary(name: &str, before: &[Backend], set: &[Backend]) -> String {
     let (added, removed) = backend::diff(before, set);
@@ -532,7 +532,7 @@ fn change_summary(name: &str, before: &[Backend], set: &[Backend]) -> String {
         named.push_str(&format!(" and {} more", all.len() - NAMED_ENDPOINTS));
     }
     format!(
-        "{name} +{}/-{} [{named}] ({})",
+        "{name} +{}/-{} ({}) [{named}]",
         added.len(),
         removed.len(),
         count(set.len(), "backend")
