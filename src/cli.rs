@@ -241,21 +241,13 @@ async fn check(path: &Path) -> u8 {
         Err(code) => return code,
     };
     let mut problems: Vec<String> = Vec::new();
-    let mut warnings: Vec<String> = Vec::new();
-    match Renderer::new(&config.outputs) {
-        Ok(renderer) => {
-            let found = config::checks::preflight(&config, &renderer);
-            problems.extend(found.errors);
-            warnings.extend(found.warnings);
-        }
-        Err(errors) => {
-            problems.extend(errors.into_iter().map(|e| e.to_string()));
-            // The directories matter even when a template doesn't compile.
-            problems.extend(config::checks::output_dirs(&config));
-            problems.extend(config::checks::pidfile_dirs(&config));
-            warnings.extend(config::checks::ambiguous_ipv6(&config));
-        }
-    }
+    let renderer = Renderer::new(&config.outputs)
+        .map_err(|errors| problems.extend(errors.into_iter().map(|e| e.to_string())))
+        .ok();
+    // The directories matter even when a template doesn't compile.
+    let found = config::checks::preflight(&config, renderer.as_ref());
+    problems.extend(found.errors);
+    let warnings = found.warnings;
     for w in &warnings {
         eprintln!("warning: {w}");
     }

@@ -30,6 +30,11 @@ fn an_undefined_variable_is_a_check_error_with_the_template_line() {
         run.stderr
     );
     assert!(run.stderr.contains("t.tera:3:"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("error: config.yaml:6:17: output "),
+        "{}",
+        run.stderr
+    );
     assert!(!t.exists("out.conf"), "check writes nothing");
 
     // Fixed, it passes; and render agrees.
@@ -82,10 +87,14 @@ fn missing_and_unusable_directories_are_errors() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     let dir = t.path_str();
     for expected in [
-        format!("error: output `{dir}/nope/out.conf`: directory `{dir}/nope` does not exist"),
-        format!("error: output `{dir}/afile/out.conf`: `{dir}/afile` is not a directory"),
         format!(
-            "error: frontend `fe`: the directory of pidfile `{dir}/run/missing/fe.pid` does not exist"
+            "error: config.yaml:8:40: output `{dir}/nope/out.conf`: directory `{dir}/nope` does not exist"
+        ),
+        format!(
+            "error: config.yaml:9:40: output `{dir}/afile/out.conf`: `{dir}/afile` is not a directory"
+        ),
+        format!(
+            "error: config.yaml:6:17: frontend `fe`: the directory of pidfile `{dir}/run/missing/fe.pid` does not exist"
         ),
     ] {
         assert!(run.stderr.contains(&expected), "{expected}\n{}", run.stderr);
@@ -165,7 +174,7 @@ fn an_ipv6_address_that_swallowed_its_port_is_a_warning() {
     let run = check(&t).success();
     assert_eq!(
         run.stderr.trim(),
-        "warning: service `web`: static backend `2001:db8::1:8080` is the IPv6 address \
+        "warning: config.yaml:4:25: service `web`: static backend `2001:db8::1:8080` is the IPv6 address \
          2001:db8::1:8080 with no port; if 8080 is the port, write \"[2001:db8::1]:8080\" (or \
          \"[2001:db8::1:8080]\" to keep it as it is)"
     );

@@ -12,6 +12,7 @@ use crate::backend::{Address, Backend};
 use crate::frontend::{ReloadAction, SpecAction};
 use crate::locator::LocatorConfig;
 use crate::render::{PassContext, Renderer};
+use crate::yaml::{self, Node};
 
 /// What `check` found: errors fail it (exit 2), warnings are printed and pass.
 #[derive(Debug, Default)]
@@ -22,14 +23,54 @@ pub struct Findings {
     pub warnings: Vec<String>,
 }
 
-/// Runs every check below on a loaded config and its compiled templates.
-pub fn preflight(config: &Config, renderer: &Renderer) -> Findings {
+/// Runs every check below on a loaded config; the templates are rendered when they compiled.
+pub fn preflight(config: &Config, renderer: Option<&Renderer>) -> Findings {
+    let lines = Lines::read(config);
     let mut findings = Findings::default();
-    findings.errors.extend(render_samples(config, renderer));
-    findings.errors.extend(output_dirs(config));
-    findings.errors.extend(pidfile_dirs(config));
-    findings.warnings.extend(ambiguous_ipv6(config));
+    if let Some(renderer) = renderer {
+        findings
+            .errors
+            .extend(render_samples(config, renderer, &lines));
+    }
+    findings.errors.extend(output_dirs(config, &lines));
+    findings.errors.extend(pidfile_dirs(config, &lines));
+    findings.warnings.extend(ambiguous_ipv6(config, &lines));
     findings
+}
+
+/// Points a finding at its line in the config file, which is parsed again for that. Without the
+/// tree (the file changed meanwhile) a finding still names its item.
+struct Lines {
+    path: String,
+    root: Option<Node>,
+}
+
+impl Lines {
+    fn read(config: &Config) -> Self {
+        let root = std::fs::read_to_string(&config.path)
+            .ok()
+            .and_then(|text| yaml::parse(&text).ok());
+        Lines {
+            path: config.path.display().to_string(),
+            root,
+        }
+    }
+
+    fn at<'a>(
+        &'a self,
+        find: impl FnOnce(&'a Node) -> Option<&'a Node>,
+        message: String,
+    ) -> String {
+        match self.root.as_ref().and_then(find) {
+            Some(node) => format!("{}:{}: {message}", self.path, node.loc),
+            None => format!("{}: {message}", self.path),
+        }
+    }
+}
+
+fn output_node<'a>(root: &'a Node, index: usize, key: &str) -> Option<&'a Node> {
+    let item = root.get("outputs")?.item(index)?;
+    item.get(key).or(Some(item))
 }
 
 /// Two backends for every service, one IPv4 and one IPv6, with every field but tags and meta
@@ -56,7 +97,7 @@ pub fn sample_backends(port: Option<u16>) -> Vec<Backend> {
 
 /// Renders each template output once with [`sample_backends`] for every service; renderer
 /// plugins are not run (`check` runs nothing but lookups).
-pub fn render_samples(config: &Config, renderer: &Renderer) -> Vec<String> {
+fn render_samples(config: &Config, renderer: &Renderer, lines: &Lines) -> Vec<String> {
     let sets: IndexMap<String, Vec<Backend>> = config
         .services
         .iter()
@@ -74,29 +115,35 @@ pub fn render_samples(config: &Config, renderer: &Renderer) -> Vec<String> {
             context.insert_slots(&mut ctx, output, backends, None);
         }
         if let Err(e) = renderer.render(i, output, &ctx) {
-            errors.push(format!(
-                "{e}\n(rendered against 2 sample backends per service)"
+            errors.push(lines.at(
+                |root| output_node(root, i, "template"),
+                format!(
+                    "{e}\n(check renders each template with 2 sample backends per service, \
+                     which have no tags or meta)"
+                ),
             ));
         }
     }
     errors
 }
 
-/// The directory `path` is installed into must exist and be writable.
-pub fn output_dirs(config: &Config) -> Vec<String> {
+/// The directory each output is installed into must exist and be writable.
+fn output_dirs(config: &Config, lines: &Lines) -> Vec<String> {
     let mut errors = Vec::new();
-    for output in &config.outputs {
+    for (i, output) in config.outputs.iter().enumerate() {
         let dir = parent_dir(&output.path);
-        let what = format!("output `{}`", output.path.display());
         if let Err(reason) = writable_dir(&dir) {
-            errors.push(format!("{what}: {reason}"));
+            errors.push(lines.at(
+                |root| output_node(root, i, "path"),
+                format!("output `{}`: {reason}", output.path.display()),
+            ));
         }
     }
     errors
 }
 
 /// The directory of each `signal` reload's pidfile must exist: the frontend writes its pid there.
-pub fn pidfile_dirs(config: &Config) -> Vec<String> {
+fn pidfile_dirs(config: &Config, lines: &Lines) -> Vec<String> {
     let mut errors = Vec::new();
     for (name, frontend) in &config.frontends {
         let mut action = frontend.reload.as_ref();
@@ -106,9 +153,12 @@ pub fn pidfile_dirs(config: &Config) -> Vec<String> {
                 ReloadAction::Signal { pidfile, .. } => {
                     let dir = parent_dir(pidfile);
                     if !dir.is_dir() {
-                        errors.push(format!(
-                            "frontend `{name}`: the directory of pidfile `{}` does not exist",
-                            pidfile.display()
+                        errors.push(lines.at(
+                            |root| root.get("frontends")?.get(name)?.get("reload"),
+                            format!(
+                                "frontend `{name}`: the directory of pidfile `{}` does not exist",
+                                pidfile.display()
+                            ),
                         ));
                     }
                     None
@@ -151,27 +201,35 @@ pub fn writable_dir(dir: &Path) -> Result<(), String> {
 
 /// Static IPv6 addresses written without brackets whose last group looks like a port:
 /// `2001:db8::1:8080` is one address with no port, maybe not what was meant.
-pub fn ambiguous_ipv6(config: &Config) -> Vec<String> {
+fn ambiguous_ipv6(config: &Config, lines: &Lines) -> Vec<String> {
     let mut warnings = Vec::new();
     for (name, service) in &config.services {
-        for locator in &service.locators {
+        for (l, locator) in service.locators.iter().enumerate() {
             let LocatorConfig::Static(list) = locator else {
                 continue;
             };
-            for backend in list.iter().filter(|b| b.port.is_none()) {
+            for (b, backend) in list.iter().enumerate() {
+                if backend.port.is_some() {
+                    continue;
+                }
                 if let Some((address, port)) = split_ipv6_port(&backend.target) {
-                    warnings.push(format!(
+                    warnings.push(lines.at(|root| static_node(root, name, l, b), format!(
                         "service `{name}`: static backend `{}` is the IPv6 address {} with no port; \
                          if {port} is the port, write \"[{address}]:{port}\" (or \"[{}]\" to keep it as it is)",
                         backend.target,
                         backend.target.trim(),
                         backend.target.trim()
-                    ));
+                    )));
                 }
             }
         }
     }
     warnings
+}
+
+fn static_node<'a>(root: &'a Node, service: &str, locator: usize, item: usize) -> Option<&'a Node> {
+    let locators = root.get("services")?.get(service)?.get("locators")?;
+    locators.item(locator)?.get("static")?.item(item)
 }
 
 /// `2001:db8::1:8080` -> (`2001:db8::1`, `8080`) when both halves make sense on their own.
