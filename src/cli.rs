@@ -13,6 +13,7 @@ use crate::engine::{
     State,
 };
 use crate::render::Renderer;
+use crate::value::count;
 
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
@@ -272,13 +273,13 @@ fn print_report(report: &PassReport) {
         match s.status {
             ServiceStatus::Fresh => tracing::info!(
                 service = %s.name,
-                "{} backends (+{} -{})",
-                s.backends,
+                "{} (+{} -{})",
+                count(s.backends, "backend"),
                 s.added.len(),
                 s.removed.len()
             ),
             ServiceStatus::KeptLastGood => {
-                tracing::warn!(service = %s.name, "kept the last good set of {} backends", s.backends)
+                tracing::warn!(service = %s.name, "kept the last good set of {}", count(s.backends, "backend"))
             }
             ServiceStatus::NoData => tracing::warn!(service = %s.name, "no good backend set"),
         }
@@ -324,8 +325,15 @@ async fn check(path: &Path) -> u8 {
         Err(code) => return code,
     };
     let mut problems: Vec<String> = Vec::new();
-    if let Err(errors) = Renderer::new(&config.outputs) {
-        problems.extend(errors.into_iter().map(|e| e.to_string()));
+    let renderer = Renderer::new(&config.outputs)
+        .map_err(|errors| problems.extend(errors.into_iter().map(|e| e.to_string())))
+        .ok();
+    // The directories matter even when a template doesn't compile.
+    let found = config::checks::preflight(&config, renderer.as_ref());
+    problems.extend(found.errors);
+    let warnings = found.warnings;
+    for w in &warnings {
+        eprintln!("warning: {w}");
     }
     let mut programs: Vec<(String, &str)> = Vec::new();
     for (name, frontend) in &config.frontends {
@@ -344,11 +352,11 @@ async fn check(path: &Path) -> u8 {
     }
     if problems.is_empty() {
         println!(
-            "{}: OK ({} services, {} frontends, {} outputs)",
+            "{}: OK ({}, {}, {})",
             path.display(),
-            config.services.len(),
-            config.frontends.len(),
-            config.outputs.len()
+            count(config.services.len(), "service"),
+            count(config.frontends.len(), "frontend"),
+            count(config.outputs.len(), "output")
         );
         EXIT_OK
     } else {

@@ -72,6 +72,15 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
+/// `1 backend`, `2 backends`: a count with its noun, plural unless the count is 1.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Makes a relative program path like `./plugins/x` absolute; bare names stay for `PATH` lookup.
 pub fn resolve_program(argv: &mut [String], base: &Path) {
     if let Some(program) = argv.first_mut()
@@ -92,6 +101,13 @@ mod tests {
             .deserialize::<HumanDuration>()
             .map(|d| d.0)
             .map_err(|e| e.message)
+    }
+
+    #[test]
+    fn counts_are_plural_unless_one() {
+        assert_eq!(count(0, "backend"), "0 backends");
+        assert_eq!(count(1, "service"), "1 service");
+        assert_eq!(count(2, "output"), "2 outputs");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use saphyr::{MarkedYamlOwned, ScalarOwned, ScanError, YamlDataOwned, YamlLoader};
-use saphyr_parser::{BufferedInput, Event, Parser, SpannedEventReceiver};
+use saphyr_parser::{BufferedInput, Event, Parser, ScalarStyle, SpannedEventReceiver};
 use serde::de::{self, Error as _, IntoDeserializer, Visitor};
 
 /// A 1-based line and column in a YAML source.
@@ -33,6 +33,9 @@ pub struct Node {
     pub loc: Location,
     /// What the node holds.
     pub kind: NodeKind,
+    /// An integer's text as written, when YAML did not write it in decimal digits: `0o644` for
+    /// the integer 420. Such a number is refused where text is wanted (see `deserialize_str`).
+    pub written: Option<String>,
 }
 
 /// The value of a [`Node`].
@@ -82,8 +85,30 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     let mut parser = Parser::new(BufferedInput::new(text.chars()));
     let mut loader = YamlLoader::<MarkedYamlOwned>::default();
     let mut depth = Depth::default();
+    // Plain scalars that YAML may read as non-decimal integers (`0o644`, `0x1A4`), by where they
+    // start: the loaded tree keeps only their value.
+    // An alias of one is a copy placed where the alias is.
+    let mut plain = HashMap::new();
+    let mut anchored = HashMap::new();
     while let Some(event) = parser.next_event() {
         let (event, span) = event.map_err(scan_error)?;
+        match &event {
+            Event::Scalar(text, ScalarStyle::Plain, anchor, _)
+                if !is_decimal(text)
+                    && text.starts_with(|c: char| c.is_ascii_digit() || c == '+' || c == '-') =>
+            {
+                plain.insert(span.start.index(), text.to_string());
+                if *anchor != 0 {
+                    anchored.insert(*anchor, text.to_string());
+                }
+            }
+            Event::Alias(anchor) => {
+                if let Some(text) = anchored.get(anchor) {
+                    plain.insert(span.start.index(), text.clone());
+                }
+            }
+            _ => {}
+        }
         if let Err(message) = depth.on(&event) {
             return Err(SyntaxError {
                 loc: Location {
@@ -108,10 +133,11 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
         });
     }
     match first {
-        Some(doc) => convert(doc),
+        Some(doc) => convert(doc, &plain),
         None => Ok(Node {
             loc: Location { line: 1, column: 1 },
             kind: NodeKind::Null,
+            written: None,
         }),
     }
 }
@@ -181,20 +207,32 @@ fn location_of(node: &MarkedYamlOwned) -> Location {
     }
 }
 
-fn convert(node: MarkedYamlOwned) -> Result<Node, SyntaxError> {
+/// `644`, `-1`, `+0644`: an integer as YAML's core schema writes it in decimal.
+fn is_decimal(text: &str) -> bool {
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn convert(node: MarkedYamlOwned, plain: &HashMap<usize, String>) -> Result<Node, SyntaxError> {
     let loc = location_of(&node);
+    let start = node.span.start.index();
     let kind = match node.data {
         YamlDataOwned::Value(scalar) => scalar_kind(scalar),
         YamlDataOwned::Representation(text, _, _) => NodeKind::Str(text),
-        YamlDataOwned::Sequence(items) => {
-            NodeKind::Seq(items.into_iter().map(convert).collect::<Result<_, _>>()?)
-        }
+        YamlDataOwned::Sequence(items) => NodeKind::Seq(
+            items
+                .into_iter()
+                .map(|n| convert(n, plain))
+                .collect::<Result<_, _>>()?,
+        ),
         YamlDataOwned::Mapping(map) => NodeKind::Map(
             map.into_iter()
-                .map(|(k, v)| Ok((convert(k)?, convert(v)?)))
+                .map(|(k, v)| Ok((convert(k, plain)?, convert(v, plain)?)))
                 .collect::<Result<_, SyntaxError>>()?,
         ),
-        YamlDataOwned::Tagged(_, inner) => return convert(*inner).map(|n| Node { loc, ..n }),
+        YamlDataOwned::Tagged(_, inner) => {
+            return convert(*inner, plain).map(|n| Node { loc, ..n });
+        }
         YamlDataOwned::Alias(_) | YamlDataOwned::BadValue => {
             return Err(SyntaxError {
                 loc,
@@ -203,7 +241,11 @@ fn convert(node: MarkedYamlOwned) -> Result<Node, SyntaxError> {
             });
         }
     };
-    Ok(Node { loc, kind })
+    let written = match kind {
+        NodeKind::Int(_) => plain.get(&start).cloned(),
+        _ => None,
+    };
+    Ok(Node { loc, kind, written })
 }
 
 fn scalar_kind(scalar: ScalarOwned) -> NodeKind {
@@ -342,10 +384,17 @@ impl<'de> de::Deserializer<'de> for &'de Node {
     }
 
     // Scalars read as text where text is wanted: `port_tag: 8080` or a tag value `123` is a string
-    // to the user, so don't make them quote it.
+    // to the user, so don't make them quote it. But an integer YAML read from other digits
+    // (`0o644` is 420) would silently become other text: `mode: 0o644` would be the mode 0420.
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         let result = match &self.kind {
             NodeKind::Str(s) => visitor.visit_borrowed_str(s),
+            NodeKind::Int(i) if self.written.is_some() => {
+                let written = self.written.as_deref().unwrap_or_default();
+                Err(DeError::custom(format!(
+                    "unquoted, `{written}` is the number {i} to YAML; quote it (\"{written}\") to use it as written"
+                )))
+            }
             NodeKind::Int(_) | NodeKind::Float(_) | NodeKind::Bool(_) => {
                 visitor.visit_string(self.as_scalar_text().unwrap_or_default())
             }
@@ -540,6 +589,33 @@ mod tests {
         let inner: Inner = node.deserialize().unwrap();
         assert_eq!(inner.port, 1);
         assert_eq!(inner.name.as_deref(), Some("123"));
+    }
+
+    #[test]
+    fn integers_not_written_in_decimal_are_not_text() {
+        let node = parse("port: 0x50\nname: 0o644\n").unwrap();
+        assert_eq!(node.get("port").unwrap().written.as_deref(), Some("0x50"));
+        let err = node.deserialize::<Inner>().unwrap_err();
+        assert_eq!(err.loc, Some(Location { line: 2, column: 7 }));
+        assert_eq!(
+            err.message,
+            "unquoted, `0o644` is the number 420 to YAML; quote it (\"0o644\") to use it as written"
+        );
+        // As a number it is still that number, and decimal or quoted text is text.
+        let inner: Inner = parse("port: 0x50\nname: +0644\n")
+            .unwrap()
+            .deserialize()
+            .unwrap();
+        assert_eq!(inner.port, 80);
+        assert_eq!(inner.name.as_deref(), Some("644"));
+        let inner: Inner = parse("port: 1\nname: \"0o644\"\n")
+            .unwrap()
+            .deserialize()
+            .unwrap();
+        assert_eq!(inner.name.as_deref(), Some("0o644"));
+        // Inside lists and behind aliases too.
+        let node = parse("a: &m 0o17\nb: [*m]\n").unwrap();
+        assert!(node.get("b").unwrap().deserialize::<Vec<String>>().is_err());
     }
 
     #[test]

@@ -368,3 +368,49 @@ outputs:
     assert_eq!(t.lines("acks"), 2, "acknowledged changes are not repeated");
     assert_eq!(daemon.stop(), Some(0));
 }
+
+#[test]
+fn a_stopped_frontend_is_named_and_its_apply_is_never_also_logged_as_applied() {
+    let t = Test::new();
+    let config = config("1h", "settle_min: 1s, settle_max: 2s", "true").replace(
+        r#"reload: { command: [sh, -c, "true"] }"#,
+        "reload: { signal: HUP, pidfile: fe.pid }",
+    );
+    t.write("config.yaml", &config);
+    // What `nginx -t` leaves behind when nginx is not running.
+    t.write("fe.pid", "");
+    t.write("backends.json", &targets_json(&["127.0.0.1", "127.0.0.2"]));
+    let daemon = t.elasticd(RUN).daemon();
+    daemon.wait_for("two failed reloads", Duration::from_secs(15), || {
+        daemon.log().matches("not applied; retrying").count() >= 2
+    });
+    let log = daemon.log();
+    assert!(
+        log.contains("frontend `fe`: fe does not seem to be running (empty pidfile "),
+        "{log}"
+    );
+    assert!(!log.contains("applied web"), "{log}");
+    assert!(log.contains("started: 1 service, 1 output"), "{log}");
+
+    // The frontend starts: the owed reload goes through, and that apply names the endpoints.
+    let mut sh = std::process::Command::new("sh");
+    sh.args([
+        "-c",
+        "trap 'echo hup >> hups' HUP; while :; do sleep 0.1; done",
+    ])
+    .current_dir(t.path());
+    let frontend = support::Group::spawn("frontend", sh, &t.join("frontend.log"));
+    t.write("fe.pid", &format!("{}\n", frontend.pid()));
+    daemon.wait_for("the reload", Duration::from_secs(15), || t.exists("hups"));
+    daemon.wait_for("the applied line", Duration::from_secs(5), || {
+        daemon.log().contains("applied web")
+    });
+    assert!(
+        daemon.log().contains(
+            "applied web +2/-0 (2 backends) [+127.0.0.1:8080 +127.0.0.2:8080]: 0 outputs written, reloaded fe in "
+        ),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.stop(), Some(0));
+}

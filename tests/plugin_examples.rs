@@ -1015,6 +1015,19 @@ fn the_config_snippets_in_examples_md_pass_check() {
         if !snippet.contains("\noutputs:") && !snippet.starts_with("outputs:") {
             config.push_str("outputs: []\n");
         }
+        // `check` wants each output's directory to exist: an absolute one (`/etc/envoy/`) is
+        // made inside the test's directory instead of on the machine.
+        let config: String = config
+            .lines()
+            .map(|line| match line.split_once("    path: /") {
+                Some((indent, rest)) if indent.trim().is_empty() || indent.trim() == "-" => {
+                    let local = dir.path().join(rest);
+                    std::fs::create_dir_all(local.parent().unwrap()).unwrap();
+                    format!("{indent}    path: {}\n", local.display())
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect();
         write_config(dir.path(), &config);
         let run = elasticd(dir.path(), &["check", "--config", "config.yaml"], &[]);
         assert_eq!(

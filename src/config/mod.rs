@@ -5,6 +5,7 @@
 //! so that one mistake doesn't hide the next; then cross-references (an output's frontend and
 //! service, duplicate paths, ...) are checked. Every problem found is returned together.
 
+pub mod checks;
 mod schedule;
 
 pub use schedule::{DEFAULT_REFRESH, Schedule};

@@ -58,6 +58,17 @@ impl<'de> Deserialize<'de> for Schedule {
             return positive(d).map_err(serde::de::Error::custom);
         }
         match parse_cron(text) {
+            // Parsed but impossible (February 31st): the daemon would locate once at start and
+            // never again.
+            Ok(cron)
+                if cron
+                    .find_next_occurrence(&chrono::Utc::now(), false)
+                    .is_err() =>
+            {
+                Err(serde::de::Error::custom(format!(
+                    "cron `{text}` never fires: no date matches it (is the day of the month in that month?)"
+                )))
+            }
             Ok(_) => Ok(Schedule::Cron(text.to_string())),
             Err(e) => Err(serde::de::Error::custom(format!(
                 "`{text}` is neither a duration like `15s` nor a cron expression with seconds like `0 */5 * * * *` ({e})"
@@ -121,6 +132,23 @@ mod tests {
         assert!(parse("100ms").unwrap_err().contains("at least 1s"));
         assert!(parse("soonish").unwrap_err().contains("neither a duration"));
         assert!(parse("\"* * *\"").is_err());
+    }
+
+    #[test]
+    fn a_cron_expression_that_never_fires_is_refused() {
+        let start = std::time::Instant::now();
+        let err = parse("\"0 0 0 31 2 *\"").unwrap_err();
+        assert!(err.contains("never fires"), "{err}");
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        // Rare is not never: February 29th comes every four years.
+        assert_eq!(
+            parse("\"0 0 0 29 2 *\"").unwrap(),
+            Schedule::Cron("0 0 0 29 2 *".into())
+        );
     }
 
     #[test]

@@ -153,6 +153,17 @@ fn durations_and_modes_parse() {
     assert_eq!(m.0, 0o644);
     let m: FileMode = yaml::parse("\"0600\"").unwrap().deserialize().unwrap();
     assert_eq!(m.0, 0o600);
+    let m: FileMode = yaml::parse("\"0o644\"").unwrap().deserialize().unwrap();
+    assert_eq!(m.0, 0o644);
+}
+
+#[test]
+fn an_unquoted_0o_mode_is_refused_not_misread() {
+    // YAML reads `0o644` as 420, which as octal digits would be the mode 0420.
+    let text = "services:\n  web: { locators: [static: [\"10.0.0.1:80\"]] }\noutputs:\n  \
+                - { template: \"builtin:nginx\", path: a.conf, mode: 0o644, vars: { service: web } }\n  \
+                - { template: \"builtin:nginx\", path: b.conf, mode: 0x1A4, vars: { service: web } }\n";
+    insta::assert_snapshot!(parse_at(text).unwrap_err().to_string());
 }
 
 #[test]

@@ -28,6 +28,7 @@ use crate::backend::{self, Backend};
 use crate::config::{self, Config, Schedule};
 use crate::engine::{BuiltService, Engine, FrontendStatus, OutputStatus, PassOptions, PassProblem};
 use crate::locator::LocateError;
+use crate::value::count;
 
 /// The first retry of a failed frontend comes this soon; later ones double up to `backoff_max`.
 const FRONTEND_BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -122,9 +123,9 @@ impl Daemon {
         self.scheduler = Some(start_scheduler(self.config(), &self.tx).await?);
         tracing::info!(
             config = %self.path.display(),
-            "started: {} services, {} outputs, settle {}..{}",
-            self.config().services.len(),
-            self.config().outputs.len(),
+            "started: {}, {}, settle {}..{}",
+            count(self.config().services.len(), "service"),
+            count(self.config().outputs.len(), "output"),
             humantime::format_duration(self.config().daemon.settle_min.0),
             humantime::format_duration(self.config().daemon.settle_max.0),
         );
@@ -267,9 +268,10 @@ impl Daemon {
                 if self.engine.accept(name, set) {
                     tracing::debug!(
                         service = %name,
-                        "change: +{} -{} ({size} backends)",
+                        "change: +{} -{} ({})",
                         judged.report.added.len(),
                         judged.report.removed.len(),
+                        count(size, "backend"),
                     );
                     self.settle.change(now);
                 }
@@ -336,6 +338,7 @@ impl Daemon {
         }
         let backoff_max = self.config().daemon.backoff_max.0;
         let mut reloaded = Vec::new();
+        let mut failed = Vec::new();
         for f in &report.frontends {
             let backoff = self
                 .frontend_backoff
@@ -343,6 +346,7 @@ impl Daemon {
                 .or_insert_with(|| Backoff::new(FRONTEND_BACKOFF_BASE, backoff_max));
             match f.status {
                 FrontendStatus::CheckFailed | FrontendStatus::ReloadFailed => {
+                    failed.push(f.name.clone());
                     let wait = backoff.fail(Instant::now());
                     tracing::warn!(
                         frontend = %f.name,
@@ -407,7 +411,10 @@ impl Daemon {
             .iter()
             .filter(|o| o.status == OutputStatus::Written)
             .count();
-        if written > 0 || !reloaded.is_empty() {
+        // A frontend that failed was just logged as `not applied`; an `applied ... reloaded
+        // nothing` after it would contradict that. The retry that succeeds logs the change, since
+        // the sets it is compared with move only on a clean apply.
+        if (written > 0 || !reloaded.is_empty()) && (failed.is_empty() || !reloaded.is_empty()) {
             let changes: Vec<String> = sets
                 .iter()
                 .filter_map(|(name, set)| {
@@ -415,23 +422,27 @@ impl Daemon {
                     if before == Some(set) {
                         return None;
                     }
-                    let (added, removed) = backend::diff(before.map_or(&[], Vec::as_slice), set);
-                    Some(format!(
-                        "{name} +{}/-{} ({} backends)",
-                        added.len(),
-                        removed.len(),
-                        set.len()
-                    ))
+                    Some(change_summary(name, before.map_or(&[], Vec::as_slice), set))
                 })
                 .collect();
+            let not_applied = if failed.is_empty() {
+                String::new()
+            } else {
+                format!(", not applied to {}", failed.join(", "))
+            };
             tracing::info!(
-                "applied {}: {written} output{} written, reloaded {} in {} ms",
+                "{} {}: {} written, reloaded {}{not_applied} in {} ms",
+                if failed.is_empty() {
+                    "applied"
+                } else {
+                    "partly applied"
+                },
                 if changes.is_empty() {
                     "pending files".to_string()
                 } else {
                     changes.join(", ")
                 },
-                if written == 1 { "" } else { "s" },
+                count(written, "output"),
                 if reloaded.is_empty() {
                     "nothing".to_string()
                 } else {
@@ -487,9 +498,8 @@ impl Daemon {
             self.scheduler = Some(start_scheduler(self.engine.config(), &self.tx).await?);
         }
         tracing::info!(
-            "config reloaded: {} service{} changed",
-            changed.len(),
-            if changed.len() == 1 { "" } else { "s" }
+            "config reloaded: {} changed",
+            count(changed.len(), "service")
         );
         for name in &changed {
             self.start_locate(name);
@@ -498,6 +508,35 @@ impl Daemon {
         self.settle.change(Instant::now());
         Ok(())
     }
+}
+
+/// How many endpoints an `applied` line names before it says "and N more".
+const NAMED_ENDPOINTS: usize = 5;
+
+/// `web +2/-1 (3 backends) [+10.0.0.3:80 +10.0.0.4:80 -10.0.0.1:80]`: a service's change for the
+/// `applied` line, naming the first [`NAMED_ENDPOINTS`] endpoints added, then removed.
+fn change_summary(name: &str, before: &[Backend], set: &[Backend]) -> String {
+    let (added, removed) = backend::diff(before, set);
+    let all: Vec<String> = added
+        .iter()
+        .map(|b| format!("+{}", b.endpoint()))
+        .chain(removed.iter().map(|b| format!("-{}", b.endpoint())))
+        .collect();
+    let mut named = all
+        .iter()
+        .take(NAMED_ENDPOINTS)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if all.len() > NAMED_ENDPOINTS {
+        named.push_str(&format!(" and {} more", all.len() - NAMED_ENDPOINTS));
+    }
+    format!(
+        "{name} +{}/-{} ({}) [{named}]",
+        added.len(),
+        removed.len(),
+        count(set.len(), "backend")
+    )
 }
 
 async fn start_scheduler(

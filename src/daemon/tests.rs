@@ -151,3 +151,34 @@ async fn a_closed_control_channel_stops_the_daemon() {
         .expect("the daemon did not stop")
         .unwrap();
 }
+
+#[test]
+fn the_applied_line_names_the_first_endpoints_then_counts_the_rest() {
+    use crate::backend::{Backend, parse_target};
+    let set = |targets: &[&str]| -> Vec<Backend> {
+        targets
+            .iter()
+            .map(|t| {
+                let (address, port) = parse_target(t).unwrap();
+                Backend::new(address, port.unwrap())
+            })
+            .collect()
+    };
+    let before = set(&["10.0.0.1:80", "10.0.0.2:80"]);
+    let after = set(&["10.0.0.2:80", "[::1]:80"]);
+    assert_eq!(
+        super::change_summary("web", &before, &after),
+        "web +1/-1 (2 backends) [+[::1]:80 -10.0.0.1:80]"
+    );
+    let many: Vec<String> = (1..=8).map(|i| format!("10.0.1.{i}:80")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert_eq!(
+        super::change_summary("web", &before[..1], &set(&many)),
+        "web +8/-1 (8 backends) [+10.0.1.1:80 +10.0.1.2:80 +10.0.1.3:80 +10.0.1.4:80 \
+         +10.0.1.5:80 and 4 more]"
+    );
+    assert_eq!(
+        super::change_summary("web", &[], &before[..1]),
+        "web +1/-0 (1 backend) [+10.0.0.1:80]"
+    );
+}

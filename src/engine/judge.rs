@@ -27,8 +27,8 @@ pub fn guard_verdict(
         let share = removed as f64 / last.len() as f64;
         if share > ratio {
             return Some(format!(
-                "{removed} of {} backends would be removed ({:.0}%), more than max_removed_ratio {ratio}",
-                last.len(),
+                "{removed} of {} would be removed ({:.0}%), more than max_removed_ratio {ratio}",
+                crate::value::count(last.len(), "backend"),
                 share * 100.0
             ));
         }
@@ -55,7 +55,10 @@ pub fn judge_service(
 ) -> Judged {
     let mut problems = Vec::new();
     let kept_outcome = || match last {
-        Some(l) => format!("keeping the last good set of {} backends", l.len()),
+        Some(l) => format!(
+            "keeping the last good set of {}",
+            crate::value::count(l.len(), "backend")
+        ),
         None => "no good set is known yet, so its outputs are left as they are".to_string(),
     };
     let fresh = match result {

@@ -411,6 +411,14 @@ pub enum FrontendError {
         /// What's wrong with it.
         reason: String,
     },
+    /// The pidfile is empty: the frontend stopped (`nginx -t` leaves an empty one behind).
+    #[error("frontend `{frontend}`: {frontend} does not seem to be running (empty pidfile {})", pidfile.display())]
+    NotRunning {
+        /// Frontend name.
+        frontend: String,
+        /// The pidfile.
+        pidfile: PathBuf,
+    },
     /// The signal could not be sent.
     #[error("frontend `{frontend}`: cannot send {signal} to pid {pid} (from {}): {errno}", pidfile.display())]
     Signal {
@@ -568,6 +576,12 @@ pub async fn reload(
                 let text = tokio::fs::read_to_string(pidfile)
                     .await
                     .map_err(|e| pidfile_err(e.to_string()))?;
+                if text.trim().is_empty() {
+                    return Err(FrontendError::NotRunning {
+                        frontend: name.to_string(),
+                        pidfile: pidfile.clone(),
+                    });
+                }
                 let pid: i32 =
                     text.trim().parse().ok().filter(|p| *p > 0).ok_or_else(|| {
                         pidfile_err(format!("`{}` is not a process id", text.trim()))
@@ -632,5 +646,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("garbage") && err.contains("x.pid"), "{err}");
+        // What `nginx -t` leaves behind when nginx is down.
+        std::fs::write(&pidfile, "\n").unwrap();
+        let err = reload("nginx", &action, dir.path(), &ReloadContext::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "frontend `nginx`: nginx does not seem to be running (empty pidfile {})",
+                pidfile.display()
+            )
+        );
     }
 }
