@@ -7,6 +7,7 @@
 //! - [`Group`]: a process started in its own process group (a daemon, a frontend, an emulator);
 //!   the whole group is killed with SIGKILL when the guard is dropped, so that a failing test
 //!   leaves nothing running. Only processes a test started are ever signalled, by their PID.
+//!   [`PidFile`] does the same for a process that a check or reload records in a file.
 //! - Small helpers: [`free_port`], [`http_get`], [`program`], [`path_with_sbin`],
 //!   [`wait_until`], [`yaml_str`], [`targets_json`].
 //! - [`live`]: real frontends under load (`tests/live.rs`); [`moto_server`] and, with the `aws`
@@ -25,6 +26,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -183,6 +185,8 @@ pub struct Cmd {
     clear_env: bool,
     /// In order; `None` removes the variable.
     env: Vec<(OsString, Option<OsString>)>,
+    /// Descriptors it inherits (see [`Cmd::inherit_fd`]).
+    inherit: Vec<(i32, PathBuf)>,
 }
 
 impl Cmd {
@@ -193,6 +197,7 @@ impl Cmd {
             args: Vec::new(),
             clear_env: false,
             env: Vec::new(),
+            inherit: Vec::new(),
         }
     }
 
@@ -240,6 +245,17 @@ impl Cmd {
         self
     }
 
+    /// It inherits descriptor `fd` (above 2), open for reading on `path` (in its dir unless
+    /// absolute) and without close-on-exec, as from a parent that leaks one (a shell's
+    /// `exec 7<file`). The file is opened when the command is built; in the child, between fork
+    /// and exec, it is dup2'd to `fd` (whatever the child had there, such as the pipe the
+    /// standard library reports a failed exec through, is closed first).
+    pub fn inherit_fd(mut self, fd: i32, path: impl AsRef<Path>) -> Cmd {
+        assert!(fd > 2, "descriptor {fd} is stdin, stdout or stderr");
+        self.inherit.push((fd, path.as_ref().to_path_buf()));
+        self
+    }
+
     /// The `Command`, ready to run.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(ELASTICD);
@@ -257,6 +273,30 @@ impl Cmd {
                 Some(value) => cmd.env(key, value),
                 None => cmd.env_remove(key),
             };
+        }
+        for (fd, path) in &self.inherit {
+            let path = self.dir.join(path);
+            let file = fs::File::open(&path)
+                .unwrap_or_else(|e| panic!("open {} to inherit: {e}", path.display()));
+            let fd = *fd;
+            // SAFETY: the closure runs in the forked child before exec, where only
+            // async-signal-safe calls are allowed: it makes raw syscalls (dup2(2), fcntl(2)) on
+            // descriptor numbers only and allocates nothing.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let from = file.as_raw_fd();
+                    // dup2 onto itself would keep close-on-exec; clear it instead.
+                    let rc = if from == fd {
+                        libc::fcntl(fd, libc::F_SETFD, 0)
+                    } else {
+                        libc::dup2(from, fd)
+                    };
+                    if rc == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         cmd
     }
@@ -497,6 +537,25 @@ impl Group {
         }
     }
 
+    /// Waits up to `timeout` for the leader to exit on its own (nothing is sent to it), then
+    /// kills what is left of its group and reaps the leader; its exit code, -1 when a signal
+    /// killed it. Panics with `what` and the log when it is still running by then (the guard
+    /// kills the group when dropped). The leader is seen exited without being reaped until its
+    /// group has been signalled, so that the group's id cannot have been reused.
+    pub fn wait_exit(&mut self, what: &str, timeout: Duration) -> i32 {
+        let leader = Pid::from_raw(self.pid() as i32);
+        wait_until(
+            what,
+            timeout,
+            || format!("{} log:\n{}", self.what, self.log()),
+            || exit_seen(leader).is_some(),
+        );
+        let mut child = self.child.take().expect("running");
+        let _ = killpg(leader, Signal::SIGKILL);
+        let status = child.wait().expect("wait for the leader");
+        status.code().unwrap_or(-1)
+    }
+
     /// SIGTERM to the leader, and its exit code once it has exited (`None` after 10 s, when it
     /// is killed).
     pub fn stop(mut self) -> Option<i32> {
@@ -525,6 +584,40 @@ impl Drop for Group {
             let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
             let _ = child.wait();
         }
+    }
+}
+
+/// A process that a program elasticd ran for the test (a check, a reload, or a child of one)
+/// recorded by writing its PID to a file, killed with SIGKILL when the guard is dropped, with the
+/// process group it leads, if any: elasticd runs those programs in process groups of their own,
+/// which no [`Group`] reaches. Nothing is signalled when the file holds no PID, or when that
+/// process no longer runs in the file's dir (it has exited, and the PID may have been reused).
+pub struct PidFile(PathBuf);
+
+impl PidFile {
+    /// A guard for the PID that will be written to `path`.
+    pub fn new(path: impl Into<PathBuf>) -> PidFile {
+        PidFile(path.into())
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let Some(pid) = fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .filter(|&pid| pid > 1)
+        else {
+            return;
+        };
+        let dir = self.0.parent().and_then(|d| fs::canonicalize(d).ok());
+        let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        if dir.is_none() || cwd != dir {
+            return;
+        }
+        let pid = Pid::from_raw(pid);
+        let _ = killpg(pid, Signal::SIGKILL);
+        let _ = kill(pid, Signal::SIGKILL);
     }
 }
 
