@@ -58,23 +58,50 @@ impl<'de> Deserialize<'de> for Schedule {
             return positive(d).map_err(serde::de::Error::custom);
         }
         match parse_cron(text) {
-            // Parsed but impossible (February 31st): the daemon would locate once at start and
-            // never again.
-            Ok(cron)
-                if cron
-                    .find_next_occurrence(&chrono::Utc::now(), false)
-                    .is_err() =>
-            {
-                Err(serde::de::Error::custom(format!(
-                    "cron `{text}` never fires: no date matches it (is the day of the month in that month?)"
-                )))
-            }
+            // `0 0 0 30 2 *` (February 30) parses but matches no time: the service would never
+            // be refreshed.
+            Ok(cron) if never_runs(&cron, text) => Err(serde::de::Error::custom(format!(
+                "cron `{text}` never fires: no time matches it (is the day of the month in that month?)"
+            ))),
             Ok(_) => Ok(Schedule::Cron(text.to_string())),
             Err(e) => Err(serde::de::Error::custom(format!(
                 "`{text}` is neither a duration like `15s` nor a cron expression with seconds like `0 */5 * * * *` ({e})"
             ))),
         }
     }
+}
+
+/// True if no time from now on matches `cron`. croner looks up to the year 5000 before it gives
+/// up, which takes a while (both cases found by the `durations` fuzz target):
+///
+/// - An empty seconds, minutes or hours field (`,` parses as one) makes it try every minute:
+///   17 s in a release build for `", * * * * *"`. Those fields are checked first, directly.
+/// - A date that never comes (`0 */5 * 5 * +`, whose day-of-week set is empty) makes it try
+///   every day: 0.2 s. The Gregorian calendar repeats every 400 years, weekdays included
+///   (146,097 days is a whole number of weeks), so an expression without a year field that
+///   matches some time matches one in the last 400 years of croner's range: the search starts
+///   there. One with a year field other than `*` (seven fields) is searched from now: at most
+///   0.1 s in a release build.
+fn never_runs(cron: &croner::Cron, text: &str) -> bool {
+    // `croner::component::ALL_BIT`, which croner does not export: the bit of a plain value.
+    const ALL_BIT: u8 = 1;
+    let p = &cron.pattern;
+    if [&p.seconds, &p.minutes, &p.hours]
+        .iter()
+        .any(|c| c.get_set_values(ALL_BIT).is_empty())
+    {
+        return true;
+    }
+    // A year field of `*` restricts nothing: the calendar argument holds for it too.
+    let years = text.split_whitespace().nth(6);
+    let from = if years.is_some_and(|y| y != "*" && y != "?") {
+        chrono::Utc::now()
+    } else {
+        chrono::NaiveDate::from_ymd_opt(croner::YEAR_UPPER_LIMIT - 400, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map_or_else(chrono::Utc::now, |t| t.and_utc())
+    };
+    cron.find_next_occurrence(&from, false).is_err()
 }
 
 fn positive(d: Duration) -> Result<Schedule, String> {
@@ -167,6 +194,30 @@ mod tests {
         let job =
             tokio_cron_scheduler::Job::new_repeated_async(MAX_REFRESH, |_, _| Box::pin(async {}));
         assert!(job.is_ok());
+    }
+
+    #[test]
+    fn cron_expressions_that_never_run_are_refused() {
+        // Each parses as cron; all but the first two come from the `durations` fuzz target, and
+        // the empty fields took croner seconds to rule out (docs/fuzzing.md).
+        for never in [
+            "\"0 0 0 30 2 *\"",
+            "\"0 0 0 1 1 * 2020\"",
+            "\"0 */5 * 5 * +\"",
+            "\", * * * * *\"",
+            "\"0 , * * * *\"",
+            "\"0 0 , * * *\"",
+            "\", * *  * * +*\"",
+            "\"0 25 */5 */2, * + *\"",
+        ] {
+            let err = parse(never).unwrap_err();
+            assert!(err.contains("never fires"), "{never}: {err}");
+        }
+        assert!(parse("\"0 0 0 29 2 *\"").is_ok());
+        assert!(parse("\"59 59 23 31 12 *\"").is_ok());
+        // February 29 on a Monday: next in 2044, then every 28 years or so.
+        assert!(parse("\"0 0 0 29 2 MON\"").is_ok());
+        assert!(parse("\"0 0 0 1 1 * 2030-2040\"").is_ok());
     }
 
     #[test]
