@@ -214,15 +214,15 @@ fn is_identifier(s: &str) -> bool {
 /// `id`, `name`, `zone`, a tag key and value, and an address. Checks, for those values:
 ///
 /// - [`escape_config_value`] keeps the character count, and its output holds only `[A-Za-z0-9]`
-///   and `._:/@=+,%[]-` (no whitespace, newline, quote, `;`, `{`, `}`, `#`, `\`, `$`); escaping
-///   it again changes nothing;
+///   and `._:/@=+,[]-` (no whitespace, newline, quote, `;`, `{`, `}`, `#`, `\`, `$`, and no `%`,
+///   so never an HAProxy `%[...]` sample expression, `%ci` or an Apache `%{...}`); escaping it
+///   again changes nothing;
 /// - [`ident`] is an identifier, and [`unique_idents`] of the values gives distinct identifiers;
 /// - rendered by each built-in template (HAProxy also with `slots`), a backend carrying them
 ///   gives the same number of lines as one carrying the plain value `x`, and every line's
 ///   directive part (before its first `#`) is byte for byte the same: the values reach
 ///   comments only, so they add no line and no directive, and in the HAProxy outputs no `%[`
-///   (a sample expression) appears outside a comment. `%`, `[` and `]` are inert in the
-///   escape's allow-list, so `%[` can appear inside a comment, which HAProxy never evaluates.
+///   (a sample expression) appears anywhere a value went.
 /// - an address that parses and validates renders with as many lines as `10.0.0.1`, and no
 ///   `%[` or `#` in it.
 pub fn escaping(data: &[u8]) {
@@ -244,7 +244,7 @@ pub fn escaping(data: &[u8]) {
             escaped.chars().all(|c| c.is_ascii_alphanumeric()
                 || matches!(
                     c,
-                    '.' | '_' | ':' | '/' | '@' | '=' | '+' | ',' | '%' | '[' | ']' | '-'
+                    '.' | '_' | ':' | '/' | '@' | '=' | '+' | ',' | '[' | ']' | '-'
                 )),
             "{v:?} escaped to {escaped:?}"
         );
