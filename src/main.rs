@@ -1,6 +1,7 @@
 //! The `elasticd` binary: parse the command line, set up logging, run, map the outcome to an exit
 //! code.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -21,8 +22,13 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_from_env("RUST_LOG")
         .or_else(|_| EnvFilter::try_new(format!("{},{QUIET}", cli.log)))
         .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET}")));
+    // Colour only for a person at a terminal: a log file, a pipe or journald gets plain text, and
+    // NO_COLOR (https://no-color.org) turns it off everywhere.
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .with_target(false)
         // Values in messages (a target, a plugin's output) must not forge lines or colours.

@@ -539,3 +539,16 @@ fn the_demo_renders_without_any_cloud() {
         .collect();
     assert!(backups.is_empty(), "rewritten: {backups:?}");
 }
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let t = Test::new().config(
+        "services:\n  web:\n    locators: [static: [\"127.0.0.1:80\"]]\noutputs:\n  - { template: \"builtin:nginx\", path: web.conf, vars: { service: web } }\n",
+    );
+    // NO_COLOR is what the test harness sets for every run; without it, a pipe alone must
+    // still get plain text.
+    let run = t.render().env_remove("NO_COLOR").run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("INFO"), "{}", run.stderr);
+    assert!(!run.stderr.contains('\x1b'), "{:?}", run.stderr);
+}
