@@ -18,10 +18,13 @@
 //! 5 engine     Engine: built services and renderer, state; locate, judge, apply, hooks, report
 //! 4 config     the file as a whole: Config, Loader (every problem at once), cross-checks, Schedule
 //! 3 render     Tera engines, template context, escaping, slots, OutputConfig, renderer plugins
+//! 2 server     the operations server: listeners, limits, token, JSON API, /metrics, status page
 //! 2 locator    Locator and LocatorSpec, the locators! registry, one file per kind with its config
 //! 2 frontend   FrontendConfig, checks, the reload_actions! registry, HAProxy and Varnish actions
 //! 1 plugin     the plugin protocol: PluginCall, running, lookup, requests, on_change hooks
+//! 1 status     Status: what the daemon knows about itself, the /api/v1 document, readiness
 //! 1 aws        AWS settings and errors; SDK clients (feature `aws`)
+//! 0 metrics    the process's Prometheus registry and families, text exposition
 //! 0 output     compare, stage, batch install with backup, rollback, diff, locks
 //! 0 logline    log and error lines that values cannot forge; the tracing field formatter
 //! 0 process    run an argv with a timeout in its own process group; PATH lookup
@@ -39,9 +42,12 @@ pub mod engine;
 pub mod frontend;
 pub mod locator;
 pub mod logline;
+pub mod metrics;
 pub mod output;
 pub mod plugin;
 pub mod process;
 pub mod render;
+pub mod server;
+pub mod status;
 pub mod value;
 pub mod yaml;

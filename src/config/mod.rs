@@ -21,6 +21,7 @@ use crate::aws::AwsSettings;
 use crate::frontend::{FrontendConfig, ReloadAction};
 use crate::locator::LocatorConfig;
 use crate::render::{BUILTIN_PREFIX, OutputConfig, TemplateRef};
+use crate::server::ServerConfig;
 use crate::value::{HumanDuration, is_valid_name, resolve_program};
 use crate::yaml::{self, Location, Node, NodeKind};
 
@@ -50,6 +51,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// AWS settings for the `ec2` and `asg` locators (each may override them).
     pub aws: AwsSettings,
+    /// The operations server; off unless the section is present.
+    pub server: Option<ServerConfig>,
 }
 
 /// Settings of the daemon (`elasticd run`).
@@ -267,6 +270,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "services",
     "frontends",
     "outputs",
+    "server",
 ];
 
 impl Loader {
@@ -295,6 +299,7 @@ impl Loader {
             outputs: Vec::new(),
             daemon: DaemonConfig::default(),
             aws: AwsSettings::default(),
+            server: None,
         };
         let entries = match &root.kind {
             NodeKind::Map(entries) => entries,
@@ -362,6 +367,17 @@ impl Loader {
                         config.daemon = daemon;
                     }
                 }
+                // `server:` with nothing under it turns the server on with its defaults.
+                "server" => match &value.kind {
+                    NodeKind::Null => {
+                        let empty = Node {
+                            kind: NodeKind::Map(Vec::new()),
+                            ..value.clone()
+                        };
+                        config.server = self.take::<ServerConfig>(&empty)
+                    }
+                    _ => config.server = self.take::<ServerConfig>(value),
+                },
                 "services" => {
                     config.services =
                         self.named_section(value, "services", |l, node| l.take_service(node))
@@ -744,6 +760,9 @@ impl Config {
         };
         if let Some(p) = &mut self.state_file {
             resolve(p);
+        }
+        if let Some(server) = &mut self.server {
+            server.resolve_paths(&base);
         }
         for output in &mut self.outputs {
             resolve(&mut output.path);

@@ -7,6 +7,7 @@
 //! the reloads still owed. Each apply renders from that state and compares with the files on disk,
 //! so a failed check or reload is simply tried again, later, until it succeeds.
 
+mod book;
 mod signals;
 mod timing;
 
@@ -28,6 +29,7 @@ use crate::backend::{self, Backend};
 use crate::config::{self, Config, Schedule};
 use crate::engine::{BuiltService, Engine, FrontendStatus, OutputStatus, PassOptions, PassProblem};
 use crate::locator::LocateError;
+use crate::server::{self, Server, ServerError};
 use crate::value::count;
 
 /// The first retry of a failed frontend comes this soon; later ones double up to `backoff_max`.
@@ -59,6 +61,9 @@ pub enum DaemonError {
     /// The scheduler failed to start.
     #[error("cannot start the scheduler: {0}")]
     Scheduler(#[from] JobSchedulerError),
+    /// The operations server could not start.
+    #[error(transparent)]
+    Server(#[from] ServerError),
 }
 
 struct Daemon {
@@ -79,6 +84,11 @@ struct Daemon {
     tx: mpsc::Sender<Event>,
     rx: mpsc::Receiver<Event>,
     scheduler: Option<JobScheduler>,
+    /// What the daemon knows about itself, published to the server after each event.
+    book: book::Book,
+    server: Option<Server>,
+    commands_tx: mpsc::Sender<server::Command>,
+    commands: mpsc::Receiver<server::Command>,
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -94,7 +104,13 @@ impl Daemon {
         let daemon = &engine.config().daemon;
         let settle = Settle::new(daemon.settle_min.0, daemon.settle_max.0);
         let apply_backoff = Backoff::new(FRONTEND_BACKOFF_BASE, daemon.backoff_max.0);
+        let (commands_tx, commands) = mpsc::channel(16);
+        let book = book::Book::new(&engine);
         Daemon {
+            book,
+            server: None,
+            commands_tx,
+            commands,
             path,
             engine,
             control,
@@ -117,6 +133,13 @@ impl Daemon {
     }
 
     async fn main_loop(mut self) -> Result<(), DaemonError> {
+        // The server starts first: a port in use is a reason not to start at all.
+        if let Some(config) = &self.config().server {
+            let config = config.clone();
+            self.server = Some(
+                Server::start(&config, self.book.subscribe(), self.commands_tx.clone()).await?,
+            );
+        }
         for problem in self.engine.recover().await {
             tracing::error!("{problem}");
         }
@@ -146,6 +169,18 @@ impl Daemon {
                 }
                 _ = sleep_until_opt(settle_at) => self.apply_now().await,
                 _ = sleep_until_opt(retry_at) => self.apply_now().await,
+                Some(command) = self.commands.recv() => match command {
+                    server::Command::Refresh(target) => {
+                        let names: Vec<String> = match target {
+                            Some(name) => vec![name],
+                            None => self.config().services.keys().cloned().collect(),
+                        };
+                        tracing::info!("refresh asked for over the API: {}", names.join(", "));
+                        for name in names {
+                            self.start_locate(&name);
+                        }
+                    }
+                },
                 control = self.control.recv() => match control {
                     None | Some(Control::Stop) => break,
                     Some(Control::Reload) => self.reload_config().await?,
@@ -160,6 +195,8 @@ impl Daemon {
             }
         }
         tracing::info!("stopping");
+        // Listeners close first, so that no request sees a half-stopped daemon.
+        self.server.take();
         if let Some(mut scheduler) = self.scheduler.take() {
             let _ = scheduler.shutdown().await;
         }
@@ -243,6 +280,11 @@ impl Daemon {
         let now = Instant::now();
         let locate_failed = result.is_err();
         let judged = self.engine.judge(name, result);
+        let guard_reason = judged.problems.iter().find_map(|p| match p {
+            PassProblem::GuardHeld { reason, .. } => Some(reason.clone()),
+            _ => None,
+        });
+        let mut problem = None;
         let config = Arc::clone(self.engine.config());
         let backoff = self
             .service_backoff
@@ -289,6 +331,7 @@ impl Daemon {
                 } else {
                     String::new()
                 };
+                problem = Some((message.clone(), guard_reason.clone()));
                 // Log on a change of state, not on every pass of a persistent failure.
                 if self.service_problem.get(name) != Some(&message) {
                     tracing::error!("{message}{next}");
@@ -298,6 +341,25 @@ impl Daemon {
                 }
             }
         }
+        let failures = self.service_backoff.get(name).map_or(0, Backoff::failures);
+        let period = self
+            .config()
+            .services
+            .get(name)
+            .map_or(config::DEFAULT_REFRESH, |s| s.refresh.period());
+        let scheduled = timing::later(now, period);
+        let next = self
+            .service_backoff
+            .get(name)
+            .and_then(Backoff::until)
+            .map_or(scheduled, |b| b.max(scheduled));
+        self.book.located(
+            &self.engine,
+            name,
+            problem,
+            failures,
+            Some(book::wall(next)),
+        );
     }
 
     fn next_frontend_retry(&self) -> Option<Instant> {
@@ -406,6 +468,17 @@ impl Daemon {
         } else {
             self.apply_backoff.succeed();
         }
+        let frontend_backoff = &self.frontend_backoff;
+        self.book
+            .applied(&self.engine, &report, &before, &sets, |name| {
+                let b = frontend_backoff.get(name);
+                let failures = b.map_or(0, Backoff::failures);
+                let at = b
+                    .filter(|b| b.failures() > 0)
+                    .and_then(Backoff::until)
+                    .map(book::wall);
+                (failures, at)
+            });
         let written = report
             .outputs
             .iter()
@@ -459,21 +532,31 @@ impl Daemon {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("the new config is not valid; still running the old one: {e}");
+                self.book.reloaded(Err(e.to_string()));
                 return Ok(());
             }
         };
+        let new_server = new.server.clone();
         let old = Arc::clone(self.config());
         let new_daemon = new.daemon.clone();
         let services_count = new.services.len();
         let changed = match self.engine.reconfigure(new) {
             Ok(changed) => changed,
             Err(errors) => {
+                let message = errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 for e in errors {
                     tracing::error!("the new config is not valid; still running the old one: {e}");
                 }
+                self.book.reloaded(Err(message));
                 return Ok(());
             }
         };
+        self.book.reloaded(Ok(self.engine.config()));
+        self.reconfigure_server(new_server.as_ref()).await;
         let reschedule =
             !changed.is_empty() || services_count != old.services.len() || new_daemon != old.daemon;
         // Unchanged services keep their last good sets (the engine keeps them); changed ones
@@ -507,6 +590,32 @@ impl Daemon {
         // Outputs or templates may have changed too.
         self.settle.change(Instant::now());
         Ok(())
+    }
+}
+
+impl Daemon {
+    /// Starts, stops or reconfigures the server after a SIGHUP; a server that can't take the
+    /// new settings keeps the old ones (the daemon never stops over it).
+    async fn reconfigure_server(&mut self, config: Option<&server::ServerConfig>) {
+        match (self.server.take(), config) {
+            (None, None) => {}
+            (Some(_old), None) => {
+                tracing::info!("server stopped: the config has no `server` any more")
+            }
+            (None, Some(config)) => {
+                match Server::start(config, self.book.subscribe(), self.commands_tx.clone()).await {
+                    Ok(s) => self.server = Some(s),
+                    Err(e) => tracing::error!("{e}; running without the server"),
+                }
+            }
+            (Some(old), Some(config)) => match old.reconfigure(config).await {
+                Ok(s) => self.server = Some(s),
+                Err((s, e)) => {
+                    tracing::error!("{e}; the server keeps its old settings");
+                    self.server = Some(s);
+                }
+            },
+        }
     }
 }
 

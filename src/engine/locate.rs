@@ -1,10 +1,15 @@
 //! Services with their locators built: made once per config load and asked on every refresh.
 
+use std::sync::Mutex;
+use std::time::Instant;
+
 use futures_util::future::join_all;
 
 use crate::backend::{self, Backend};
 use crate::config::{Config, ServiceConfig};
 use crate::locator::{LocateContext, LocateError, Locator};
+use crate::metrics::{LocatorLabels, metrics, unix_seconds};
+use crate::status::{Failure, LocatorStatus, Timestamp};
 
 /// One service with its locators built, as long-lived as the config it came from.
 pub struct BuiltService {
@@ -12,14 +17,29 @@ pub struct BuiltService {
     pub config: ServiceConfig,
     locators: Vec<Box<dyn Locator>>,
     ctx: LocateContext,
+    /// Each locator's last run, for the status API; its metrics are recorded beside it.
+    records: Mutex<Vec<LocatorStatus>>,
 }
 
 impl BuiltService {
     /// Builds the locators of service `name` of `config`.
     pub fn build(config: &Config, name: &str, service: &ServiceConfig) -> Self {
+        let locators: Vec<Box<dyn Locator>> = service.locators.iter().map(|l| l.build()).collect();
+        let records = service
+            .locators
+            .iter()
+            .zip(&locators)
+            .enumerate()
+            .map(|(i, (config, built))| LocatorStatus {
+                id: format!("{i}:{}", config.kind()),
+                describe: built.describe(),
+                ..LocatorStatus::default()
+            })
+            .collect();
         BuiltService {
             config: service.clone(),
-            locators: service.locators.iter().map(|l| l.build()).collect(),
+            locators,
+            records: Mutex::new(records),
             ctx: LocateContext {
                 service: name.to_string(),
                 environment: config.environment.clone(),
@@ -50,20 +70,23 @@ impl BuiltService {
         let timeout = self.config.timeout.0;
         let ctx = &self.ctx;
         let results = join_all(self.locators.iter().map(|l| async move {
+            let started = Instant::now();
             // On expiry the locate future is dropped, which kills a plugin's process group.
-            tokio::time::timeout(timeout, l.locate(ctx))
+            let result = tokio::time::timeout(timeout, l.locate(ctx))
                 .await
                 .unwrap_or_else(|_| {
                     Err(LocateError::Timeout {
                         locator: l.describe(),
                         timeout,
                     })
-                })
+                });
+            (result, started.elapsed())
         }))
         .await;
+        self.record(&results);
         let mut backends = Vec::new();
         let mut errors = Vec::new();
-        for result in results {
+        for (result, _) in results {
             match result {
                 Ok(found) => backends.extend(found),
                 Err(e) => errors.push(e),
@@ -74,6 +97,48 @@ impl BuiltService {
             Ok(backends)
         } else {
             Err(errors)
+        }
+    }
+
+    /// Each locator's last run (for the status API).
+    pub fn locator_records(&self) -> Vec<LocatorStatus> {
+        self.records.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, results: &[(Result<Vec<Backend>, LocateError>, std::time::Duration)]) {
+        let Ok(mut records) = self.records.lock() else {
+            return;
+        };
+        let now = Timestamp::now();
+        for (record, (result, took)) in records.iter_mut().zip(results) {
+            let labels = LocatorLabels {
+                service: self.ctx.service.clone(),
+                locator: record.id.clone(),
+            };
+            let m = metrics();
+            m.locate_duration
+                .get_or_create(&labels)
+                .observe(took.as_secs_f64());
+            record.last_duration_seconds = took.as_secs_f64();
+            match result {
+                Ok(found) => {
+                    m.locate_last_success
+                        .get_or_create(&labels)
+                        .set(unix_seconds(now.0));
+                    record.last_success_at = Some(now);
+                    record.last_count = found.len();
+                    record.last_error = None;
+                    record.consecutive_failures = 0;
+                }
+                Err(e) => {
+                    m.locate_failures.get_or_create(&labels).inc();
+                    record.last_error = Some(Failure {
+                        message: e.to_string(),
+                        at: now,
+                    });
+                    record.consecutive_failures = record.consecutive_failures.saturating_add(1);
+                }
+            }
         }
     }
 }

@@ -351,6 +351,21 @@ impl ReloadAction {
         }
     }
 
+    /// How it reloads, as the status API and the `method` label of metrics name it.
+    pub fn method(&self) -> &'static str {
+        match self {
+            ReloadAction::Command { .. } => "command",
+            ReloadAction::Signal { .. } => "signal",
+            ReloadAction::Exec(_) => "plugin",
+            ReloadAction::MasterSocket { .. } => "master_socket",
+            ReloadAction::Spec(action) => match action.key() {
+                "varnish" => "vcl_swap",
+                "haproxy_runtime" => "runtime_api",
+                other => other,
+            },
+        }
+    }
+
     /// The program this action runs, if any (for `elasticd check`).
     pub fn program(&self) -> Option<&str> {
         match self {
@@ -451,6 +466,28 @@ pub enum FrontendError {
         /// The fallback's error.
         source: Box<FrontendError>,
     },
+}
+
+impl FrontendError {
+    /// The frontend it is about.
+    pub fn frontend(&self) -> &str {
+        match self {
+            FrontendError::Check { frontend, .. }
+            | FrontendError::ReloadCommand { frontend, .. }
+            | FrontendError::Action { frontend, .. }
+            | FrontendError::ReloadPlugin { frontend, .. }
+            | FrontendError::Pidfile { frontend, .. }
+            | FrontendError::NotRunning { frontend, .. }
+            | FrontendError::Signal { frontend, .. }
+            | FrontendError::MasterSocket { frontend, .. }
+            | FrontendError::RuntimeFallback { frontend, .. } => frontend,
+        }
+    }
+
+    /// True for a failed check (the files were restored), false for a failed reload.
+    pub fn is_check(&self) -> bool {
+        matches!(self, FrontendError::Check { .. })
+    }
 }
 
 /// What a reload action may want to know about the pass: the files that changed.

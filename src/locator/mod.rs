@@ -96,6 +96,13 @@ macro_rules! locators {
         }
 
         impl LocatorConfig {
+            /// The kind as written in the config (`ec2`, `file`).
+            pub fn kind(&self) -> String {
+                match self {
+                    $(LocatorConfig::$variant(_) => stringify!($variant).to_ascii_lowercase(),)*
+                }
+            }
+
             fn spec(&self) -> &dyn LocatorSpec {
                 match self {
                     $(LocatorConfig::$variant(spec) => spec,)*

@@ -1,0 +1,361 @@
+//! The daemon's record of itself ([`Status`]), kept up to date from its events and published to
+//! the operations server (and anyone else holding a receiver) after each one.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::backend::{self, Backend};
+use crate::config::Config;
+use crate::engine::{
+    Engine, FrontendStatus as Done, OutputStatus as Written, PassProblem, PassReport,
+};
+use crate::metrics::{ServiceLabels, metrics};
+use crate::status::{
+    Change, ConfigStatus, Failure, FrontendStatus, GuardStatus, Outcome, OutputStatus,
+    ServiceStatus, Status, Timestamp,
+};
+
+/// The most bytes of an output that are hashed for the status (bigger files show no hash).
+const MAX_HASHED: u64 = 64 * 1024 * 1024;
+
+pub(super) struct Book {
+    status: Status,
+    tx: watch::Sender<Arc<Status>>,
+}
+
+impl Book {
+    pub(super) fn new(engine: &Engine) -> Self {
+        let config = engine.config();
+        let now = Timestamp::now();
+        let mut status = Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: now,
+            config: ConfigStatus {
+                path: config.path.display().to_string(),
+                loaded_at: now,
+                last_reload_error: None,
+            },
+            services: Vec::new(),
+            frontends: Vec::new(),
+            outputs: Vec::new(),
+            changes: VecDeque::new(),
+        };
+        shape(&mut status, config);
+        for output in &mut status.outputs {
+            output.sha256 = hash_file(Path::new(&output.path));
+        }
+        metrics().config_loaded();
+        let (tx, _) = watch::channel(Arc::new(status.clone()));
+        Book { status, tx }
+    }
+
+    /// A receiver of every published status.
+    pub(super) fn subscribe(&self) -> watch::Receiver<Arc<Status>> {
+        self.tx.subscribe()
+    }
+
+    pub(super) fn publish(&self) {
+        self.tx.send_replace(Arc::new(self.status.clone()));
+    }
+
+    fn service(&mut self, name: &str) -> Option<&mut ServiceStatus> {
+        self.status.services.iter_mut().find(|s| s.name == name)
+    }
+
+    /// A locate of `name` ended; `problem` is the locators' or guard's message when it failed.
+    pub(super) fn located(
+        &mut self,
+        engine: &Engine,
+        name: &str,
+        problem: Option<(String, Option<String>)>,
+        consecutive_failures: u32,
+        next_refresh_at: Option<SystemTime>,
+    ) {
+        let now = Timestamp::now();
+        let records = engine.service(name).map(|s| s.locator_records());
+        let set = engine.state().last_good.get(name).cloned();
+        let Some(s) = self.service(name) else {
+            return;
+        };
+        if let Some(records) = records {
+            s.locators = records;
+        }
+        s.consecutive_failures = consecutive_failures;
+        s.next_refresh_at = next_refresh_at.map(Timestamp);
+        match problem {
+            None => {
+                s.last_success_at = Some(now);
+                s.last_error = None;
+                s.guard.holding = false;
+                s.guard.reason = None;
+            }
+            Some((message, guard_reason)) => {
+                if let Some(reason) = guard_reason {
+                    s.guard.holding = true;
+                    s.guard.reason = Some(reason);
+                    s.guard.held_total = s.guard.held_total.saturating_add(1);
+                }
+                s.last_error = Some(Failure { message, at: now });
+            }
+        }
+        if let Some(set) = set {
+            if s.backends != set {
+                s.changed_at = Some(now);
+            }
+            metrics()
+                .backends
+                .get_or_create(&ServiceLabels {
+                    service: name.to_string(),
+                })
+                .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
+            s.has_good_set = true;
+            s.backends = set;
+        }
+        self.publish();
+    }
+
+    /// An apply ended: `sets` were rendered, `before` were the sets of the last clean apply.
+    pub(super) fn applied(
+        &mut self,
+        engine: &Engine,
+        report: &PassReport,
+        before: &indexmap::IndexMap<String, Vec<Backend>>,
+        sets: &indexmap::IndexMap<String, Vec<Backend>>,
+        retry_at: impl Fn(&str) -> (u32, Option<SystemTime>),
+    ) {
+        let now = Timestamp::now();
+        for o in &report.outputs {
+            let path = o.path.display().to_string();
+            let Some(out) = self.status.outputs.iter_mut().find(|x| x.path == path) else {
+                continue;
+            };
+            out.last_result = Some(
+                match o.status {
+                    Written::Unchanged => "unchanged",
+                    Written::Written => "written",
+                    Written::WouldChange(_) => "would_change",
+                    Written::Skipped(_) => "skipped",
+                    Written::NotApplied => "not_applied",
+                    Written::Failed => "failed",
+                }
+                .to_string(),
+            );
+            if o.status == Written::Written {
+                out.written_at = Some(now);
+                out.sha256 = hash_file(&o.path);
+            }
+        }
+        let errors: Vec<&crate::frontend::FrontendError> = report
+            .problems
+            .iter()
+            .filter_map(|p| match p {
+                PassProblem::Frontend(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        for f in &report.frontends {
+            let Some(fs) = self.status.frontends.iter_mut().find(|x| x.name == f.name) else {
+                continue;
+            };
+            let error = errors
+                .iter()
+                .find(|e| e.frontend() == f.name)
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "failed".to_string());
+            let ok = |message: &str| Outcome {
+                ok: true,
+                at: now,
+                message: message.to_string(),
+            };
+            let failed = Outcome {
+                ok: false,
+                at: now,
+                message: error,
+            };
+            match f.status {
+                Done::Untouched => {}
+                Done::Installed => fs.last_check = Some(ok("checked")),
+                Done::CheckFailed => fs.last_check = Some(failed),
+                Done::ReloadFailed => {
+                    fs.last_check = Some(ok("checked"));
+                    fs.last_reload = Some(failed);
+                }
+                Done::Reloaded => {
+                    fs.last_check = Some(ok("checked"));
+                    fs.last_reload = Some(ok("reloaded"));
+                }
+                Done::UpdatedInPlace => {
+                    fs.last_check = Some(ok("checked"));
+                    fs.last_reload = Some(ok("updated in place (no reload)"));
+                }
+            }
+        }
+        for fs in &mut self.status.frontends {
+            fs.reload_owed = engine.state().pending_reloads.contains(&fs.name);
+            let (failures, at) = retry_at(&fs.name);
+            fs.consecutive_failures = failures;
+            fs.retry_at = at.map(Timestamp);
+        }
+        let clean = report
+            .frontends
+            .iter()
+            .all(|f| !matches!(f.status, Done::CheckFailed | Done::ReloadFailed));
+        if clean {
+            let mut changes = Vec::new();
+            for (name, set) in sets {
+                let old = before.get(name).map_or(&[][..], Vec::as_slice);
+                if before.get(name) == Some(set) {
+                    continue;
+                }
+                let (added, removed) = backend::diff(old, set);
+                changes.push(Change {
+                    at: now,
+                    service: name.clone(),
+                    added: added.iter().map(|b| b.endpoint().to_string()).collect(),
+                    removed: removed.iter().map(|b| b.endpoint().to_string()).collect(),
+                    backends: set.len(),
+                });
+            }
+            // The changes log lists what frontends now serve, so a pass that wrote nothing (no
+            // output reads the service) still counts: the set is applied.
+            for change in changes {
+                self.status.push_change(change);
+            }
+        }
+        self.publish();
+    }
+
+    /// A SIGHUP loaded `config` (`Ok`) or failed to (`Err` with the message).
+    pub(super) fn reloaded(&mut self, config: Result<&Config, String>) {
+        match config {
+            Ok(config) => {
+                self.status.config.loaded_at = Timestamp::now();
+                self.status.config.last_reload_error = None;
+                shape(&mut self.status, config);
+                metrics().config_loaded();
+            }
+            Err(message) => {
+                self.status.config.last_reload_error = Some(Failure {
+                    message,
+                    at: Timestamp::now(),
+                });
+                metrics().config_last_reload_success.set(0);
+            }
+        }
+        self.publish();
+    }
+}
+
+/// Makes the lists match the config's services, frontends and outputs, keeping the records of
+/// those that stay.
+fn shape(status: &mut Status, config: &Config) {
+    let mut old = std::mem::take(&mut status.services);
+    for (name, service) in &config.services {
+        let kept = old
+            .iter()
+            .position(|s| &s.name == name)
+            .map(|i| old.swap_remove(i));
+        status.services.push(kept.unwrap_or_else(|| ServiceStatus {
+            name: name.clone(),
+            refresh_seconds: 0.0,
+            has_good_set: false,
+            backends: Vec::new(),
+            changed_at: None,
+            last_success_at: None,
+            last_error: None,
+            consecutive_failures: 0,
+            next_refresh_at: None,
+            locators: Vec::new(),
+            guard: GuardStatus::default(),
+        }));
+        if let Some(s) = status.services.last_mut() {
+            s.refresh_seconds = service.refresh.period().as_secs_f64();
+        }
+    }
+    let mut old = std::mem::take(&mut status.frontends);
+    for (name, frontend) in &config.frontends {
+        let kept = old
+            .iter()
+            .position(|f| &f.name == name)
+            .map(|i| old.swap_remove(i));
+        let mut f = kept.unwrap_or_else(|| FrontendStatus {
+            name: name.clone(),
+            reload_method: String::new(),
+            last_check: None,
+            last_reload: None,
+            reload_owed: false,
+            consecutive_failures: 0,
+            retry_at: None,
+        });
+        f.reload_method = frontend
+            .reload
+            .as_ref()
+            .map_or("none", |r| r.method())
+            .to_string();
+        status.frontends.push(f);
+    }
+    let mut old = std::mem::take(&mut status.outputs);
+    for output in &config.outputs {
+        let path = output.path.display().to_string();
+        let kept = old
+            .iter()
+            .position(|o| o.path == path)
+            .map(|i| old.swap_remove(i));
+        let mut o = kept.unwrap_or_else(|| OutputStatus {
+            path,
+            frontend: None,
+            services: Vec::new(),
+            sha256: None,
+            written_at: None,
+            last_result: None,
+        });
+        o.frontend = output.frontend.clone();
+        o.services = match output.service() {
+            Some(name) => vec![name.to_string()],
+            None => config.services.keys().cloned().collect(),
+        };
+        status.outputs.push(o);
+    }
+}
+
+/// SHA-256 of the file at `path` in hex; `None` when it can't be read (or is huge).
+fn hash_file(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).ok()?;
+    if file.metadata().ok()?.len() > MAX_HASHED {
+        return None;
+    }
+    let mut hasher = Sha256::new();
+    let mut reader = std::io::BufReader::new(file);
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = reader.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Some(
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
+}
+
+/// `Instant` to wall time, for the status's timestamps.
+pub(super) fn wall(at: tokio::time::Instant) -> SystemTime {
+    let now = tokio::time::Instant::now();
+    match at.checked_duration_since(now) {
+        Some(ahead) => SystemTime::now() + ahead,
+        None => SystemTime::now()
+            .checked_sub(now.duration_since(at))
+            .unwrap_or(SystemTime::now()),
+    }
+}

@@ -1,0 +1,302 @@
+//! The Prometheus metrics every layer records into, and their text exposition for `/metrics`.
+//!
+//! One registry per process ([`metrics`]): the engine, the frontends and the AWS call counter
+//! record where the event happens, without a handle threaded through every call. Names follow
+//! the Prometheus conventions: prefix `elasticd_`, base units (seconds), `_total` on counters.
+//! Label values are the config's own names (services, frontends, outputs, locators), so the
+//! number of series is bounded by the config, never by what a locator returns.
+
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A float gauge (timestamps, ratios).
+pub type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Labels `{service}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    /// The service's name in the config.
+    pub service: String,
+}
+
+/// Labels `{service,locator}`; `locator` is the locator's position and kind (`0:ec2`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LocatorLabels {
+    /// The service's name in the config.
+    pub service: String,
+    /// `INDEX:KIND`, stable while the config is.
+    pub locator: String,
+}
+
+/// Labels `{service,reason}` of a guard that held.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GuardLabels {
+    /// The service's name in the config.
+    pub service: String,
+    /// `min_backends` or `max_removed_ratio`.
+    pub reason: String,
+}
+
+/// Labels `{output,result}` of a render.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RenderLabels {
+    /// The output's path.
+    pub output: String,
+    /// `unchanged`, `written`, `failed` or `not_applied`.
+    pub result: String,
+}
+
+/// Labels `{frontend}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FrontendLabels {
+    /// The frontend's name in the config.
+    pub frontend: String,
+}
+
+/// Labels `{frontend,method,result}` of a reload.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// The frontend's name in the config.
+    pub frontend: String,
+    /// `signal`, `command`, `runtime_api`, `vcl_swap`, `master_socket` or `plugin`.
+    pub method: String,
+    /// `success` or `failure`.
+    pub result: String,
+}
+
+/// Labels `{service,result}` of an `on_change` hook run.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookLabels {
+    /// The service's name in the config.
+    pub service: String,
+    /// `success` or `failure`.
+    pub result: String,
+}
+
+/// Labels `{api,operation,result}` of a cloud API request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloudLabels {
+    /// `ec2` or `autoscaling`.
+    pub api: String,
+    /// `DescribeInstances`, say.
+    pub operation: String,
+    /// `sent` when counted on the wire (retries included).
+    pub result: String,
+}
+
+/// Labels `{version,features}` of the build.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    features: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric elasticd exports.
+pub struct Metrics {
+    /// `elasticd_locate_duration_seconds{service,locator}`.
+    pub locate_duration: HistogramFamily<LocatorLabels>,
+    /// `elasticd_locate_failures_total{service,locator}`.
+    pub locate_failures: Family<LocatorLabels, Counter>,
+    /// `elasticd_locate_last_success_timestamp_seconds{service,locator}`.
+    pub locate_last_success: Family<LocatorLabels, FloatGauge>,
+    /// `elasticd_backends{service}`: the size of the last good set.
+    pub backends: Family<ServiceLabels, Gauge>,
+    /// `elasticd_guard_held_total{service,reason}`.
+    pub guard_held: Family<GuardLabels, Counter>,
+    /// `elasticd_renders_total{output,result}`.
+    pub renders: Family<RenderLabels, Counter>,
+    /// `elasticd_check_failures_total{frontend}`.
+    pub check_failures: Family<FrontendLabels, Counter>,
+    /// `elasticd_reloads_total{frontend,method,result}`.
+    pub reloads: Family<ReloadLabels, Counter>,
+    /// `elasticd_last_reload_success{frontend}`: 1 when the last reload worked, 0 when not.
+    pub last_reload_success: Family<FrontendLabels, Gauge>,
+    /// `elasticd_hook_runs_total{service,result}`.
+    pub hook_runs: Family<HookLabels, Counter>,
+    /// `elasticd_cloud_api_calls_total{api,operation,result}`.
+    pub cloud_api_calls: Family<CloudLabels, Counter>,
+    /// `elasticd_config_last_reload_success`: 1 when the last config load worked.
+    pub config_last_reload_success: Gauge,
+    /// `elasticd_config_last_reload_success_timestamp_seconds`.
+    pub config_last_reload_success_timestamp: FloatGauge,
+    registry: Registry,
+}
+
+fn locate_histogram() -> Histogram {
+    // 5 ms to about 41 s: a file locator to a slow, retried cloud API call.
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("elasticd");
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                features: FEATURES.join(","),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The version and cargo features of this build (value 1)",
+            build_info,
+        );
+        let metrics = Metrics {
+            locate_duration: Family::new_with_constructor(locate_histogram),
+            locate_failures: Family::default(),
+            locate_last_success: Family::default(),
+            backends: Family::default(),
+            guard_held: Family::default(),
+            renders: Family::default(),
+            check_failures: Family::default(),
+            reloads: Family::default(),
+            last_reload_success: Family::default(),
+            hook_runs: Family::default(),
+            cloud_api_calls: Family::default(),
+            config_last_reload_success: Gauge::default(),
+            config_last_reload_success_timestamp: FloatGauge::default(),
+            registry: Registry::default(),
+        };
+        // The families are shared handles: the registry holds clones that read the same values.
+        registry.register(
+            "locate_duration_seconds",
+            "How long one locator took to answer (or fail)",
+            metrics.locate_duration.clone(),
+        );
+        registry.register(
+            "locate_failures",
+            "Locator runs that failed or timed out",
+            metrics.locate_failures.clone(),
+        );
+        registry.register(
+            "locate_last_success_timestamp_seconds",
+            "When the locator last answered, as a Unix time",
+            metrics.locate_last_success.clone(),
+        );
+        registry.register(
+            "backends",
+            "Backends in the service's last good set",
+            metrics.backends.clone(),
+        );
+        registry.register(
+            "guard_held",
+            "Answers the guard refused, by the limit that refused them",
+            metrics.guard_held.clone(),
+        );
+        registry.register(
+            "renders",
+            "Outputs rendered, by what happened to the file",
+            metrics.renders.clone(),
+        );
+        registry.register(
+            "check_failures",
+            "Frontend config checks that failed (the files were restored)",
+            metrics.check_failures.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Frontend reloads and in-place updates, by method and result",
+            metrics.reloads.clone(),
+        );
+        registry.register(
+            "last_reload_success",
+            "1 when the frontend's last reload worked, 0 when it failed",
+            metrics.last_reload_success.clone(),
+        );
+        registry.register(
+            "hook_runs",
+            "on_change hook runs, by result",
+            metrics.hook_runs.clone(),
+        );
+        registry.register(
+            "cloud_api_calls",
+            "Requests sent to cloud APIs, retries included",
+            metrics.cloud_api_calls.clone(),
+        );
+        registry.register(
+            "config_last_reload_success",
+            "1 when the last config load (start or SIGHUP) worked, 0 when it failed",
+            metrics.config_last_reload_success.clone(),
+        );
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the config was last loaded successfully, as a Unix time",
+            metrics.config_last_reload_success_timestamp.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The text exposition format (OpenMetrics text, which Prometheus reads).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Records a successful config load now.
+    pub fn config_loaded(&self) {
+        self.config_last_reload_success.set(1);
+        self.config_last_reload_success_timestamp
+            .set(unix_seconds(SystemTime::now()));
+    }
+}
+
+/// The cargo features this binary was built with.
+pub const FEATURES: &[&str] = &[
+    #[cfg(feature = "aws")]
+    "aws",
+];
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// `time` as seconds since the Unix epoch (0 before it).
+pub fn unix_seconds(time: SystemTime) -> f64 {
+    time.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_conventions() {
+        let m = Metrics::new();
+        m.reloads
+            .get_or_create(&ReloadLabels {
+                frontend: "web".into(),
+                method: "signal".into(),
+                result: "success".into(),
+            })
+            .inc();
+        let text = m.encode();
+        assert!(text.contains("elasticd_build_info{"), "{text}");
+        assert!(
+            text.contains(
+                r#"elasticd_reloads_total{frontend="web",method="signal",result="success"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE elasticd_locate_duration_seconds histogram"));
+    }
+}

@@ -1,0 +1,283 @@
+//! The operations server (`server:`): health and readiness, the JSON API under `/api/v1`,
+//! Prometheus metrics, the status page, and the token-protected refresh trigger.
+//!
+//! It runs in its own tasks and reads the [`Status`] the daemon publishes after every event, so
+//! it answers while a pass runs and a slow client can never hold the event loop. Requests that
+//! change something reach the daemon as [`Command`]s through a bounded channel.
+
+mod listen;
+mod page;
+mod routes;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::status::Status;
+use crate::value::{FileMode, HumanDuration};
+
+/// Where the server listens when `server:` names neither `listen` nor `socket`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9797";
+
+/// The `server:` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// TCP addresses to listen on (`127.0.0.1:9797`); loopback unless told otherwise.
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+    /// A Unix socket to listen on, so that instances on one host never fight over ports.
+    #[serde(default)]
+    pub socket: Option<SocketConfig>,
+    /// A file holding the bearer token that mutating endpoints require; without it they are off.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// HTTPS instead of HTTP on the TCP listeners; the files are read again on SIGHUP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Connections served at once; more wait in the kernel's backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// The longest a request may take to arrive and be answered.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: HumanDuration,
+    /// The largest request body accepted, in bytes.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+/// A Unix socket listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketConfig {
+    /// Its path; a stale socket file there is replaced.
+    pub path: PathBuf,
+    /// Its permissions (default `0660`: the owner and its group).
+    #[serde(default = "default_socket_mode")]
+    pub mode: FileMode,
+}
+
+/// `tls:` of the server.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+}
+
+fn default_max_connections() -> usize {
+    256
+}
+
+fn default_request_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+fn default_max_body_bytes() -> usize {
+    64 * 1024
+}
+
+fn default_socket_mode() -> FileMode {
+    FileMode(0o660)
+}
+
+impl ServerConfig {
+    /// The TCP addresses to bind: `listen`, or [`DEFAULT_LISTEN`] when no listener is named.
+    pub fn tcp_addresses(&self) -> Vec<SocketAddr> {
+        if self.listen.is_empty() && self.socket.is_none() {
+            DEFAULT_LISTEN.parse().into_iter().collect()
+        } else {
+            self.listen.clone()
+        }
+    }
+
+    /// Makes relative paths relative to the config's directory.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if let Some(socket) = &mut self.socket {
+            socket.path = base.join(&socket.path);
+        }
+        if let Some(token) = &mut self.token_file {
+            *token = base.join(&*token);
+        }
+        if let Some(tls) = &mut self.tls {
+            tls.cert_file = base.join(&tls.cert_file);
+            tls.key_file = base.join(&tls.key_file);
+        }
+    }
+}
+
+/// What a client asked the daemon to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Locate these services now (all when `None`); the answers go through the settle window.
+    Refresh(Option<String>),
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A TCP address could not be bound.
+    #[error("server: cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The Unix socket could not be created.
+    #[error("server: cannot listen on socket {}: {source}", path.display())]
+    Socket {
+        /// The socket's path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The token file could not be used.
+    #[error("server: token_file {}: {reason}", path.display())]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The TLS certificate or key could not be used.
+    #[error("server: tls: {0}")]
+    Tls(String),
+}
+
+/// The most of a token file that is read.
+const MAX_TOKEN_FILE: u64 = 4096;
+
+/// The bearer token, never printed.
+#[derive(Clone)]
+pub struct Token(Vec<u8>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<hidden>)")
+    }
+}
+
+impl Token {
+    /// Reads the token from `path`: its first line, which must not be empty.
+    pub fn read(path: &Path) -> Result<Self, ServerError> {
+        let fail = |reason: String| ServerError::Token {
+            path: path.to_path_buf(),
+            reason,
+        };
+        use std::io::Read;
+        use std::os::unix::fs::PermissionsExt;
+        let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+        let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(fail("is not a regular file".into()));
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                "server: token_file {} can be read by other users; chmod 600 it",
+                path.display()
+            );
+        }
+        let mut bytes = Vec::new();
+        // A token is short; a huge file here is a mistake, not a token.
+        file.take(MAX_TOKEN_FILE)
+            .read_to_end(&mut bytes)
+            .map_err(|e| fail(e.to_string()))?;
+        let text = String::from_utf8(bytes).map_err(|_| fail("is not UTF-8 text".into()))?;
+        let token = text.lines().next().unwrap_or_default().trim();
+        if token.is_empty() {
+            return Err(fail(
+                "is empty; it must hold the token on its first line".into(),
+            ));
+        }
+        Ok(Token(token.as_bytes().to_vec()))
+    }
+
+    /// Compares in constant time, so response timing says nothing about the token.
+    pub fn matches(&self, offered: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.len() == offered.len() && bool::from(self.0.as_slice().ct_eq(offered))
+    }
+}
+
+/// What the request handlers share.
+pub(crate) struct Shared {
+    status: watch::Receiver<Arc<Status>>,
+    commands: mpsc::Sender<Command>,
+    token: Mutex<Option<Token>>,
+    /// When each refresh target (`None`: all) was last asked for, for the rate limit.
+    last_refresh: Mutex<std::collections::HashMap<Option<String>, tokio::time::Instant>>,
+    max_body_bytes: usize,
+}
+
+/// A running server; dropping it stops every listener.
+pub struct Server {
+    shared: Arc<Shared>,
+    config: ServerConfig,
+    listeners: listen::Listeners,
+}
+
+impl Server {
+    /// Binds every listener of `config` and starts serving `status`; commands go to `commands`.
+    pub async fn start(
+        config: &ServerConfig,
+        status: watch::Receiver<Arc<Status>>,
+        commands: mpsc::Sender<Command>,
+    ) -> Result<Self, ServerError> {
+        let token = config.token_file.as_deref().map(Token::read).transpose()?;
+        let shared = Arc::new(Shared {
+            status,
+            commands,
+            token: Mutex::new(token),
+            last_refresh: Mutex::new(Default::default()),
+            max_body_bytes: config.max_body_bytes,
+        });
+        let router = routes::router(Arc::clone(&shared));
+        let listeners = listen::Listeners::bind(config, router).await?;
+        Ok(Server {
+            shared,
+            config: config.clone(),
+            listeners,
+        })
+    }
+
+    /// The addresses actually bound (a port of 0 becomes the one the kernel chose).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.local_addrs()
+    }
+
+    /// Applies a new `server:` section (SIGHUP): the token and TLS files are read again, and the
+    /// listeners are bound again if they changed. On error the running server is left as it is.
+    pub async fn reconfigure(mut self, config: &ServerConfig) -> Result<Self, (Self, ServerError)> {
+        let token = match config.token_file.as_deref().map(Token::read).transpose() {
+            Ok(t) => t,
+            Err(e) => return Err((self, e)),
+        };
+        if let Ok(mut slot) = self.shared.token.lock() {
+            *slot = token;
+        }
+        if *config != self.config || config.tls.is_some() {
+            let router = routes::router(Arc::clone(&self.shared));
+            // The old listeners go first so that the same addresses can be bound again.
+            self.listeners.stop();
+            match listen::Listeners::bind(config, router.clone()).await {
+                Ok(l) => self.listeners = l,
+                Err(e) => {
+                    // Put the old ones back; if even that fails the daemon goes on without a server.
+                    if let Ok(l) = listen::Listeners::bind(&self.config, router).await {
+                        self.listeners = l;
+                    }
+                    return Err((self, e));
+                }
+            }
+            self.config = config.clone();
+        }
+        Ok(self)
+    }
+}
