@@ -289,6 +289,12 @@ mod tests {
                 result: "success".into(),
             })
             .inc();
+        m.locate_duration
+            .get_or_create(&LocatorLabels {
+                service: "web".into(),
+                locator: "0:file".into(),
+            })
+            .observe(0.003);
         let text = m.encode();
         assert!(text.contains("elasticd_build_info{"), "{text}");
         assert!(
