@@ -119,13 +119,12 @@ impl Book {
         self.publish();
     }
 
-    /// An apply ended: `sets` were rendered, `before` were the sets of the last clean apply.
+    /// An apply ended; `before` were the engine's applied sets when it began.
     pub(super) fn applied(
         &mut self,
         engine: &Engine,
         report: &PassReport,
         before: &indexmap::IndexMap<String, Vec<Backend>>,
-        sets: &indexmap::IndexMap<String, Vec<Backend>>,
         retry_at: impl Fn(&str) -> (u32, Option<SystemTime>),
     ) {
         let now = Timestamp::now();
@@ -201,31 +200,21 @@ impl Book {
             fs.consecutive_failures = failures;
             fs.retry_at = at.map(Timestamp);
         }
-        let clean = report
-            .frontends
-            .iter()
-            .all(|f| !matches!(f.status, Done::CheckFailed | Done::ReloadFailed));
-        if clean {
-            let mut changes = Vec::new();
-            for (name, set) in sets {
-                let old = before.get(name).map_or(&[][..], Vec::as_slice);
-                if before.get(name) == Some(set) {
-                    continue;
-                }
-                let (added, removed) = backend::diff(old, set);
-                changes.push(Change {
-                    at: now,
-                    service: name.clone(),
-                    added: added.iter().map(|b| b.endpoint().to_string()).collect(),
-                    removed: removed.iter().map(|b| b.endpoint().to_string()).collect(),
-                    backends: set.len(),
-                });
+        // The engine moves its applied sets only on a clean apply; each service whose set moved
+        // is one change, logged once however many retries it took.
+        for (name, set) in engine.applied() {
+            if before.get(name) == Some(set) {
+                continue;
             }
-            // The changes log lists what frontends now serve, so a pass that wrote nothing (no
-            // output reads the service) still counts: the set is applied.
-            for change in changes {
-                self.status.push_change(change);
-            }
+            let old = before.get(name).map_or(&[][..], Vec::as_slice);
+            let (added, removed) = backend::diff(old, set);
+            self.status.push_change(Change {
+                at: now,
+                service: name.clone(),
+                added: added.iter().map(|b| b.endpoint().to_string()).collect(),
+                removed: removed.iter().map(|b| b.endpoint().to_string()).collect(),
+                backends: set.len(),
+            });
         }
         self.publish();
     }

@@ -469,16 +469,15 @@ impl Daemon {
             self.apply_backoff.succeed();
         }
         let frontend_backoff = &self.frontend_backoff;
-        self.book
-            .applied(&self.engine, &report, &before, &sets, |name| {
-                let b = frontend_backoff.get(name);
-                let failures = b.map_or(0, Backoff::failures);
-                let at = b
-                    .filter(|b| b.failures() > 0)
-                    .and_then(Backoff::until)
-                    .map(book::wall);
-                (failures, at)
-            });
+        self.book.applied(&self.engine, &report, &before, |name| {
+            let b = frontend_backoff.get(name);
+            let failures = b.map_or(0, Backoff::failures);
+            let at = b
+                .filter(|b| b.failures() > 0)
+                .and_then(Backoff::until)
+                .map(book::wall);
+            (failures, at)
+        });
         let written = report
             .outputs
             .iter()
