@@ -6,6 +6,7 @@
 //! only ever added within `/api/v1`.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -94,8 +95,8 @@ pub struct ServiceStatus {
     pub refresh_seconds: f64,
     /// Whether it has a good set; until it has, its outputs are left as they are.
     pub has_good_set: bool,
-    /// The last good set (sorted, no repeats).
-    pub backends: Vec<Backend>,
+    /// The last good set (sorted, no repeats); shared, so that publishing a status is cheap.
+    pub backends: Arc<Vec<Backend>>,
     /// When the set last changed.
     pub changed_at: Option<Timestamp>,
     /// When the locators last answered with a set the guard accepted.
@@ -303,7 +304,7 @@ mod tests {
             name: name.into(),
             refresh_seconds: 10.0,
             has_good_set: true,
-            backends: Vec::new(),
+            backends: Arc::default(),
             changed_at: None,
             last_success_at: Some(Timestamp::now()),
             last_error: None,

@@ -78,7 +78,7 @@ impl Book {
     ) {
         let now = Timestamp::now();
         let records = engine.service(name).map(|s| s.locator_records());
-        let set = engine.state().last_good.get(name).cloned();
+        let set = engine.state().last_good.get(name);
         let Some(s) = self.service(name) else {
             return;
         };
@@ -104,8 +104,11 @@ impl Book {
             }
         }
         if let Some(set) = set {
-            if s.backends != set {
+            // Copied only when it changed: a large set answered unchanged every second costs a
+            // comparison, not an allocation.
+            if *s.backends != *set {
                 s.changed_at = Some(now);
+                s.backends = Arc::new(set.clone());
             }
             metrics()
                 .backends
@@ -114,7 +117,6 @@ impl Book {
                 })
                 .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
             s.has_good_set = true;
-            s.backends = set;
         }
         self.publish();
     }
@@ -253,7 +255,7 @@ fn shape(status: &mut Status, config: &Config) {
             name: name.clone(),
             refresh_seconds: 0.0,
             has_good_set: false,
-            backends: Vec::new(),
+            backends: Arc::default(),
             changed_at: None,
             last_success_at: None,
             last_error: None,
