@@ -26,6 +26,8 @@ use crate::status::{
 pub(crate) const CSS_PATH: &str = "/static/status.css";
 /// Where the refresh script is served.
 pub(crate) const JS_PATH: &str = "/static/status.js";
+/// Where the icon is served (without one, browsers log a failed `/favicon.ico`).
+pub(crate) const ICON_PATH: &str = "/static/favicon.svg";
 
 /// How often the page fetches itself again, in seconds; the script reads it from the page.
 const REFRESH_SECONDS: u32 = 5;
@@ -36,6 +38,7 @@ const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; conn
 
 const CSS: &str = include_str!("status.css");
 const JS: &str = include_str!("status.js");
+const ICON: &str = include_str!("favicon.svg");
 
 /// `GET /`: the page, with the headers that keep it inert.
 pub(crate) async fn page(State(shared): State<Arc<Shared>>) -> Response {
@@ -76,6 +79,11 @@ pub(crate) async fn js() -> Response {
     asset("text/javascript; charset=utf-8", JS)
 }
 
+/// `GET /static/favicon.svg`.
+pub(crate) async fn icon() -> Response {
+    asset("image/svg+xml", ICON)
+}
+
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
@@ -106,6 +114,7 @@ pub(crate) fn render(status: &Status, now: SystemTime) -> String {
                 // Without JavaScript the browser reloads the whole page instead.
                 noscript { meta http-equiv="refresh" content=(REFRESH_SECONDS * 2); }
                 title { @if ready.ready { "ready" } @else { "NOT READY" } " · elasticd" }
+                link rel="icon" href=(ICON_PATH) type="image/svg+xml";
                 link rel="stylesheet" href=(CSS_PATH);
                 script src=(JS_PATH) defer {}
             }
@@ -197,17 +206,17 @@ fn service(s: &ServiceStatus, now: SystemTime) -> Markup {
                 span.count { (s.backends.len()) " backends" }
             }
             dl.facts {
-                dt { "last success" } dd { (ago(s.last_success_at, now)) }
-                dt { "changed" } dd { (ago(s.changed_at, now)) }
-                dt { "next refresh" } dd { (until(s.next_refresh_at, now)) }
-                dt { "refresh every" } dd { (seconds(s.refresh_seconds)) }
-                dt { "failures in a row" } dd { (s.consecutive_failures) }
-                dt { "guard" } dd {
+                div { dt { "last success" } dd { (ago(s.last_success_at, now)) } }
+                div { dt { "changed" } dd { (ago(s.changed_at, now)) } }
+                div { dt { "next refresh" } dd { (until(s.next_refresh_at, now)) } }
+                div { dt { "refresh every" } dd { (seconds(s.refresh_seconds)) } }
+                div { dt { "failures in a row" } dd { (s.consecutive_failures) } }
+                div { dt { "guard" } dd {
                     @if s.guard.holding {
                         span.bad-text { "holding: " (s.guard.reason.as_deref().unwrap_or("no reason given")) }
                     } @else { "accepting" }
                     " (" (s.guard.held_total) " held so far)"
-                }
+                } }
             }
             @if let Some(e) = &s.last_error {
                 p.error { "Last error " (ago(Some(e.at), now)) ": " (e.message) }

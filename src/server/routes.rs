@@ -22,6 +22,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/", get(super::page::page))
         .route(super::page::CSS_PATH, get(super::page::css))
         .route(super::page::JS_PATH, get(super::page::js))
+        .route(super::page::ICON_PATH, get(super::page::icon))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
