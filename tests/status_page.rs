@@ -141,7 +141,7 @@ fn headers(port: u16, path: &str) -> Vec<(String, String)> {
 async fn the_page_lists_services_follows_changes_and_shows_hostile_tags_as_text() {
     let t = Test::new();
     let (mut daemon, port) = start(&t);
-    let browser = Browser::start(t.path(), 1280, 1500).await;
+    let browser = Browser::start(t.path(), 1280, 1900).await;
     let url = format!("http://127.0.0.1:{port}/");
     browser.client.goto(&url).await.unwrap();
 

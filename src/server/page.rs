@@ -239,7 +239,7 @@ fn locators(locators: &[LocatorStatus], now: SystemTime) -> Markup {
                         td data-label="asks" { (l.describe) }
                         td data-label="last success" { (ago(l.last_success_at, now)) }
                         td data-label="found" { (l.last_count) }
-                        td data-label="took" { (seconds(l.last_duration_seconds)) }
+                        td.nowrap data-label="took" { (seconds(l.last_duration_seconds)) }
                         td data-label="failures" { (l.consecutive_failures) }
                         td data-label="last error" {
                             @match &l.last_error {
@@ -382,9 +382,9 @@ fn until(t: Option<Timestamp>, now: SystemTime) -> Markup {
 }
 
 fn seconds(s: f64) -> String {
-    if s.is_finite() && s >= 0.0 && s < 1.0 {
+    if (0.0..1.0).contains(&s) {
         format!("{:.0} ms", s * 1000.0)
-    } else if s.is_finite() && s >= 0.0 {
+    } else if s.is_finite() && s >= 1.0 {
         short(Duration::from_secs_f64(s.min(1e9)))
     } else {
         "-".into()
