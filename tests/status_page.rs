@@ -274,6 +274,17 @@ async fn the_page_fits_a_phone_and_forbids_inline_code() {
     .unwrap();
     let problems = console_problems(&browser).await;
     assert!(problems.is_empty(), "console: {problems:#?}");
+    // The console check can fail: a page that loads something missing is caught.
+    browser
+        .client
+        .goto(&format!("http://127.0.0.1:{port}/no-such-page"))
+        .await
+        .unwrap();
+    let problems = console_problems(&browser).await;
+    assert!(
+        problems.iter().any(|(_, m)| m.contains("404")),
+        "a failed load did not reach the console log: {problems:#?}"
+    );
     browser.close().await;
 
     let page = headers(port, "/");

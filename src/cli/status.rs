@@ -338,7 +338,7 @@ fn table(doc: &Document, target: &Target, now: SystemTime) -> String {
     for p in &doc.ready.problems {
         text.push_str(&format!(
             "  not ready: {} {}: {}\n",
-            p.kind,
+            cell(&p.kind),
             cell(&p.name),
             cell(&p.message)
         ));
