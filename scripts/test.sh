@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in nginx libnginx-mod-stream haproxy varnish apache2; do
+# chromium and chromium-driver: tests/status_page.rs drives the status page in a real browser.
+for pkg in nginx libnginx-mod-stream haproxy varnish apache2 chromium chromium-driver; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

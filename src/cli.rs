@@ -1,4 +1,6 @@
-//! Command-line interface: `render`, `check` and `locate`.
+//! Command-line interface: `run`, `render`, `check`, `locate` and `status`.
+
+mod status;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_PASS_FAILED: u8 = 1;
 /// Exit status: the config is invalid.
 pub const EXIT_BAD_CONFIG: u8 = 2;
+/// Exit status: `status` could not reach the daemon.
+pub const EXIT_UNREACHABLE: u8 = 3;
 
 /// Keeps web frontends pointed at the live addresses of their backends.
 #[derive(Debug, Parser)]
@@ -45,6 +49,8 @@ pub enum Command {
     Check(ConfigArg),
     /// Show the backends each locator finds.
     Locate(LocateArgs),
+    /// Show what the running daemon knows: services, backends, frontends, readiness.
+    Status(status::StatusArgs),
 }
 
 /// The `--config` option shared by all commands.
@@ -89,6 +95,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Render(args) => render(args).await,
         Command::Check(args) => check(&args.config).await,
         Command::Locate(args) => locate(args).await,
+        Command::Status(args) => status::status(args).await,
     };
     ExitCode::from(code)
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,10 @@ const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let limit = shared.max_body_bytes;
     Router::new()
-        .route("/", get(page))
+        .route("/", get(super::page::page))
+        .route(super::page::CSS_PATH, get(super::page::css))
+        .route(super::page::JS_PATH, get(super::page::js))
+        .route(super::page::ICON_PATH, get(super::page::icon))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -129,10 +132,6 @@ async fn outputs(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn changes(State(shared): State<Arc<Shared>>) -> Response {
     Json(&current(&shared).changes).into_response()
-}
-
-async fn page(State(shared): State<Arc<Shared>>) -> Html<String> {
-    Html(super::page::render(&current(&shared), SystemTime::now()))
 }
 
 /// Checks `Authorization: Bearer TOKEN`; the error response says what is missing, never what

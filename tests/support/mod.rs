@@ -10,6 +10,7 @@
 //!   [`PidFile`] does the same for a process that a check or reload records in a file.
 //! - Small helpers: [`free_port`], [`http_get`], [`program`], [`path_with_sbin`],
 //!   [`wait_until`], [`yaml_str`], [`targets_json`].
+//! - [`browser`]: a headless Chromium driven through chromedriver (the status page tests).
 //! - [`live`]: real frontends under load (`tests/live.rs`); [`moto_server`] and, with the `aws`
 //!   feature, [`moto`]: a local AWS API emulator.
 //!
@@ -17,6 +18,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod live;
 #[cfg(feature = "aws")]
 pub mod moto;
