@@ -16,8 +16,7 @@ use crate::status::{Readiness, Status};
 /// The same refresh target is accepted at most this often.
 const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    let limit = shared.max_body_bytes;
+pub(crate) fn router(shared: Arc<Shared>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/healthz", get(healthz))
@@ -31,8 +30,39 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/changes", get(changes))
         .route("/api/v1/refresh", post(refresh))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            limit_body(max_body_bytes, request, next)
+        }))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(shared)
+}
+
+/// A body announced as bigger than `max` is refused before a byte of it is read, and the
+/// connection is closed rather than drained; one sent without a length is cut off at `max`.
+async fn limit_body(
+    max: usize,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX)) {
+        let mut response = error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than server.max_body_bytes ({max} bytes)"),
+        );
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    let (parts, body) = request.into_parts();
+    let body = axum::body::Body::new(http_body_util::Limited::new(body, max));
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
 }
 
 /// `{"error": "..."}` with a status code.

@@ -1,0 +1,644 @@
+//! End-to-end tests of the operations server (`server:`) against a real `elasticd run`, through
+//! real HTTP clients on loopback: ureq over TCP (with rustls for TLS) and hyper's client over
+//! the Unix socket. Every answer that has a schema in `docs/openapi.yaml` is validated against it,
+//! so that the document cannot drift from the code. Every daemon is killed when its test ends.
+
+mod support;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use support::{Group, Test, free_port, targets_json};
+
+const RUN: [&str; 5] = ["run", "--config", "config.yaml", "--log", "debug"];
+const TOKEN: &str = "s3cret-token";
+
+/// A daemon with one `file`-located service `web`, a frontend whose reload counts itself, and
+/// `server` (the lines given) on a free loopback port.
+fn config(port: u16, refresh: &str, server: &str) -> String {
+    format!(
+        r#"daemon: {{ settle_min: 100ms, settle_max: 500ms, jitter: 0, backoff_max: 1s }}
+services:
+  web:
+    refresh: {refresh}
+    port: 8080
+    locators: [file: {{ path: backends.json }}]
+frontends:
+  fe:
+    reload: {{ command: [sh, -c, "echo reload >> reloads"] }}
+outputs:
+  - {{ template: "builtin:nginx", path: upstream.conf, frontend: fe, vars: {{ service: web }} }}
+server:
+  listen: ["127.0.0.1:{port}"]
+{server}
+"#
+    )
+}
+
+/// A started daemon with its server's base URL.
+struct Running {
+    t: Test,
+    daemon: Group,
+    base: String,
+}
+
+fn start(refresh: &str, server: &str, setup: impl FnOnce(&Test)) -> Running {
+    let port = free_port();
+    let t = Test::new().config(&config(port, refresh, server));
+    setup(&t);
+    let daemon = t.elasticd(RUN).daemon();
+    let base = format!("http://127.0.0.1:{port}");
+    let running = Running { t, daemon, base };
+    running.wait("the server to answer", || {
+        running.get("/healthz").is_ok_and(|(code, _)| code == 200)
+    });
+    running
+}
+
+impl Running {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn get(&self, path: &str) -> Result<(u16, String), ureq::Error> {
+        call(agent().get(&self.url(path)))
+    }
+
+    fn json(&self, path: &str) -> (u16, Value) {
+        let (code, body) = self.get(path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+        (code, value)
+    }
+
+    fn refresh(&self, query: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = agent().post(&self.url(&format!("/api/v1/refresh{query}")));
+        if let Some(token) = token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let response = request.send_empty().expect("POST /api/v1/refresh");
+        json_of(response)
+    }
+
+    fn wait(&self, what: &str, cond: impl FnMut() -> bool) {
+        self.daemon.wait_for(what, Duration::from_secs(20), cond);
+    }
+
+    fn ready(&self) -> bool {
+        self.json("/readyz").0 == 200
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+fn call(
+    request: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
+) -> Result<(u16, String), ureq::Error> {
+    let mut response = request.call()?;
+    let code = response.status().as_u16();
+    Ok((code, response.body_mut().read_to_string()?))
+}
+
+fn json_of(mut response: ureq::http::Response<ureq::Body>) -> (u16, Value) {
+    let code = response.status().as_u16();
+    let body = response.body_mut().read_to_string().expect("read body");
+    (
+        code,
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")),
+    )
+}
+
+/// Validates `value` against `#/components/schemas/{name}` of `docs/openapi.yaml`.
+fn assert_schema(name: &str, value: &Value) {
+    let errors = schema_errors(name, value);
+    assert!(
+        errors.is_empty(),
+        "{name} does not match docs/openapi.yaml:\n{}\n{value:#}",
+        errors.join("\n")
+    );
+}
+
+/// What is wrong with `value` as a `name` of `docs/openapi.yaml`.
+fn schema_errors(name: &str, value: &Value) -> Vec<String> {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    let doc = DOC.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml");
+        let text = fs::read_to_string(path).expect("read docs/openapi.yaml");
+        serde_norway::from_str(&text).expect("docs/openapi.yaml is YAML")
+    });
+    assert!(
+        doc["components"]["schemas"].get(name).is_some(),
+        "docs/openapi.yaml has no schema {name}"
+    );
+    // The whole document is the root, so that its `#/components/...` references resolve; the
+    // OpenAPI keys around them are not schema keywords and are ignored.
+    let mut schema = doc.clone();
+    schema["$ref"] = Value::String(format!("#/components/schemas/{name}"));
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("schema {name}: {e}"));
+    validator
+        .iter_errors(value)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
+/// The body with the test's dir replaced, for snapshots.
+fn portable(t: &Test, value: &Value) -> Value {
+    let text = value.to_string().replace(t.path_str(), "[dir]");
+    serde_json::from_str(&text).expect("JSON again")
+}
+
+macro_rules! snapshot {
+    ($name:expr, $value:expr) => {
+        insta::assert_json_snapshot!($name, $value, {
+            ".**.at" => "[time]",
+            ".**.started_at" => "[time]",
+            ".**.loaded_at" => "[time]",
+            ".**.changed_at" => "[time]",
+            ".**.last_success_at" => "[time]",
+            ".**.next_refresh_at" => "[time]",
+            ".**.written_at" => "[time]",
+            ".**.last_duration_seconds" => "[seconds]",
+            ".**.sha256" => "[sha256]",
+            ".**.version" => "[version]",
+        })
+    };
+}
+
+#[test]
+fn every_endpoint_has_its_documented_shape() {
+    let d = start("1s", "  token_file: token", |t| {
+        t.write("token", &format!("{TOKEN}\n"));
+        fs::set_permissions(t.join("token"), fs::Permissions::from_mode(0o600)).unwrap();
+        t.write("backends.json", &targets_json(&["127.0.0.1", "127.0.0.2"]));
+    });
+    d.wait("the daemon to be ready", || d.ready());
+    d.wait("the change to be logged", || {
+        d.json("/api/v1/changes")
+            .1
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+    });
+
+    for (path, schema) in [
+        ("/readyz", "Readiness"),
+        ("/api/v1/status", "StatusWithReadiness"),
+        ("/api/v1/services/web", "Service"),
+    ] {
+        let (code, body) = d.json(path);
+        assert_eq!(code, 200, "{path}: {body}");
+        assert_schema(schema, &body);
+        snapshot!(
+            path.trim_start_matches('/').replace('/', "_"),
+            portable(&d.t, &body)
+        );
+    }
+    for (path, item) in [
+        ("/api/v1/services", "Service"),
+        ("/api/v1/frontends", "Frontend"),
+        ("/api/v1/outputs", "Output"),
+        ("/api/v1/changes", "Change"),
+    ] {
+        let (code, body) = d.json(path);
+        assert_eq!(code, 200, "{path}: {body}");
+        let items = body.as_array().unwrap_or_else(|| panic!("{path}: {body}"));
+        assert!(!items.is_empty(), "{path}");
+        items.iter().for_each(|v| assert_schema(item, v));
+        snapshot!(
+            path.trim_start_matches('/').replace('/', "_"),
+            portable(&d.t, &body)
+        );
+    }
+    // The schemas are strict enough to catch a drift: an unknown field, a missing one, a
+    // timestamp in another format.
+    let (_, service) = d.json("/api/v1/services/web");
+    for (key, value) in [
+        ("bogus", Value::from(1)),
+        ("last_success_at", Value::from("yesterday")),
+        ("name", Value::Null),
+    ] {
+        let mut drifted = service.clone();
+        drifted[key] = value;
+        assert!(!schema_errors("Service", &drifted).is_empty(), "{key}");
+    }
+    let (code, body) = d.json("/api/v1/services/nope");
+    assert_eq!(code, 404);
+    assert_schema("Error", &body);
+    assert_eq!(body["error"], "no service named `nope`");
+    let (code, body) = d.json("/api/v2/anything");
+    assert_eq!(code, 404);
+    assert_schema("Error", &body);
+
+    let (code, text) = d.get("/healthz").unwrap();
+    assert_eq!((code, text.as_str()), (200, "ok\n"));
+    let response = agent().get(&d.url("/metrics")).call().unwrap();
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    let metrics = response.into_body().read_to_string().unwrap();
+    assert!(metrics.contains("elasticd_build_info"), "{metrics}");
+    let response = agent().get(&d.url("/")).call().unwrap();
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+
+    let (code, body) = d.refresh("", Some(TOKEN));
+    assert_eq!(code, 202, "{body}");
+    assert_schema("Refreshing", &body);
+    assert_eq!(body, serde_json::json!({"refreshing": ["web"]}));
+    let (code, body) = d.refresh("", Some(TOKEN));
+    assert_eq!(code, 429, "{body}");
+    assert_schema("Error", &body);
+}
+
+#[test]
+fn readiness_follows_the_locator_through_failure_and_recovery() {
+    let d = start("1s", "", |_| {});
+    // No file yet: no answer at all.
+    let (code, body) = d.json("/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert_schema("Readiness", &body);
+    assert_eq!(body["problems"][0]["reason"], "no_data", "{body}");
+    assert_eq!(body["problems"][0]["name"], "web");
+
+    d.t.write("backends.json", &targets_json(&["127.0.0.1"]));
+    d.wait("ready once the file is there", || d.ready());
+    fs::remove_file(d.t.join("backends.json")).unwrap();
+    // Still ready while the last good answer is fresh; not after 3 refresh periods.
+    d.wait("not ready: stale data", || d.json("/readyz").0 == 503);
+    let (_, body) = d.json("/readyz");
+    assert_schema("Readiness", &body);
+    let problem = &body["problems"][0];
+    assert_eq!(
+        (&problem["kind"], &problem["name"], &problem["reason"]),
+        (&"service".into(), &"web".into(), &"stale".into()),
+        "{body}"
+    );
+    assert!(
+        problem["message"]
+            .as_str()
+            .unwrap()
+            .contains("3 refresh periods"),
+        "{body}"
+    );
+    let (_, service) = d.json("/api/v1/services/web");
+    assert!(
+        service["consecutive_failures"].as_u64().unwrap() >= 1,
+        "{service}"
+    );
+    assert!(service["last_error"]["message"].is_string(), "{service}");
+    // The last good set is still served.
+    assert_eq!(service["backends"][0]["address"], "127.0.0.1");
+
+    d.t.write("backends.json", &targets_json(&["127.0.0.1"]));
+    d.wait("ready again after recovery", || d.ready());
+}
+
+#[test]
+fn refresh_needs_the_token_and_goes_through_settle() {
+    // Located once at start and then only when asked: an hour between scheduled refreshes.
+    let d = start("1h", "  token_file: token", |t| {
+        t.write("token", &format!("{TOKEN}\n"));
+        t.write("backends.json", &targets_json(&["127.0.0.1"]));
+    });
+    d.wait("the first apply", || {
+        d.t.read("upstream.conf").contains("127.0.0.1:8080")
+    });
+    d.t.write("backends.json", &targets_json(&["127.0.0.9"]));
+
+    let (code, body) = d.refresh("", None);
+    assert_eq!(code, 401, "{body}");
+    assert_schema("Error", &body);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("Authorization: Bearer")
+    );
+    let (code, body) = d.refresh("", Some("wrong-token"));
+    assert_eq!(code, 401, "{body}");
+    assert!(!body.to_string().contains(TOKEN), "the token leaks: {body}");
+    let (code, body) = d.refresh("?service=nope", Some(TOKEN));
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(d.t.read("upstream.conf").contains("127.0.0.9"), false);
+
+    let (code, body) = d.refresh("?service=web", Some(TOKEN));
+    assert_eq!(
+        (code, &body),
+        (202, &serde_json::json!({"refreshing": ["web"]}))
+    );
+    let (code, body) = d.refresh("?service=web", Some(TOKEN));
+    assert_eq!(code, 429, "{body}");
+    d.wait("the refreshed set to be applied", || {
+        d.t.read("upstream.conf").contains("127.0.0.9:8080")
+    });
+    assert!(!d.daemon.log().contains(TOKEN), "the token is logged");
+}
+
+/// GET over a Unix socket with hyper's client: (status, body).
+fn unix_request(path: &std::path::Path, method: &str, uri: &str) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .expect("connect");
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(connection);
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "localhost")
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let code = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (code, String::from_utf8_lossy(&body).into_owned())
+    })
+}
+
+#[test]
+fn the_unix_socket_serves_with_its_mode_and_is_removed_on_stop() {
+    let t = Test::new().config(
+        &config(0, "1s", "  socket: { path: api.sock, mode: \"0600\" }")
+            .replace("  listen: [\"127.0.0.1:0\"]\n", ""),
+    );
+    t.write("backends.json", &targets_json(&["127.0.0.1"]));
+    let mut daemon = t.elasticd(RUN).daemon();
+    let socket = t.join("api.sock");
+    daemon.wait_for("the socket", Duration::from_secs(10), || socket.exists());
+    let mode = fs::metadata(&socket).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "socket mode {mode:o}");
+    assert!(
+        daemon.log().contains("server listening on unix:"),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        !daemon.log().contains("127.0.0.1:9797"),
+        "a TCP listener was opened too"
+    );
+
+    assert_eq!(
+        unix_request(&socket, "GET", "/healthz"),
+        (200, "ok\n".into())
+    );
+    let (code, body) = unix_request(&socket, "GET", "/api/v1/services/web");
+    assert_eq!(code, 200, "{body}");
+    assert_schema("Service", &serde_json::from_str(&body).unwrap());
+    // No token_file: the mutating endpoints are off.
+    let (code, body) = unix_request(&socket, "POST", "/api/v1/refresh");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("server.token_file"), "{body}");
+
+    assert_eq!(
+        daemon.stop_with(Signal::SIGTERM, Duration::from_secs(10)),
+        Some(0)
+    );
+    assert!(!socket.exists(), "the socket file is left behind");
+
+    // A regular file at the path is not replaced: the daemon does not start.
+    t.write("api.sock", "not a socket");
+    let out = t.elasticd(RUN).run_within(Duration::from_secs(10));
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains("api.sock") && out.stderr.contains("not a socket"),
+        "{out}"
+    );
+    assert_eq!(t.read("api.sock"), "not a socket");
+}
+
+/// Reads until the peer closes; `None` when it is still open after `limit`.
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<String> {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    match stream.read_to_end(&mut got) {
+        Ok(_) => Some(String::from_utf8_lossy(&got).into_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            Some(String::from_utf8_lossy(&got).into_owned())
+        }
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn hostile_clients_do_not_stop_healthz_or_the_daemon() {
+    let mut d = start("1s", "  request_timeout: 3s", |t| {
+        t.write("backends.json", &targets_json(&["127.0.0.1"]));
+    });
+    d.wait("the first apply", || {
+        d.t.read("upstream.conf").contains("127.0.0.1:8080")
+    });
+    let addr = d.base.trim_start_matches("http://").to_string();
+
+    // 500 connections that never send a byte.
+    let mut idle: Vec<TcpStream> = (0..500)
+        .map(|i| TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connection {i}: {e}")))
+        .collect();
+    // A slowloris: the request head a byte at a time, never finished.
+    let slow = TcpStream::connect(&addr).unwrap();
+    let mut slow_reader = slow.try_clone().unwrap();
+    let trickle = std::thread::spawn(move || {
+        let mut slow = slow;
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "
+            .iter()
+            .cycle()
+            .take(200)
+        {
+            if slow.write_all(&[*byte]).is_err() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    });
+    // A 10 MB body, announced: refused from its head, before the body is sent.
+    let mut big = TcpStream::connect(&addr).unwrap();
+    write!(
+        big,
+        "POST /api/v1/refresh HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        10 * 1024 * 1024
+    )
+    .unwrap();
+    big.write_all(&[b'x'; 64 * 1024]).unwrap();
+    let answer = closed_within(&mut big, Duration::from_secs(5))
+        .expect("the 10 MB request is still open: its body is being read");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("max_body_bytes"), "{answer}");
+
+    // Meanwhile /healthz answers and the daemon converges.
+    assert_eq!(d.get("/healthz").unwrap(), (200, "ok\n".into()));
+    d.t.write("backends.json", &targets_json(&["127.0.0.1", "127.0.0.2"]));
+    d.wait("the change to be applied", || {
+        d.t.read("upstream.conf").contains("127.0.0.2:8080")
+    });
+    assert_eq!(d.get("/healthz").unwrap().0, 200);
+
+    // The header deadline (request_timeout) ends the slowloris and the idle connections.
+    let started = Instant::now();
+    let cut = closed_within(&mut slow_reader, Duration::from_secs(10))
+        .expect("the slowloris connection is still open");
+    assert!(!cut.contains("200 OK"), "{cut}");
+    assert!(trickle.join().unwrap() || started.elapsed() < Duration::from_secs(10));
+    for stream in idle.iter_mut().take(5) {
+        assert!(
+            closed_within(stream, Duration::from_secs(10)).is_some(),
+            "an idle connection is still open"
+        );
+    }
+    drop(idle);
+    d.daemon.assert_running("after the hostile clients");
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS
+
+fn self_signed() -> (String, String, ureq::Agent) {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let pem = cert.pem();
+    let root = ureq::tls::Certificate::from_pem(pem.as_bytes()).unwrap();
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![root])))
+        .build();
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .tls_config(tls)
+        .build()
+        .into();
+    (pem, signing_key.serialize_pem(), agent)
+}
+
+fn https(agent: &ureq::Agent, url: &str, token: Option<&str>) -> Result<u16, ureq::Error> {
+    let response = match token {
+        None => agent.get(url).call()?,
+        Some(token) => agent
+            .post(url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .send_empty()?,
+    };
+    Ok(response.status().as_u16())
+}
+
+#[test]
+fn tls_serves_https_and_sighup_loads_a_new_certificate_and_token() {
+    let (cert, key, old_client) = self_signed();
+    let port = free_port();
+    let server = "  token_file: token\n  tls: { cert_file: cert.pem, key_file: key.pem }";
+    let t = Test::new()
+        .config(&config(port, "1s", server))
+        .file("cert.pem", &cert)
+        .file("key.pem", &key)
+        .file("token", "first-token\n")
+        .file("backends.json", &targets_json(&["127.0.0.1"]));
+    let mut daemon = t.elasticd(RUN).daemon();
+    let url = |path: &str| format!("https://127.0.0.1:{port}{path}");
+    daemon.wait_for("HTTPS to answer", Duration::from_secs(10), || {
+        https(&old_client, &url("/healthz"), None).is_ok_and(|c| c == 200)
+    });
+    assert!(
+        daemon.log().contains(&format!("https://127.0.0.1:{port}")),
+        "{}",
+        daemon.log()
+    );
+    // Plain HTTP on the TLS port gets no answer: the handshake fails.
+    assert!(
+        agent()
+            .get(&format!("http://127.0.0.1:{port}/healthz"))
+            .call()
+            .is_err()
+    );
+    assert_eq!(
+        https(&old_client, &url("/api/v1/refresh"), Some("first-token")).unwrap(),
+        202
+    );
+
+    // A broken certificate on SIGHUP: the old one stays, and the log names the file.
+    t.write("cert.pem", "-----BEGIN CERTIFICATE-----\nnot base64!\n");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_for_log("the TLS error", Duration::from_secs(10), |log| {
+        log.contains("cert.pem") && log.contains("keeps its old settings")
+    });
+    assert_eq!(https(&old_client, &url("/healthz"), None).unwrap(), 200);
+
+    let (cert, key, new_client) = self_signed();
+    t.write("cert.pem", &cert);
+    t.write("key.pem", &key);
+    t.write("token", "second-token\n");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_for("the new certificate", Duration::from_secs(10), || {
+        https(&new_client, &url("/healthz"), None).is_ok_and(|c| c == 200)
+    });
+    assert!(
+        https(&old_client, &url("/healthz"), None).is_err(),
+        "the old certificate is still served"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        https(&new_client, &url("/api/v1/refresh"), Some("first-token")).unwrap(),
+        401
+    );
+    assert_eq!(
+        https(&new_client, &url("/api/v1/refresh"), Some("second-token")).unwrap(),
+        202
+    );
+    daemon.assert_running("after two SIGHUPs");
+}
+
+#[test]
+fn bad_server_files_stop_the_start_and_fail_check() {
+    let port = free_port();
+    let server = "  token_file: token\n  tls: { cert_file: cert.pem, key_file: key.pem }";
+    let t = Test::new()
+        .config(&config(port, "1s", server))
+        .file("token", "\n")
+        .file("backends.json", &targets_json(&["127.0.0.1"]));
+    let out = t
+        .elasticd(["check", "--config", "config.yaml"])
+        .run_within(Duration::from_secs(20));
+    assert_eq!(out.code, 2, "{out}");
+    let text = format!("{}{}", out.stdout, out.stderr).replace(t.path_str(), "[dir]");
+    assert!(text.contains("token_file [dir]/token: is empty"), "{text}");
+    assert!(
+        text.contains("tls: [dir]/cert.pem: cannot be read"),
+        "{text}"
+    );
+
+    let (cert, key, _) = self_signed();
+    t.write("token", TOKEN);
+    t.write("cert.pem", &cert);
+    t.write("key.pem", "-----BEGIN PRIVATE KEY-----\n");
+    let out = t.elasticd(RUN).run_within(Duration::from_secs(20));
+    assert_ne!(out.code, 0, "{out}");
+    let text = out.stderr.replace(t.path_str(), "[dir]");
+    assert!(text.contains("[dir]/key.pem"), "{text}");
+    t.write("key.pem", &key);
+    t.elasticd(["check", "--config", "config.yaml"])
+        .run_within(Duration::from_secs(20))
+        .success();
+}
