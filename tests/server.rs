@@ -339,7 +339,7 @@ fn refresh_needs_the_token_and_goes_through_settle() {
     assert!(!body.to_string().contains(TOKEN), "the token leaks: {body}");
     let (code, body) = d.refresh("?service=nope", Some(TOKEN));
     assert_eq!(code, 404, "{body}");
-    assert_eq!(d.t.read("upstream.conf").contains("127.0.0.9"), false);
+    assert!(!d.t.read("upstream.conf").contains("127.0.0.9"));
 
     let (code, body) = d.refresh("?service=web", Some(TOKEN));
     assert_eq!(
@@ -512,6 +512,55 @@ fn hostile_clients_do_not_stop_healthz_or_the_daemon() {
     }
     drop(idle);
     d.daemon.assert_running("after the hostile clients");
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off() {
+    let d = start("1s", "  request_timeout: 2s", |t| {
+        t.write("backends.json", &targets_json(&["127.0.0.1"]));
+    });
+    let addr = d.base.trim_start_matches("http://").to_string();
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    // A small receive buffer (no autotuning), so that the daemon's writes wait soon.
+    let size: libc::c_int = 64 * 1024;
+    // SAFETY: setsockopt on a socket this test owns, with a pointer to a c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&stream),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt SO_RCVBUF");
+    // Far more answers than the kernel's buffers hold, asked for at once and never read while
+    // the daemon writes them.
+    const REQUESTS: usize = 20_000;
+    let mut writer = stream.try_clone().unwrap();
+    let asking = std::thread::spawn(move || {
+        let request = b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n\r\n";
+        for _ in 0..REQUESTS {
+            if writer.write_all(request).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    let end = stream.read_to_end(&mut got);
+    let answers = String::from_utf8_lossy(&got)
+        .matches("HTTP/1.1 200 OK")
+        .count();
+    assert!(
+        answers < REQUESTS,
+        "all {answers} answers were waiting for a client that did not read ({end:?})"
+    );
+    asking.join().unwrap();
+    assert_eq!(d.get("/healthz").unwrap().0, 200);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 //! Accepting connections: TCP (plain or TLS) and Unix listeners, each connection served by hyper
 //! with a cap on connections at once, a deadline for each request head (which also ends idle
-//! kept-alive connections and slowloris clients), for the TLS handshake and for each answer.
+//! kept-alive connections and slowloris clients), for the TLS handshake, for each answer, and
+//! for each write (a client that stops reading).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,11 +16,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use super::timed::TimedWrites;
 use super::{ServerConfig, ServerError};
-
-/// The longest one connection is served: a client that stops reading its answer holds a
-/// connection slot no longer than this.
-const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 
 /// The TLS acceptor of the TCP listeners, swapped in place on SIGHUP; `None` is plain HTTP.
 pub(crate) type TlsSlot = Arc<RwLock<Option<TlsAcceptor>>>;
@@ -57,16 +55,8 @@ impl Listeners {
             addrs.push(local);
             let scheme = if secure { "https" } else { "http" };
             tracing::info!("server listening on {scheme}://{local}");
-            if !local.ip().is_loopback() {
-                tracing::warn!(
-                    "server: {local} is reachable from other hosts{}; read-only endpoints \
-                     need no token",
-                    if secure {
-                        ""
-                    } else {
-                        " and not encrypted (no server.tls)"
-                    }
-                );
+            if let Some(warning) = exposure(local, secure) {
+                tracing::warn!("{warning}");
             }
             let (router, limits, tls) = (router.clone(), limits.clone(), Arc::clone(&tls));
             tasks.spawn(async move {
@@ -126,6 +116,21 @@ impl Listeners {
     }
 }
 
+/// The warning for a listener other hosts can reach: the read-only endpoints answer anyone.
+fn exposure(local: SocketAddr, secure: bool) -> Option<String> {
+    (!local.ip().is_loopback()).then(|| {
+        format!(
+            "server: {local} is reachable from other hosts{}; the read-only endpoints need no \
+             token (listen on 127.0.0.1 or a socket unless that is meant)",
+            if secure {
+                ""
+            } else {
+                ", and not encrypted (no server.tls)"
+            }
+        )
+    })
+}
+
 /// The socket file this server created, removed when the server stops unless something else
 /// has replaced it meanwhile (another instance that took the path over).
 struct SocketFile {
@@ -148,10 +153,10 @@ fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        if file_id(&self.path).is_ok_and(|id| id == self.id) {
-            if let Err(e) = std::fs::remove_file(&self.path) {
-                tracing::warn!("server: cannot remove socket {}: {e}", self.path.display());
-            }
+        if file_id(&self.path).is_ok_and(|id| id == self.id)
+            && let Err(e) = std::fs::remove_file(&self.path)
+        {
+            tracing::warn!("server: cannot remove socket {}: {e}", self.path.display());
         }
     }
 }
@@ -201,6 +206,7 @@ impl Limits {
             return;
         };
         let this = self.clone();
+        let stream = TimedWrites::new(stream, self.request_timeout);
         tokio::spawn(async move {
             // A client that never finishes the handshake (plain HTTP on the TLS port ends it at
             // once) is dropped like one that never sends its request head.
@@ -215,13 +221,14 @@ impl Limits {
 
     fn serve<S>(&self, stream: S, router: Router)
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
     {
         // Over the cap the connection is closed at once: it costs nothing to keep out.
         let Ok(permit) = Arc::clone(&self.connections).try_acquire_owned() else {
             return;
         };
         let this = self.clone();
+        let stream = TimedWrites::new(stream, self.request_timeout);
         tokio::spawn(async move {
             this.connection(stream, router).await;
             drop(permit);
@@ -253,8 +260,60 @@ impl Limits {
             .serve_connection(TokioIo::new(stream), service);
         let mut stopped = self.stopped.clone();
         tokio::select! {
-            _ = tokio::time::timeout(MAX_CONNECTION_LIFETIME, connection) => {}
+            _ = connection => {}
             _ = stopped.changed() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn only_listeners_off_loopback_are_warned_about() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(exposure(at("127.0.0.1:9797"), false), None);
+        assert_eq!(exposure(at("[::1]:9797"), false), None);
+        let plain = exposure(at("0.0.0.0:9797"), false).unwrap();
+        assert!(plain.contains("not encrypted"), "{plain}");
+        let tls = exposure(at("[::]:9797"), true).unwrap();
+        assert!(!tls.contains("not encrypted"), "{tls}");
+    }
+
+    #[tokio::test]
+    async fn a_slow_answer_is_cut_off_at_request_timeout() {
+        let config: ServerConfig = serde_json::from_value(serde_json::json!({
+            "listen": ["127.0.0.1:0"],
+            "request_timeout": "1s",
+        }))
+        .unwrap();
+        let router = Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "late"
+            }),
+        );
+        let listeners = Listeners::bind(&config, router, TlsSlot::default())
+            .await
+            .unwrap();
+        let mut stream = tokio::net::TcpStream::connect(listeners.local_addrs()[0])
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        let read = stream.read_to_string(&mut answer);
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("an answer before the handler ends")
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.contains("took too long"), "{answer}");
     }
 }

@@ -8,6 +8,7 @@
 mod listen;
 mod page;
 mod routes;
+mod timed;
 mod tls;
 
 use std::net::SocketAddr;
