@@ -348,6 +348,16 @@ fn refresh_needs_the_token_and_goes_through_settle() {
     );
     let (code, body) = d.refresh("?service=web", Some(TOKEN));
     assert_eq!(code, 429, "{body}");
+    // The scheme is case-insensitive; the other target (all services) has its own limit.
+    let response = agent()
+        .post(&d.url("/api/v1/refresh"))
+        .header("Authorization", &format!("bearer {TOKEN}"))
+        .send_empty()
+        .unwrap();
+    assert_eq!(json_of(response).0, 202);
+    let (code, body) = d.json("/api/v1/refresh");
+    assert_eq!(code, 405, "{body}");
+    assert_schema("Error", &body);
     d.wait("the refreshed set to be applied", || {
         d.t.read("upstream.conf").contains("127.0.0.9:8080")
     });
@@ -393,6 +403,16 @@ fn the_unix_socket_serves_with_its_mode_and_is_removed_on_stop() {
     daemon.wait_for("the socket", Duration::from_secs(10), || socket.exists());
     let mode = fs::metadata(&socket).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o600, "socket mode {mode:o}");
+    let leftovers: Vec<_> = fs::read_dir(t.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".elasticd-socket-")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     assert!(
         daemon.log().contains("server listening on unix:"),
         "{}",
@@ -690,4 +710,40 @@ fn bad_server_files_stop_the_start_and_fail_check() {
     t.elasticd(["check", "--config", "config.yaml"])
         .run_within(Duration::from_secs(20))
         .success();
+}
+
+/// The `server:` section of `config.yaml.example`, commented out there, is a valid section: its
+/// only problems are the files it names, which this machine does not have.
+#[test]
+fn the_example_server_section_is_valid() {
+    let example =
+        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.yaml.example")).unwrap();
+    let start = example.find("\n# server:\n").expect("a server section") + 1;
+    let section: Vec<&str> = example[start..]
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.strip_prefix("# ").unwrap_or("").trim_end())
+        .collect();
+    let t = Test::new().config(&format!(
+        "services:\n  web:\n    locators: [static: [\"127.0.0.1:80\"]]\n{}\n",
+        section.join("\n")
+    ));
+    let out = t
+        .elasticd(["check", "--config", "config.yaml"])
+        .run_within(Duration::from_secs(20));
+    assert_eq!(out.code, 2, "{out}");
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 2, "{out}");
+    assert!(
+        errors[0].contains("token_file /etc/elasticd/api-token: No such file"),
+        "{out}"
+    );
+    assert!(
+        errors[1].contains("tls: /etc/elasticd/tls/cert.pem: cannot be read"),
+        "{out}"
+    );
 }

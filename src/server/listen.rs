@@ -79,12 +79,8 @@ impl Listeners {
                 source,
             };
             remove_stale_socket(&path).map_err(fail)?;
-            let listener = UnixListener::bind(&path).map_err(fail)?;
-            let file = SocketFile::new(path.clone()).map_err(fail)?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(socket.mode.0))
-                .map_err(fail)?;
-            socket_file = Some(file);
+            let listener = bind_socket(&path, socket.mode.0).map_err(fail)?;
+            socket_file = Some(SocketFile::new(path.clone()).map_err(fail)?);
             tracing::info!("server listening on unix:{}", path.display());
             let (router, limits) = (router.clone(), limits.clone());
             tasks.spawn(async move {
@@ -159,6 +155,26 @@ impl Drop for SocketFile {
             tracing::warn!("server: cannot remove socket {}: {e}", self.path.display());
         }
     }
+}
+
+/// Binds the socket in a private directory beside `path`, gives it `mode` and only then links it
+/// into place (the private directory goes), so that nobody can connect while it still has the umask's permissions.
+fn bind_socket(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // tempfile creates the directory with mode 0700.
+    let private = tempfile::Builder::new()
+        .prefix(".elasticd-socket-")
+        .tempdir_in(parent)?;
+    let staged = private.path().join("s");
+    let listener = UnixListener::bind(&staged)?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))?;
+    // A link, unlike a rename, never replaces a file that appeared there meanwhile.
+    std::fs::hard_link(&staged, path)?;
+    Ok(listener)
 }
 
 /// A socket file left by a process that is gone is replaced; a socket someone still listens on,

@@ -30,6 +30,7 @@ pub(crate) fn router(shared: Arc<Shared>, max_body_bytes: usize) -> Router {
         .route("/api/v1/changes", get(changes))
         .route("/api/v1/refresh", post(refresh))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(move |request, next| {
             limit_body(max_body_bytes, request, next)
         }))
@@ -88,6 +89,13 @@ async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "no such endpoint; see /api/v1/status",
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this endpoint does not take that method; see docs/openapi.yaml",
     )
 }
 
@@ -175,9 +183,12 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> 
             "this endpoint is off: set server.token_file to enable it",
         )));
     };
-    let offered = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    // The scheme is case-insensitive (RFC 9110); the token is not.
+    let offered = headers.get(header::AUTHORIZATION).and_then(|v| {
+        let v = v.as_bytes();
+        let (scheme, rest) = v.split_at_checked(7)?;
+        scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
+    });
     match offered {
         Some(offered) if token.matches(offered) => Ok(()),
         offered => {
@@ -226,27 +237,36 @@ async fn refresh(
         None => status.services.iter().map(|s| s.name.clone()).collect(),
     };
     let now = tokio::time::Instant::now();
-    if let Ok(mut last) = shared.last_refresh.lock() {
-        if last
-            .get(&target)
-            .is_some_and(|t| now.duration_since(*t) < REFRESH_INTERVAL)
-        {
-            let mut response = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "a refresh was asked for less than a second ago",
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
-        }
-        last.insert(target.clone(), now);
+    // Checked, sent and recorded under one lock, so that two requests at once can't both pass;
+    // a refused or failed request does not count against the next one.
+    let mut last = shared
+        .last_refresh
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if last
+        .get(&target)
+        .is_some_and(|t| now.duration_since(*t) < REFRESH_INTERVAL)
+    {
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "a refresh was asked for less than a second ago",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
     }
-    if shared.commands.try_send(Command::Refresh(target)).is_err() {
+    if shared
+        .commands
+        .try_send(Command::Refresh(target.clone()))
+        .is_err()
+    {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the daemon is busy; try again shortly",
         );
     }
+    last.insert(target, now);
+    drop(last);
     (StatusCode::ACCEPTED, Json(Refreshing { refreshing: names })).into_response()
 }
