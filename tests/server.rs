@@ -1,7 +1,8 @@
 //! End-to-end tests of the operations server (`server:`) against a real `elasticd run`, through
-//! real HTTP clients on loopback: ureq over TCP (with rustls for TLS) and hyper's client over
-//! the Unix socket. Every answer that has a schema in `docs/openapi.yaml` is validated against it,
-//! so that the document cannot drift from the code. Every daemon is killed when its test ends.
+//! real HTTP clients on loopback: ureq over TCP and hyper's client over the Unix socket. Every
+//! answer that has a schema in `docs/openapi.yaml` is validated against it, so that the document
+//! cannot drift from the code. TLS is in `tests/server_tls.rs`. Every daemon is killed when its
+//! test ends.
 
 mod support;
 
@@ -9,152 +10,14 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use support::{Group, Test, free_port, targets_json};
-
-const RUN: [&str; 5] = ["run", "--config", "config.yaml", "--log", "debug"];
-const TOKEN: &str = "s3cret-token";
-
-/// A daemon with one `file`-located service `web`, a frontend whose reload counts itself, and
-/// `server` (the lines given) on a free loopback port.
-fn config(port: u16, refresh: &str, server: &str) -> String {
-    format!(
-        r#"daemon: {{ settle_min: 100ms, settle_max: 500ms, jitter: 0, backoff_max: 1s }}
-services:
-  web:
-    refresh: {refresh}
-    port: 8080
-    locators: [file: {{ path: backends.json }}]
-frontends:
-  fe:
-    reload: {{ command: [sh, -c, "echo reload >> reloads"] }}
-outputs:
-  - {{ template: "builtin:nginx", path: upstream.conf, frontend: fe, vars: {{ service: web }} }}
-server:
-  listen: ["127.0.0.1:{port}"]
-{server}
-"#
-    )
-}
-
-/// A started daemon with its server's base URL.
-struct Running {
-    t: Test,
-    daemon: Group,
-    base: String,
-}
-
-fn start(refresh: &str, server: &str, setup: impl FnOnce(&Test)) -> Running {
-    let port = free_port();
-    let t = Test::new().config(&config(port, refresh, server));
-    setup(&t);
-    let daemon = t.elasticd(RUN).daemon();
-    let base = format!("http://127.0.0.1:{port}");
-    let running = Running { t, daemon, base };
-    running.wait("the server to answer", || {
-        running.get("/healthz").is_ok_and(|(code, _)| code == 200)
-    });
-    running
-}
-
-impl Running {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn get(&self, path: &str) -> Result<(u16, String), ureq::Error> {
-        call(agent().get(&self.url(path)))
-    }
-
-    fn json(&self, path: &str) -> (u16, Value) {
-        let (code, body) = self.get(path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
-        (code, value)
-    }
-
-    fn refresh(&self, query: &str, token: Option<&str>) -> (u16, Value) {
-        let mut request = agent().post(&self.url(&format!("/api/v1/refresh{query}")));
-        if let Some(token) = token {
-            request = request.header("Authorization", &format!("Bearer {token}"));
-        }
-        let response = request.send_empty().expect("POST /api/v1/refresh");
-        json_of(response)
-    }
-
-    fn wait(&self, what: &str, cond: impl FnMut() -> bool) {
-        self.daemon.wait_for(what, Duration::from_secs(20), cond);
-    }
-
-    fn ready(&self) -> bool {
-        self.json("/readyz").0 == 200
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into()
-}
-
-fn call(
-    request: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
-) -> Result<(u16, String), ureq::Error> {
-    let mut response = request.call()?;
-    let code = response.status().as_u16();
-    Ok((code, response.body_mut().read_to_string()?))
-}
-
-fn json_of(mut response: ureq::http::Response<ureq::Body>) -> (u16, Value) {
-    let code = response.status().as_u16();
-    let body = response.body_mut().read_to_string().expect("read body");
-    (
-        code,
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")),
-    )
-}
-
-/// Validates `value` against `#/components/schemas/{name}` of `docs/openapi.yaml`.
-fn assert_schema(name: &str, value: &Value) {
-    let errors = schema_errors(name, value);
-    assert!(
-        errors.is_empty(),
-        "{name} does not match docs/openapi.yaml:\n{}\n{value:#}",
-        errors.join("\n")
-    );
-}
-
-/// What is wrong with `value` as a `name` of `docs/openapi.yaml`.
-fn schema_errors(name: &str, value: &Value) -> Vec<String> {
-    static DOC: OnceLock<Value> = OnceLock::new();
-    let doc = DOC.get_or_init(|| {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml");
-        let text = fs::read_to_string(path).expect("read docs/openapi.yaml");
-        serde_norway::from_str(&text).expect("docs/openapi.yaml is YAML")
-    });
-    assert!(
-        doc["components"]["schemas"].get(name).is_some(),
-        "docs/openapi.yaml has no schema {name}"
-    );
-    // The whole document is the root, so that its `#/components/...` references resolve; the
-    // OpenAPI keys around them are not schema keywords and are ignored.
-    let mut schema = doc.clone();
-    schema["$ref"] = Value::String(format!("#/components/schemas/{name}"));
-    let validator = jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft202012)
-        .should_validate_formats(true)
-        .build(&schema)
-        .unwrap_or_else(|e| panic!("schema {name}: {e}"));
-    validator
-        .iter_errors(value)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect()
-}
+use support::server::{
+    RUN, TOKEN, agent, assert_schema, config, json_of, schema_errors, start, unix_request,
+};
+use support::{Test, targets_json};
 
 /// The body with the test's dir replaced, for snapshots.
 fn portable(t: &Test, value: &Value) -> Value {
@@ -314,6 +177,45 @@ fn readiness_follows_the_locator_through_failure_and_recovery() {
 }
 
 #[test]
+fn readiness_names_a_failing_check_and_an_owed_reload() {
+    let d = start("1s", "", |t| {
+        let fe = "frontends:\n  fe:\n    check: [sh, -c, \"test ! -e check-fails\"]\n    \
+                  reload: { command: [sh, -c, \"test ! -e reload-fails\"] }\n";
+        let text = t.read("config.yaml");
+        let start = text.find("frontends:").unwrap();
+        let end = text.find("outputs:").unwrap();
+        t.write(
+            "config.yaml",
+            &format!("{}{fe}{}", &text[..start], &text[end..]),
+        );
+        t.write("check-fails", "");
+        t.write("backends.json", &targets_json(&["127.0.0.1"]));
+    });
+    let problem = |reason: &str| {
+        let (code, body) = d.json("/readyz");
+        code == 503 && body["problems"][0]["reason"] == reason
+    };
+    d.wait("check_failing", || problem("check_failing"));
+    let (_, body) = d.json("/readyz");
+    assert_schema("Readiness", &body);
+    assert_eq!(body["problems"][0]["kind"], "frontend", "{body}");
+    assert_eq!(body["problems"][0]["name"], "fe", "{body}");
+    let (_, frontends) = d.json("/api/v1/frontends");
+    assert_eq!(frontends[0]["last_check"]["ok"], false, "{frontends}");
+
+    d.t.write("reload-fails", "");
+    fs::remove_file(d.t.join("check-fails")).unwrap();
+    d.wait("reload_owed", || problem("reload_owed"));
+    let (_, frontends) = d.json("/api/v1/frontends");
+    assert_schema("Frontend", &frontends[0]);
+    assert_eq!(frontends[0]["reload_owed"], true, "{frontends}");
+    assert_eq!(frontends[0]["last_reload"]["ok"], false, "{frontends}");
+
+    fs::remove_file(d.t.join("reload-fails")).unwrap();
+    d.wait("ready once the reload succeeds", || d.ready());
+}
+
+#[test]
 fn refresh_needs_the_token_and_goes_through_settle() {
     // Located once at start and then only when asked: an hour between scheduled refreshes.
     let d = start("1h", "  token_file: token", |t| {
@@ -362,33 +264,6 @@ fn refresh_needs_the_token_and_goes_through_settle() {
         d.t.read("upstream.conf").contains("127.0.0.9:8080")
     });
     assert!(!d.daemon.log().contains(TOKEN), "the token is logged");
-}
-
-/// GET over a Unix socket with hyper's client: (status, body).
-fn unix_request(path: &std::path::Path, method: &str, uri: &str) -> (u16, String) {
-    use http_body_util::BodyExt;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let stream = tokio::net::UnixStream::connect(path)
-            .await
-            .expect("connect");
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
-        tokio::spawn(connection);
-        let request = hyper::Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("host", "localhost")
-            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-            .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let code = response.status().as_u16();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (code, String::from_utf8_lossy(&body).into_owned())
-    })
 }
 
 #[test]
@@ -581,169 +456,4 @@ fn a_client_that_stops_reading_is_cut_off() {
     );
     asking.join().unwrap();
     assert_eq!(d.get("/healthz").unwrap().0, 200);
-}
-
-// ---------------------------------------------------------------------------------------------
-// TLS
-
-fn self_signed() -> (String, String, ureq::Agent) {
-    let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    let pem = cert.pem();
-    let root = ureq::tls::Certificate::from_pem(pem.as_bytes()).unwrap();
-    let tls = ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![root])))
-        .build();
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .tls_config(tls)
-        .build()
-        .into();
-    (pem, signing_key.serialize_pem(), agent)
-}
-
-fn https(agent: &ureq::Agent, url: &str, token: Option<&str>) -> Result<u16, ureq::Error> {
-    let response = match token {
-        None => agent.get(url).call()?,
-        Some(token) => agent
-            .post(url)
-            .header("Authorization", &format!("Bearer {token}"))
-            .send_empty()?,
-    };
-    Ok(response.status().as_u16())
-}
-
-#[test]
-fn tls_serves_https_and_sighup_loads_a_new_certificate_and_token() {
-    let (cert, key, old_client) = self_signed();
-    let port = free_port();
-    let server = "  token_file: token\n  tls: { cert_file: cert.pem, key_file: key.pem }";
-    let t = Test::new()
-        .config(&config(port, "1s", server))
-        .file("cert.pem", &cert)
-        .file("key.pem", &key)
-        .file("token", "first-token\n")
-        .file("backends.json", &targets_json(&["127.0.0.1"]));
-    let mut daemon = t.elasticd(RUN).daemon();
-    let url = |path: &str| format!("https://127.0.0.1:{port}{path}");
-    daemon.wait_for("HTTPS to answer", Duration::from_secs(10), || {
-        https(&old_client, &url("/healthz"), None).is_ok_and(|c| c == 200)
-    });
-    assert!(
-        daemon.log().contains(&format!("https://127.0.0.1:{port}")),
-        "{}",
-        daemon.log()
-    );
-    // Plain HTTP on the TLS port gets no answer: the handshake fails.
-    assert!(
-        agent()
-            .get(&format!("http://127.0.0.1:{port}/healthz"))
-            .call()
-            .is_err()
-    );
-    assert_eq!(
-        https(&old_client, &url("/api/v1/refresh"), Some("first-token")).unwrap(),
-        202
-    );
-
-    // A broken certificate on SIGHUP: the old one stays, and the log names the file.
-    t.write("cert.pem", "-----BEGIN CERTIFICATE-----\nnot base64!\n");
-    daemon.signal(Signal::SIGHUP);
-    daemon.wait_for_log("the TLS error", Duration::from_secs(10), |log| {
-        log.contains("cert.pem") && log.contains("keeps its old settings")
-    });
-    assert_eq!(https(&old_client, &url("/healthz"), None).unwrap(), 200);
-
-    let (cert, key, new_client) = self_signed();
-    t.write("cert.pem", &cert);
-    t.write("key.pem", &key);
-    t.write("token", "second-token\n");
-    daemon.signal(Signal::SIGHUP);
-    daemon.wait_for("the new certificate", Duration::from_secs(10), || {
-        https(&new_client, &url("/healthz"), None).is_ok_and(|c| c == 200)
-    });
-    assert!(
-        https(&old_client, &url("/healthz"), None).is_err(),
-        "the old certificate is still served"
-    );
-    std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(
-        https(&new_client, &url("/api/v1/refresh"), Some("first-token")).unwrap(),
-        401
-    );
-    assert_eq!(
-        https(&new_client, &url("/api/v1/refresh"), Some("second-token")).unwrap(),
-        202
-    );
-    daemon.assert_running("after two SIGHUPs");
-}
-
-#[test]
-fn bad_server_files_stop_the_start_and_fail_check() {
-    let port = free_port();
-    let server = "  token_file: token\n  tls: { cert_file: cert.pem, key_file: key.pem }";
-    let t = Test::new()
-        .config(&config(port, "1s", server))
-        .file("token", "\n")
-        .file("backends.json", &targets_json(&["127.0.0.1"]));
-    let out = t
-        .elasticd(["check", "--config", "config.yaml"])
-        .run_within(Duration::from_secs(20));
-    assert_eq!(out.code, 2, "{out}");
-    let text = format!("{}{}", out.stdout, out.stderr).replace(t.path_str(), "[dir]");
-    assert!(text.contains("token_file [dir]/token: is empty"), "{text}");
-    assert!(
-        text.contains("tls: [dir]/cert.pem: cannot be read"),
-        "{text}"
-    );
-
-    let (cert, key, _) = self_signed();
-    t.write("token", TOKEN);
-    t.write("cert.pem", &cert);
-    t.write("key.pem", "-----BEGIN PRIVATE KEY-----\n");
-    let out = t.elasticd(RUN).run_within(Duration::from_secs(20));
-    assert_ne!(out.code, 0, "{out}");
-    let text = out.stderr.replace(t.path_str(), "[dir]");
-    assert!(text.contains("[dir]/key.pem"), "{text}");
-    t.write("key.pem", &key);
-    t.elasticd(["check", "--config", "config.yaml"])
-        .run_within(Duration::from_secs(20))
-        .success();
-}
-
-/// The `server:` section of `config.yaml.example`, commented out there, is a valid section: its
-/// only problems are the files it names, which this machine does not have.
-#[test]
-fn the_example_server_section_is_valid() {
-    let example =
-        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.yaml.example")).unwrap();
-    let start = example.find("\n# server:\n").expect("a server section") + 1;
-    let section: Vec<&str> = example[start..]
-        .lines()
-        .take_while(|l| l.starts_with('#'))
-        .map(|l| l.strip_prefix("# ").unwrap_or("").trim_end())
-        .collect();
-    let t = Test::new().config(&format!(
-        "services:\n  web:\n    locators: [static: [\"127.0.0.1:80\"]]\n{}\n",
-        section.join("\n")
-    ));
-    let out = t
-        .elasticd(["check", "--config", "config.yaml"])
-        .run_within(Duration::from_secs(20));
-    assert_eq!(out.code, 2, "{out}");
-    let errors: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .collect();
-    assert_eq!(errors.len(), 2, "{out}");
-    assert!(
-        errors[0].contains("token_file /etc/elasticd/api-token: No such file"),
-        "{out}"
-    );
-    assert!(
-        errors[1].contains("tls: /etc/elasticd/tls/cert.pem: cannot be read"),
-        "{out}"
-    );
 }

@@ -10,6 +10,7 @@
 //!   [`PidFile`] does the same for a process that a check or reload records in a file.
 //! - Small helpers: [`free_port`], [`http_get`], [`program`], [`path_with_sbin`],
 //!   [`wait_until`], [`yaml_str`], [`targets_json`].
+//! - [`server`]: a daemon with its operations server, HTTP clients, the OpenAPI schemas.
 //! - [`live`]: real frontends under load (`tests/live.rs`); [`moto_server`] and, with the `aws`
 //!   feature, [`moto`]: a local AWS API emulator.
 //!
@@ -21,6 +22,7 @@ pub mod live;
 #[cfg(feature = "aws")]
 pub mod moto;
 pub mod moto_server;
+pub mod server;
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
