@@ -330,3 +330,40 @@ impl Server {
         Ok(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_the_first_line_trimmed_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "  abc123 \nsecond line\n").unwrap();
+        let token = Token::read(&path).unwrap();
+        assert!(token.matches(b"abc123"));
+        assert!(!token.matches(b"abc12"));
+        assert!(!token.matches(b"abc1234"));
+        assert!(!format!("{token:?}").contains("abc"));
+        std::fs::write(&path, "\n").unwrap();
+        let e = Token::read(&path).unwrap_err().to_string();
+        assert!(e.contains("is empty"), "{e}");
+        let e = Token::read(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn only_listener_settings_need_a_rebind() {
+        let base: ServerConfig = serde_json::from_value(serde_json::json!({})).unwrap();
+        let mut files = base.clone();
+        files.token_file = Some("t".into());
+        files.tls = Some(TlsConfig {
+            cert_file: "c".into(),
+            key_file: "k".into(),
+        });
+        assert!(!rebind_needed(&base, &files));
+        let mut port = base.clone();
+        port.listen = vec!["127.0.0.1:1".parse().unwrap()];
+        assert!(rebind_needed(&base, &port));
+    }
+}

@@ -102,4 +102,21 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn a_certificate_loads_with_its_own_key_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        let one = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(&c.cert_file, one.cert.pem()).unwrap();
+        std::fs::write(&c.key_file, one.signing_key.serialize_pem()).unwrap();
+        assert!(c.load().is_ok());
+        std::fs::write(&c.key_file, other.signing_key.serialize_pem()).unwrap();
+        let e = c.load().err().unwrap().to_string();
+        assert!(
+            e.contains("key.pem") && e.contains("cannot be used with"),
+            "{e}"
+        );
+    }
 }
