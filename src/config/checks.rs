@@ -1,6 +1,7 @@
 //! What `elasticd check` looks at beyond the file itself, so that a config that passes `check`
 //! also renders: every template rendered once against sample backends, the directories outputs
-//! and pidfiles live in, and static addresses that may not mean what they say.
+//! and pidfiles live in, the server's token and TLS files, and static addresses that may not
+//! mean what they say.
 
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use crate::backend::{Address, Backend};
 use crate::frontend::{ReloadAction, SpecAction};
 use crate::locator::LocatorConfig;
 use crate::render::{PassContext, Renderer};
+use crate::server::{TlsConfig, Token};
 use crate::yaml::{self, Node};
 
 /// What `check` found: errors fail it (exit 2), warnings are printed and pass.
@@ -34,6 +36,7 @@ pub fn preflight(config: &Config, renderer: Option<&Renderer>) -> Findings {
     }
     findings.errors.extend(output_dirs(config, &lines));
     findings.errors.extend(pidfile_dirs(config, &lines));
+    findings.errors.extend(server_files(config, &lines));
     findings.warnings.extend(ambiguous_ipv6(config, &lines));
     findings
 }
@@ -167,6 +170,31 @@ fn pidfile_dirs(config: &Config, lines: &Lines) -> Vec<String> {
                 _ => None,
             };
         }
+    }
+    errors
+}
+
+/// The server's token and TLS files are read as the daemon reads them at start, where any
+/// problem with them keeps it from starting.
+fn server_files(config: &Config, lines: &Lines) -> Vec<String> {
+    let Some(server) = &config.server else {
+        return Vec::new();
+    };
+    let at = |key: &str, message: String| {
+        lines.at(
+            |root| {
+                let section = root.get("server")?;
+                section.get(key).or(Some(section))
+            },
+            message,
+        )
+    };
+    let mut errors = Vec::new();
+    if let Some(Err(e)) = server.token_file.as_deref().map(Token::read) {
+        errors.push(at("token_file", e.to_string()));
+    }
+    if let Some(Err(e)) = server.tls.as_ref().map(TlsConfig::load) {
+        errors.push(at("tls", e.to_string()));
     }
     errors
 }

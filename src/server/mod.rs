@@ -8,10 +8,12 @@
 mod listen;
 mod page;
 mod routes;
+mod timed;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -39,10 +41,11 @@ pub struct ServerConfig {
     /// HTTPS instead of HTTP on the TCP listeners; the files are read again on SIGHUP.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// Connections served at once; more wait in the kernel's backlog.
+    /// Connections served at once; more are closed as soon as they are accepted.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// The longest a request may take to arrive and be answered.
+    /// The longest a request head may take to arrive (also how long an idle kept-alive
+    /// connection stays open) and the longest an answer may take.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: HumanDuration,
     /// The largest request body accepted, in bytes.
@@ -72,7 +75,7 @@ pub struct TlsConfig {
 }
 
 fn default_max_connections() -> usize {
-    256
+    1024
 }
 
 fn default_request_timeout() -> HumanDuration {
@@ -147,8 +150,13 @@ pub enum ServerError {
         reason: String,
     },
     /// The TLS certificate or key could not be used.
-    #[error("server: tls: {0}")]
-    Tls(String),
+    #[error("server: tls: {}: {reason}", path.display())]
+    Tls {
+        /// The file at fault.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The most of a token file that is read.
@@ -213,71 +221,149 @@ pub(crate) struct Shared {
     token: Mutex<Option<Token>>,
     /// When each refresh target (`None`: all) was last asked for, for the rate limit.
     last_refresh: Mutex<std::collections::HashMap<Option<String>, tokio::time::Instant>>,
-    max_body_bytes: usize,
 }
 
-/// A running server; dropping it stops every listener.
+/// A running server; dropping it stops every listener and removes its socket file.
 pub struct Server {
     shared: Arc<Shared>,
     config: ServerConfig,
-    listeners: listen::Listeners,
+    tls: listen::TlsSlot,
+    listeners: Option<listen::Listeners>,
+}
+
+/// Whether the listeners must be bound again to apply `new` (token and TLS files are swapped in
+/// place, keeping open connections).
+fn rebind_needed(old: &ServerConfig, new: &ServerConfig) -> bool {
+    old.listen != new.listen
+        || old.socket != new.socket
+        || old.max_connections != new.max_connections
+        || old.request_timeout != new.request_timeout
+        || old.max_body_bytes != new.max_body_bytes
 }
 
 impl Server {
-    /// Binds every listener of `config` and starts serving `status`; commands go to `commands`.
+    /// Reads the token and TLS files, binds every listener of `config` and starts serving
+    /// `status`; commands go to `commands`.
     pub async fn start(
         config: &ServerConfig,
         status: watch::Receiver<Arc<Status>>,
         commands: mpsc::Sender<Command>,
     ) -> Result<Self, ServerError> {
         let token = config.token_file.as_deref().map(Token::read).transpose()?;
+        let tls: listen::TlsSlot = Arc::new(RwLock::new(
+            config.tls.as_ref().map(TlsConfig::load).transpose()?,
+        ));
         let shared = Arc::new(Shared {
             status,
             commands,
             token: Mutex::new(token),
             last_refresh: Mutex::new(Default::default()),
-            max_body_bytes: config.max_body_bytes,
         });
-        let router = routes::router(Arc::clone(&shared));
-        let listeners = listen::Listeners::bind(config, router).await?;
+        let router = routes::router(Arc::clone(&shared), config.max_body_bytes);
+        let listeners = listen::Listeners::bind(config, router, Arc::clone(&tls)).await?;
         Ok(Server {
             shared,
             config: config.clone(),
-            listeners,
+            tls,
+            listeners: Some(listeners),
         })
     }
 
     /// The addresses actually bound (a port of 0 becomes the one the kernel chose).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.local_addrs()
+        self.listeners
+            .as_ref()
+            .map(listen::Listeners::local_addrs)
+            .unwrap_or_default()
     }
 
     /// Applies a new `server:` section (SIGHUP): the token and TLS files are read again, and the
-    /// listeners are bound again if they changed. On error the running server is left as it is.
+    /// listeners are bound again if their settings changed. On error the running server is left
+    /// as it was, old token and certificate included.
     pub async fn reconfigure(mut self, config: &ServerConfig) -> Result<Self, (Self, ServerError)> {
         let token = match config.token_file.as_deref().map(Token::read).transpose() {
             Ok(t) => t,
             Err(e) => return Err((self, e)),
         };
-        if let Ok(mut slot) = self.shared.token.lock() {
-            *slot = token;
-        }
-        if *config != self.config || config.tls.is_some() {
-            let router = routes::router(Arc::clone(&self.shared));
+        let tls = match config.tls.as_ref().map(TlsConfig::load).transpose() {
+            Ok(t) => t,
+            Err(e) => return Err((self, e)),
+        };
+        if rebind_needed(&self.config, config) || self.listeners.is_none() {
+            let router = routes::router(Arc::clone(&self.shared), config.max_body_bytes);
+            let slot: listen::TlsSlot = Arc::new(RwLock::new(tls));
             // The old listeners go first so that the same addresses can be bound again.
-            self.listeners.stop();
-            match listen::Listeners::bind(config, router.clone()).await {
-                Ok(l) => self.listeners = l,
+            if let Some(old) = self.listeners.take() {
+                old.stop().await;
+            }
+            match listen::Listeners::bind(config, router, Arc::clone(&slot)).await {
+                Ok(l) => {
+                    self.listeners = Some(l);
+                    self.tls = slot;
+                }
                 Err(e) => {
-                    // Put the old ones back; if even that fails the daemon goes on without a server.
-                    if let Ok(l) = listen::Listeners::bind(&self.config, router).await {
-                        self.listeners = l;
+                    // Put the old ones back; if even that fails the daemon goes on without
+                    // listeners until the next SIGHUP.
+                    let router =
+                        routes::router(Arc::clone(&self.shared), self.config.max_body_bytes);
+                    match listen::Listeners::bind(&self.config, router, Arc::clone(&self.tls)).await
+                    {
+                        Ok(l) => self.listeners = Some(l),
+                        Err(again) => tracing::error!("{again}"),
                     }
                     return Err((self, e));
                 }
             }
-            self.config = config.clone();
+        } else if let Ok(mut slot) = self.tls.write() {
+            *slot = tls;
         }
+        if let Some(tls) = &config.tls {
+            tracing::info!(
+                "server: TLS certificate loaded from {}",
+                tls.cert_file.display()
+            );
+        }
+        if let Ok(mut slot) = self.shared.token.lock() {
+            *slot = token;
+        }
+        self.config = config.clone();
         Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_the_first_line_trimmed_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "  abc123 \nsecond line\n").unwrap();
+        let token = Token::read(&path).unwrap();
+        assert!(token.matches(b"abc123"));
+        assert!(!token.matches(b"abc12"));
+        assert!(!token.matches(b"abc1234"));
+        assert!(!format!("{token:?}").contains("abc"));
+        std::fs::write(&path, "\n").unwrap();
+        let e = Token::read(&path).unwrap_err().to_string();
+        assert!(e.contains("is empty"), "{e}");
+        let e = Token::read(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn only_listener_settings_need_a_rebind() {
+        let base: ServerConfig = serde_json::from_value(serde_json::json!({})).unwrap();
+        let mut files = base.clone();
+        files.token_file = Some("t".into());
+        files.tls = Some(TlsConfig {
+            cert_file: "c".into(),
+            key_file: "k".into(),
+        });
+        assert!(!rebind_needed(&base, &files));
+        let mut port = base.clone();
+        port.listen = vec!["127.0.0.1:1".parse().unwrap()];
+        assert!(rebind_needed(&base, &port));
     }
 }

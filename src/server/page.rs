@@ -424,7 +424,7 @@ mod tests {
                 name: "web<b>".into(),
                 refresh_seconds: 10.0,
                 has_good_set: true,
-                backends: vec![b],
+                backends: std::sync::Arc::new(vec![b]),
                 changed_at: None,
                 last_success_at: Some(Timestamp::now()),
                 last_error: None,

@@ -16,8 +16,7 @@ use crate::status::{Readiness, Status};
 /// The same refresh target is accepted at most this often.
 const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    let limit = shared.max_body_bytes;
+pub(crate) fn router(shared: Arc<Shared>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/", get(super::page::page))
         .route(super::page::CSS_PATH, get(super::page::css))
@@ -34,8 +33,40 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/changes", get(changes))
         .route("/api/v1/refresh", post(refresh))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(limit))
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(move |request, next| {
+            limit_body(max_body_bytes, request, next)
+        }))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(shared)
+}
+
+/// A body announced as bigger than `max` is refused before a byte of it is read, and the
+/// connection is closed rather than drained; one sent without a length is cut off at `max`.
+async fn limit_body(
+    max: usize,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX)) {
+        let mut response = error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than server.max_body_bytes ({max} bytes)"),
+        );
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    let (parts, body) = request.into_parts();
+    let body = axum::body::Body::new(http_body_util::Limited::new(body, max));
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
 }
 
 /// `{"error": "..."}` with a status code.
@@ -61,6 +92,13 @@ async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "no such endpoint; see /api/v1/status",
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this endpoint does not take that method; see docs/openapi.yaml",
     )
 }
 
@@ -144,9 +182,12 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> 
             "this endpoint is off: set server.token_file to enable it",
         )));
     };
-    let offered = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    // The scheme is case-insensitive (RFC 9110); the token is not.
+    let offered = headers.get(header::AUTHORIZATION).and_then(|v| {
+        let v = v.as_bytes();
+        let (scheme, rest) = v.split_at_checked(7)?;
+        scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
+    });
     match offered {
         Some(offered) if token.matches(offered) => Ok(()),
         offered => {
@@ -195,27 +236,36 @@ async fn refresh(
         None => status.services.iter().map(|s| s.name.clone()).collect(),
     };
     let now = tokio::time::Instant::now();
-    if let Ok(mut last) = shared.last_refresh.lock() {
-        if last
-            .get(&target)
-            .is_some_and(|t| now.duration_since(*t) < REFRESH_INTERVAL)
-        {
-            let mut response = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "a refresh was asked for less than a second ago",
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
-        }
-        last.insert(target.clone(), now);
+    // Checked, sent and recorded under one lock, so that two requests at once can't both pass;
+    // a refused or failed request does not count against the next one.
+    let mut last = shared
+        .last_refresh
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if last
+        .get(&target)
+        .is_some_and(|t| now.duration_since(*t) < REFRESH_INTERVAL)
+    {
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "a refresh was asked for less than a second ago",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
     }
-    if shared.commands.try_send(Command::Refresh(target)).is_err() {
+    if shared
+        .commands
+        .try_send(Command::Refresh(target.clone()))
+        .is_err()
+    {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the daemon is busy; try again shortly",
         );
     }
+    last.insert(target, now);
+    drop(last);
     (StatusCode::ACCEPTED, Json(Refreshing { refreshing: names })).into_response()
 }

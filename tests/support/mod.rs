@@ -11,6 +11,7 @@
 //! - Small helpers: [`free_port`], [`http_get`], [`program`], [`path_with_sbin`],
 //!   [`wait_until`], [`yaml_str`], [`targets_json`].
 //! - [`browser`]: a headless Chromium driven through chromedriver (the status page tests).
+//! - [`server`]: a daemon with its operations server, HTTP clients, the OpenAPI schemas.
 //! - [`live`]: real frontends under load (`tests/live.rs`); [`moto_server`] and, with the `aws`
 //!   feature, [`moto`]: a local AWS API emulator.
 //!
@@ -23,6 +24,7 @@ pub mod live;
 #[cfg(feature = "aws")]
 pub mod moto;
 pub mod moto_server;
+pub mod server;
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
