@@ -78,7 +78,8 @@ impl Book {
     ) {
         let now = Timestamp::now();
         let records = engine.service(name).map(|s| s.locator_records());
-        let set = engine.state().last_good.get(name).cloned();
+        let set = engine.backends_with_health(name);
+        let health = engine.health_status(name);
         let Some(s) = self.service(name) else {
             return;
         };
@@ -86,6 +87,7 @@ impl Book {
             s.locators = records;
         }
         s.consecutive_failures = consecutive_failures;
+        s.health = health;
         s.next_refresh_at = next_refresh_at.map(Timestamp);
         match problem {
             None => {
@@ -116,6 +118,20 @@ impl Book {
             s.has_good_set = true;
             s.backends = set;
         }
+        self.publish();
+    }
+
+    /// A backend of `name` changed health state, or an apply may have changed fail-open.
+    pub(super) fn health_changed(&mut self, engine: &Engine, name: &str) {
+        let set = engine.backends_with_health(name);
+        let health = engine.health_status(name);
+        let Some(s) = self.service(name) else {
+            return;
+        };
+        if let Some(set) = set {
+            s.backends = set;
+        }
+        s.health = health;
         self.publish();
     }
 
@@ -272,6 +288,7 @@ fn shape(status: &mut Status, config: &Config) {
             next_refresh_at: None,
             locators: Vec::new(),
             guard: GuardStatus::default(),
+            health: None,
         }));
         if let Some(s) = status.services.last_mut() {
             s.refresh_seconds = service.refresh.period().as_secs_f64();
