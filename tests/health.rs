@@ -1,0 +1,453 @@
+//! End-to-end tests of active health checks (`health:`), through the binary, against real
+//! backends on 127.0.0.x that this file controls: they answer, stop listening, hang (accept and
+//! never reply), answer 500, close connections, flap, and come back.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use support::{Test, free_port, targets_json};
+
+/// `elasticd run` as every test here starts it.
+const RUN: [&str; 5] = ["run", "--config", "config.yaml", "--log", "debug"];
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(u8)]
+enum Mode {
+    /// 200 with `ok` (and the probe's expected body).
+    Up = 0,
+    /// The listener is closed: connections are refused.
+    Stopped = 1,
+    /// Connections are accepted and never answered.
+    Hang = 2,
+    /// 500.
+    Error = 3,
+    /// Connections are accepted and closed at once.
+    Close = 4,
+    /// Answers 200 and 500 in turn.
+    Flap = 5,
+}
+
+/// A backend on `ip`, port chosen by the OS, whose behaviour the test switches.
+struct Backend {
+    addr: SocketAddr,
+    mode: Arc<AtomicU8>,
+    requests: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Backend {
+    fn start(ip: &str) -> Backend {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mode = Arc::new(AtomicU8::new(Mode::Up as u8));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (mode, requests, stop) = (mode.clone(), requests.clone(), stop.clone());
+            std::thread::spawn(move || serve(Some(listener), addr, &mode, &requests, &stop))
+        };
+        Backend {
+            addr,
+            mode,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn set(&self, mode: Mode) {
+        self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    fn endpoint(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(
+    mut listener: Option<TcpListener>,
+    addr: SocketAddr,
+    mode: &AtomicU8,
+    requests: &AtomicUsize,
+    stop: &AtomicBool,
+) {
+    let hung: Mutex<Vec<TcpStream>> = Mutex::new(Vec::new());
+    while !stop.load(Ordering::SeqCst) {
+        let current = mode.load(Ordering::SeqCst);
+        if current == Mode::Stopped as u8 {
+            listener = None;
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let l = match &listener {
+            Some(l) => l,
+            None => match TcpListener::bind(addr) {
+                Ok(l) => {
+                    l.set_nonblocking(true).unwrap();
+                    listener.insert(l)
+                }
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+            },
+        };
+        l.set_nonblocking(true).unwrap();
+        let Ok((mut stream, _)) = l.accept() else {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        };
+        let n = requests.fetch_add(1, Ordering::SeqCst);
+        stream.set_nonblocking(false).unwrap();
+        let status = match current {
+            c if c == Mode::Hang as u8 => {
+                hung.lock().unwrap().push(stream);
+                continue;
+            }
+            c if c == Mode::Close as u8 => continue,
+            c if c == Mode::Error as u8 => "500 Internal Server Error",
+            c if c == Mode::Flap as u8 && n % 2 == 1 => "500 Internal Server Error",
+            _ => "200 OK",
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let body = "ok: alive\n";
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+}
+
+const INTERVAL_MS: u64 = 200;
+const TIMEOUT_MS: u64 = 150;
+const RISE: u64 = 2;
+const FALL: u64 = 2;
+const SETTLE_MS: u64 = 200;
+/// Scheduling slack on a loaded 2-core machine (a reload, process start-up).
+const SLACK: Duration = Duration::from_millis(2500);
+
+fn config(health: &str, template: &str, server_port: Option<u16>) -> String {
+    let server = server_port.map_or(String::new(), |p| {
+        format!("server: {{ listen: [\"127.0.0.1:{p}\"] }}\n")
+    });
+    format!(
+        r#"daemon: {{ settle_min: {SETTLE_MS}ms, settle_max: 1s, jitter: 0 }}
+{server}services:
+  web:
+    refresh: 1h
+    locators: [file: {{ path: backends.json }}]
+    health: {{ {health} }}
+frontends:
+  fe:
+    reload: {{ command: [sh, -c, "echo reload >> reloads"] }}
+outputs:
+  - {{ template: "{template}", path: upstream.conf, frontend: fe, vars: {{ service: web }} }}
+"#
+    )
+}
+
+fn http_health(extra: &str) -> String {
+    format!(
+        "http: {{ path: /health, expect_body: alive }}, interval: {INTERVAL_MS}ms, timeout: {TIMEOUT_MS}ms, rise: {RISE}, fall: {FALL}, jitter: 0{extra}"
+    )
+}
+
+fn start(t: &Test, backends: &[&Backend]) -> support::Group {
+    let targets: Vec<String> = backends.iter().map(|b| b.endpoint()).collect();
+    t.write("backends.json", &targets_json(&targets));
+    t.elasticd(RUN).daemon()
+}
+
+fn servers(t: &Test) -> Vec<String> {
+    t.read("upstream.conf")
+        .lines()
+        .filter(|l| l.trim_start().starts_with("server "))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+fn has(t: &Test, b: &Backend) -> bool {
+    servers(t)
+        .iter()
+        .any(|l| l.contains(&b.endpoint()) && !l.contains(" down"))
+}
+
+#[test]
+fn each_failure_leaves_the_file_within_fall_and_comes_back_within_rise() {
+    let t = Test::new();
+    let steady = [
+        Backend::start("127.0.0.2"),
+        Backend::start("127.0.0.3"),
+        Backend::start("127.0.0.4"),
+    ];
+    let flaky = Backend::start("127.0.0.5");
+    t.write(
+        "config.yaml",
+        &config(&http_health(""), "builtin:nginx", None),
+    );
+    let all: Vec<&Backend> = steady.iter().chain([&flaky]).collect();
+    let daemon = start(&t, &all);
+    daemon.wait_for("every backend in", Duration::from_secs(10), || {
+        t.exists("upstream.conf") && all.iter().all(|b| has(&t, b))
+    });
+    // Wait until every backend has risen, so that the file reflects probes, not fail-open.
+    daemon.wait_for("all healthy", Duration::from_secs(10), || {
+        daemon.log().matches("is healthy").count() >= 4
+    });
+    let leave = Duration::from_millis(INTERVAL_MS * FALL + TIMEOUT_MS + SETTLE_MS) + SLACK;
+    let enter = Duration::from_millis(INTERVAL_MS * RISE + SETTLE_MS) + SLACK;
+    for mode in [Mode::Stopped, Mode::Hang, Mode::Error, Mode::Close] {
+        let started = Instant::now();
+        flaky.set(mode);
+        daemon.wait_for(&format!("{mode:?} to leave"), leave, || !has(&t, &flaky));
+        let left = started.elapsed();
+        assert!(
+            steady.iter().all(|b| has(&t, b)),
+            "{mode:?}: {:?}",
+            servers(&t)
+        );
+        let started = Instant::now();
+        flaky.set(Mode::Up);
+        daemon.wait_for(&format!("{mode:?} to come back"), enter, || has(&t, &flaky));
+        eprintln!(
+            "{mode:?}: left after {} ms, back after {} ms",
+            left.as_millis(),
+            started.elapsed().as_millis()
+        );
+    }
+    let log = daemon.log();
+    assert!(log.contains("is unhealthy: connect failed"), "{log}");
+    assert!(
+        log.contains("is unhealthy: no answer within 150ms"),
+        "{log}"
+    );
+    assert!(log.contains("is unhealthy: answered status 500"), "{log}");
+    assert!(log.contains("applied web +0/-1"), "{log}");
+    assert!(log.contains("applied web +1/-0"), "{log}");
+}
+
+#[test]
+fn when_most_backends_fail_every_one_is_kept_and_the_status_says_so() {
+    let t = Test::new();
+    let a = Backend::start("127.0.0.2");
+    let b = Backend::start("127.0.0.3");
+    let port = free_port();
+    t.write(
+        "config.yaml",
+        &config(&http_health(""), "builtin:nginx", Some(port)),
+    );
+    let daemon = start(&t, &[&a, &b]);
+    daemon.wait_for("both healthy", Duration::from_secs(10), || {
+        daemon.log().matches("is healthy").count() >= 2
+    });
+    a.set(Mode::Error);
+    b.set(Mode::Error);
+    daemon.wait_for("fail open", Duration::from_secs(10), || {
+        daemon.log().contains("health checks fail open")
+    });
+    std::thread::sleep(Duration::from_millis(INTERVAL_MS * 3));
+    assert!(has(&t, &a) && has(&t, &b), "{:?}", servers(&t));
+    let status = get(port, "/api/v1/status");
+    let health = &status["services"][0]["health"];
+    assert_eq!(health["fail_open"], true, "{status}");
+    assert_eq!(health["unhealthy"], 2, "{status}");
+    assert!(
+        health["fail_open_reason"]
+            .as_str()
+            .unwrap()
+            .contains("2 of 2 backends unhealthy"),
+        "{status}"
+    );
+    assert_eq!(status["services"][0]["backends"][0]["healthy"], false);
+    let metrics = get_text(port, "/metrics");
+    assert!(
+        metrics.contains("elasticd_health_fail_open{service=\"web\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "elasticd_backend_up{{service=\"web\",backend=\"{}\"}} 0",
+            a.endpoint()
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("elasticd_health_transitions_total{service=\"web\",to=\"unhealthy\"} 2")
+    );
+
+    // One comes back: the other is removed now that it is the only one failing.
+    a.set(Mode::Up);
+    daemon.wait_for("b removed", Duration::from_secs(10), || !has(&t, &b));
+    assert!(has(&t, &a));
+    assert!(daemon.log().contains("health checks no longer fail open"));
+}
+
+#[test]
+fn a_backend_that_flaps_every_probe_never_changes_the_file() {
+    let t = Test::new();
+    let a = Backend::start("127.0.0.2");
+    let b = Backend::start("127.0.0.3");
+    let c = Backend::start("127.0.0.4");
+    t.write(
+        "config.yaml",
+        &config(&http_health(", initial: healthy"), "builtin:nginx", None),
+    );
+    let daemon = start(&t, &[&a, &b, &c]);
+    daemon.wait_for("first apply", Duration::from_secs(10), || t.reloads() == 1);
+    c.set(Mode::Flap);
+    let before = c.requests.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(3));
+    let probes = c.requests.load(Ordering::SeqCst) - before;
+    assert!(probes >= 8, "only {probes} probes in 3 s");
+    // Passes and failures alternate: never `fall` failures in a row, so never a transition.
+    assert_eq!(t.reloads(), 1, "{}", daemon.log());
+    assert!(has(&t, &c));
+    assert!(!daemon.log().contains("is unhealthy"), "{}", daemon.log());
+}
+
+#[test]
+fn mark_mode_renders_an_unhealthy_backend_down_instead_of_removing_it() {
+    let t = Test::new();
+    let a = Backend::start("127.0.0.2");
+    let b = Backend::start("127.0.0.3");
+    let c = Backend::start("127.0.0.4");
+    t.write(
+        "config.yaml",
+        &config(
+            &http_health(", initial: healthy, unhealthy: mark"),
+            "builtin:nginx",
+            None,
+        ),
+    );
+    let daemon = start(&t, &[&a, &b, &c]);
+    daemon.wait_for("first apply", Duration::from_secs(10), || t.reloads() == 1);
+    c.set(Mode::Stopped);
+    daemon.wait_for("c down", Duration::from_secs(10), || {
+        servers(&t)
+            .iter()
+            .any(|l| l.starts_with(&format!("server {} down", c.endpoint())))
+    });
+    assert!(has(&t, &a) && has(&t, &b), "{:?}", servers(&t));
+    c.set(Mode::Up);
+    daemon.wait_for("c up", Duration::from_secs(10), || has(&t, &c));
+}
+
+#[test]
+fn render_and_locate_with_health_probe_once() {
+    let t = Test::new();
+    let up = Backend::start("127.0.0.2");
+    let up2 = Backend::start("127.0.0.3");
+    let down = Backend::start("127.0.0.4");
+    down.set(Mode::Error);
+    let targets = [up.endpoint(), up2.endpoint(), down.endpoint()];
+    t.write("backends.json", &targets_json(&targets));
+    t.write(
+        "config.yaml",
+        &config(&http_health(""), "builtin:nginx", None),
+    );
+    let out = t
+        .elasticd(["locate", "--config", "config.yaml", "--health"])
+        .run()
+        .success();
+    let row = |b: &Backend| {
+        out.stdout
+            .lines()
+            .find(|l| l.contains(&b.endpoint()))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(out.stdout.starts_with("SERVICE"), "{out}");
+    assert!(
+        out.stdout.lines().next().unwrap().ends_with("HEALTH"),
+        "{out}"
+    );
+    assert!(row(&up).ends_with(" healthy"), "{out}");
+    assert!(row(&down).ends_with(" unhealthy"), "{out}");
+    assert!(out.stderr.contains("answered status 500"), "{out}");
+
+    // Without --health nothing is probed and every backend is rendered.
+    t.render().run().success();
+    assert!(has(&t, &down));
+    let probes = down.requests.load(Ordering::SeqCst);
+    t.elasticd(["render", "--config", "config.yaml", "--health"])
+        .run()
+        .success();
+    assert_eq!(down.requests.load(Ordering::SeqCst), probes + 1);
+    assert!(
+        has(&t, &up) && has(&t, &up2) && !has(&t, &down),
+        "{:?}",
+        servers(&t)
+    );
+}
+
+#[test]
+fn bad_health_settings_are_config_errors_with_their_location() {
+    let t = Test::new();
+    for (health, want) in [
+        ("interval: 1s", "name one probe"),
+        ("tcp: {}, http: {}", "only one probe kind"),
+        ("tcp: {}, rise: 0", "`rise` must be from 1 to 100"),
+        ("tcp: {}, max_unhealthy_ratio: 2", "between 0.0 and 1.0"),
+        (
+            "tcp: {}, interval: 1s, timeout: 5s",
+            "must not be longer than `interval`",
+        ),
+        ("http: { path: nope }", "must be a URL path"),
+        ("http: { expect_status: 700 }", "not an HTTP status"),
+        ("http: { method: POST }", "unknown variant"),
+        ("tcp: {}, typo: 1", "unknown field `typo`"),
+    ] {
+        t.write("config.yaml", &config(health, "builtin:nginx", None));
+        let out = t.elasticd(["check", "--config", "config.yaml"]).run();
+        assert_eq!(out.code, 2, "{health}: {out}");
+        assert!(out.stderr.contains(want), "{health}: {out}");
+        assert!(out.stderr.contains("config.yaml:6:"), "{health}: {out}");
+    }
+}
+
+fn get_text(port: u16, path: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (_, body) = response.split_once("\r\n\r\n").unwrap();
+    body.to_string()
+}
+
+fn get(port: u16, path: &str) -> serde_json::Value {
+    serde_json::from_str(&get_text(port, path)).unwrap()
+}
