@@ -451,3 +451,121 @@ fn get_text(port: u16, path: &str) -> String {
 fn get(port: u16, path: &str) -> serde_json::Value {
     serde_json::from_str(&get_text(port, path)).unwrap()
 }
+
+/// Live frontends under load: a backend that dies while its locator still lists it.
+mod live {
+    use std::time::{Duration, Instant};
+
+    use super::support::live::{Frontend, Kind, Load, Pool};
+
+    const HEALTH: &str = "    health: { http: {}, interval: 200ms, timeout: 150ms, rise: 2, fall: 2, jitter: 0, initial: healthy, unhealthy: UNHEALTHY }\n";
+    /// interval × fall + timeout + settle_min of the live config (100ms), plus the reload and
+    /// scheduling on a loaded machine.
+    const DETECTION: Duration = Duration::from_millis(200 * 2 + 150 + 100 + 2500);
+
+    fn start(kind: Kind, pool: &Pool, unhealthy: &str) -> Frontend {
+        let mut fe = Frontend::new(kind);
+        fe.start(&pool.document_in_zone(&[0, 1, 2], Some("start")));
+        fe.write("backends.json", &pool.document(&[0, 1, 2]));
+        let locators = "    locators: [file: { path: backends.json }]\n";
+        let config = fe.read("config.yaml");
+        assert!(config.contains(locators), "{config}");
+        let health = HEALTH.replace("UNHEALTHY", unhealthy);
+        fe.write(
+            "config.yaml",
+            &config.replace(locators, &format!("{locators}{health}")),
+        );
+        fe.start_daemon();
+        fe
+    }
+
+    /// Stops backend 1 under load and waits until no request reaches it; returns the load and
+    /// when the backend stopped. Every failed request falls inside the detection window.
+    fn kill_one_under_load(fe: &Frontend, pool: &mut Pool) -> (Load, Instant) {
+        let load = Load::start(fe.port, 2, Duration::from_millis(2));
+        let window = Duration::from_millis(600);
+        load.wait_exact(
+            &pool.ids(&[0, 1, 2]),
+            window,
+            Duration::from_secs(30),
+            || fe.logs(),
+        );
+        let stopped = Instant::now();
+        pool.stop(1);
+        load.wait_exact(&pool.ids(&[0, 2]), window, Duration::from_secs(15), || {
+            fe.logs()
+        });
+        // Long enough after the window for late failures to show.
+        std::thread::sleep(Duration::from_secs(1));
+        let failures = load.failures(stopped);
+        let late: Vec<_> = failures
+            .iter()
+            .filter(|e| e.at > stopped + DETECTION)
+            .map(|e| format!("{:?} after {:?}", e.outcome, e.at - stopped))
+            .collect();
+        eprintln!(
+            "{} requests failed after the backend stopped, the last {:?} after",
+            failures.len(),
+            failures.last().map(|e| e.at - stopped)
+        );
+        assert!(
+            late.is_empty(),
+            "failed after the window: {late:?}\n{}",
+            fe.logs()
+        );
+        (load, stopped)
+    }
+
+    #[test]
+    fn nginx_drops_a_dead_backend_under_load_within_the_detection_window() {
+        let mut pool = Pool::start(3);
+        let fe = start(Kind::Nginx, &pool, "remove");
+        let (load, _) = kill_one_under_load(&fe, &mut pool);
+        let dead = pool.backends[1].target();
+        assert!(
+            !fe.read("upstream.conf").contains(&dead),
+            "{}",
+            fe.read("upstream.conf")
+        );
+        assert!(
+            fe.daemon_log()
+                .contains(&format!("backend {dead} is unhealthy"))
+        );
+        let totals = load.stop();
+        eprintln!(
+            "nginx: {} requests, {} failed",
+            totals.requests,
+            totals.failed()
+        );
+    }
+
+    #[test]
+    fn haproxy_runtime_marks_a_dead_backend_in_place_without_a_reload() {
+        let mut pool = Pool::start(3);
+        let fe = start(Kind::HaproxyRuntime, &pool, "mark");
+        let (load, _) = kill_one_under_load(&fe, &mut pool);
+        let dead = pool.backends[1].target();
+        let file = fe.read("backend.cfg");
+        assert!(
+            file.lines()
+                .any(|l| l.contains(&dead) && l.trim_end().ends_with(" disabled")),
+            "{file}"
+        );
+        let log = fe.daemon_log();
+        let applied = log
+            .lines()
+            .filter(|l| l.contains("applied") && l.contains("in place, no reload"))
+            .count();
+        assert!(applied >= 1, "{log}");
+        // The first apply (the daemon's start) was the only real reload.
+        assert!(
+            !log.lines()
+                .skip_while(|l| !l.contains("is unhealthy"))
+                .any(|l| l.contains("applied")
+                    && l.contains("reloaded fe")
+                    && !l.contains("in place")),
+            "{log}"
+        );
+        load.stop();
+    }
+}

@@ -88,7 +88,10 @@ fn filter_removes_marks_and_fails_open() {
     assert_eq!(f.backends.len(), 4);
     assert!(f.backends.iter().all(|b| b.healthy == Some(true)));
     let reason = f.fail_open.unwrap();
-    assert!(reason.contains("3 of 4 backends unhealthy (75%)"), "{reason}");
+    assert!(
+        reason.contains("3 of 4 backends unhealthy (75%)"),
+        "{reason}"
+    );
     // min_backends counts too.
     let f = checker::filter(&config(""), 3, &set, |b| !down(2)(b));
     assert!(f.fail_open.unwrap().contains("fewer than min_backends 3"));
@@ -141,7 +144,10 @@ async fn http_probes_judge_status_and_body_and_time_out() {
     };
     let probe = |text: &str, port: u16| {
         let c = parse(text).unwrap();
-        async move { c.probe(&c.target(&backend("127.0.0.1:1").address, port)).await }
+        async move {
+            c.probe(&c.target(&backend("127.0.0.1:1").address, port))
+                .await
+        }
     };
     assert_eq!(probe("http: {}", ok_port).await, Ok(()));
     assert_eq!(
@@ -155,7 +161,10 @@ async fn http_probes_judge_status_and_body_and_time_out() {
         probe("http: {}", err_port).await.unwrap_err(),
         "answered status 503"
     );
-    assert_eq!(probe("http: { expect_status: 503 }", err_port).await, Ok(()));
+    assert_eq!(
+        probe("http: { expect_status: 503 }", err_port).await,
+        Ok(())
+    );
     let started = std::time::Instant::now();
     let e = probe("{ http: {}, timeout: 200ms }", hang_port)
         .await
