@@ -432,6 +432,47 @@ fn bad_health_settings_are_config_errors_with_their_location() {
     }
 }
 
+#[test]
+fn sighup_keeps_the_state_of_backends_that_stay() {
+    let t = Test::new();
+    let a = Backend::start("127.0.0.2");
+    let b = Backend::start("127.0.0.3");
+    let dead = Backend::start("127.0.0.4");
+    dead.set(Mode::Stopped);
+    let health = http_health("").replace("rise: 2", "rise: 3");
+    t.write("config.yaml", &config(&health, "builtin:nginx", None));
+    let mut daemon = start(&t, &[&a, &b, &dead]);
+    daemon.wait_for("the dead one out", Duration::from_secs(10), || {
+        t.exists("upstream.conf") && has(&t, &a) && has(&t, &b) && !has(&t, &dead)
+    });
+    let fail_open_before = daemon.log().matches("health checks fail open").count();
+    // Were the states reset, every backend would start unhealthy again: all three would fail
+    // open, and the dead one would be back in the file until the others rise again.
+    for changed in [
+        health.clone(),
+        health.replace("interval: 200ms", "interval: 250ms"),
+    ] {
+        t.write("config.yaml", &config(&changed, "builtin:nginx", None));
+        daemon.signal(nix::sys::signal::Signal::SIGHUP);
+        daemon.wait_for("the reload", Duration::from_secs(5), || {
+            daemon.log().matches("config reloaded").count() == if changed == health { 1 } else { 2 }
+        });
+        let until = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < until {
+            assert!(
+                has(&t, &a) && has(&t, &b) && !has(&t, &dead),
+                "{:?}\n{}",
+                servers(&t),
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let fail_open_after = daemon.log().matches("health checks fail open").count();
+    assert_eq!(fail_open_before, fail_open_after, "{}", daemon.log());
+    daemon.assert_running("after two SIGHUPs");
+}
+
 fn get_text(port: u16, path: &str) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
