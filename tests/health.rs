@@ -473,6 +473,73 @@ fn sighup_keeps_the_state_of_backends_that_stay() {
     daemon.assert_running("after two SIGHUPs");
 }
 
+#[test]
+fn tls_probes_reach_an_https_backend_whose_certificate_names_something_else() {
+    let t = Test::new();
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=not-this-backend.test",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ])
+        .current_dir(t.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    t.write("site.pem", &(t.read("cert.pem") + &t.read("key.pem")));
+    let port = free_port();
+    t.write(
+        "haproxy.cfg",
+        &format!(
+            "defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\
+             frontend https\n    bind 127.0.0.1:{port} ssl crt {}/site.pem\n\
+             \x20   http-request return status 200 content-type text/plain string alive if {{ path /health }}\n\
+             \x20   http-request return status 503 content-type text/plain string nope\n",
+            t.path_str()
+        ),
+    );
+    let mut cmd = std::process::Command::new(support::program("haproxy", "haproxy"));
+    cmd.args(["-db", "-f", "haproxy.cfg"]).current_dir(t.path());
+    let haproxy = support::Group::spawn("haproxy", cmd, &t.join("haproxy.log"));
+    haproxy.wait_for("haproxy to listen", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    t.write(
+        "backends.json",
+        &targets_json(&[format!("127.0.0.1:{port}")]),
+    );
+    let locate = |http: &str| {
+        let health = format!("http: {{ {http} }}, timeout: 2s");
+        t.write("config.yaml", &config(&health, "builtin:nginx", None));
+        t.elasticd(["locate", "--config", "config.yaml", "--health"])
+            .run()
+            .success()
+    };
+    let out = locate("path: /health, tls: true, expect_body: alive, host: backend.test");
+    assert!(
+        out.stdout.lines().nth(1).unwrap().ends_with(" healthy"),
+        "{out}"
+    );
+    let out = locate("path: /elsewhere, tls: true");
+    assert!(
+        out.stdout.lines().nth(1).unwrap().ends_with(" unhealthy"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("answered status 503"), "{out}");
+    // Plain HTTP to the TLS port is no answer at all.
+    let out = locate("path: /health");
+    assert!(
+        out.stdout.lines().nth(1).unwrap().ends_with(" unhealthy"),
+        "{out}"
+    );
+}
+
 fn get_text(port: u16, path: &str) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream

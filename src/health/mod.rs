@@ -8,6 +8,7 @@
 //! about the probe or the network than about every backend.
 
 mod checker;
+mod tls;
 
 pub use checker::{Checker, Filtered, HealthEvent, TargetHealth, probe_once};
 

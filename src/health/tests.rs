@@ -56,6 +56,12 @@ fn expect_status_takes_numbers_ranges_and_lists() {
 }
 
 #[test]
+fn head_cannot_look_for_a_body() {
+    let err = parse("http: { method: HEAD, expect_body: ok }").unwrap_err();
+    assert!(err.contains("`expect_body` needs `method: GET`"), "{err}");
+}
+
+#[test]
 fn header_values_that_could_split_a_request_are_refused() {
     let err = parse("http: { headers: { X-A: \"a\\r\\nX-B: b\" } }").unwrap_err();
     assert!(err.contains("not a valid header value"), "{err}");
@@ -151,11 +157,12 @@ async fn http_probes_judge_status_and_body_and_time_out() {
     };
     assert_eq!(probe("http: {}", ok_port).await, Ok(()));
     assert_eq!(
-        probe("http: { expect_body: ready, method: HEAD }", ok_port)
+        probe("http: { expect_body: draining }", ok_port)
             .await
             .unwrap_err(),
-        "answered status 200 without `ready` in the body"
+        "answered status 200 without `draining` in the body"
     );
+    assert_eq!(probe("http: { method: HEAD }", ok_port).await, Ok(()));
     assert_eq!(probe("http: { expect_body: ready }", ok_port).await, Ok(()));
     assert_eq!(
         probe("http: {}", err_port).await.unwrap_err(),
@@ -252,4 +259,30 @@ async fn probe_once_decides_on_one_probe() {
     let f = checker.filter("web", &config, 1, &[up.clone(), down.clone()]);
     assert_eq!(f.backends.len(), 1);
     drop(listener);
+}
+
+#[tokio::test]
+async fn a_decisive_start_up_lets_the_first_probe_decide() {
+    let listener = TcpListener::bind("127.0.0.5:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let up = backend(&format!("127.0.0.5:{port}"));
+    let config =
+        parse("{ tcp: {}, rise: 5, interval: 100ms, timeout: 100ms, startup: decisive }").unwrap();
+    let mut checker = Checker::new();
+    let mut events = checker.start().unwrap();
+    checker.set_targets("web", Some(&config), std::slice::from_ref(&up));
+    let event = events.recv().await.unwrap();
+    assert!(event.healthy);
+    assert_eq!(checker.health("web", &up).unwrap().passes, 1);
+    // A backend that joins later is not part of the start-up round: it waits for `rise`.
+    let listener2 = TcpListener::bind("127.0.0.5:0").await.unwrap();
+    let later = backend(&format!(
+        "127.0.0.5:{}",
+        listener2.local_addr().unwrap().port()
+    ));
+    checker.set_targets("web", Some(&config), &[up.clone(), later.clone()]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let state = checker.health("web", &later).unwrap();
+    assert!(state.probed && !state.healthy, "{state:?}");
+    drop((listener, listener2));
 }
