@@ -28,8 +28,8 @@ if [ -z "${BIN:-}" ]; then
 fi
 [ -x "$BIN" ] || { echo "error: no binary at $BIN" >&2; exit 1; }
 
-# 10,000 listeners plus 10,000 probe sockets need more descriptors than the usual 1024.
-ulimit -n 65536
+# 10,000 listeners need more descriptors than the usual 1024: raise the soft limit to the hard.
+ulimit -n "$(ulimit -Hn)"
 
 WORK=$(mktemp -d)
 DAEMON_PID=""
