@@ -46,7 +46,8 @@ cleanup() {
 trap cleanup EXIT
 
 clk=$(getconf CLK_TCK)
-cpu_seconds() { awk -v clk="$clk" '{ print ($14 + $15) / clk }' "/proc/$1/stat"; }
+user_seconds() { awk -v clk="$clk" '{ print $14 / clk }' "/proc/$1/stat"; }
+system_seconds() { awk -v clk="$clk" '{ print $15 / clk }' "/proc/$1/stat"; }
 status_kb() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
 
 # The backends: N ports, each answering `200 ok`; ports.json lists them; SIGUSR1 closes the
@@ -79,7 +80,7 @@ async def main():
 asyncio.run(main())
 PY
 
-echo "| backends | CPU (share of one core) | RSS start → end (peak) | probes/s | detection |"
+echo "| backends | CPU, share of one core (user + system) | RSS start → end (peak) | probes/s | detection |"
 echo "|---|---|---|---|---|"
 for n in $SIZES; do
   dir="$WORK/$n"
@@ -102,11 +103,11 @@ YAML
   "$BIN" run --config config.yaml --log info 2> daemon.log &
   DAEMON_PID=$!
   sleep "$WARMUP"
-  cpu0=$(cpu_seconds "$DAEMON_PID")
+  user0=$(user_seconds "$DAEMON_PID"); sys0=$(system_seconds "$DAEMON_PID")
   rss0=$(status_kb "$DAEMON_PID" VmRSS)
   req0=$(cat requests)
   sleep "$SECONDS_RUN"
-  cpu1=$(cpu_seconds "$DAEMON_PID")
+  user1=$(user_seconds "$DAEMON_PID"); sys1=$(system_seconds "$DAEMON_PID")
   rss1=$(status_kb "$DAEMON_PID" VmRSS)
   hwm=$(status_kb "$DAEMON_PID" VmHWM)
   req1=$(cat requests)
@@ -118,9 +119,10 @@ YAML
   grep -q "$first" out/upstream.conf && { echo "error: $first never left the file" >&2; exit 1; }
   kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true; DAEMON_PID=""
   kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
-  awk -v n="$n" -v c0="$cpu0" -v c1="$cpu1" -v s="$SECONDS_RUN" -v r0="$rss0" -v r1="$rss1" \
+  awk -v n="$n" -v u0="$user0" -v u1="$user1" -v y0="$sys0" -v y1="$sys1" -v s="$SECONDS_RUN" -v r0="$rss0" -v r1="$rss1" \
       -v h="$hwm" -v q0="$req0" -v q1="$req1" -v t0="$t0" -v t1="$t1" 'BEGIN {
-    printf "| %d | %.2f%% | %.1f → %.1f MB (%.1f) | %.0f | %.2f s |\n",
-      n, (c1 - c0) / s * 100, r0 / 1024, r1 / 1024, h / 1024, (q1 - q0) / s, t1 - t0
+    u = (u1 - u0) / s * 100; y = (y1 - y0) / s * 100
+    printf "| %d | %.2f%% (%.2f + %.2f) | %.1f → %.1f MB (%.1f) | %.0f | %.2f s |\n",
+      n, u + y, u, y, r0 / 1024, r1 / 1024, h / 1024, (q1 - q0) / s, t1 - t0
   }'
 done

@@ -76,6 +76,13 @@ impl Engine {
                 .filter(name, config, service.config.guard.min_backends, set);
             let was = self.fail_open.get(name).cloned().flatten();
             match (&was, &filtered.fail_open) {
+                // Before the first probes (start-up, `initial: unhealthy`) this is expected.
+                (None, Some(reason)) if filtered.unchecked == filtered.unhealthy => {
+                    tracing::info!(
+                        service = %name,
+                        "health checks fail open: {reason}; keeping every backend in"
+                    )
+                }
                 (None, Some(reason)) => tracing::warn!(
                     service = %name,
                     "health checks fail open: {reason}; keeping every backend in"

@@ -247,11 +247,20 @@ impl Checker {
         let states = self.shared.lock();
         let service_states = states.get(service);
         let initial = config.initial == Initial::Healthy;
-        filter(config, min_backends, set, |b| {
-            service_states
-                .and_then(|s| s.get(&key(b)))
-                .map_or(initial, |s| s.healthy)
-        })
+        let state = |b: &Backend| service_states.and_then(|s| s.get(&key(b)));
+        let mut filtered = filter(config, min_backends, set, |b| {
+            state(b).map_or(initial, |s| s.healthy)
+        });
+        filtered.unchecked = set
+            .iter()
+            .filter(|b| state(b).is_none_or(|s| !s.healthy && !s.probed))
+            .count();
+        if filtered.unchecked > 0
+            && let Some(reason) = &mut filtered.fail_open
+        {
+            reason.push_str(&format!(", {} not checked yet", filtered.unchecked));
+        }
+        filtered
     }
 }
 
@@ -397,6 +406,8 @@ pub struct Filtered {
     pub backends: Vec<Backend>,
     /// How many of the set are unhealthy.
     pub unhealthy: usize,
+    /// How many of those have not been probed yet (filled in by [`Checker::filter`]).
+    pub unchecked: usize,
     /// Why unhealthy backends are kept in, when they are.
     pub fail_open: Option<String>,
 }
@@ -459,6 +470,7 @@ pub fn filter(
     Filtered {
         backends,
         unhealthy,
+        unchecked: 0,
         fail_open,
     }
 }

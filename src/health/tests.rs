@@ -258,6 +258,13 @@ async fn probe_once_decides_on_one_probe() {
     assert!(!checker.health("web", &down).unwrap().healthy);
     let f = checker.filter("web", &config, 1, &[up.clone(), down.clone()]);
     assert_eq!(f.backends.len(), 1);
+    assert_eq!(f.unchecked, 0);
+    // A new backend not probed yet counts as unhealthy, and the fail-open reason says why.
+    let new = backend("127.0.0.4:2");
+    let f = checker.filter("web", &config, 1, &[up.clone(), down.clone(), new]);
+    assert_eq!((f.unhealthy, f.unchecked), (2, 1));
+    let reason = f.fail_open.unwrap();
+    assert!(reason.ends_with(", 1 not checked yet"), "{reason}");
     drop(listener);
 }
 
