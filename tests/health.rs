@@ -405,6 +405,31 @@ fn render_and_locate_with_health_probe_once() {
         "{:?}",
         servers(&t)
     );
+
+    // Nothing probed means nothing judged, even where the settings would let every backend go.
+    t.write(
+        "config.yaml",
+        &config(
+            &http_health(", max_unhealthy_ratio: 1.0, unhealthy: mark"),
+            "builtin:nginx",
+            None,
+        ),
+    );
+    t.render().run().success();
+    assert!(
+        servers(&t).iter().all(|l| !l.contains(" down")),
+        "{:?}",
+        servers(&t)
+    );
+    t.elasticd(["render", "--config", "config.yaml", "--health"])
+        .run()
+        .success();
+    let marked: Vec<String> = servers(&t)
+        .into_iter()
+        .filter(|l| l.contains(" down"))
+        .collect();
+    assert_eq!(marked.len(), 1, "{:?}", servers(&t));
+    assert!(marked[0].contains(&down.endpoint()));
 }
 
 #[test]

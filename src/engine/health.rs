@@ -15,6 +15,7 @@ impl Engine {
     /// from then on for every set accepted; returns the transitions, once.
     pub fn start_health(&mut self) -> Option<mpsc::UnboundedReceiver<HealthEvent>> {
         let events = self.health.start();
+        self.health_active = true;
         let names: Vec<String> = self.state.last_good.keys().cloned().collect();
         for name in names {
             self.sync_health(&name);
@@ -25,6 +26,7 @@ impl Engine {
     /// Probes the last good set of every service with `health:` once (rise and fall of 1), for
     /// one-shot runs.
     pub async fn probe_health_once(&mut self) {
+        self.health_active = true;
         for (name, service) in &self.services {
             let (Some(config), Some(set)) =
                 (&service.config.health, self.state.last_good.get(name))
@@ -58,9 +60,13 @@ impl Engine {
         });
     }
 
-    /// The sets to render: each last good set, filtered by health where the service has it.
+    /// The sets to render: each last good set, filtered by health where the service has it
+    /// and something probes (a one-shot run without `--health` renders the sets as they are).
     /// Entering and leaving fail-open is logged here, once each.
     pub(super) fn rendered_sets(&mut self) -> IndexMap<String, Vec<Backend>> {
+        if !self.health_active {
+            return self.state.last_good.clone();
+        }
         let mut sets = IndexMap::new();
         for (name, set) in &self.state.last_good {
             let Some(service) = self.services.get(name) else {

@@ -51,6 +51,8 @@ pub struct Engine {
     fail_open: std::collections::HashMap<String, Option<String>>,
     /// The sets the last apply rendered (health-filtered).
     rendered: IndexMap<String, Vec<Backend>>,
+    /// Whether anything probes: the daemon's loops, or a one-shot `--health`.
+    health_active: bool,
 }
 
 impl Engine {
@@ -68,6 +70,7 @@ impl Engine {
             health: crate::health::Checker::new(),
             fail_open: Default::default(),
             rendered: IndexMap::new(),
+            health_active: false,
         })
     }
 
