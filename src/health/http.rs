@@ -178,10 +178,10 @@ impl HttpProbe {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-        // The connection is driven beside the request; it ends when the probe's future is
-        // dropped (timeout) or the response is read.
-        let driver = tokio::spawn(connection);
-        let result = async {
+        // The connection is driven here, beside the request, not in a task of its own: when the
+        // probe times out and its future is dropped, the socket goes with it.
+        let mut connection = std::pin::pin!(connection);
+        let exchange = async {
             let response = sender
                 .send_request(request)
                 .await
@@ -206,10 +206,20 @@ impl HttpProbe {
                 }
             }
             Ok(())
+        };
+        let mut exchange = std::pin::pin!(exchange);
+        let mut driving = true;
+        loop {
+            tokio::select! {
+                result = &mut exchange => return result,
+                done = &mut connection, if driving => {
+                    driving = false;
+                    if let Err(e) = done {
+                        return Err(format!("connection failed: {e}"));
+                    }
+                }
+            }
         }
-        .await;
-        driver.abort();
-        result
     }
 }
 

@@ -293,3 +293,19 @@ async fn a_decisive_start_up_lets_the_first_probe_decide() {
     assert!(state.probed && !state.healthy, "{state:?}");
     drop((listener, listener2));
 }
+
+#[tokio::test]
+async fn a_probe_that_times_out_closes_its_connection() {
+    let listener = TcpListener::bind("127.0.0.6:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let c = parse("{ http: {}, timeout: 100ms }").unwrap();
+    let target = c.target(&backend("127.0.0.6:1").address, port);
+    let (result, accepted) = tokio::join!(c.probe(&target), listener.accept());
+    assert_eq!(result.unwrap_err(), "no answer within 100ms");
+    // The backend sees the request, then the end of the connection: nothing is left open.
+    let (mut stream, _) = accepted.unwrap();
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut seen)).await;
+    assert!(read.is_ok(), "the probe's socket is still open");
+    assert!(seen.starts_with(b"GET / HTTP/1.1\r\n"), "{seen:?}");
+}
