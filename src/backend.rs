@@ -192,6 +192,9 @@ pub struct Backend {
     /// Which locator found it (for `elasticd locate`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source: String,
+    /// The health checks' verdict, for services with `health:` (locators never set it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
 }
 
 impl Backend {
@@ -207,6 +210,7 @@ impl Backend {
             tags: BTreeMap::new(),
             meta: BTreeMap::new(),
             source: String::new(),
+            healthy: None,
         }
     }
 

@@ -73,6 +73,10 @@ pub struct RenderArgs {
     /// Install changed files (checked) but do not reload frontends.
     #[arg(long, conflicts_with = "dry_run")]
     pub no_reload: bool,
+    /// Probe the backends of services with `health:` once and render only those that pass
+    /// (unless too many fail: see `max_unhealthy_ratio`).
+    #[arg(long)]
+    pub health: bool,
 }
 
 /// Options of `locate`.
@@ -86,6 +90,9 @@ pub struct LocateArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Probe each backend of services with `health:` once and show whether it passes.
+    #[arg(long)]
+    pub health: bool,
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -183,6 +190,7 @@ async fn render(args: RenderArgs) -> u8 {
     let options = PassOptions {
         dry_run: args.dry_run,
         no_reload: args.no_reload,
+        health: args.health,
     };
     // A dry run writes nothing, so it leaves an interrupted run's files for a real run to settle.
     let recovered = if args.dry_run {
@@ -417,7 +425,23 @@ async fn locate(args: LocateArgs) -> u8 {
             continue;
         }
         match BuiltService::build(&config, name, service).locate().await {
-            Ok(backends) => found.push((name.clone(), backends)),
+            Ok(mut backends) => {
+                if args.health
+                    && let Some(health) = &service.health
+                {
+                    let results = crate::health::probe_once(health, &backends).await;
+                    for (b, result) in backends.iter_mut().zip(results) {
+                        if let Err(reason) = &result {
+                            print_error(format_args!(
+                                "service `{name}`: {} fails its health check: {reason}",
+                                b.endpoint()
+                            ));
+                        }
+                        b.healthy = Some(result.is_ok());
+                    }
+                }
+                found.push((name.clone(), backends));
+            }
             Err(errors) => {
                 failed = true;
                 for e in errors {
@@ -445,7 +469,11 @@ async fn locate(args: LocateArgs) -> u8 {
 
 /// The `locate` table: one row per backend.
 pub fn format_table(found: &[(String, Vec<Backend>)]) -> String {
-    let mut rows = vec![[
+    // The HEALTH column appears only when something was probed (`locate --health`).
+    let with_health = found
+        .iter()
+        .any(|(_, backends)| backends.iter().any(|b| b.healthy.is_some()));
+    let mut header = vec![
         "SERVICE".to_string(),
         "ENDPOINT".into(),
         "WEIGHT".into(),
@@ -453,10 +481,14 @@ pub fn format_table(found: &[(String, Vec<Backend>)]) -> String {
         "ID".into(),
         "ZONE".into(),
         "LOCATOR".into(),
-    ]];
+    ];
+    if with_health {
+        header.push("HEALTH".into());
+    }
+    let mut rows = vec![header];
     for (service, backends) in found {
         for b in backends {
-            rows.push([
+            let mut row = vec![
                 service.clone(),
                 b.endpoint(),
                 b.weight.to_string(),
@@ -464,10 +496,21 @@ pub fn format_table(found: &[(String, Vec<Backend>)]) -> String {
                 printable(b.id.as_deref()),
                 printable(b.zone.as_deref()),
                 b.source.clone(),
-            ]);
+            ];
+            if with_health {
+                row.push(
+                    match b.healthy {
+                        Some(true) => "healthy",
+                        Some(false) => "unhealthy",
+                        None => "-",
+                    }
+                    .into(),
+                );
+            }
+            rows.push(row);
         }
     }
-    let mut widths = [0usize; 7];
+    let mut widths = [0usize; 8];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());

@@ -18,6 +18,7 @@
 //! 5 engine     Engine: built services and renderer, state; locate, judge, apply, hooks, report
 //! 4 config     the file as a whole: Config, Loader (every problem at once), cross-checks, Schedule
 //! 3 render     Tera engines, template context, escaping, slots, OutputConfig, renderer plugins
+//! 2 health     `health:` probes (the probes! registry, one file per kind), the probe scheduler
 //! 2 server     the operations server: listeners, TLS, limits, token, JSON API, /metrics, page
 //! 2 locator    Locator and LocatorSpec, the locators! registry, one file per kind with its config
 //! 2 frontend   FrontendConfig, checks, the reload_actions! registry, HAProxy and Varnish actions
@@ -40,6 +41,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod frontend;
+pub mod health;
 pub mod locator;
 pub mod logline;
 pub mod metrics;

@@ -99,6 +99,24 @@ struct BuildLabels {
     features: String,
 }
 
+/// Labels `{service,backend}` of a probed backend; `backend` is its `address:port`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    /// The service's name in the config.
+    pub service: String,
+    /// `address:port`.
+    pub backend: String,
+}
+
+/// Labels `{service,to}` of a health transition; `to` is `healthy` or `unhealthy`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthTransitionLabels {
+    /// The service's name in the config.
+    pub service: String,
+    /// The new state.
+    pub to: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric elasticd exports.
@@ -129,6 +147,12 @@ pub struct Metrics {
     pub config_last_reload_success: Gauge,
     /// `elasticd_config_last_reload_success_timestamp_seconds`.
     pub config_last_reload_success_timestamp: FloatGauge,
+    /// `elasticd_backend_up{service,backend}`: 1 while a probed backend is healthy, 0 when not.
+    pub backend_up: Family<BackendLabels, Gauge>,
+    /// `elasticd_health_transitions_total{service,to}`.
+    pub health_transitions: Family<HealthTransitionLabels, Counter>,
+    /// `elasticd_health_fail_open{service}`: 1 while unhealthy backends are kept in (fail open).
+    pub health_fail_open: Family<ServiceLabels, Gauge>,
     registry: Registry,
 }
 
@@ -166,8 +190,26 @@ impl Metrics {
             cloud_api_calls: Family::default(),
             config_last_reload_success: Gauge::default(),
             config_last_reload_success_timestamp: FloatGauge::default(),
+            backend_up: Family::default(),
+            health_transitions: Family::default(),
+            health_fail_open: Family::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "backend_up",
+            "1 while the probed backend passes its health checks, 0 when it does not",
+            metrics.backend_up.clone(),
+        );
+        registry.register(
+            "health_transitions",
+            "Backends that changed health state, by the new state",
+            metrics.health_transitions.clone(),
+        );
+        registry.register(
+            "health_fail_open",
+            "1 while the service keeps unhealthy backends in because too many failed",
+            metrics.health_fail_open.clone(),
+        );
         // The families are shared handles: the registry holds clones that read the same values.
         registry.register(
             "locate_duration_seconds",

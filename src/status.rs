@@ -111,6 +111,35 @@ pub struct ServiceStatus {
     pub locators: Vec<LocatorStatus>,
     /// The guard's last verdict.
     pub guard: GuardStatus,
+    /// The health checks, for a service with `health:` (each backend has `healthy` then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
+}
+
+/// The health checks of a service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HealthStatus {
+    /// The probe kind (`http`, `tcp`).
+    pub probe: String,
+    /// Backends passing their checks.
+    pub healthy: usize,
+    /// Backends failing them (or not yet passed, for new ones).
+    pub unhealthy: usize,
+    /// Whether unhealthy backends are kept in because too many failed.
+    pub fail_open: bool,
+    /// Why, with numbers, while failing open.
+    pub fail_open_reason: Option<String>,
+    /// Why each unhealthy backend's last probe failed.
+    pub failing: Vec<ProbeFailure>,
+}
+
+/// The last failed probe of an unhealthy backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeFailure {
+    /// `address:port`.
+    pub backend: String,
+    /// What the probe saw, or `not checked yet`.
+    pub reason: String,
 }
 
 /// One locator of a service.
@@ -312,6 +341,7 @@ mod tests {
             next_refresh_at: None,
             locators: Vec::new(),
             guard: GuardStatus::default(),
+            health: None,
         }
     }
 

@@ -122,6 +122,9 @@ pub struct ServiceConfig {
     /// Action plugins run after a change of this service is applied.
     #[serde(default)]
     pub on_change: Vec<crate::plugin::PluginCall>,
+    /// Active health checks; without them every located backend is used.
+    #[serde(default)]
+    pub health: Option<crate::health::HealthConfig>,
 }
 
 /// Limits that stop a bad locator answer from reaching a frontend.

@@ -78,7 +78,8 @@ impl Book {
     ) {
         let now = Timestamp::now();
         let records = engine.service(name).map(|s| s.locator_records());
-        let set = engine.state().last_good.get(name);
+        let set = engine.backends_with_health(name);
+        let health = engine.health_status(name);
         let Some(s) = self.service(name) else {
             return;
         };
@@ -86,6 +87,7 @@ impl Book {
             s.locators = records;
         }
         s.consecutive_failures = consecutive_failures;
+        s.health = health;
         s.next_refresh_at = next_refresh_at.map(Timestamp);
         match problem {
             None => {
@@ -106,18 +108,32 @@ impl Book {
         if let Some(set) = set {
             // Copied only when it changed: a large set answered unchanged every second costs a
             // comparison, not an allocation.
-            if *s.backends != *set {
-                s.changed_at = Some(now);
-                s.backends = Arc::new(set.clone());
-            }
             metrics()
                 .backends
                 .get_or_create(&ServiceLabels {
                     service: name.to_string(),
                 })
                 .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
+            if *s.backends != set {
+                s.changed_at = Some(now);
+                s.backends = Arc::new(set);
+            }
             s.has_good_set = true;
         }
+        self.publish();
+    }
+
+    /// A backend of `name` changed health state, or an apply may have changed fail-open.
+    pub(super) fn health_changed(&mut self, engine: &Engine, name: &str) {
+        let set = engine.backends_with_health(name);
+        let health = engine.health_status(name);
+        let Some(s) = self.service(name) else {
+            return;
+        };
+        if let Some(set) = set {
+            s.backends = Arc::new(set);
+        }
+        s.health = health;
         self.publish();
     }
 
@@ -263,6 +279,7 @@ fn shape(status: &mut Status, config: &Config) {
             next_refresh_at: None,
             locators: Vec::new(),
             guard: GuardStatus::default(),
+            health: None,
         }));
         if let Some(s) = status.services.last_mut() {
             s.refresh_seconds = service.refresh.period().as_secs_f64();

@@ -89,6 +89,15 @@ struct Daemon {
     server: Option<Server>,
     commands_tx: mpsc::Sender<server::Command>,
     commands: mpsc::Receiver<server::Command>,
+    /// Health transitions from the probe loops, once they run.
+    health_events: Option<mpsc::UnboundedReceiver<crate::health::HealthEvent>>,
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => pending().await,
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -125,6 +134,7 @@ impl Daemon {
             tx,
             rx,
             scheduler: None,
+            health_events: None,
         }
     }
 
@@ -144,6 +154,7 @@ impl Daemon {
             tracing::error!("{problem}");
         }
         self.scheduler = Some(start_scheduler(self.config(), &self.tx).await?);
+        self.health_events = self.engine.start_health();
         tracing::info!(
             config = %self.path.display(),
             "started: {}, {}, settle {}..{}",
@@ -167,6 +178,7 @@ impl Daemon {
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.reap(done);
                 }
+                Some(event) = recv_opt(&mut self.health_events) => self.on_health(event),
                 _ = sleep_until_opt(settle_at) => self.apply_now().await,
                 _ = sleep_until_opt(retry_at) => self.apply_now().await,
                 Some(command) = self.commands.recv() => match command {
@@ -362,6 +374,22 @@ impl Daemon {
         );
     }
 
+    fn on_health(&mut self, event: crate::health::HealthEvent) {
+        if event.healthy {
+            tracing::info!(service = %event.service, "backend {} is healthy", event.backend);
+        } else {
+            tracing::warn!(
+                service = %event.service,
+                "backend {} is unhealthy: {}",
+                event.backend,
+                event.reason.as_deref().unwrap_or("its checks failed")
+            );
+        }
+        // A transition is a change like any other: it goes through the settle window.
+        self.settle.change(Instant::now());
+        self.book.health_changed(&self.engine, &event.service);
+    }
+
     fn next_frontend_retry(&self) -> Option<Instant> {
         self.frontend_backoff
             .values()
@@ -380,10 +408,10 @@ impl Daemon {
             .filter(|(_, b)| b.is_waiting(started))
             .map(|(n, _)| n.clone())
             .collect();
-        // The sets this apply renders, and those of the one before, for the log line below.
-        let sets = self.engine.state().last_good.clone();
+        // The sets of the apply before, and those this one renders, for the log line below.
         let before = self.engine.applied().clone();
         let report = self.engine.apply(PassOptions::default(), &held).await;
+        let sets = self.engine.rendered().clone();
         for hook in &report.hooks {
             if hook.ok {
                 tracing::info!(
@@ -467,6 +495,16 @@ impl Daemon {
             );
         } else {
             self.apply_backoff.succeed();
+        }
+        let with_health: Vec<String> = self
+            .config()
+            .services
+            .iter()
+            .filter(|(_, s)| s.health.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in with_health {
+            self.book.health_changed(&self.engine, &name);
         }
         let frontend_backoff = &self.frontend_backoff;
         self.book.applied(&self.engine, &report, &before, |name| {

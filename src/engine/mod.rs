@@ -9,6 +9,7 @@
 //! keeps its last good set, and an output whose service has no good set yet is left as it is.
 
 mod apply;
+mod health;
 mod hooks;
 mod judge;
 mod locate;
@@ -44,6 +45,14 @@ pub struct Engine {
     state: State,
     /// The sets as of the last clean apply, for the change summaries of reload plugins.
     applied: IndexMap<String, Vec<Backend>>,
+    /// Probe states and loops of the services with `health:`.
+    health: crate::health::Checker,
+    /// Per service, why it fails open, as of the last apply.
+    fail_open: std::collections::HashMap<String, Option<String>>,
+    /// The sets the last apply rendered (health-filtered).
+    rendered: IndexMap<String, Vec<Backend>>,
+    /// Whether anything probes: the daemon's loops, or a one-shot `--health`.
+    health_active: bool,
 }
 
 impl Engine {
@@ -58,6 +67,10 @@ impl Engine {
             services,
             state: State::default(),
             applied: IndexMap::new(),
+            health: crate::health::Checker::new(),
+            fail_open: Default::default(),
+            rendered: IndexMap::new(),
+            health_active: false,
         })
     }
 
@@ -105,6 +118,7 @@ impl Engine {
             return false;
         }
         self.state.last_good.insert(name.to_string(), set);
+        self.sync_health(name);
         true
     }
 
@@ -112,7 +126,7 @@ impl Engine {
     /// runs the `on_change` hooks whose change is applied.
     pub async fn apply(&mut self, options: PassOptions, held: &HashSet<String>) -> PassReport {
         let mut report = PassReport::default();
-        let sets = self.state.last_good.clone();
+        let sets = self.rendered_sets();
         let inputs = apply::Inputs {
             config: &self.config,
             renderer: &self.renderer,
@@ -136,8 +150,9 @@ impl Engine {
             .iter()
             .any(|p| matches!(p, PassProblem::Frontend(_) | PassProblem::Install(_)));
         if clean && held.is_empty() && !options.dry_run {
-            self.applied = sets;
+            self.applied = sets.clone();
         }
+        self.rendered = sets;
         report
     }
 
@@ -146,6 +161,11 @@ impl Engine {
     /// get their backups back. Call once at start-up, before the first apply.
     pub async fn recover(&mut self) -> Vec<PassProblem> {
         recover::recover(&self.config, &mut self.state.pending_reloads).await
+    }
+
+    /// The sets the last apply rendered: the last good sets, filtered by health.
+    pub fn rendered(&self) -> &IndexMap<String, Vec<Backend>> {
+        &self.rendered
     }
 
     /// The sets as of the last clean apply.
@@ -173,6 +193,9 @@ impl Engine {
         self.state
             .last_good
             .retain(|name, _| config.services.contains_key(name));
+        if options.health {
+            self.probe_health_once().await;
+        }
         let mut report = self.apply(options, &HashSet::new()).await;
         report.services = services;
         problems.append(&mut report.problems);
@@ -200,6 +223,11 @@ impl Engine {
         self.services = build_services(&new, &self.services);
         self.renderer = renderer;
         self.config = Arc::new(new);
+        self.retain_health();
+        let names: Vec<String> = self.state.last_good.keys().cloned().collect();
+        for name in names {
+            self.sync_health(&name);
+        }
         Ok(changed)
     }
 }

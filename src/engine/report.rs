@@ -15,6 +15,8 @@ pub struct PassOptions {
     pub dry_run: bool,
     /// Install files but don't reload frontends.
     pub no_reload: bool,
+    /// Probe the backends of services with `health:` once before rendering.
+    pub health: bool,
 }
 
 /// Something that went wrong in a pass (the pass goes on with what it can).

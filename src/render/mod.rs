@@ -259,6 +259,9 @@ struct BackendView<'a> {
     tags: &'a BTreeMap<String, String>,
     meta: &'a BTreeMap<String, String>,
     is_ipv6: bool,
+    /// Only for services with `health:`, so that templates can test `is defined`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthy: Option<bool>,
 }
 
 impl<'a> From<&'a Backend> for BackendView<'a> {
@@ -274,6 +277,7 @@ impl<'a> From<&'a Backend> for BackendView<'a> {
             tags: &b.tags,
             meta: &b.meta,
             is_ipv6: b.address.is_ipv6(),
+            healthy: b.healthy,
         }
     }
 }

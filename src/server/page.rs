@@ -432,6 +432,7 @@ mod tests {
                 next_refresh_at: None,
                 locators: Vec::new(),
                 guard: GuardStatus::default(),
+                health: None,
             }],
             frontends: Vec::new(),
             outputs: Vec::new(),

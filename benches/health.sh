@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Health-check benchmark (issue 13), on the release binary. For each N in $SIZES, N HTTP
+# backends on 127.0.0.1 (one listening port each, served by one Python asyncio process) are
+# probed by `elasticd run` (`health: { http: {} }`, interval 2s, timeout 1s, rise 2, fall 3):
+#   steady      after a warm-up of $WARMUP seconds, CPU time of elasticd over $SECONDS_RUN as a
+#               share of one core, RSS at the start and end of that window (VmRSS, and VmHWM as
+#               the peak), and probes answered per second (counted by the backends);
+#   detection   one backend's port is closed; the time until the rendered file no longer lists
+#               it (expected: up to interval x fall + settle_min + the time to render and write).
+# Prints a markdown table. Nothing is left behind; every process is stopped by PID.
+#
+# Usage: benches/health.sh     Env: SIZES (default "1000 10000"), SECONDS_RUN (default 60),
+#                                   WARMUP (default 10), CARGO_TARGET_DIR (respected),
+#                                   BIN (use this binary instead)
+set -euo pipefail
+SIZES=${SIZES:-"1000 10000"}
+SECONDS_RUN=${SECONDS_RUN:-60}
+WARMUP=${WARMUP:-10}
+cd "$(dirname "$0")/.."
+unset RUST_LOG ELASTICD_LOG
+
+if [ -z "${BIN:-}" ]; then
+  echo "== cargo build --release" >&2
+  cargo build --release --locked --quiet >&2
+  target_dir=$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  BIN="$target_dir/release/elasticd"
+fi
+[ -x "$BIN" ] || { echo "error: no binary at $BIN" >&2; exit 1; }
+
+# 10,000 listeners need more descriptors than the usual 1024: raise the soft limit to the hard.
+ulimit -n "$(ulimit -Hn)"
+
+WORK=$(mktemp -d)
+DAEMON_PID=""
+SERVER_PID=""
+cleanup() {
+  for pid in "$DAEMON_PID" "$SERVER_PID"; do
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+clk=$(getconf CLK_TCK)
+user_seconds() { awk -v clk="$clk" '{ print $14 / clk }' "/proc/$1/stat"; }
+system_seconds() { awk -v clk="$clk" '{ print $15 / clk }' "/proc/$1/stat"; }
+status_kb() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
+
+# The backends: N ports, each answering `200 ok`; ports.json lists them; SIGUSR1 closes the
+# first port (the detection run); the request count is written to `requests` every second.
+cat > "$WORK/backends.py" <<'PY'
+import asyncio, json, signal, sys
+n, out = int(sys.argv[1]), sys.argv[2]
+count = 0
+async def handle(reader, writer):
+    global count
+    try:
+        await reader.readuntil(b"\r\n\r\n")
+        count += 1
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+    except Exception:
+        pass
+    finally:
+        writer.close()
+async def main():
+    servers = [await asyncio.start_server(handle, "127.0.0.1", 0, backlog=64) for _ in range(n)]
+    ports = [s.sockets[0].getsockname()[1] for s in servers]
+    with open(out + "/ports.json", "w") as f:
+        json.dump(ports, f)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, servers[0].close)
+    while True:
+        await asyncio.sleep(1)
+        with open(out + "/requests", "w") as f:
+            f.write(str(count))
+asyncio.run(main())
+PY
+
+echo "| backends | CPU, share of one core (user + system) | RSS start → end (peak) | probes/s | detection |"
+echo "|---|---|---|---|---|"
+for n in $SIZES; do
+  dir="$WORK/$n"
+  mkdir -p "$dir/out"
+  cd "$dir"
+  python3 "$WORK/backends.py" "$n" "$dir" &
+  SERVER_PID=$!
+  for _ in $(seq 600); do [ -s ports.json ] && break; sleep 0.1; done
+  python3 -c "import json; ports = json.load(open('ports.json')); print(json.dumps([{'targets': ['127.0.0.1:%d' % p for p in ports]}]))" > backends.json
+  first=$(python3 -c "import json; print('127.0.0.1:%d' % json.load(open('ports.json'))[0])")
+  cat > config.yaml <<YAML
+services:
+  web:
+    refresh: 1h
+    locators: [file: { path: backends.json }]
+    health: { http: { path: /health }, interval: 2s, timeout: 1s, rise: 2, fall: 3, initial: healthy }
+outputs:
+  - { template: "builtin:nginx", path: out/upstream.conf, vars: { service: web } }
+YAML
+  "$BIN" run --config config.yaml --log info 2> daemon.log &
+  DAEMON_PID=$!
+  sleep "$WARMUP"
+  user0=$(user_seconds "$DAEMON_PID"); sys0=$(system_seconds "$DAEMON_PID")
+  rss0=$(status_kb "$DAEMON_PID" VmRSS)
+  req0=$(cat requests)
+  sleep "$SECONDS_RUN"
+  user1=$(user_seconds "$DAEMON_PID"); sys1=$(system_seconds "$DAEMON_PID")
+  rss1=$(status_kb "$DAEMON_PID" VmRSS)
+  hwm=$(status_kb "$DAEMON_PID" VmHWM)
+  req1=$(cat requests)
+  grep -q "$first" out/upstream.conf || { echo "error: $first is not rendered" >&2; exit 1; }
+  kill -USR1 "$SERVER_PID"
+  t0=$(date +%s.%N)
+  for _ in $(seq 3000); do grep -q "$first" out/upstream.conf || break; sleep 0.01; done
+  t1=$(date +%s.%N)
+  grep -q "$first" out/upstream.conf && { echo "error: $first never left the file" >&2; exit 1; }
+  kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true; DAEMON_PID=""
+  kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+  awk -v n="$n" -v u0="$user0" -v u1="$user1" -v y0="$sys0" -v y1="$sys1" -v s="$SECONDS_RUN" -v r0="$rss0" -v r1="$rss1" \
+      -v h="$hwm" -v q0="$req0" -v q1="$req1" -v t0="$t0" -v t1="$t1" 'BEGIN {
+    u = (u1 - u0) / s * 100; y = (y1 - y0) / s * 100
+    printf "| %d | %.2f%% (%.2f + %.2f) | %.1f → %.1f MB (%.1f) | %.0f | %.2f s |\n",
+      n, u + y, u, y, r0 / 1024, r1 / 1024, h / 1024, (q1 - q0) / s, t1 - t0
+  }'
+done

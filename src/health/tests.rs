@@ -1,0 +1,311 @@
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+use crate::backend::{Backend, parse_target};
+use crate::yaml;
+
+fn parse(text: &str) -> Result<HealthConfig, String> {
+    let node = yaml::parse(text).map_err(|e| format!("{e:?}"))?;
+    node.deserialize::<HealthConfig>().map_err(|e| e.message)
+}
+
+fn backend(endpoint: &str) -> Backend {
+    let (a, p) = parse_target(endpoint).unwrap();
+    Backend::new(a, p.unwrap())
+}
+
+#[test]
+fn defaults_follow_the_documented_values() {
+    let c = parse("tcp: {}").unwrap();
+    assert_eq!(c.probe, ProbeConfig::Tcp(tcp::TcpProbe::default()));
+    assert_eq!(c.interval, Duration::from_secs(2));
+    assert_eq!(c.timeout, Duration::from_secs(1));
+    assert_eq!(c.transition_interval, c.interval);
+    assert_eq!((c.rise, c.fall), (2, 3));
+    assert_eq!(c.jitter, 0.1);
+    assert_eq!(c.initial, Initial::Unhealthy);
+    assert_eq!(c.startup, Startup::Initial);
+    assert_eq!(c.max_unhealthy_ratio, 0.5);
+    assert_eq!(c.unhealthy, Unhealthy::Remove);
+    let ProbeConfig::Http(h) = parse("http: {}").unwrap().probe else {
+        panic!("not http");
+    };
+    assert_eq!(h.path, "/");
+    assert!(h.expect_status.contains(200) && h.expect_status.contains(399));
+    assert!(!h.expect_status.contains(404));
+}
+
+#[test]
+fn expect_status_takes_numbers_ranges_and_lists() {
+    let status = |text: &str| match parse(text).unwrap().probe {
+        ProbeConfig::Http(h) => h.expect_status,
+        _ => panic!("not http"),
+    };
+    assert_eq!(status("http: { expect_status: 204 }").0, [(204, 204)]);
+    assert_eq!(
+        status("http: { expect_status: [200, \"300-302\"] }").0,
+        [(200, 200), (300, 302)]
+    );
+    for bad in ["99", "\"300-200\"", "\"2xx\"", "[]"] {
+        let err = parse(&format!("http: {{ expect_status: {bad} }}")).unwrap_err();
+        assert!(err.contains("expect_status"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn head_cannot_look_for_a_body() {
+    let err = parse("http: { method: HEAD, expect_body: ok }").unwrap_err();
+    assert!(err.contains("`expect_body` needs `method: GET`"), "{err}");
+}
+
+#[test]
+fn header_values_that_could_split_a_request_are_refused() {
+    let err = parse("http: { headers: { X-A: \"a\\r\\nX-B: b\" } }").unwrap_err();
+    assert!(err.contains("not a valid header value"), "{err}");
+    let err = parse("http: { headers: { \"bad name\": x } }").unwrap_err();
+    assert!(err.contains("not a valid header name"), "{err}");
+    let err = parse("http: { host: \"a\\nb\" }").unwrap_err();
+    assert!(err.contains("`host`"), "{err}");
+}
+
+fn config(extra: &str) -> HealthConfig {
+    parse(&format!("{{ tcp: {{}}, rise: 2, fall: 3{extra} }}")).unwrap()
+}
+
+#[test]
+fn filter_removes_marks_and_fails_open() {
+    let set: Vec<Backend> = (1..=4)
+        .map(|i| backend(&format!("10.0.0.{i}:80")))
+        .collect();
+    let down = |n: usize| move |b: &Backend| b.endpoint() > format!("10.0.0.{n}:80");
+    // One of four down: removed.
+    let f = checker::filter(&config(""), 1, &set, |b| !down(3)(b));
+    assert_eq!(f.backends.len(), 3);
+    assert_eq!((f.unhealthy, f.fail_open), (1, None));
+    assert!(f.backends.iter().all(|b| b.healthy == Some(true)));
+    // Two of four is exactly the ratio: still removed.
+    let f = checker::filter(&config(""), 1, &set, |b| !down(2)(b));
+    assert_eq!(f.backends.len(), 2);
+    // Three of four: more than half, so all are kept and rendered as healthy.
+    let f = checker::filter(&config(""), 1, &set, |b| !down(1)(b));
+    assert_eq!(f.backends.len(), 4);
+    assert!(f.backends.iter().all(|b| b.healthy == Some(true)));
+    let reason = f.fail_open.unwrap();
+    assert!(
+        reason.contains("3 of 4 backends unhealthy (75%)"),
+        "{reason}"
+    );
+    // min_backends counts too.
+    let f = checker::filter(&config(""), 3, &set, |b| !down(2)(b));
+    assert!(f.fail_open.unwrap().contains("fewer than min_backends 3"));
+    // Mark keeps every backend with its state.
+    let f = checker::filter(&config(", unhealthy: mark"), 1, &set, |b| !down(3)(b));
+    let states: Vec<_> = f.backends.iter().map(|b| b.healthy).collect();
+    assert_eq!(states, [Some(true), Some(true), Some(true), Some(false)]);
+    // Nothing to probe: nothing to say.
+    let f = checker::filter(&config(""), 1, &[], |_| false);
+    assert_eq!((f.backends.len(), f.fail_open), (0, None));
+}
+
+async fn answer(listener: TcpListener, status: &'static str, body: &'static str) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let reply = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes()).await;
+        });
+    }
+}
+
+#[tokio::test]
+async fn http_probes_judge_status_and_body_and_time_out() {
+    let ok = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ok_port = ok.local_addr().unwrap().port();
+    tokio::spawn(answer(ok, "200 OK", "status: ready"));
+    let err = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err_port = err.local_addr().unwrap().port();
+    tokio::spawn(answer(err, "503 Service Unavailable", "draining"));
+    // Accepts (the kernel does, from the backlog) and never answers.
+    let hang = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_port = hang.local_addr().unwrap().port();
+    let closed_port = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let probe = |text: &str, port: u16| {
+        let c = parse(text).unwrap();
+        async move {
+            c.probe(&c.target(&backend("127.0.0.1:1").address, port))
+                .await
+        }
+    };
+    assert_eq!(probe("http: {}", ok_port).await, Ok(()));
+    assert_eq!(
+        probe("http: { expect_body: draining }", ok_port)
+            .await
+            .unwrap_err(),
+        "answered status 200 without `draining` in the body"
+    );
+    assert_eq!(probe("http: { method: HEAD }", ok_port).await, Ok(()));
+    assert_eq!(probe("http: { expect_body: ready }", ok_port).await, Ok(()));
+    assert_eq!(
+        probe("http: {}", err_port).await.unwrap_err(),
+        "answered status 503"
+    );
+    assert_eq!(
+        probe("http: { expect_status: 503 }", err_port).await,
+        Ok(())
+    );
+    let started = std::time::Instant::now();
+    let e = probe("{ http: {}, timeout: 200ms }", hang_port)
+        .await
+        .unwrap_err();
+    assert_eq!(e, "no answer within 200ms");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let e = probe("http: {}", closed_port).await.unwrap_err();
+    assert!(e.starts_with("connect failed"), "{e}");
+    assert!(probe("tcp: {}", hang_port).await.is_ok());
+    assert!(probe("tcp: {}", closed_port).await.is_err());
+    // The probe's own port wins over the backend's.
+    assert!(
+        probe(&format!("tcp: {{ port: {ok_port} }}"), closed_port)
+            .await
+            .is_ok()
+    );
+    drop(hang);
+}
+
+#[tokio::test]
+async fn rise_and_fall_count_in_a_row_and_only_transitions_are_reported() {
+    let listener = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let target = backend(&format!("127.0.0.2:{port}"));
+    let config = config(", interval: 100ms, timeout: 100ms, jitter: 0");
+    let mut checker = Checker::new();
+    let mut events = checker.start().unwrap();
+    checker.set_targets("web", Some(&config), std::slice::from_ref(&target));
+    let state = |c: &Checker| c.health("web", &target).unwrap();
+    assert!(!state(&checker).healthy && !state(&checker).probed);
+    // Two passes (rise 2) make it healthy: one event.
+    let event = events.recv().await.unwrap();
+    assert!(event.healthy, "{event:?}");
+    assert_eq!(event.backend, target.endpoint());
+    assert_eq!(state(&checker).passes, 2);
+    // Three failures in a row (fall 3) make it unhealthy.
+    drop(listener);
+    let event = events.recv().await.unwrap();
+    assert!(!event.healthy);
+    assert!(event.reason.unwrap().starts_with("connect failed"));
+    assert_eq!(state(&checker).fails, 3);
+    // Leaving the set forgets it and stops its probes.
+    checker.set_targets("web", Some(&config), &[]);
+    assert!(checker.health("web", &target).is_none());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(events.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn unchanged_backends_keep_their_state_when_the_set_or_config_changes() {
+    let listener = TcpListener::bind("127.0.0.3:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let a = backend(&format!("127.0.0.3:{port}"));
+    let b = backend("127.0.0.3:1");
+    let config1 = config(", interval: 100ms, timeout: 100ms, jitter: 0");
+    let mut checker = Checker::new();
+    let mut events = checker.start().unwrap();
+    checker.set_targets("web", Some(&config1), std::slice::from_ref(&a));
+    assert!(events.recv().await.unwrap().healthy);
+    checker.set_targets("web", Some(&config1), &[a.clone(), b.clone()]);
+    assert!(checker.health("web", &a).unwrap().healthy);
+    assert!(!checker.health("web", &b).unwrap().healthy);
+    let config2 = config(", interval: 200ms, timeout: 100ms, jitter: 0");
+    checker.set_targets("web", Some(&config2), &[a.clone(), b.clone()]);
+    assert!(checker.health("web", &a).unwrap().healthy);
+    // A service that loses `health:` is forgotten.
+    checker.retain_services(|_| false);
+    assert!(checker.health("web", &a).is_none());
+    drop(listener);
+}
+
+#[tokio::test]
+async fn probe_once_decides_on_one_probe() {
+    let listener = TcpListener::bind("127.0.0.4:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let up = backend(&format!("127.0.0.4:{port}"));
+    let down = backend("127.0.0.4:1");
+    let mut checker = Checker::new();
+    let config = config("");
+    checker
+        .probe_once("web", &config, &[up.clone(), down.clone()])
+        .await;
+    assert!(checker.health("web", &up).unwrap().healthy);
+    assert!(!checker.health("web", &down).unwrap().healthy);
+    let f = checker.filter("web", &config, 1, &[up.clone(), down.clone()]);
+    assert_eq!(f.backends.len(), 1);
+    assert_eq!(f.unchecked, 0);
+    // A new backend not probed yet counts as unhealthy, and the fail-open reason says why.
+    let new = backend("127.0.0.4:2");
+    let f = checker.filter("web", &config, 1, &[up.clone(), down.clone(), new]);
+    assert_eq!((f.unhealthy, f.unchecked), (2, 1));
+    let reason = f.fail_open.unwrap();
+    assert!(reason.ends_with(", 1 not checked yet"), "{reason}");
+    drop(listener);
+}
+
+#[tokio::test]
+async fn a_decisive_start_up_lets_the_first_probe_decide() {
+    let listener = TcpListener::bind("127.0.0.5:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let up = backend(&format!("127.0.0.5:{port}"));
+    let config =
+        parse("{ tcp: {}, rise: 5, interval: 100ms, timeout: 100ms, startup: decisive }").unwrap();
+    let mut checker = Checker::new();
+    let mut events = checker.start().unwrap();
+    checker.set_targets("web", Some(&config), std::slice::from_ref(&up));
+    let event = events.recv().await.unwrap();
+    assert!(event.healthy);
+    assert_eq!(checker.health("web", &up).unwrap().passes, 1);
+    // A backend that joins later is not part of the start-up round: it waits for `rise`.
+    let listener2 = TcpListener::bind("127.0.0.5:0").await.unwrap();
+    let later = backend(&format!(
+        "127.0.0.5:{}",
+        listener2.local_addr().unwrap().port()
+    ));
+    checker.set_targets("web", Some(&config), &[up.clone(), later.clone()]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let state = checker.health("web", &later).unwrap();
+    assert!(state.probed && !state.healthy, "{state:?}");
+    drop((listener, listener2));
+}
+
+#[tokio::test]
+async fn a_probe_that_times_out_closes_its_connection() {
+    let listener = TcpListener::bind("127.0.0.6:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let c = parse("{ http: {}, timeout: 100ms }").unwrap();
+    let target = c.target(&backend("127.0.0.6:1").address, port);
+    let (result, accepted) = tokio::join!(c.probe(&target), listener.accept());
+    assert_eq!(result.unwrap_err(), "no answer within 100ms");
+    // The backend sees the request, then the end of the connection: nothing is left open.
+    let (mut stream, _) = accepted.unwrap();
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut seen)).await;
+    assert!(read.is_ok(), "the probe's socket is still open");
+    assert!(seen.starts_with(b"GET / HTTP/1.1\r\n"), "{seen:?}");
+}
