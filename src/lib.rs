@@ -24,6 +24,7 @@
 //! 1 plugin     the plugin protocol: PluginCall, running, lookup, requests, on_change hooks
 //! 1 status     Status: what the daemon knows about itself, the /api/v1 document, readiness
 //! 1 aws        AWS settings and errors; SDK clients (feature `aws`)
+//! 1 registry   the push registry: leases and connection-bound registrations, limits, expiry
 //! 0 metrics    the process's Prometheus registry and families, text exposition
 //! 0 output     compare, stage, batch install with backup, rollback, diff, locks
 //! 0 logline    log and error lines that values cannot forge; the tracing field formatter
@@ -46,6 +47,7 @@ pub mod metrics;
 pub mod output;
 pub mod plugin;
 pub mod process;
+pub mod registry;
 pub mod render;
 pub mod server;
 pub mod status;

@@ -138,7 +138,9 @@ impl Limits {
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(timeout.min(IDLE_TIMEOUT))
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(stream), service)
+                // WebSockets (connection-bound registrations) take the connection over.
+                .with_upgrades();
             // A connection lives at most as long as a few idle periods; a client that trickles
             // its body forever is cut off here.
             let _ = tokio::time::timeout(IDLE_TIMEOUT.saturating_mul(10), connection).await;

@@ -30,13 +30,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/outputs", get(outputs))
         .route("/api/v1/changes", get(changes))
         .route("/api/v1/refresh", post(refresh))
+        .merge(super::registry::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(shared)
 }
 
 /// `{"error": "..."}` with a status code.
-fn error(code: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(code: StatusCode, message: impl Into<String>) -> Response {
     #[derive(Serialize)]
     struct Body {
         error: String,
@@ -137,7 +138,7 @@ async fn page(State(shared): State<Arc<Shared>>) -> Html<String> {
 
 /// Checks `Authorization: Bearer TOKEN`; the error response says what is missing, never what
 /// the token is.
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
+pub(crate) fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let token = shared.token.lock().ok().and_then(|t| t.clone());
     let Some(token) = token else {
         return Err(Box::new(error(

@@ -1,0 +1,393 @@
+//! Push registration end to end: a daemon with a `registry` service, real HTTP and WebSocket
+//! clients on loopback, and the rendered upstream file as the proof. Every daemon is killed when
+//! its test ends, pass or fail.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use support::{Group, Test, free_port};
+
+const TOKEN: &str = "s3cret-token";
+const RUN: [&str; 5] = ["run", "--config", "config.yaml", "--log", "debug"];
+
+/// A daemon whose service `web` has a static backend (so the guard's `min_backends: 1` always
+/// holds) and a `registry` locator with `registry` as its settings.
+fn start(registry: &str) -> (Test, Group, u16) {
+    let port = free_port();
+    let t = Test::new();
+    t.write("token", &format!("{TOKEN}\n"));
+    t.write("scoped", "scoped-token\n");
+    t.write(
+        "config.yaml",
+        &format!(
+            r#"environment: testing
+daemon: {{ settle_min: 200ms, settle_max: 1s, jitter: 0 }}
+server: {{ listen: ["127.0.0.1:{port}"], token_file: token }}
+services:
+  web:
+    refresh: 1h
+    port: 8080
+    locators:
+      - static: ["127.0.0.1"]
+      - registry: {registry}
+  other:
+    refresh: 1h
+    port: 8080
+    locators: [static: ["127.0.0.1"]]
+frontends:
+  fe:
+    reload: {{ command: [sh, -c, "echo reload >> reloads"] }}
+outputs:
+  - {{ template: "builtin:nginx", path: upstream.conf, frontend: fe, vars: {{ service: web }} }}
+"#
+        ),
+    );
+    t.write("reloads", "");
+    let daemon = t.elasticd(RUN).daemon();
+    daemon.wait_for("the first apply", Duration::from_secs(15), || {
+        t.exists("upstream.conf") && t.read("upstream.conf").contains("127.0.0.1:8080")
+    });
+    (t, daemon, port)
+}
+
+/// The status code and body of one request.
+fn request(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response[9..12].parse().unwrap();
+    let body = response.split_once("\r\n\r\n").unwrap().1.to_string();
+    (code, body)
+}
+
+fn put(port: u16, id: &str, body: &str) -> (u16, String) {
+    request(
+        port,
+        "PUT",
+        &format!("/api/v1/registry/web/{id}"),
+        Some(TOKEN),
+        body,
+    )
+}
+
+fn lease(address: &str, ttl: &str) -> String {
+    format!(r#"{{"address": "{address}", "port": 9001, "ttl": "{ttl}", "environment": "testing"}}"#)
+}
+
+fn upstream_has(t: &Test, endpoint: &str) -> bool {
+    t.read("upstream.conf").contains(endpoint)
+}
+
+#[test]
+fn a_lease_appears_is_kept_by_renewals_and_lapses_without_them() {
+    let (t, daemon, port) = start("{ ttl_min: 1s }");
+    let (code, body) = put(port, "a", &lease("127.0.0.2", "3s"));
+    assert_eq!(code, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["ttl_seconds"], 3.0);
+    assert_eq!(view["mode"], "lease");
+    let registered = Instant::now();
+    daemon.wait_for("the registration to land", Duration::from_secs(5), || {
+        upstream_has(&t, "127.0.0.2:9001")
+    });
+    // No refresh is scheduled for an hour: the registration itself started the pass.
+    assert!(registered.elapsed() < Duration::from_secs(3));
+
+    // Renewed every second (POST renew and PUT alternately) for 6 s: still there.
+    for i in 0..6 {
+        std::thread::sleep(Duration::from_secs(1));
+        let (code, body) = if i % 2 == 0 {
+            request(
+                port,
+                "POST",
+                "/api/v1/registry/web/a/renew",
+                Some(TOKEN),
+                "",
+            )
+        } else {
+            put(port, "a", &lease("127.0.0.2", "3s"))
+        };
+        assert_eq!(code, 200, "{body}");
+        assert!(upstream_has(&t, "127.0.0.2:9001"), "lapsed while renewed");
+    }
+    let (code, body) = request(port, "GET", "/api/v1/registry/web", Some(TOKEN), "");
+    assert_eq!(code, 200);
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list[0]["id"], "a");
+
+    // Not renewed: gone within TTL + 1 s, plus the settle window.
+    let stopped = Instant::now();
+    daemon.wait_for("the lapse", Duration::from_secs(10), || {
+        !upstream_has(&t, "127.0.0.2:9001")
+    });
+    let took = stopped.elapsed();
+    assert!(
+        took < Duration::from_millis(3000 + 1000 + 1000),
+        "lapsed after {took:?}"
+    );
+    assert!(upstream_has(&t, "127.0.0.1:8080"));
+    // A renewal of a lapsed lease says to register again.
+    let (code, _) = request(
+        port,
+        "POST",
+        "/api/v1/registry/web/a/renew",
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(code, 404);
+    let metrics = request(port, "GET", "/metrics", None, "").1;
+    assert!(
+        metrics.contains("elasticd_registrations{service=\"web\"} 0"),
+        "{metrics}"
+    );
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn delete_removes_at_once_and_a_drain_keeps_the_backend_down_meanwhile() {
+    let (t, daemon, port) = start("{}");
+    assert_eq!(put(port, "a", &lease("127.0.0.2", "1m")).0, 200);
+    assert_eq!(put(port, "b", &lease("127.0.0.3", "1m")).0, 200);
+    daemon.wait_for("both to land", Duration::from_secs(5), || {
+        upstream_has(&t, "127.0.0.2:9001") && upstream_has(&t, "127.0.0.3:9001")
+    });
+    let (code, body) = request(port, "DELETE", "/api/v1/registry/web/a", Some(TOKEN), "");
+    assert_eq!(code, 200, "{body}");
+    daemon.wait_for("the removal", Duration::from_secs(3), || {
+        !upstream_has(&t, "127.0.0.2:9001")
+    });
+
+    let (code, body) = request(
+        port,
+        "DELETE",
+        "/api/v1/registry/web/b?drain=3s",
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    daemon.wait_for("the drain", Duration::from_secs(3), || {
+        upstream_has(&t, "127.0.0.3:9001 down")
+    });
+    daemon.wait_for("the end of the drain", Duration::from_secs(6), || {
+        !upstream_has(&t, "127.0.0.3:9001")
+    });
+    let (code, _) = request(port, "DELETE", "/api/v1/registry/web/b", Some(TOKEN), "");
+    assert_eq!(code, 404);
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn refusals_are_clear_json_errors_and_store_nothing() {
+    let (t, daemon, port) = start("{ max_registrations: 2, tokens: [scoped] }");
+    let cases: [(&str, Option<&str>, String, u16, &str); 9] = [
+        (
+            "a",
+            None,
+            lease("127.0.0.2", "10s"),
+            401,
+            "Authorization: Bearer",
+        ),
+        (
+            "a",
+            Some("wrong"),
+            lease("127.0.0.2", "10s"),
+            401,
+            "not the one",
+        ),
+        (
+            "a",
+            Some(TOKEN),
+            lease("127.0.0.2", "10s").replace("testing", "production"),
+            409,
+            "environment `production` does not match this daemon's environment `testing`",
+        ),
+        (
+            "a",
+            Some(TOKEN),
+            lease("8.8.8.8", "10s"),
+            403,
+            "outside the ranges",
+        ),
+        (
+            "a",
+            Some(TOKEN),
+            lease("not an ip", "10s"),
+            400,
+            "`address`",
+        ),
+        (
+            "a",
+            Some(TOKEN),
+            lease("127.0.0.2", "1s"),
+            400,
+            "`ttl`: 1s is outside 3s..1h",
+        ),
+        (
+            "a",
+            Some(TOKEN),
+            r#"{"address": "127.0.0.2", "port": 0, "environment": "testing"}"#.into(),
+            400,
+            "`port`",
+        ),
+        ("a", Some(TOKEN), "{not json".into(), 400, ""),
+        (
+            "bad id!",
+            Some(TOKEN),
+            lease("127.0.0.2", "10s"),
+            400,
+            "`id`",
+        ),
+    ];
+    for (id, token, body, want, says) in cases {
+        let id = id.replace(' ', "%20");
+        let (code, answer) = request(
+            port,
+            "PUT",
+            &format!("/api/v1/registry/web/{id}"),
+            token,
+            &body,
+        );
+        assert_eq!(code, want, "{body} -> {answer}");
+        let json: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert!(json["error"].as_str().unwrap().contains(says), "{answer}");
+    }
+    assert!(
+        daemon
+            .log()
+            .contains("registration refused: environment `production`")
+    );
+    let (code, body) = request(
+        port,
+        "PUT",
+        "/api/v1/registry/other/a",
+        Some(TOKEN),
+        &lease("127.0.0.2", "10s"),
+    );
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("takes no registrations"), "{body}");
+    let (code, body) = request(
+        port,
+        "PUT",
+        "/api/v1/registry/nope/a",
+        Some(TOKEN),
+        &lease("127.0.0.2", "10s"),
+    );
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("no service named"), "{body}");
+    let (_, list) = request(port, "GET", "/api/v1/registry/web", Some(TOKEN), "");
+    assert_eq!(list, "[]");
+
+    // The scoped token registers into this service; the limit refuses the third.
+    let scoped = Some("scoped-token");
+    for (id, ip) in [("a", "127.0.0.2"), ("b", "127.0.0.3")] {
+        let (code, body) = request(
+            port,
+            "PUT",
+            &format!("/api/v1/registry/web/{id}"),
+            scoped,
+            &lease(ip, "1m"),
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+    let (code, body) = put(port, "c", &lease("127.0.0.4", "1m"));
+    assert_eq!(code, 507, "{body}");
+    assert!(body.contains("maximum of 2 registrations"), "{body}");
+    // The scoped token is no token for the rest of the API.
+    let (code, _) = request(port, "POST", "/api/v1/refresh", scoped, "");
+    assert_eq!(code, 401);
+    daemon.wait_for("the two", Duration::from_secs(5), || {
+        upstream_has(&t, "127.0.0.3:9001") && !upstream_has(&t, "127.0.0.4")
+    });
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+fn ws_connect(port: u16, id: &str, address: &str) -> tungstenite::WebSocket<TcpStream> {
+    use tungstenite::client::IntoClientRequest;
+    let url = format!(
+        "ws://127.0.0.1:{port}/api/v1/registry/web/{id}/connect?address={address}&port=9001&environment=testing"
+    );
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut socket, response) = tungstenite::client(request, stream).unwrap();
+    assert_eq!(response.status(), 101);
+    let hello = socket.read().unwrap();
+    assert!(
+        hello.to_string().contains("\"mode\":\"connection\""),
+        "{hello}"
+    );
+    socket
+}
+
+#[test]
+fn a_connection_bound_registration_lives_exactly_as_long_as_its_connection() {
+    let (t, daemon, port) = start("{}");
+    // Closed by the client: gone within 2 s.
+    let mut closed = ws_connect(port, "c1", "127.0.0.5");
+    daemon.wait_for("c1 to land", Duration::from_secs(5), || {
+        upstream_has(&t, "127.0.0.5:9001")
+    });
+    // It outlives a lease's TTL while the client answers pings.
+    let until = Instant::now() + Duration::from_secs(4);
+    closed
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    while Instant::now() < until {
+        let _ = closed.read();
+    }
+    assert!(upstream_has(&t, "127.0.0.5:9001"));
+    closed.close(None).unwrap();
+    let _ = closed.flush();
+    let at = Instant::now();
+    daemon.wait_for("c1 to go", Duration::from_secs(3), || {
+        !upstream_has(&t, "127.0.0.5:9001")
+    });
+    assert!(at.elapsed() < Duration::from_secs(2));
+
+    // The socket dropped without a close frame, as when the client is killed.
+    let killed = ws_connect(port, "c2", "127.0.0.6");
+    daemon.wait_for("c2 to land", Duration::from_secs(5), || {
+        upstream_has(&t, "127.0.0.6:9001")
+    });
+    drop(killed);
+    let at = Instant::now();
+    daemon.wait_for("c2 to go", Duration::from_secs(3), || {
+        !upstream_has(&t, "127.0.0.6:9001")
+    });
+    assert!(at.elapsed() < Duration::from_secs(2));
+
+    // A client that stops answering pings (a frozen host, a cut network) is dropped too.
+    let silent = ws_connect(port, "c3", "127.0.0.7");
+    daemon.wait_for("c3 to land", Duration::from_secs(5), || {
+        upstream_has(&t, "127.0.0.7:9001")
+    });
+    daemon.wait_for("c3 to go", Duration::from_secs(6), || {
+        !upstream_has(&t, "127.0.0.7:9001")
+    });
+    drop(silent);
+    assert!(
+        daemon.log().contains("two pings unanswered"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.stop(), Some(0));
+}
