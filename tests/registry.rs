@@ -320,7 +320,7 @@ fn refusals_are_clear_json_errors_and_store_nothing() {
 fn ws_connect(port: u16, id: &str, address: &str) -> tungstenite::WebSocket<TcpStream> {
     use tungstenite::client::IntoClientRequest;
     let url = format!(
-        "ws://127.0.0.1:{port}/api/v1/registry/web/{id}/connect?address={address}&port=9001&environment=testing"
+        "ws://127.0.0.1:{port}/api/v1/registry/web/{id}/connect?address={address}&port=9001&environment=testing&meta.rack=r7"
     );
     let mut request = url.into_client_request().unwrap();
     request
@@ -386,6 +386,65 @@ fn a_connection_bound_registration_lives_exactly_as_long_as_its_connection() {
     drop(silent);
     assert!(
         daemon.log().contains("two pings unanswered"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+/// A WebSocket client in its own process: the handshake by hand, then it answers every ping
+/// until it is killed.
+const PY_CLIENT: &str = r#"
+import socket, struct, sys
+port, token = int(sys.argv[1]), sys.argv[2]
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall((
+    "GET /api/v1/registry/web/k/connect?address=127.0.0.8&port=9001&environment=testing HTTP/1.1\r\n"
+    "Host: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    "Authorization: Bearer " + token + "\r\n\r\n").encode())
+f = s.makefile("rb")
+status = f.readline()
+assert status.startswith(b"HTTP/1.1 101"), status
+while f.readline() not in (b"\r\n", b""):
+    pass
+print("connected", flush=True)
+while True:
+    head = f.read(2)
+    op, n = head[0] & 0x0F, head[1] & 0x7F
+    if n == 126:
+        n = struct.unpack(">H", f.read(2))[0]
+    elif n == 127:
+        n = struct.unpack(">Q", f.read(8))[0]
+    payload = f.read(n)
+    if op == 9:
+        # A pong, masked with the all-zero key (the payload goes as it is).
+        s.sendall(bytes([0x8A, 0x80 | len(payload)]) + bytes(4) + payload)
+"#;
+
+#[test]
+fn a_killed_client_process_loses_its_registration_within_2_s() {
+    let (t, daemon, port) = start("{}");
+    t.write("client.py", PY_CLIENT);
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(t.join("client.py"))
+        .arg(port.to_string())
+        .arg(TOKEN);
+    let client = Group::spawn("python client", cmd, &t.join("client.log"));
+    daemon.wait_for("the client to land", Duration::from_secs(10), || {
+        upstream_has(&t, "127.0.0.8:9001")
+    });
+    // Longer than two ping periods: answered pings keep it.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(upstream_has(&t, "127.0.0.8:9001"), "{}", client.log());
+    client.signal(nix::sys::signal::Signal::SIGKILL);
+    let at = Instant::now();
+    daemon.wait_for("the registration to go", Duration::from_secs(4), || {
+        !upstream_has(&t, "127.0.0.8:9001")
+    });
+    assert!(at.elapsed() < Duration::from_secs(2), "{:?}", at.elapsed());
+    assert!(
+        !daemon.log().contains("two pings unanswered"),
         "{}",
         daemon.log()
     );

@@ -22,6 +22,18 @@ pub(super) fn configure(config: &Config) {
             }
         }
     }
+    let no_server_token = config
+        .server
+        .as_ref()
+        .is_none_or(|s| s.token_file.is_none());
+    for (name, policy) in &services {
+        if config.server.is_none() || (no_server_token && policy.tokens.is_empty()) {
+            tracing::warn!(
+                service = %name,
+                "registry: nothing can register: it needs `server:` with a `token_file` or `tokens`"
+            );
+        }
+    }
     registry::global().configure(config.environment.clone(), services);
 }
 

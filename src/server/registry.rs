@@ -168,14 +168,44 @@ async fn deregister(
     }
 }
 
-/// The registration of a WebSocket, in its query string (`?address=..&port=..`).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConnectQuery {
-    address: String,
-    port: u32,
-    weight: Option<u32>,
-    environment: Option<String>,
+/// The registration of a WebSocket, from its query string:
+/// `?address=A&port=P&weight=W&environment=E&meta.KEY=VALUE`.
+fn connect_registration(query: BTreeMap<String, String>) -> Result<Registration, String> {
+    let mut r = Registration::default();
+    for (key, value) in query {
+        match key.as_str() {
+            "address" => r.address = value,
+            "port" => {
+                r.port = value
+                    .parse()
+                    .map_err(|_| "`port`: must be a number (1-65535)".to_string())?
+            }
+            "weight" => {
+                r.weight = Some(
+                    value
+                        .parse()
+                        .map_err(|_| "`weight`: must be a number (1-100)".to_string())?,
+                )
+            }
+            "environment" => r.environment = Some(value),
+            _ => match key.strip_prefix("meta.") {
+                Some(k) => {
+                    r.meta.insert(k.to_string(), value);
+                }
+                None => {
+                    return Err(format!(
+                        "unknown parameter `{}`; expected address, port, weight, environment \
+                         or meta.KEY",
+                        key.chars().take(64).collect::<String>().escape_debug()
+                    ));
+                }
+            },
+        }
+    }
+    if r.address.is_empty() {
+        return Err("`address`: required".into());
+    }
+    Ok(r)
 }
 
 /// Removes the registration when dropped: when the connection ends, and also when the upgrade
@@ -198,24 +228,19 @@ async fn connect(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     Path((service, id)): Path<(String, String)>,
-    query: Result<Query<ConnectQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
     ws: WebSocketUpgrade,
 ) -> Response {
     static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
     if let Err(r) = allowed(&shared, &headers, &service) {
         return *r;
     }
-    let Query(query) = match query {
-        Ok(q) => q,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
-    };
-    let registration = Registration {
-        address: query.address,
-        port: query.port,
-        weight: query.weight,
-        meta: BTreeMap::new(),
-        ttl: None,
-        environment: query.environment,
+    let registration = match query
+        .map_err(|e| e.body_text())
+        .and_then(|Query(q)| connect_registration(q))
+    {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let connection = CONNECTIONS.fetch_add(1, Ordering::Relaxed);
     let view = match registry::global().register(
