@@ -16,6 +16,11 @@ const RUN: [&str; 5] = ["run", "--config", "config.yaml", "--log", "debug"];
 /// A daemon whose service `web` has a static backend (so the guard's `min_backends: 1` always
 /// holds) and a `registry` locator with `registry` as its settings.
 fn start(registry: &str) -> (Test, Group, u16) {
+    start_with(registry, "")
+}
+
+/// [`start`] with more top-level keys.
+fn start_with(registry: &str, top: &str) -> (Test, Group, u16) {
     let port = free_port();
     let t = Test::new();
     t.write("token", &format!("{TOKEN}\n"));
@@ -24,6 +29,7 @@ fn start(registry: &str) -> (Test, Group, u16) {
         "config.yaml",
         &format!(
             r#"environment: testing
+{top}
 daemon: {{ settle_min: 200ms, settle_max: 1s, jitter: 0 }}
 server: {{ listen: ["127.0.0.1:{port}"], token_file: token }}
 services:
@@ -46,11 +52,16 @@ outputs:
         ),
     );
     t.write("reloads", "");
+    let daemon = launch(&t);
+    (t, daemon, port)
+}
+
+fn launch(t: &Test) -> Group {
     let daemon = t.elasticd(RUN).daemon();
     daemon.wait_for("the first apply", Duration::from_secs(15), || {
         t.exists("upstream.conf") && t.read("upstream.conf").contains("127.0.0.1:8080")
     });
-    (t, daemon, port)
+    daemon
 }
 
 /// The status code and body of one request.
@@ -448,5 +459,47 @@ fn a_killed_client_process_loses_its_registration_within_2_s() {
         "{}",
         daemon.log()
     );
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn a_restart_keeps_every_registration_with_a_state_file() {
+    let (t, daemon, port) = start_with("{}", "state_file: state.json");
+    assert_eq!(put(port, "a", &lease("127.0.0.2", "30s")).0, 200);
+    let socket = ws_connect(port, "c", "127.0.0.3");
+    daemon.wait_for("both to land", Duration::from_secs(5), || {
+        upstream_has(&t, "127.0.0.2:9001") && upstream_has(&t, "127.0.0.3:9001")
+    });
+    assert_eq!(daemon.stop(), Some(0));
+    drop(socket);
+    let saved = t.json("state.json.registrations");
+    assert_eq!(
+        saved["registrations"].as_array().unwrap().len(),
+        2,
+        "{saved}"
+    );
+
+    // The new daemon has both at once; the lease renews as if nothing happened, and the
+    // connection's client reconnects into its registration.
+    std::fs::remove_file(t.join("upstream.conf")).unwrap();
+    let daemon = launch(&t);
+    assert!(upstream_has(&t, "127.0.0.2:9001") && upstream_has(&t, "127.0.0.3:9001"));
+    assert!(
+        daemon.log().contains("restored 2 registrations"),
+        "{}",
+        daemon.log()
+    );
+    let (code, body) = request(
+        port,
+        "POST",
+        "/api/v1/registry/web/a/renew",
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    let socket = ws_connect(port, "c", "127.0.0.3");
+    let (_, list) = request(port, "GET", "/api/v1/registry/web", Some(TOKEN), "");
+    assert!(list.contains("\"mode\":\"connection\""), "{list}");
+    drop(socket);
     assert_eq!(daemon.stop(), Some(0));
 }

@@ -145,6 +145,13 @@ impl Daemon {
             );
         }
         push::configure(self.config());
+        let saver = match push::saved_path(self.config()) {
+            Some(path) => {
+                push::restore(&path).await;
+                Some(push::Saver::start(path))
+            }
+            None => None,
+        };
         for problem in self.engine.recover().await {
             tracing::error!("{problem}");
         }
@@ -208,6 +215,9 @@ impl Daemon {
         }
         // Locators still running are dropped; their programs are killed with them.
         self.tasks.shutdown().await;
+        if let Some(saver) = saver {
+            saver.finish();
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -211,3 +211,36 @@ async fn configure_keeps_registrations_of_services_kept() {
     r.configure(Some("prod".into()), vec![("api".into(), policy())]);
     assert!(!r.has_service("web"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn saved_registrations_come_back_as_leases_with_one_ttl_of_grace() {
+    let r = store();
+    let now = Instant::now();
+    let mut a = reg("10.0.0.1", 80);
+    a.ttl = Some(Ttl::Seconds(60));
+    r.register("web", "a", &a, Hold::Lease, now).unwrap();
+    r.register("web", "c", &reg("10.0.0.2", 80), Hold::Connection(1), now)
+        .unwrap();
+    let saved = r.save();
+    assert_eq!(saved.registrations.len(), 2);
+    assert_eq!(saved.registrations[0].ttl_seconds, Some(60));
+    assert_eq!(saved.registrations[1].ttl_seconds, None);
+
+    let fresh = store();
+    let (restored, problems) = fresh.restore(saved.clone(), now);
+    assert_eq!((restored, problems.len()), (2, 0));
+    let list = fresh.list("web", now).unwrap();
+    assert_eq!(list[0].expires_in_seconds, Some(60.0));
+    // The connection's registration waits ttl_default for its client, which takes it back.
+    assert_eq!(list[1].expires_in_seconds, Some(10.0));
+    fresh
+        .register("web", "c", &reg("10.0.0.2", 80), Hold::Connection(9), now)
+        .unwrap();
+
+    // A daemon now in another environment takes none of them.
+    let other = Registry::default();
+    other.configure(Some("staging".into()), vec![("web".into(), policy())]);
+    let (restored, problems) = other.restore(saved, now);
+    assert_eq!((restored, problems.len()), (0, 2));
+    assert!(problems[0].contains("environment"), "{problems:?}");
+}

@@ -7,9 +7,9 @@
 //! locators read it without a handle threaded through the engine. The daemon tells it which
 //! services take registrations and under which limits ([`Registry::configure`]).
 
+mod input;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -18,8 +18,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::backend::{Address, Backend, MAX_WEIGHT};
+pub use input::{Secret, check_id, read_tokens};
+
+use crate::backend::Backend;
 use crate::metrics::{ServiceLabels, metrics};
+use input::{backend_of, echo, ttl_of};
 
 /// The longest registration id and meta key accepted.
 pub const MAX_ID_LEN: usize = 128;
@@ -64,45 +67,6 @@ pub struct Policy {
     pub allow: Vec<IpNet>,
     /// Tokens that may register into this service besides the server's own.
     pub tokens: Vec<Secret>,
-}
-
-/// A token read from a file, compared in constant time and never printed.
-#[derive(Clone)]
-pub struct Secret(Vec<u8>);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<hidden>)")
-    }
-}
-
-impl Secret {
-    /// Reads the first line of `path` (at most 4 KiB are read); empty is an error.
-    pub fn read(path: &Path) -> Result<Secret, String> {
-        use std::io::Read;
-        let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-        let mut bytes = Vec::new();
-        file.take(4096)
-            .read_to_end(&mut bytes)
-            .map_err(|e| e.to_string())?;
-        let text = String::from_utf8(bytes).map_err(|_| "is not UTF-8 text".to_string())?;
-        let line = text.lines().next().unwrap_or_default().trim();
-        if line.is_empty() {
-            return Err("is empty; it must hold the token on its first line".into());
-        }
-        Ok(Secret(line.as_bytes().to_vec()))
-    }
-
-    /// A secret holding `text` (tests, and tokens that don't come from files).
-    pub fn from_text(text: &str) -> Secret {
-        Secret(text.as_bytes().to_vec())
-    }
-
-    /// Compares in constant time.
-    pub fn matches(&self, offered: &[u8]) -> bool {
-        use subtle::ConstantTimeEq;
-        self.0.len() == offered.len() && bool::from(self.0.as_slice().ct_eq(offered))
-    }
 }
 
 /// A TTL as a client writes it: seconds as a number, or a duration string (`"10s"`).
@@ -288,6 +252,39 @@ impl Entry {
     }
 }
 
+/// A registration as the daemon keeps it across restarts (beside its `state_file`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Saved {
+    /// The service.
+    pub service: String,
+    /// The registration's id.
+    pub id: String,
+    /// Address.
+    pub address: String,
+    /// Port.
+    pub port: u16,
+    /// Weight.
+    pub weight: u32,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
+    /// The environment it stated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// A lease's TTL in seconds; none for a connection, which gets `ttl_default` to reconnect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// The registrations file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SavedFile {
+    /// The file format (1).
+    pub version: u32,
+    /// Every registration, drains aside.
+    pub registrations: Vec<Saved>,
+}
+
 struct Service {
     policy: Policy,
     entries: BTreeMap<String, Entry>,
@@ -299,6 +296,8 @@ struct Inner {
     services: HashMap<String, Service>,
     /// Services whose registrations changed since the daemon last asked.
     dirty: BTreeSet<String>,
+    /// Counts changes, so that the saver knows when to write.
+    generation: u64,
 }
 
 /// The store of registrations.
@@ -578,6 +577,72 @@ impl Registry {
         }
     }
 
+    /// Changes so far; a saver writes when it moved.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Every registration but those draining away, to write beside the state file.
+    pub fn save(&self) -> SavedFile {
+        let inner = self.lock();
+        let mut registrations = Vec::new();
+        for (service, svc) in &inner.services {
+            for (id, e) in &svc.entries {
+                if e.draining_until.is_some() {
+                    continue;
+                }
+                registrations.push(Saved {
+                    service: service.clone(),
+                    id: id.clone(),
+                    address: e.backend.address.to_string(),
+                    port: e.backend.port,
+                    weight: e.backend.weight,
+                    meta: e.backend.tags.clone(),
+                    environment: e.environment.clone(),
+                    ttl_seconds: (e.hold == Hold::Lease).then_some(e.ttl.as_secs()),
+                });
+            }
+        }
+        registrations.sort_by(|a, b| (&a.service, &a.id).cmp(&(&b.service, &b.id)));
+        SavedFile {
+            version: 1,
+            registrations,
+        }
+    }
+
+    /// Takes saved registrations back after a restart, each as a lease with one TTL of grace
+    /// (a connection's gets `ttl_default`, for its client to reconnect). Each goes through the
+    /// checks of a new registration; what fails them is returned, and not restored.
+    pub fn restore(&self, file: SavedFile, now: Instant) -> (usize, Vec<String>) {
+        let mut restored = 0;
+        let mut problems = Vec::new();
+        for saved in file.registrations {
+            let mut r = Registration {
+                address: saved.address,
+                port: u32::from(saved.port),
+                weight: Some(saved.weight),
+                meta: saved.meta,
+                ttl: saved.ttl_seconds.map(Ttl::Seconds),
+                environment: saved.environment,
+            };
+            let mut result = self.register(&saved.service, &saved.id, &r, Hold::Lease, now);
+            if matches!(&result, Err(RegistryError::BadField { field, .. }) if field == "ttl") {
+                // The limits changed since: the service's default fits them.
+                r.ttl = None;
+                result = self.register(&saved.service, &saved.id, &r, Hold::Lease, now);
+            }
+            match result {
+                Ok(_) => restored += 1,
+                Err(e) => problems.push(format!(
+                    "service `{}`, registration `{}`: {e}",
+                    saved.service,
+                    echo(&saved.id)
+                )),
+            }
+        }
+        (restored, problems)
+    }
+
     /// Drops lapsed leases and finished drains.
     fn sweep(&self, inner: &mut Inner, now: Instant) {
         let mut gone = Vec::new();
@@ -589,6 +654,7 @@ impl Registry {
             }
         }
         for name in gone {
+            inner.generation = inner.generation.wrapping_add(1);
             tracing::info!(service = %name, "registrations lapsed");
             count(inner, &name);
             inner.dirty.insert(name);
@@ -596,6 +662,7 @@ impl Registry {
     }
 
     fn changed_locked(&self, inner: &mut Inner, service: &str) {
+        inner.generation = inner.generation.wrapping_add(1);
         count(inner, service);
         inner.dirty.insert(service.to_string());
         self.notify.notify_one();
@@ -617,148 +684,6 @@ fn count(inner: &Inner, service: &str) {
             })
             .set(n);
     }
-}
-
-/// A value from a client as an error quotes it: escaped, and cut short.
-fn echo(s: &str) -> String {
-    let mut out: String = s.chars().take(64).flat_map(char::escape_debug).collect();
-    if s.chars().nth(64).is_some() {
-        out.push_str("...");
-    }
-    out
-}
-
-fn bad(field: impl Into<String>, reason: impl Into<String>) -> RegistryError {
-    RegistryError::BadField {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
-
-fn is_token(s: &str, max: usize) -> bool {
-    !s.is_empty()
-        && s.len() <= max
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
-}
-
-/// Ids name registrations in URLs, logs and templates: letters, digits and `_-.:`.
-pub fn check_id(id: &str) -> Result<(), RegistryError> {
-    if is_token(id, MAX_ID_LEN) {
-        Ok(())
-    } else {
-        Err(bad(
-            "id",
-            format!(
-                "must be 1-{MAX_ID_LEN} letters, digits or `_-.:`, not `{}`",
-                echo(id)
-            ),
-        ))
-    }
-}
-
-fn backend_of(
-    service: &str,
-    id: &str,
-    r: &Registration,
-    policy: &Policy,
-) -> Result<Backend, RegistryError> {
-    let ip: IpAddr = r.address.parse().map_err(|_| {
-        bad(
-            "address",
-            format!(
-                "`{}` is not an IP address (host names can't be checked against `allow`)",
-                echo(&r.address)
-            ),
-        )
-    })?;
-    // An IPv4-mapped IPv6 address is checked (and rendered) as the IPv4 address it is.
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    if !policy.allow.iter().any(|net| net.contains(&ip)) {
-        return Err(RegistryError::NotAllowed {
-            service: service.to_string(),
-            address: ip.to_string(),
-            allow: policy
-                .allow
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
-    }
-    let port = u16::try_from(r.port)
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| bad("port", format!("{} is not a port number (1-65535)", r.port)))?;
-    let weight = r.weight.unwrap_or(1);
-    if !(1..=MAX_WEIGHT).contains(&weight) {
-        return Err(bad(
-            "weight",
-            format!("{weight} is out of range (1-{MAX_WEIGHT})"),
-        ));
-    }
-    if r.meta.len() > MAX_META {
-        return Err(bad("meta", format!("at most {MAX_META} entries")));
-    }
-    for (k, v) in &r.meta {
-        if !is_token(k, MAX_META_KEY) {
-            return Err(bad(
-                "meta",
-                format!(
-                    "key `{}` must be 1-{MAX_META_KEY} letters, digits or `_-.:`",
-                    echo(k)
-                ),
-            ));
-        }
-        if v.len() > MAX_META_VALUE || v.chars().any(char::is_control) {
-            return Err(bad(
-                format!("meta.{k}"),
-                format!("at most {MAX_META_VALUE} bytes, no control characters"),
-            ));
-        }
-    }
-    let mut backend = Backend::new(Address::Ip(ip), port);
-    backend.weight = weight;
-    backend.id = Some(id.to_string());
-    backend.tags = r.meta.clone();
-    backend.source = "registry".into();
-    Ok(backend)
-}
-
-fn ttl_of(ttl: Option<&Ttl>, policy: &Policy) -> Result<Duration, RegistryError> {
-    let ttl = match ttl {
-        None => return Ok(policy.ttl_default),
-        Some(Ttl::Seconds(s)) => Duration::from_secs(*s),
-        Some(Ttl::Text(t)) => humantime::parse_duration(t).map_err(|e| {
-            bad(
-                "ttl",
-                format!("`{}` is not a duration ({e}); write it like `10s`", echo(t)),
-            )
-        })?,
-    };
-    if ttl < policy.ttl_min || ttl > policy.ttl_max {
-        return Err(bad(
-            "ttl",
-            format!(
-                "{} is outside {}..{}",
-                humantime::format_duration(ttl),
-                humantime::format_duration(policy.ttl_min),
-                humantime::format_duration(policy.ttl_max)
-            ),
-        ));
-    }
-    Ok(ttl)
-}
-
-/// Reads the scoped token files of a `registry` locator.
-pub fn read_tokens(files: &[PathBuf]) -> Result<Vec<Secret>, String> {
-    files
-        .iter()
-        .map(|f| Secret::read(f).map_err(|e| format!("token file {}: {e}", f.display())))
-        .collect()
 }
 
 #[cfg(test)]
