@@ -18,6 +18,7 @@
 //! 5 engine     Engine: built services and renderer, state; locate, judge, apply, hooks, report
 //! 4 config     the file as a whole: Config, Loader (every problem at once), cross-checks, Schedule
 //! 3 render     Tera engines, template context, escaping, slots, OutputConfig, renderer plugins
+//! 2 register   `elasticd register`: the client that registers a backend and keeps it registered
 //! 2 server     the operations server: listeners, limits, token, JSON API, /metrics, status page
 //! 2 locator    Locator and LocatorSpec, the locators! registry, one file per kind with its config
 //! 2 frontend   FrontendConfig, checks, the reload_actions! registry, HAProxy and Varnish actions
@@ -47,6 +48,7 @@ pub mod metrics;
 pub mod output;
 pub mod plugin;
 pub mod process;
+pub mod register;
 pub mod registry;
 pub mod render;
 pub mod server;

@@ -503,3 +503,148 @@ fn a_restart_keeps_every_registration_with_a_state_file() {
     drop(socket);
     assert_eq!(daemon.stop(), Some(0));
 }
+
+/// `elasticd register` against the daemon at `port`, its log in `NAME.log`.
+fn register_client(t: &Test, name: &str, port: u16, args: &[&str]) -> Group {
+    let server = format!("http://127.0.0.1:{port}");
+    let mut all = vec![
+        "register",
+        "--server",
+        &server,
+        "--service",
+        "web",
+        "--token-file",
+        "token",
+    ];
+    all.extend_from_slice(args);
+    let cmd = t.elasticd(all).command();
+    Group::spawn(name, cmd, &t.join(format!("{name}.log")))
+}
+
+#[test]
+fn elasticd_register_keeps_a_lease_and_drains_on_sigterm() {
+    let (t, daemon, port) = start("{ ttl_min: 1s }");
+    let mut client = register_client(
+        &t,
+        "lease",
+        port,
+        &[
+            "--address",
+            "127.0.0.2",
+            "--port",
+            "9001",
+            "--ttl",
+            "2s",
+            "--environment",
+            "testing",
+            "--drain",
+            "1s",
+            "--meta",
+            "rack=r7",
+        ],
+    );
+    daemon.wait_for("the registration", Duration::from_secs(5), || {
+        upstream_has(&t, "127.0.0.2:9001")
+    });
+    // Three TTLs: the client's renewals keep it.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(upstream_has(&t, "127.0.0.2:9001"), "{}", client.log());
+    let (_, list) = request(port, "GET", "/api/v1/registry/web", Some(TOKEN), "");
+    assert!(
+        list.contains("\"id\":\"127.0.0.2:9001\"") && list.contains("r7"),
+        "{list}"
+    );
+
+    client.signal(nix::sys::signal::Signal::SIGTERM);
+    daemon.wait_for("the drain", Duration::from_secs(3), || {
+        upstream_has(&t, "127.0.0.2:9001 down")
+    });
+    assert_eq!(
+        client.wait_exit("the client to exit", Duration::from_secs(5)),
+        0
+    );
+    daemon.wait_for("the removal", Duration::from_secs(3), || {
+        !upstream_has(&t, "127.0.0.2:9001")
+    });
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn elasticd_register_exits_1_on_a_refused_environment_or_token() {
+    let (t, daemon, port) = start("{}");
+    let mut wrong_env = register_client(
+        &t,
+        "env",
+        port,
+        &[
+            "--address",
+            "127.0.0.2",
+            "--port",
+            "9001",
+            "--ttl",
+            "10s",
+            "--environment",
+            "production",
+        ],
+    );
+    assert_eq!(wrong_env.wait_exit("a refusal", Duration::from_secs(5)), 1);
+    assert!(
+        wrong_env.log().contains("error: the server refused the registration (409): environment `production` does not match"),
+        "{}",
+        wrong_env.log()
+    );
+    t.write("bad-token", "nope\n");
+    let server = format!("http://127.0.0.1:{port}");
+    let out = t
+        .elasticd([
+            "register",
+            "--server",
+            &server,
+            "--service",
+            "web",
+            "--token-file",
+            "bad-token",
+            "--address",
+            "127.0.0.2",
+            "--port",
+            "9001",
+            "--connect",
+            "--environment",
+            "testing",
+        ])
+        .run_within(Duration::from_secs(10));
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("(401)"), "{out}");
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn kill_9_of_a_connected_elasticd_register_removes_it_within_2_s() {
+    let (t, daemon, port) = start("{}");
+    let client = register_client(
+        &t,
+        "connect",
+        port,
+        &[
+            "--address",
+            "127.0.0.9",
+            "--port",
+            "9001",
+            "--connect",
+            "--environment",
+            "testing",
+        ],
+    );
+    daemon.wait_for("the registration", Duration::from_secs(5), || {
+        upstream_has(&t, "127.0.0.9:9001")
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(upstream_has(&t, "127.0.0.9:9001"), "{}", client.log());
+    client.signal(nix::sys::signal::Signal::SIGKILL);
+    let at = Instant::now();
+    daemon.wait_for("the removal", Duration::from_secs(4), || {
+        !upstream_has(&t, "127.0.0.9:9001")
+    });
+    assert!(at.elapsed() < Duration::from_secs(2), "{:?}", at.elapsed());
+    assert_eq!(daemon.stop(), Some(0));
+}
