@@ -298,6 +298,28 @@ struct Inner {
     dirty: BTreeSet<String>,
     /// Counts changes, so that the saver knows when to write.
     generation: u64,
+    /// No lease lapses and no drain ends before this (it may be earlier than the first real
+    /// deadline: renewals move deadlines later without touching it), so that most wake-ups
+    /// need no look at every registration.
+    sweep_at: Option<Instant>,
+}
+
+/// Lowers `slot` to `deadline` when that is earlier.
+fn lower(slot: &mut Option<Instant>, deadline: Option<Instant>) {
+    *slot = match (*slot, deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+}
+
+/// The first deadline of all, looked for in every registration.
+fn earliest(inner: &Inner) -> Option<Instant> {
+    inner
+        .services
+        .values()
+        .flat_map(|s| s.entries.values())
+        .filter_map(Entry::deadline)
+        .min()
 }
 
 /// The store of registrations.
@@ -338,6 +360,7 @@ impl Registry {
         for name in names {
             count(&inner, &name);
         }
+        inner.sweep_at = earliest(&inner);
         drop(inner);
         // Woken for the next expiry, which the new services may have changed.
         self.notify.notify_one();
@@ -419,12 +442,13 @@ impl Registry {
             draining_until: None,
         };
         let view = entry.view(service, id, now);
+        let deadline = entry.deadline();
         svc.entries.insert(id.to_string(), entry);
+        lower(&mut inner.sweep_at, deadline);
+        // A renewal only moves an expiry later: the sweep's timer, set for the earlier one,
+        // wakes, finds nothing lapsed and sets itself again. So renewals wake nobody.
         if !unchanged {
             self.changed_locked(&mut inner, service);
-        } else if hold == Hold::Lease {
-            // The expiry moved: the sweep's timer must follow it.
-            self.notify.notify_one();
         }
         Ok(view)
     }
@@ -452,10 +476,7 @@ impl Registry {
             return Err(unknown());
         }
         entry.expires = Some(now.checked_add(entry.ttl).unwrap_or(now));
-        let view = entry.view(service, id, now);
-        drop(inner);
-        self.notify.notify_one();
-        Ok(view)
+        Ok(entry.view(service, id, now))
     }
 
     /// Removes `id` at once, or after `drain` with weight 0 meanwhile.
@@ -492,6 +513,8 @@ impl Registry {
                 // A drain outlives the lease and the connection that held it.
                 entry.expires = None;
                 entry.hold = Hold::Lease;
+                let deadline = entry.deadline();
+                lower(&mut inner.sweep_at, deadline);
             }
         }
         self.changed_locked(&mut inner, service);
@@ -554,16 +577,15 @@ impl Registry {
         loop {
             let next = {
                 let mut inner = self.lock();
-                self.sweep(&mut inner, Instant::now());
+                let now = Instant::now();
+                if inner.sweep_at.is_some_and(|t| t <= now) {
+                    self.sweep(&mut inner, now);
+                    inner.sweep_at = earliest(&inner);
+                }
                 if !inner.dirty.is_empty() {
                     return std::mem::take(&mut inner.dirty).into_iter().collect();
                 }
-                inner
-                    .services
-                    .values()
-                    .flat_map(|s| s.entries.values())
-                    .filter_map(Entry::deadline)
-                    .min()
+                inner.sweep_at
             };
             match next {
                 Some(at) => {

@@ -244,3 +244,23 @@ async fn saved_registrations_come_back_as_leases_with_one_ttl_of_grace() {
     assert_eq!((restored, problems.len()), (0, 2));
     assert!(problems[0].contains("environment"), "{problems:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shorter_lease_registered_later_still_lapses_on_time() {
+    let r = store();
+    let mut long = reg("10.0.0.1", 80);
+    long.ttl = Some(Ttl::Seconds(60));
+    r.register("web", "long", &long, Hold::Lease, Instant::now())
+        .unwrap();
+    r.changed().await;
+    // The sweep now waits for the long lease; the short one must pull it earlier.
+    let mut short = reg("10.0.0.2", 80);
+    short.ttl = Some(Ttl::Seconds(5));
+    r.register("web", "short", &short, Hold::Lease, Instant::now())
+        .unwrap();
+    r.changed().await;
+    let started = Instant::now();
+    r.changed().await;
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    assert_eq!(r.backends("web", Instant::now()).len(), 1);
+}
