@@ -94,6 +94,25 @@ def in_threads(port, work):
     return took
 
 
+def latency(port, work, tag):
+    """ROUNDS times: one registration (replacing the last), and the time until the reload runs."""
+    c = Client(port)
+    latencies = []
+    reloads = os.path.join(work, "reloads")
+    for k in range(ROUNDS):
+        before = open(reloads).read().count("\n") if os.path.exists(reloads) else 0
+        t0 = time.time()
+        c.call("PUT", f"/api/v1/registry/web/lat-{tag}", lease(N + k))
+        while True:
+            lines = open(reloads).read().split() if os.path.exists(reloads) else []
+            if len(lines) > before:
+                latencies.append(float(lines[-1]) - t0)
+                break
+            time.sleep(0.002)
+        time.sleep(0.3)
+    return sorted(latencies)
+
+
 def main():
     work = tempfile.mkdtemp()
     port = free_port()
@@ -109,7 +128,7 @@ services:
     refresh: 1h
     port: 8080
     guard: {{ min_backends: 0 }}
-    locators: [registry: {{}}]
+    locators: [registry: {{ max_registrations: 20000 }}]
 frontends:
   fe: {{ reload: {{ command: [sh, -c, "date +%s.%N >> reloads"] }} }}
 outputs:
@@ -126,6 +145,7 @@ outputs:
             except OSError:
                 time.sleep(0.1)
         time.sleep(1)
+        small = latency(port, work, "small")
         rss0 = rss_kb(daemon.pid)
         took = in_threads(port, lambda c, i: c.call("PUT", f"/api/v1/registry/web/r{i}", lease(i)))
         time.sleep(2)
@@ -152,24 +172,7 @@ outputs:
         stop.set()
         prober.join()
         renewals = N * R / renew_took
-
-        c = Client(port)
-        latencies = []
-        reloads = os.path.join(work, "reloads")
-        for k in range(ROUNDS):
-            before = open(reloads).read().count("\n") if os.path.exists(reloads) else 0
-            t0 = time.time()
-            c.call("PUT", f"/api/v1/registry/web/lat{k}", lease(N + k))
-            while True:
-                lines = open(reloads).read().split() if os.path.exists(reloads) else []
-                if len(lines) > before:
-                    latencies.append(float(lines[-1]) - t0)
-                    break
-                time.sleep(0.002)
-            time.sleep(0.3)
-        latencies.sort()
-        median = latencies[len(latencies) // 2]
-        worst = latencies[-1]
+        large = latency(port, work, "large")
 
         print(f"| registrations | threads | registrations/s | RSS before | RSS after | bytes per registration |")
         print("|---:|---:|---:|---:|---:|---:|")
@@ -180,9 +183,11 @@ outputs:
         health.sort()
         print(f"| {N * R} | {T} | {renewals:,.0f} | {health[len(health) // 2] * 1000:.1f} ms | {health[-1] * 1000:.1f} ms |")
         print()
-        print("| rounds | settle_min | PUT to reload, median | worst | median over settle_min |")
-        print("|---:|---:|---:|---:|---:|")
-        print(f"| {ROUNDS} | {SETTLE_MIN * 1000:.0f} ms | {median * 1000:.0f} ms | {worst * 1000:.0f} ms | {(median - SETTLE_MIN) * 1000:.0f} ms |")
+        print("| backends in the service | rounds | settle_min | PUT to reload, median | worst | median over settle_min |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for size, lat in ((1, small), (N + 1, large)):
+            median, worst = lat[len(lat) // 2], lat[-1]
+            print(f"| {size:,} | {ROUNDS} | {SETTLE_MIN * 1000:.0f} ms | {median * 1000:.0f} ms | {worst * 1000:.0f} ms | {(median - SETTLE_MIN) * 1000:.0f} ms |")
     finally:
         daemon.send_signal(signal.SIGTERM)
         try:
