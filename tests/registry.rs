@@ -648,3 +648,81 @@ fn kill_9_of_a_connected_elasticd_register_removes_it_within_2_s() {
     assert!(at.elapsed() < Duration::from_secs(2), "{:?}", at.elapsed());
     assert_eq!(daemon.stop(), Some(0));
 }
+
+/// The end-to-end case: a real nginx under continuous load; a backend that registers
+/// itself with `elasticd register` is served, and its graceful deregistration with a drain loses
+/// no request.
+#[test]
+fn nginx_serves_a_registered_backend_and_its_drained_exit_fails_no_request() {
+    use support::live::{Frontend, Kind, Load, Pool};
+    const CONVERGE: Duration = Duration::from_secs(30);
+    const WINDOW: Duration = Duration::from_millis(600);
+    let pool = Pool::start(3);
+    let mut fe = Frontend::new(Kind::Nginx);
+    fe.start(&pool.document_in_zone(&[0, 1], Some("start")));
+    fe.write("backends.json", &pool.document(&[0, 1]));
+    fe.write("token", &format!("{TOKEN}\n"));
+    let port = free_port();
+    let config = fe.read("config.yaml").replace(
+        "locators: [file: { path: backends.json }]",
+        "locators: [file: { path: backends.json }, registry: { ttl_min: 1s }]",
+    );
+    assert!(config.contains("registry:"), "{config}");
+    fe.write(
+        "config.yaml",
+        &format!(
+            "environment: testing\nserver: {{ listen: [\"127.0.0.1:{port}\"], token_file: token }}\n{config}"
+        ),
+    );
+    fe.start_daemon();
+    let load = Load::start(fe.port, 2, Duration::from_millis(2));
+    load.wait_exact(&pool.ids(&[0, 1]), WINDOW, CONVERGE, || fe.logs());
+
+    let addr = pool.backends[2].addr;
+    let server = format!("http://127.0.0.1:{port}");
+    let (ip, backend_port) = (addr.ip().to_string(), addr.port().to_string());
+    let cmd = support::Cmd::new(&fe.path(""))
+        .args([
+            "register",
+            "--server",
+            &server,
+            "--service",
+            "web",
+            "--token-file",
+            "token",
+            "--address",
+            &ip,
+            "--port",
+            &backend_port,
+            "--ttl",
+            "2s",
+            "--drain",
+            "2s",
+            "--environment",
+            "testing",
+        ])
+        .command();
+    let mut client = Group::spawn("elasticd register", cmd, &fe.path("register.log"));
+    load.wait_exact(&pool.ids(&[0, 1, 2]), WINDOW, CONVERGE, || {
+        format!("{}\n{}", client.log(), fe.logs())
+    });
+    client.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        client.wait_exit("the client's drain", Duration::from_secs(10)),
+        0
+    );
+    load.wait_exact(&pool.ids(&[0, 1]), WINDOW, CONVERGE, || fe.logs());
+    fe.assert_running();
+    let totals = load.stop();
+    assert_eq!(
+        totals.failed(),
+        0,
+        "{} of {} requests failed: {:#?}\n{}",
+        totals.failed(),
+        totals.requests,
+        totals.examples,
+        fe.logs()
+    );
+    assert!(totals.requests > 0);
+    assert_eq!(fe.stop_daemon(), Some(0));
+}
