@@ -283,6 +283,14 @@ fn refusals_are_clear_json_errors_and_store_nothing() {
             .log()
             .contains("registration refused: environment `production`")
     );
+    // A body over `max_body_bytes` (64 KiB by default) is refused before it is parsed.
+    let huge = format!(
+        r#"{{"address": "127.0.0.2", "port": 1, "meta": {{"k": "{}"}}}}"#,
+        "x".repeat(70_000)
+    );
+    let (code, body) = put(port, "a", &huge);
+    assert_eq!(code, 413, "{body}");
+    assert!(body.starts_with("{\"error\":"), "{body}");
     let (code, body) = request(
         port,
         "PUT",
@@ -725,4 +733,45 @@ fn nginx_serves_a_registered_backend_and_its_drained_exit_fails_no_request() {
     );
     assert!(totals.requests > 0);
     assert_eq!(fe.stop_daemon(), Some(0));
+}
+
+#[test]
+fn a_thousand_clients_registering_and_renewing_at_once_all_land() {
+    let (t, daemon, port) = start("{}");
+    let ip = |i: usize| format!("127.0.{}.{}", 10 + i / 250, i % 250 + 1);
+    let threads: Vec<_> = (0..20)
+        .map(|k| {
+            std::thread::spawn(move || {
+                for i in (k..1000).step_by(20) {
+                    let (code, body) = put(port, &format!("c{i}"), &lease(&ip(i), "1m"));
+                    assert_eq!(code, 200, "{body}");
+                }
+                for _ in 0..2 {
+                    for i in (k..1000).step_by(20) {
+                        let path = format!("/api/v1/registry/web/c{i}/renew");
+                        let (code, body) = request(port, "POST", &path, Some(TOKEN), "");
+                        assert_eq!(code, 200, "{body}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    daemon.wait_for("all 1000 in the upstream", Duration::from_secs(20), || {
+        t.read("upstream.conf").matches(":9001 ").count() == 1000
+    });
+    // Still converging: one more change lands as quickly as ever.
+    let (code, _) = request(port, "DELETE", "/api/v1/registry/web/c0", Some(TOKEN), "");
+    assert_eq!(code, 200);
+    daemon.wait_for("the removal", Duration::from_secs(5), || {
+        !upstream_has(&t, &format!("{}:9001 ", ip(0)))
+    });
+    let metrics = request(port, "GET", "/metrics", None, "").1;
+    assert!(
+        metrics.contains("elasticd_registrations{service=\"web\"} 999"),
+        "{metrics}"
+    );
+    assert_eq!(daemon.stop(), Some(0));
 }
