@@ -88,6 +88,12 @@ pub struct RegisterArgs {
     /// On SIGTERM, stay with weight 0 this long before going.
     #[arg(long)]
     pub drain: Option<humantime::Duration>,
+    /// Registered only while `GET URL` (http://HOST:PORT/PATH) answers 2xx.
+    #[arg(long, value_parser = crate::register::Check::http)]
+    pub check: Option<crate::register::Check>,
+    /// Registered only while a TCP connection to HOST:PORT opens.
+    #[arg(long, conflicts_with = "check")]
+    pub check_tcp: Option<String>,
 }
 
 fn parse_meta(s: &str) -> Result<(String, String), String> {
@@ -172,6 +178,9 @@ async fn register(args: RegisterArgs) -> u8 {
         ttl: args.ttl.map(Into::into),
         environment: args.environment,
         drain: args.drain.map(Into::into),
+        check: args
+            .check
+            .or(args.check_tcp.map(crate::register::Check::Tcp)),
     };
     match crate::register::run(options).await {
         Ok(()) => EXIT_OK,

@@ -775,3 +775,51 @@ fn a_thousand_clients_registering_and_renewing_at_once_all_land() {
     );
     assert_eq!(daemon.stop(), Some(0));
 }
+
+#[test]
+fn elasticd_register_is_registered_only_while_its_local_check_passes() {
+    let (t, daemon, port) = start("{}");
+    let check_port = free_port();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", check_port)).unwrap();
+    let check = format!("127.0.0.1:{check_port}");
+    let mut client = register_client(
+        &t,
+        "checked",
+        port,
+        &[
+            "--address",
+            "127.0.0.2",
+            "--port",
+            "9001",
+            "--ttl",
+            "30s",
+            "--environment",
+            "testing",
+            "--check-tcp",
+            &check,
+        ],
+    );
+    daemon.wait_for("the registration", Duration::from_secs(5), || {
+        upstream_has(&t, "127.0.0.2:9001")
+    });
+    // The backend goes down: deregistered within a check period, long before the TTL.
+    drop(listener);
+    daemon.wait_for("the removal", Duration::from_secs(5), || {
+        !upstream_has(&t, "127.0.0.2:9001")
+    });
+    let _listener = std::net::TcpListener::bind(("127.0.0.1", check_port)).unwrap();
+    daemon.wait_for("the registration again", Duration::from_secs(5), || {
+        upstream_has(&t, "127.0.0.2:9001")
+    });
+    assert!(
+        client.log().contains("the local check failed"),
+        "{}",
+        client.log()
+    );
+    client.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        client.wait_exit("the client to exit", Duration::from_secs(5)),
+        0
+    );
+    assert_eq!(daemon.stop(), Some(0));
+}

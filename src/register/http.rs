@@ -80,12 +80,15 @@ pub async fn request(
     endpoint: &Endpoint,
     method: &str,
     path: &str,
-    token: &str,
+    token: Option<&str>,
     body: &str,
 ) -> std::io::Result<Reply> {
     let mut stream = open(endpoint).await?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{auth}\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         host(endpoint),
         body.len()

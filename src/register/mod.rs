@@ -46,6 +46,65 @@ pub struct Options {
     pub environment: Option<String>,
     /// Deregister after this drain on stop.
     pub drain: Option<Duration>,
+    /// Registered only while this local check passes.
+    pub check: Option<Check>,
+}
+
+/// How often the local check runs.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long one check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A local health check: the backend stays registered only while it passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// `GET http://HOST:PORT/PATH` must answer 2xx.
+    Http {
+        /// `HOST:PORT`.
+        host: String,
+        /// The path, from `/`.
+        path: String,
+    },
+    /// A TCP connection to `HOST:PORT` must open.
+    Tcp(String),
+}
+
+impl Check {
+    /// `--check http://HOST:PORT/PATH`.
+    pub fn http(url: &str) -> Result<Check, String> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("`{url}` is not an http:// URL"))?;
+        let (host, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, "/"),
+        };
+        if host.is_empty() {
+            return Err(format!("`{url}` names no host"));
+        }
+        Ok(Check::Http {
+            host: host.to_string(),
+            path: path.to_string(),
+        })
+    }
+
+    async fn passes(&self) -> bool {
+        let run = async {
+            match self {
+                Check::Tcp(addr) => tokio::net::TcpStream::connect(addr.as_str()).await.is_ok(),
+                Check::Http { host, path } => {
+                    let endpoint = Endpoint::Tcp(host.clone());
+                    // The daemon's token is not the backend's business: none is sent.
+                    http::request(&endpoint, "GET", path, None, "")
+                        .await
+                        .is_ok_and(|r| (200..300).contains(&r.status))
+                }
+            }
+        };
+        tokio::time::timeout(CHECK_TIMEOUT, run)
+            .await
+            .unwrap_or(false)
+    }
 }
 
 /// Why `register` gave up.
@@ -139,7 +198,7 @@ impl Options {
     }
 
     async fn call(&self, method: &str, path: &str, body: &str) -> Result<Reply, String> {
-        let request = http::request(&self.server, method, path, &self.token, body);
+        let request = http::request(&self.server, method, path, Some(&self.token), body);
         match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => Err("no answer within 10s".into()),
@@ -147,8 +206,12 @@ impl Options {
     }
 
     async fn deregister(&self) {
+        self.remove(self.drain).await;
+    }
+
+    async fn remove(&self, drain: Option<Duration>) {
         let mut path = self.path();
-        if let Some(drain) = self.drain {
+        if let Some(drain) = drain {
             path.push_str(&format!("?drain={}ms", drain.as_millis()));
         }
         match self.call("DELETE", &path, "").await {
@@ -156,7 +219,7 @@ impl Options {
             Ok(r) => tracing::warn!("deregistering {}: {}: {}", self.id, r.status, r.error()),
             Err(e) => tracing::warn!("deregistering {}: {e}", self.id),
         }
-        if let Some(drain) = self.drain {
+        if let Some(drain) = drain {
             // The frontend sends no new requests meanwhile; the backend finishes what it has.
             tracing::info!("draining for {}", humantime::format_duration(drain));
             tokio::time::sleep(drain).await;
@@ -178,48 +241,87 @@ async fn lease(o: &Options, ttl: Duration, stop: &mut Stop) -> Result<(), Regist
     let mut registered = false;
     let path = o.path();
     let body = o.body(ttl);
+    let mut next_put = tokio::time::Instant::now();
     loop {
-        let wait = match o.call("PUT", &path, &body).await {
-            Ok(r) if r.status == 200 => {
-                if !registered {
-                    tracing::info!(
-                        "registered {} into {} (lease, ttl {})",
-                        o.id,
-                        o.service,
-                        humantime::format_duration(ttl)
-                    );
-                    registered = true;
-                }
-                backoff = Backoff(0);
-                ttl / 3
-            }
-            Ok(r) if permanent(r.status) => {
-                return Err(RegisterError::Refused {
-                    status: r.status,
-                    message: r.error(),
-                });
-            }
-            other => {
-                let why = match other {
-                    Ok(r) => format!("{}: {}", r.status, r.error()),
-                    Err(e) => e,
-                };
-                let wait = backoff.next();
-                tracing::warn!(
-                    "registering {}: {why}; next try in {}",
-                    o.id,
-                    humantime::format_duration(wait)
-                );
+        let healthy = match &o.check {
+            Some(check) => check.passes().await,
+            None => true,
+        };
+        if !healthy {
+            if registered {
+                tracing::warn!("the local check failed: deregistering {}", o.id);
+                o.remove(None).await;
                 registered = false;
-                wait
             }
+            // Registered again as soon as the check passes.
+            next_put = tokio::time::Instant::now();
+        } else if tokio::time::Instant::now() >= next_put {
+            let wait = match o.call("PUT", &path, &body).await {
+                Ok(r) if r.status == 200 => {
+                    if !registered {
+                        tracing::info!(
+                            "registered {} into {} (lease, ttl {})",
+                            o.id,
+                            o.service,
+                            humantime::format_duration(ttl)
+                        );
+                        registered = true;
+                    }
+                    backoff = Backoff(0);
+                    ttl / 3
+                }
+                Ok(r) if permanent(r.status) => {
+                    return Err(RegisterError::Refused {
+                        status: r.status,
+                        message: r.error(),
+                    });
+                }
+                other => {
+                    let why = match other {
+                        Ok(r) => format!("{}: {}", r.status, r.error()),
+                        Err(e) => e,
+                    };
+                    let wait = backoff.next();
+                    tracing::warn!(
+                        "registering {}: {why}; next try in {}",
+                        o.id,
+                        humantime::format_duration(wait)
+                    );
+                    registered = false;
+                    wait
+                }
+            };
+            next_put = tokio::time::Instant::now() + wait;
+        }
+        let until_put = next_put.saturating_duration_since(tokio::time::Instant::now());
+        let wait = match o.check {
+            Some(_) => until_put.min(CHECK_EVERY),
+            None => until_put,
         };
         tokio::select! {
             _ = stop.wait() => {
-                o.deregister().await;
+                if registered {
+                    o.deregister().await;
+                }
                 return Ok(());
             }
             _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Waits until the local check passes (at once without one); false when told to stop first.
+async fn until_healthy(o: &Options, stop: &mut Stop) -> bool {
+    let Some(check) = &o.check else {
+        return true;
+    };
+    loop {
+        if check.passes().await {
+            return true;
+        }
+        tokio::select! {
+            _ = stop.wait() => return false,
+            _ = tokio::time::sleep(CHECK_EVERY) => {}
         }
     }
 }
@@ -238,12 +340,25 @@ async fn connection(o: &Options, stop: &mut Stop) -> Result<(), RegisterError> {
     }
     let path = format!("{}/connect?{query}", o.path());
     loop {
+        if !until_healthy(o, stop).await {
+            return Ok(());
+        }
         let why = match http::websocket(&o.server, &path, &o.token).await {
             Ok(mut socket) => {
                 tracing::info!("registered {} into {} (connection)", o.id, o.service);
                 backoff = Backoff(0);
+                let mut checks = tokio::time::interval(CHECK_EVERY);
                 loop {
                     tokio::select! {
+                        _ = checks.tick(), if o.check.is_some() => {
+                            if let Some(check) = &o.check && !check.passes().await {
+                                let _ = socket.close(None).await;
+                                tracing::warn!("the local check failed: deregistered {}", o.id);
+                                // Not a server problem: no backoff, back as soon as it passes.
+                                backoff = Backoff(0);
+                                break "the local check failed".to_string();
+                            }
+                        }
                         _ = stop.wait() => {
                             if o.drain.is_some() {
                                 // The drain outlives the connection: it turns it into a lease.
