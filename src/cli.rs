@@ -46,7 +46,7 @@ pub enum Command {
     /// Show the backends each locator finds.
     Locate(LocateArgs),
     /// Register a backend with a daemon and keep it registered until SIGTERM.
-    Register(RegisterArgs),
+    Register(Box<RegisterArgs>),
 }
 
 /// Options of `register`.
@@ -144,7 +144,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Render(args) => render(args).await,
         Command::Check(args) => check(&args.config).await,
         Command::Locate(args) => locate(args).await,
-        Command::Register(args) => register(args).await,
+        Command::Register(args) => register(*args).await,
     };
     ExitCode::from(code)
 }
