@@ -823,3 +823,24 @@ fn elasticd_register_is_registered_only_while_its_local_check_passes() {
     );
     assert_eq!(daemon.stop(), Some(0));
 }
+
+#[test]
+fn check_warns_when_nothing_can_register_or_a_restart_would_lose_registrations() {
+    let t = Test::new().config(
+        "services:\n  web:\n    port: 8080\n    locators: [registry: {}]\n\
+         outputs:\n  - { template: \"builtin:nginx\", path: upstream.conf, vars: { service: web } }\n",
+    );
+    let out = t.elasticd(["check", "--config", "config.yaml"]).run();
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains(
+            "config.yaml:4:16: service `web`: nothing can register into the `registry` locator"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("registrations are lost when the daemon restarts: set `state_file`"),
+        "{out}"
+    );
+}
