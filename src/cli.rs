@@ -1,4 +1,4 @@
-//! Command-line interface: `run`, `render`, `check`, `locate` and `status`.
+//! Command-line interface: `run`, `render`, `check`, `locate`, `status` and `register`.
 
 mod status;
 
@@ -51,6 +51,61 @@ pub enum Command {
     Locate(LocateArgs),
     /// Show what the running daemon knows: services, backends, frontends, readiness.
     Status(status::StatusArgs),
+    /// Register a backend with a daemon and keep it registered until SIGTERM.
+    Register(Box<RegisterArgs>),
+}
+
+/// Options of `register`.
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// The daemon's server: http://HOST:PORT or unix:PATH.
+    #[arg(long, default_value = "http://127.0.0.1:9797")]
+    pub server: crate::register::Endpoint,
+    /// The service to register into (it needs a `registry` locator).
+    #[arg(long)]
+    pub service: String,
+    /// The registration's id (default ADDRESS:PORT).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The backend's IP address.
+    #[arg(long)]
+    pub address: String,
+    /// The backend's port.
+    #[arg(long)]
+    pub port: u16,
+    /// Weight, 1-100.
+    #[arg(long)]
+    pub weight: Option<u32>,
+    /// A label, KEY=VALUE (repeatable).
+    #[arg(long = "meta", value_parser = parse_meta)]
+    pub meta: Vec<(String, String)>,
+    /// A file whose first line is the token.
+    #[arg(long)]
+    pub token_file: PathBuf,
+    /// A lease with this TTL, renewed at a third of it.
+    #[arg(long, conflicts_with = "connect", required_unless_present = "connect")]
+    pub ttl: Option<humantime::Duration>,
+    /// Hold a WebSocket open instead of a lease.
+    #[arg(long)]
+    pub connect: bool,
+    /// The environment to state (the daemon's `environment`).
+    #[arg(long)]
+    pub environment: Option<String>,
+    /// On SIGTERM, stay with weight 0 this long before going.
+    #[arg(long)]
+    pub drain: Option<humantime::Duration>,
+    /// Registered only while `GET URL` (http://HOST:PORT/PATH) answers 2xx.
+    #[arg(long, value_parser = crate::register::Check::http)]
+    pub check: Option<crate::register::Check>,
+    /// Registered only while a TCP connection to HOST:PORT opens.
+    #[arg(long, conflicts_with = "check")]
+    pub check_tcp: Option<String>,
+}
+
+fn parse_meta(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
 }
 
 /// The `--config` option shared by all commands.
@@ -103,6 +158,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Check(args) => check(&args.config).await,
         Command::Locate(args) => locate(args).await,
         Command::Status(args) => status::status(args).await,
+        Command::Register(args) => register(*args).await,
     };
     ExitCode::from(code)
 }
@@ -112,6 +168,41 @@ pub async fn run(cli: Cli) -> ExitCode {
 /// so a value quoted in it cannot forge a line or drive the terminal.
 pub fn print_error(message: impl std::fmt::Display) {
     eprintln!("error: {}", crate::logline::sanitize(&message.to_string()));
+}
+
+async fn register(args: RegisterArgs) -> u8 {
+    let token = match crate::register::read_token(&args.token_file) {
+        Ok(t) => t,
+        Err(e) => {
+            print_error(e);
+            return EXIT_BAD_CONFIG;
+        }
+    };
+    let options = crate::register::Options {
+        server: args.server,
+        id: args
+            .id
+            .unwrap_or_else(|| format!("{}:{}", args.address, args.port)),
+        service: args.service,
+        address: args.address,
+        port: args.port,
+        weight: args.weight,
+        meta: args.meta,
+        token,
+        ttl: args.ttl.map(Into::into),
+        environment: args.environment,
+        drain: args.drain.map(Into::into),
+        check: args
+            .check
+            .or(args.check_tcp.map(crate::register::Check::Tcp)),
+    };
+    match crate::register::run(options).await {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            print_error(e);
+            EXIT_PASS_FAILED
+        }
+    }
 }
 
 fn load_config(path: &Path) -> Result<Config, u8> {

@@ -19,12 +19,14 @@
 //! 4 config     the file as a whole: Config, Loader (every problem at once), cross-checks, Schedule
 //! 3 render     Tera engines, template context, escaping, slots, OutputConfig, renderer plugins
 //! 2 health     `health:` probes (the probes! registry, one file per kind), the probe scheduler
+//! 2 register   `elasticd register`: the client that registers a backend and keeps it registered
 //! 2 server     the operations server: listeners, TLS, limits, token, JSON API, /metrics, page
 //! 2 locator    Locator and LocatorSpec, the locators! registry, one file per kind with its config
 //! 2 frontend   FrontendConfig, checks, the reload_actions! registry, HAProxy and Varnish actions
 //! 1 plugin     the plugin protocol: PluginCall, running, lookup, requests, on_change hooks
 //! 1 status     Status: what the daemon knows about itself, the /api/v1 document, readiness
 //! 1 aws        AWS settings and errors; SDK clients (feature `aws`)
+//! 1 registry   the push registry: leases and connection-bound registrations, limits, expiry
 //! 0 metrics    the process's Prometheus registry and families, text exposition
 //! 0 output     compare, stage, batch install with backup, rollback, diff, locks
 //! 0 logline    log and error lines that values cannot forge; the tracing field formatter
@@ -48,6 +50,8 @@ pub mod metrics;
 pub mod output;
 pub mod plugin;
 pub mod process;
+pub mod register;
+pub mod registry;
 pub mod render;
 pub mod server;
 pub mod status;

@@ -143,6 +143,8 @@ pub struct Metrics {
     pub hook_runs: Family<HookLabels, Counter>,
     /// `elasticd_cloud_api_calls_total{api,operation,result}`.
     pub cloud_api_calls: Family<CloudLabels, Counter>,
+    /// `elasticd_registrations{service}`: registrations the push registry holds.
+    pub registrations: Family<ServiceLabels, Gauge>,
     /// `elasticd_config_last_reload_success`: 1 when the last config load worked.
     pub config_last_reload_success: Gauge,
     /// `elasticd_config_last_reload_success_timestamp_seconds`.
@@ -188,6 +190,7 @@ impl Metrics {
             last_reload_success: Family::default(),
             hook_runs: Family::default(),
             cloud_api_calls: Family::default(),
+            registrations: Family::default(),
             config_last_reload_success: Gauge::default(),
             config_last_reload_success_timestamp: FloatGauge::default(),
             backend_up: Family::default(),
@@ -265,6 +268,11 @@ impl Metrics {
             "cloud_api_calls",
             "Requests sent to cloud APIs, retries included",
             metrics.cloud_api_calls.clone(),
+        );
+        registry.register(
+            "registrations",
+            "Registrations (leases and connections) the push registry holds",
+            metrics.registrations.clone(),
         );
         registry.register(
             "config_last_reload_success",

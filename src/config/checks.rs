@@ -38,6 +38,7 @@ pub fn preflight(config: &Config, renderer: Option<&Renderer>) -> Findings {
     findings.errors.extend(pidfile_dirs(config, &lines));
     findings.errors.extend(server_files(config, &lines));
     findings.warnings.extend(ambiguous_ipv6(config, &lines));
+    findings.warnings.extend(registry_warnings(config, &lines));
     findings
 }
 
@@ -253,6 +254,45 @@ fn ambiguous_ipv6(config: &Config, lines: &Lines) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// A `registry` locator that nothing can register into, or whose registrations a restart loses.
+fn registry_warnings(config: &Config, lines: &Lines) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (name, service) in &config.services {
+        for (l, locator) in service.locators.iter().enumerate() {
+            let LocatorConfig::Registry(settings) = locator else {
+                continue;
+            };
+            let token = config
+                .server
+                .as_ref()
+                .is_some_and(|s| s.token_file.is_some());
+            if config.server.is_none() || (!token && settings.tokens.is_empty()) {
+                warnings.push(lines.at(|root| locator_node(root, name, l), format!(
+                    "service `{name}`: nothing can register into the `registry` locator: it needs \
+                     `server:` with a `token_file`, or `tokens`"
+                )));
+            }
+            if config.state_file.is_none() {
+                warnings.push(lines.at(
+                    |root| locator_node(root, name, l),
+                    format!(
+                        "service `{name}`: registrations are lost when the daemon restarts: set \
+                     `state_file` to keep them"
+                    ),
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+fn locator_node<'a>(root: &'a Node, service: &str, locator: usize) -> Option<&'a Node> {
+    root.get("services")?
+        .get(service)?
+        .get("locators")?
+        .item(locator)
 }
 
 fn static_node<'a>(root: &'a Node, service: &str, locator: usize, item: usize) -> Option<&'a Node> {

@@ -8,6 +8,7 @@
 //! so a failed check or reload is simply tried again, later, until it succeeds.
 
 mod book;
+mod push;
 mod signals;
 mod timing;
 
@@ -78,6 +79,8 @@ struct Daemon {
     /// Retries an apply that failed to render or write a file (a full disk, a missing directory).
     apply_backoff: Backoff,
     in_flight: HashSet<String>,
+    /// Services whose registrations changed while they were being located.
+    owed: HashSet<String>,
     tasks: JoinSet<()>,
     /// Which service each locate task works for, to clear `in_flight` even if one panics.
     task_services: HashMap<tokio::task::Id, String>,
@@ -129,6 +132,7 @@ impl Daemon {
             frontend_backoff: HashMap::new(),
             apply_backoff,
             in_flight: HashSet::new(),
+            owed: HashSet::new(),
             tasks: JoinSet::new(),
             task_services: HashMap::new(),
             tx,
@@ -150,6 +154,14 @@ impl Daemon {
                 Server::start(&config, self.book.subscribe(), self.commands_tx.clone()).await?,
             );
         }
+        push::configure(self.config());
+        let saver = match push::saved_path(self.config()) {
+            Some(path) => {
+                push::restore(&path).await;
+                Some(push::Saver::start(path))
+            }
+            None => None,
+        };
         for problem in self.engine.recover().await {
             tracing::error!("{problem}");
         }
@@ -179,6 +191,7 @@ impl Daemon {
                     self.reap(done);
                 }
                 Some(event) = recv_opt(&mut self.health_events) => self.on_health(event),
+                names = crate::registry::global().changed() => self.registrations_changed(names),
                 _ = sleep_until_opt(settle_at) => self.apply_now().await,
                 _ = sleep_until_opt(retry_at) => self.apply_now().await,
                 Some(command) = self.commands.recv() => match command {
@@ -214,6 +227,9 @@ impl Daemon {
         }
         // Locators still running are dropped; their programs are killed with them.
         self.tasks.shutdown().await;
+        if let Some(saver) = saver {
+            saver.finish();
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -244,6 +260,9 @@ impl Daemon {
                 }
                 self.in_flight.remove(&service);
                 self.on_located(&service, result);
+                if self.owed.remove(&service) {
+                    self.start_locate(&service);
+                }
             }
         }
     }
@@ -593,6 +612,7 @@ impl Daemon {
             }
         };
         self.book.reloaded(Ok(self.engine.config()));
+        push::configure(self.engine.config());
         self.reconfigure_server(new_server.as_ref()).await;
         let reschedule =
             !changed.is_empty() || services_count != old.services.len() || new_daemon != old.daemon;

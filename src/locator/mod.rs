@@ -126,6 +126,8 @@ locators! {
     File => file::FileLocatorConfig,
     /// A locator plugin (`plugins/README.md`).
     Exec => exec::ExecLocatorConfig,
+    /// Backends that registered themselves over the server's API (push registration).
+    Registry => registry::RegistryLocatorConfig,
     /// EC2 instances found by DescribeInstances filters.
     #[feature = "aws"]
     Ec2 => ec2::Ec2LocatorConfig,

@@ -273,7 +273,9 @@ impl Limits {
             .timer(TokioTimer::new())
             .header_read_timeout(timeout)
             .max_buf_size(64 * 1024)
-            .serve_connection(TokioIo::new(stream), service);
+            .serve_connection(TokioIo::new(stream), service)
+            // WebSockets (connection-bound registrations) take the connection over.
+            .with_upgrades();
         let mut stopped = self.stopped.clone();
         tokio::select! {
             _ = connection => {}

@@ -7,6 +7,7 @@
 
 mod listen;
 mod page;
+mod registry;
 mod routes;
 mod timed;
 mod tls;

@@ -32,6 +32,7 @@ pub(crate) fn router(shared: Arc<Shared>, max_body_bytes: usize) -> Router {
         .route("/api/v1/outputs", get(outputs))
         .route("/api/v1/changes", get(changes))
         .route("/api/v1/refresh", post(refresh))
+        .merge(super::registry::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(move |request, next| {
@@ -70,7 +71,7 @@ async fn limit_body(
 }
 
 /// `{"error": "..."}` with a status code.
-fn error(code: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(code: StatusCode, message: impl Into<String>) -> Response {
     #[derive(Serialize)]
     struct Body {
         error: String,
@@ -174,7 +175,7 @@ async fn changes(State(shared): State<Arc<Shared>>) -> Response {
 
 /// Checks `Authorization: Bearer TOKEN`; the error response says what is missing, never what
 /// the token is.
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
+pub(crate) fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let token = shared.token.lock().ok().and_then(|t| t.clone());
     let Some(token) = token else {
         return Err(Box::new(error(
