@@ -463,4 +463,39 @@ mod tests {
         );
         assert!(text.contains("# TYPE elasticd_locate_duration_seconds histogram"));
     }
+
+    #[test]
+    fn declared_series_start_at_zero_and_reloads_set_the_gauge() {
+        let m = Metrics::new();
+        m.declare_frontend("fe", &["runtime_api", "command"]);
+        m.declare_service("web", &["0:file".into()], false);
+        let text = m.encode();
+        for series in [
+            r#"elasticd_check_failures_total{frontend="fe"} 0"#,
+            r#"elasticd_reloads_total{frontend="fe",method="command",result="failure"} 0"#,
+            r#"elasticd_guard_held_total{service="web",reason="max_removed_ratio"} 0"#,
+            r#"elasticd_locate_failures_total{service="web",locator="0:file"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} in\n{text}");
+        }
+        assert!(!text.contains("elasticd_hook_runs_total"), "no hooks: {text}");
+        m.reloaded("fe", "command", false);
+        assert!(m.encode().contains(r#"elasticd_last_reload_success{frontend="fe"} 0"#));
+        m.reloaded("fe", "command", true);
+        let text = m.encode();
+        assert!(text.contains(r#"elasticd_last_reload_success{frontend="fe"} 1"#));
+        assert!(text.contains(
+            r#"elasticd_reloads_total{frontend="fe",method="command",result="success"} 1"#
+        ));
+    }
+
+    #[test]
+    fn the_scrape_hook_runs_before_each_exposition() {
+        let m = Metrics::new();
+        assert!(m.encode().contains("elasticd_ready 0"));
+        m.before_encode(Box::new(|m| {
+            m.ready.set(1);
+        }));
+        assert!(m.encode().contains("elasticd_ready 1"));
+    }
 }

@@ -371,6 +371,38 @@ mod tests {
     }
 
     #[test]
+    fn api_labels_are_the_service_names_in_lower_case() {
+        assert_eq!(api_label("EC2"), "ec2");
+        assert_eq!(api_label("Auto Scaling"), "autoscaling");
+    }
+
+    #[test]
+    fn an_attempt_is_counted_once_and_a_dropped_one_as_a_timeout() {
+        let labels = |result: &str| crate::metrics::CloudLabels {
+            api: "test".into(),
+            operation: "UnitTestOperation".into(),
+            result: result.into(),
+        };
+        let counted = |result: &str| {
+            crate::metrics::metrics()
+                .cloud_api_calls
+                .get_or_create(&labels(result))
+                .get()
+        };
+        let attempt = || InFlight {
+            api: "test".into(),
+            operation: "UnitTestOperation".into(),
+            answered: AtomicBool::new(false),
+        };
+        let answered = attempt();
+        answered.count("success");
+        drop(answered);
+        drop(attempt());
+        assert_eq!(counted("success"), 1);
+        assert_eq!(counted("timeout"), 1);
+    }
+
+    #[test]
     fn credential_errors_name_every_source() {
         let tried = credential_sources(&AwsSettings {
             role_arn: Some("arn:aws:iam::1:role/x".into()),
