@@ -205,9 +205,13 @@ alloc_run() { # $1: the endpoint asked, $2: how often; prints "calls bytes" for 
   local port child
   port=$(free_port)
   big_config "$port" 1h > config.yaml
+  rm -f web.conf
   heaptrack -o "$WORK/big/heap-$2-${1//\//_}" "$BIN" run --config config.yaml > heaptrack.log 2>&1 &
   DAEMON_PID=$!
-  wait_for "http://127.0.0.1:$port/metrics" "elasticd_backends{service=\"web\"} $BACKENDS"
+  # Waiting on the rendered file, not on /metrics, so that no request but the measured ones
+  # reaches the server.
+  for _ in $(seq 600); do [ -s web.conf ] && break; sleep 0.1; done
+  [ -s web.conf ] || { echo "error: the daemon under heaptrack never rendered" >&2; exit 1; }
   sleep 1
   for _ in $(seq "$2"); do curl -fsS -o /dev/null "http://127.0.0.1:$port/$1"; done
   # heaptrack runs the daemon as its child; stopping the child ends the recording.
@@ -215,23 +219,20 @@ alloc_run() { # $1: the endpoint asked, $2: how often; prints "calls bytes" for 
   kill -TERM "${child:-$DAEMON_PID}" 2>/dev/null || true
   wait "$DAEMON_PID" 2>/dev/null || true
   DAEMON_PID=""
-  heaptrack_print "$WORK/big/heap-$2-${1//\//_}".* 2>/dev/null | awk '
-    /^calls to allocation functions:/ { calls = $5 }
-    /^bytes allocated in total/ { bytes = $NF }
-    END { print calls, bytes }'
+  # The size histogram (`SIZE COUNT` per line) adds up to the calls and the bytes allocated.
+  heaptrack_print -a 0 -p 0 -T 0 -H "$WORK/big/hist" "$WORK/big/heap-$2-${1//\//_}".* > /dev/null 2>&1
+  awk '{ bytes += $1 * $2; calls += $2 } END { print calls, bytes }' "$WORK/big/hist"
 }
-# Everything else in a run (start-up, the one locate and render, the readiness wait's scrapes) is
-# the same with and without the requests, so the difference is what they cost.
+# Everything else in a run (start-up, the one locate and render) is the same with and without the
+# requests, so the difference is what they cost.
 base=$(alloc_run healthz 0)
 metrics=$(alloc_run metrics "$ALLOC_REQUESTS")
 status=$(alloc_run api/v1/status "$ALLOC_REQUESTS")
 python3 - "$base" "$metrics" "$status" "$ALLOC_REQUESTS" "$BACKENDS" <<'PY'
-import re, sys
+import sys
 def parse(s):
     calls, size = s.split()
-    units = {"B": 1, "K": 1024, "KB": 1024, "M": 1024**2, "MB": 1024**2, "G": 1024**3, "GB": 1024**3}
-    m = re.match(r"([\d.]+)([A-Za-z]*)", size)
-    return int(calls), float(m.group(1)) * units.get(m.group(2).upper(), 1)
+    return int(calls), float(size)
 (c0, b0) = parse(sys.argv[1])
 n, backends = int(sys.argv[4]), int(sys.argv[5])
 print(f"### Allocation at {backends:,} backends (heaptrack; {n} requests against none)\n")
