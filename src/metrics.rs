@@ -478,9 +478,15 @@ mod tests {
         ] {
             assert!(text.contains(series), "{series} in\n{text}");
         }
-        assert!(!text.contains("elasticd_hook_runs_total"), "no hooks: {text}");
+        assert!(
+            !text.contains("elasticd_hook_runs_total"),
+            "no hooks: {text}"
+        );
         m.reloaded("fe", "command", false);
-        assert!(m.encode().contains(r#"elasticd_last_reload_success{frontend="fe"} 0"#));
+        assert!(
+            m.encode()
+                .contains(r#"elasticd_last_reload_success{frontend="fe"} 0"#)
+        );
         m.reloaded("fe", "command", true);
         let text = m.encode();
         assert!(text.contains(r#"elasticd_last_reload_success{frontend="fe"} 1"#));
