@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite, installing what it needs first: the real frontends (nginx with its stream
-# module, HAProxy, Varnish, Apache httpd) from Debian, then fmt, clippy and every test.
+# module, HAProxy, Varnish, Apache httpd) and Prometheus's promtool from Debian, then fmt, clippy
+# and every test.
 # Usage: scripts/test.sh   (as root, or with sudo available, on Debian/Ubuntu)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 # chromium and chromium-driver: tests/status_page.rs drives the status page in a real browser.
-for pkg in nginx libnginx-mod-stream haproxy varnish apache2 chromium chromium-driver; do
+# prometheus brings promtool, which tests/metrics.rs runs on /metrics and on docs/alerts.yml.
+for pkg in nginx libnginx-mod-stream haproxy varnish apache2 chromium chromium-driver prometheus; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -6,8 +6,8 @@
 //! Label values are the config's own names (services, frontends, outputs, locators), so the
 //! number of series is bounded by the config, never by what a locator returns.
 
-use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -88,7 +88,8 @@ pub struct CloudLabels {
     pub api: String,
     /// `DescribeInstances`, say.
     pub operation: String,
-    /// `sent` when counted on the wire (retries included).
+    /// `success` (HTTP 2xx), `error` (the API answered with an error), `transport_error` (no
+    /// answer: connection or TLS failure) or `timeout` (the attempt was cut short).
     pub result: String,
 }
 
@@ -155,8 +156,14 @@ pub struct Metrics {
     pub health_transitions: Family<HealthTransitionLabels, Counter>,
     /// `elasticd_health_fail_open{service}`: 1 while unhealthy backends are kept in (fail open).
     pub health_fail_open: Family<ServiceLabels, Gauge>,
+    /// `elasticd_ready`: 1 when `/readyz` would answer 200, set on each scrape.
+    pub ready: Gauge,
     registry: Registry,
+    before_encode: Mutex<Option<ScrapeHook>>,
 }
+
+/// Run before each exposition, to set gauges that depend on the time of the scrape.
+pub type ScrapeHook = Box<dyn Fn(&Metrics) + Send + Sync>;
 
 fn locate_histogram() -> Histogram {
     // 5 ms to about 41 s: a file locator to a slow, retried cloud API call.
@@ -196,7 +203,9 @@ impl Metrics {
             backend_up: Family::default(),
             health_transitions: Family::default(),
             health_fail_open: Family::default(),
+            ready: Gauge::default(),
             registry: Registry::default(),
+            before_encode: Mutex::new(None),
         };
         registry.register(
             "backend_up",
@@ -284,18 +293,157 @@ impl Metrics {
             "When the config was last loaded successfully, as a Unix time",
             metrics.config_last_reload_success_timestamp.clone(),
         );
+        registry.register(
+            "ready",
+            "1 when every service has a good set and every frontend is applied (what /readyz says)",
+            metrics.ready.clone(),
+        );
         Metrics {
             registry,
             ..metrics
         }
     }
 
+    /// Sets what runs before each [`Metrics::encode`], replacing an earlier hook: readiness
+    /// depends on the time (data goes stale without any event), so it is worked out per scrape.
+    pub fn before_encode(&self, hook: ScrapeHook) {
+        *self
+            .before_encode
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(hook);
+    }
+
     /// The text exposition format (OpenMetrics text, which Prometheus reads).
     pub fn encode(&self) -> String {
+        if let Some(hook) = self
+            .before_encode
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            hook(self);
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Creates the series of `service` at zero, so that they exist before anything happens:
+    /// Prometheus's `increase()` misses the first event of a counter that appears at 1.
+    pub fn declare_service(&self, service: &str, locators: &[String], hooks: bool) {
+        for locator in locators {
+            let labels = LocatorLabels {
+                service: service.to_string(),
+                locator: locator.clone(),
+            };
+            drop(self.locate_failures.get_or_create(&labels));
+        }
+        for reason in GUARD_REASONS {
+            drop(self.guard_held.get_or_create(&GuardLabels {
+                service: service.to_string(),
+                reason: reason.to_string(),
+            }));
+        }
+        for ok in [true, false].into_iter().filter(|_| hooks) {
+            drop(self.hook_runs.get_or_create(&HookLabels {
+                service: service.to_string(),
+                result: outcome(ok).to_string(),
+            }));
+        }
+    }
+
+    /// Creates the series of `frontend` at zero; `methods` are the ways it can reload.
+    pub fn declare_frontend(&self, frontend: &str, methods: &[&str]) {
+        drop(self.check_failures.get_or_create(&FrontendLabels {
+            frontend: frontend.to_string(),
+        }));
+        for method in methods {
+            for ok in [true, false] {
+                drop(self.reloads.get_or_create(&ReloadLabels {
+                    frontend: frontend.to_string(),
+                    method: method.to_string(),
+                    result: outcome(ok).to_string(),
+                }));
+            }
+        }
+    }
+
+    /// Creates the render series of `output` at zero.
+    pub fn declare_output(&self, output: &str) {
+        for result in RENDER_RESULTS {
+            drop(self.renders.get_or_create(&RenderLabels {
+                output: output.to_string(),
+                result: result.to_string(),
+            }));
+        }
+    }
+
+    /// Counts an answer of `service` that the guard refused, by the limit's key.
+    pub fn guard_held(&self, service: &str, reason: &str) {
+        self.guard_held
+            .get_or_create(&GuardLabels {
+                service: service.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts what one render did to `output` (`unchanged`, `written`, `failed`, `not_applied`).
+    pub fn rendered(&self, output: &str, result: &str) {
+        self.renders
+            .get_or_create(&RenderLabels {
+                output: output.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a failed config check of `frontend`.
+    pub fn check_failed(&self, frontend: &str) {
+        self.check_failures
+            .get_or_create(&FrontendLabels {
+                frontend: frontend.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a reload (or in-place update) of `frontend` and records whether it worked.
+    pub fn reloaded(&self, frontend: &str, method: &str, ok: bool) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                frontend: frontend.to_string(),
+                method: method.to_string(),
+                result: outcome(ok).to_string(),
+            })
+            .inc();
+        self.last_reload_success
+            .get_or_create(&FrontendLabels {
+                frontend: frontend.to_string(),
+            })
+            .set(i64::from(ok));
+    }
+
+    /// Counts a run of one of `service`'s `on_change` hooks.
+    pub fn hook_ran(&self, service: &str, ok: bool) {
+        self.hook_runs
+            .get_or_create(&HookLabels {
+                service: service.to_string(),
+                result: outcome(ok).to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one request attempt to a cloud API; `api` and `operation` come from the SDK's own
+    /// operation names, never from a response.
+    pub fn cloud_call(&self, api: &str, operation: &str, result: &str) {
+        self.cloud_api_calls
+            .get_or_create(&CloudLabels {
+                api: api.to_string(),
+                operation: operation.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
     }
 
     /// Records a successful config load now.
@@ -304,6 +452,16 @@ impl Metrics {
         self.config_last_reload_success_timestamp
             .set(unix_seconds(SystemTime::now()));
     }
+}
+
+/// The `reason` label values of `elasticd_guard_held_total`: the guard's config keys.
+pub const GUARD_REASONS: [&str; 2] = ["min_backends", "max_removed_ratio"];
+
+/// The `result` label values of `elasticd_renders_total`.
+pub const RENDER_RESULTS: [&str; 4] = ["unchanged", "written", "failed", "not_applied"];
+
+fn outcome(ok: bool) -> &'static str {
+    if ok { "success" } else { "failure" }
 }
 
 /// The cargo features this binary was built with.
@@ -354,5 +512,46 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE elasticd_locate_duration_seconds histogram"));
+    }
+
+    #[test]
+    fn declared_series_start_at_zero_and_reloads_set_the_gauge() {
+        let m = Metrics::new();
+        m.declare_frontend("fe", &["runtime_api", "command"]);
+        m.declare_service("web", &["0:file".into()], false);
+        let text = m.encode();
+        for series in [
+            r#"elasticd_check_failures_total{frontend="fe"} 0"#,
+            r#"elasticd_reloads_total{frontend="fe",method="command",result="failure"} 0"#,
+            r#"elasticd_guard_held_total{service="web",reason="max_removed_ratio"} 0"#,
+            r#"elasticd_locate_failures_total{service="web",locator="0:file"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} in\n{text}");
+        }
+        assert!(
+            !text.contains("elasticd_hook_runs_total"),
+            "no hooks: {text}"
+        );
+        m.reloaded("fe", "command", false);
+        assert!(
+            m.encode()
+                .contains(r#"elasticd_last_reload_success{frontend="fe"} 0"#)
+        );
+        m.reloaded("fe", "command", true);
+        let text = m.encode();
+        assert!(text.contains(r#"elasticd_last_reload_success{frontend="fe"} 1"#));
+        assert!(text.contains(
+            r#"elasticd_reloads_total{frontend="fe",method="command",result="success"} 1"#
+        ));
+    }
+
+    #[test]
+    fn the_scrape_hook_runs_before_each_exposition() {
+        let m = Metrics::new();
+        assert!(m.encode().contains("elasticd_ready 0"));
+        m.before_encode(Box::new(|m| {
+            m.ready.set(1);
+        }));
+        assert!(m.encode().contains("elasticd_ready 1"));
     }
 }

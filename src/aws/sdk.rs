@@ -3,16 +3,20 @@
 //! carry the error code and request id.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_ec2::config::interceptors::{
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+};
 use aws_sdk_ec2::config::{ConfigBag, Intercept, ProvideCredentials, RuntimeComponents};
 use aws_sdk_ec2::error::{BoxError, ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::operation::RequestId;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_types::config_bag::{Storable, StoreReplace};
 
 use super::{AwsError, AwsSettings};
 
@@ -189,7 +193,8 @@ fn credential_sources(settings: &AwsSettings) -> String {
     tried
 }
 
-/// Counts the HTTP requests one locator run sends, retries included.
+/// Counts the HTTP requests one locator run sends, retries included, and every attempt in
+/// `elasticd_cloud_api_calls_total{api,operation,result}`.
 #[derive(Debug, Clone, Default)]
 pub struct CallCounter(Arc<AtomicU64>);
 
@@ -198,6 +203,44 @@ impl CallCounter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+}
+
+/// An attempt on the wire whose answer has not been seen. It lives in the operation's config
+/// bag: an attempt cut short by a timeout never reaches `read_after_attempt`, but its marker is
+/// dropped when the next attempt replaces it or the abandoned operation drops its bag, and the
+/// drop counts it as `timeout`.
+#[derive(Debug)]
+struct InFlight {
+    api: String,
+    operation: String,
+    answered: AtomicBool,
+}
+
+impl InFlight {
+    fn count(&self, result: &str) {
+        if !self.answered.swap(true, Ordering::Relaxed) {
+            crate::metrics::metrics().cloud_call(&self.api, &self.operation, result);
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.count("timeout");
+    }
+}
+
+impl Storable for InFlight {
+    type Storer = StoreReplace<Self>;
+}
+
+/// The `api` label from the SDK's service name: `EC2` is `ec2`, `Auto Scaling` `autoscaling`.
+fn api_label(service: &str) -> String {
+    service
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 impl Intercept for CallCounter {
@@ -210,9 +253,35 @@ impl Intercept for CallCounter {
         &self,
         _context: &BeforeTransmitInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         self.0.fetch_add(1, Ordering::Relaxed);
+        // The operation's name is fixed by the SDK (`DescribeInstances` of `EC2`), so the labels
+        // are bounded.
+        let (api, operation) = cfg.load::<Metadata>().map_or_else(Default::default, |m| {
+            (api_label(m.service()), m.name().to_string())
+        });
+        cfg.interceptor_state().store_put(InFlight {
+            api,
+            operation,
+            answered: AtomicBool::new(false),
+        });
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(attempt) = cfg.load::<InFlight>() {
+            attempt.count(match context.response() {
+                Some(r) if r.status().is_success() => "success",
+                Some(_) => "error",
+                None => "transport_error",
+            });
+        }
         Ok(())
     }
 }
@@ -299,6 +368,38 @@ mod tests {
         let err: SdkError<DescribeInstancesError> = SdkError::timeout_error("too slow");
         let e = api_error("DescribeInstances", "eu-west-1", err);
         assert!(matches!(e, AwsError::Transport { .. }), "{e}");
+    }
+
+    #[test]
+    fn api_labels_are_the_service_names_in_lower_case() {
+        assert_eq!(api_label("EC2"), "ec2");
+        assert_eq!(api_label("Auto Scaling"), "autoscaling");
+    }
+
+    #[test]
+    fn an_attempt_is_counted_once_and_a_dropped_one_as_a_timeout() {
+        let labels = |result: &str| crate::metrics::CloudLabels {
+            api: "test".into(),
+            operation: "UnitTestOperation".into(),
+            result: result.into(),
+        };
+        let counted = |result: &str| {
+            crate::metrics::metrics()
+                .cloud_api_calls
+                .get_or_create(&labels(result))
+                .get()
+        };
+        let attempt = || InFlight {
+            api: "test".into(),
+            operation: "UnitTestOperation".into(),
+            answered: AtomicBool::new(false),
+        };
+        let answered = attempt();
+        answered.count("success");
+        drop(answered);
+        drop(attempt());
+        assert_eq!(counted("success"), 1);
+        assert_eq!(counted("timeout"), 1);
     }
 
     #[test]

@@ -51,6 +51,13 @@ impl Book {
         }
         metrics().config_loaded();
         let (tx, _) = watch::channel(Arc::new(status.clone()));
+        // Readiness depends on the time of asking (data goes stale without any event), so the
+        // `elasticd_ready` gauge is worked out at each scrape from the last published status.
+        let published = tx.subscribe();
+        metrics().before_encode(Box::new(move |m| {
+            let ready = published.borrow().readiness(SystemTime::now()).ready;
+            m.ready.set(i64::from(ready));
+        }));
         Book { status, tx }
     }
 

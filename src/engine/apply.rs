@@ -233,6 +233,23 @@ pub(super) async fn apply(
     }
 
     pending_reloads.retain(|name| config.frontends.contains_key(name));
+    record_renders(config, report);
+}
+
+/// Counts each rendered output by what became of it once the pass is done (outputs skipped for
+/// want of a good set were not rendered, and dry runs never get here).
+fn record_renders(config: &Config, report: &PassReport) {
+    let metrics = crate::metrics::metrics();
+    for (output, done) in config.outputs.iter().zip(&report.outputs) {
+        let result = match done.status {
+            OutputStatus::Unchanged => "unchanged",
+            OutputStatus::Written => "written",
+            OutputStatus::Failed => "failed",
+            OutputStatus::NotApplied => "not_applied",
+            OutputStatus::Skipped(_) | OutputStatus::WouldChange(_) => continue,
+        };
+        metrics.rendered(&output.path.display().to_string(), result);
+    }
 }
 
 async fn render_and_compare(

@@ -104,6 +104,7 @@ pub(super) async fn run_hooks(
                 &summary,
             )
             .await;
+            crate::metrics::metrics().hook_ran(name, result.is_ok());
             report.hooks.push(HookReport {
                 service: name.clone(),
                 hook: crate::process::display_command(&hook.exec),

@@ -3,22 +3,54 @@
 use crate::backend::{self, Backend};
 use crate::config::GuardConfig;
 use crate::locator::LocateError;
+use crate::metrics::metrics;
 
 use super::report::{PassProblem, ServiceReport, ServiceStatus};
+
+/// The limit that made the guard hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardLimit {
+    /// Fewer backends than `min_backends`.
+    MinBackends,
+    /// More of the last good set removed than `max_removed_ratio` allows.
+    MaxRemovedRatio,
+}
+
+impl GuardLimit {
+    /// The config key of the limit, as the `reason` label of `elasticd_guard_held_total`.
+    pub fn key(self) -> &'static str {
+        match self {
+            GuardLimit::MinBackends => "min_backends",
+            GuardLimit::MaxRemovedRatio => "max_removed_ratio",
+        }
+    }
+}
+
+/// Why the guard refused an answer: the limit, and a sentence with the numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardVerdict {
+    /// The limit that held.
+    pub limit: GuardLimit,
+    /// What the answer had against the limit, for people.
+    pub message: String,
+}
 
 /// Why the guard refuses `new`, if it does.
 pub fn guard_verdict(
     guard: &GuardConfig,
     last: Option<&[Backend]>,
     new: &[Backend],
-) -> Option<String> {
+) -> Option<GuardVerdict> {
     if new.len() < guard.min_backends {
-        return Some(format!(
-            "locators found {} backend{}, fewer than min_backends {}",
-            new.len(),
-            if new.len() == 1 { "" } else { "s" },
-            guard.min_backends
-        ));
+        return Some(GuardVerdict {
+            limit: GuardLimit::MinBackends,
+            message: format!(
+                "locators found {} backend{}, fewer than min_backends {}",
+                new.len(),
+                if new.len() == 1 { "" } else { "s" },
+                guard.min_backends
+            ),
+        });
     }
     if let (Some(ratio), Some(last)) = (guard.max_removed_ratio, last)
         && !last.is_empty()
@@ -26,11 +58,14 @@ pub fn guard_verdict(
         let removed = backend::diff(last, new).1.len();
         let share = removed as f64 / last.len() as f64;
         if share > ratio {
-            return Some(format!(
-                "{removed} of {} would be removed ({:.0}%), more than max_removed_ratio {ratio}",
-                crate::value::count(last.len(), "backend"),
-                share * 100.0
-            ));
+            return Some(GuardVerdict {
+                limit: GuardLimit::MaxRemovedRatio,
+                message: format!(
+                    "{removed} of {} would be removed ({:.0}%), more than max_removed_ratio {ratio}",
+                    crate::value::count(last.len(), "backend"),
+                    share * 100.0
+                ),
+            });
         }
     }
     None
@@ -64,10 +99,12 @@ pub fn judge_service(
     let fresh = match result {
         Ok(backends) => match guard_verdict(guard, last, &backends) {
             None => Some(backends),
-            Some(reason) => {
+            Some(verdict) => {
+                metrics().guard_held(name, verdict.limit.key());
                 problems.push(PassProblem::GuardHeld {
                     service: name.to_string(),
-                    reason,
+                    limit: verdict.limit,
+                    reason: verdict.message,
                     outcome: kept_outcome(),
                 });
                 None
@@ -121,10 +158,11 @@ mod tests {
     #[test]
     fn guard_holds_below_min_backends() {
         let guard = GuardConfig::default();
+        let verdict = guard_verdict(&guard, None, &[]).unwrap();
+        assert_eq!(verdict.limit, GuardLimit::MinBackends);
         assert!(
-            guard_verdict(&guard, None, &[])
-                .unwrap()
-                .contains("fewer than min_backends 1")
+            verdict.message.contains("fewer than min_backends 1"),
+            "{verdict:?}"
         );
         assert!(guard_verdict(&guard, None, &set(&["10.0.0.1:80"])).is_none());
     }
@@ -141,7 +179,8 @@ mod tests {
             guard_verdict(&guard, Some(&last), &set(&["10.0.0.1:80", "10.0.0.2:80"])).is_none()
         );
         let verdict = guard_verdict(&guard, Some(&last), &set(&["10.0.0.1:80"])).unwrap();
-        assert!(verdict.contains("3 of 4"), "{verdict}");
+        assert_eq!(verdict.limit.key(), "max_removed_ratio");
+        assert!(verdict.message.contains("3 of 4"), "{verdict:?}");
         // Additions never trip it.
         assert!(guard_verdict(&guard, Some(&last), &set(&["10.0.0.9:80"])).is_some());
         assert!(guard_verdict(&guard, None, &set(&["10.0.0.9:80"])).is_none());

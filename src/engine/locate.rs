@@ -21,6 +21,11 @@ pub struct BuiltService {
     records: Mutex<Vec<LocatorStatus>>,
 }
 
+/// How the status API and the `locator` label name a service's locator: `INDEX:KIND`.
+pub(super) fn locator_id(index: usize, kind: &str) -> String {
+    format!("{index}:{kind}")
+}
+
 impl BuiltService {
     /// Builds the locators of service `name` of `config`.
     pub fn build(config: &Config, name: &str, service: &ServiceConfig) -> Self {
@@ -31,7 +36,7 @@ impl BuiltService {
             .zip(&locators)
             .enumerate()
             .map(|(i, (config, built))| LocatorStatus {
-                id: format!("{i}:{}", config.kind()),
+                id: locator_id(i, &config.kind()),
                 describe: built.describe(),
                 ..LocatorStatus::default()
             })

@@ -18,7 +18,7 @@ mod report;
 mod state;
 
 pub use hooks::hook_key;
-pub use judge::{Judged, guard_verdict};
+pub use judge::{GuardLimit, GuardVerdict, Judged, guard_verdict};
 pub use locate::BuiltService;
 pub use report::{
     FrontendReport, FrontendStatus, HookReport, OutputReport, OutputStatus, PassOptions,
@@ -34,6 +34,7 @@ use indexmap::IndexMap;
 
 use crate::backend::Backend;
 use crate::config::Config;
+use crate::frontend::{ReloadAction, SpecAction};
 use crate::locator::LocateError;
 use crate::render::{RenderError, Renderer};
 
@@ -61,6 +62,7 @@ impl Engine {
     pub fn new(config: Config) -> Result<Self, Vec<RenderError>> {
         let renderer = Renderer::new(&config.outputs)?;
         let services = build_services(&config, &IndexMap::new());
+        declare_series(&config);
         Ok(Engine {
             config: Arc::new(config),
             renderer,
@@ -221,6 +223,7 @@ impl Engine {
             .last_good
             .retain(|name, _| new.services.contains_key(name));
         self.services = build_services(&new, &self.services);
+        declare_series(&new);
         self.renderer = renderer;
         self.config = Arc::new(new);
         self.retain_health();
@@ -229,6 +232,34 @@ impl Engine {
             self.sync_health(&name);
         }
         Ok(changed)
+    }
+}
+
+/// Creates every metric series the config's names label at zero (see
+/// [`crate::metrics::Metrics::declare_service`]).
+fn declare_series(config: &Config) {
+    let m = crate::metrics::metrics();
+    for (name, service) in &config.services {
+        let locators: Vec<String> = service
+            .locators
+            .iter()
+            .enumerate()
+            .map(|(i, l)| locate::locator_id(i, &l.kind()))
+            .collect();
+        m.declare_service(name, &locators, !service.on_change.is_empty());
+    }
+    for (name, frontend) in &config.frontends {
+        let mut methods = Vec::new();
+        if let Some(action) = &frontend.reload {
+            methods.push(action.method());
+            if let ReloadAction::Spec(SpecAction::HaproxyRuntime(runtime)) = action {
+                methods.push(runtime.fallback.method());
+            }
+        }
+        m.declare_frontend(name, &methods);
+    }
+    for output in &config.outputs {
+        m.declare_output(&output.path.display().to_string());
     }
 }
 

@@ -35,6 +35,8 @@ pub enum PassProblem {
     GuardHeld {
         /// The service.
         service: String,
+        /// Which limit held.
+        limit: super::judge::GuardLimit,
         /// Which limit, with numbers.
         reason: String,
         /// What is used instead.

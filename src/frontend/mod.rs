@@ -540,10 +540,13 @@ pub async fn check(
     };
     run_program(&argv, frontend.check_timeout.0, cwd)
         .await
-        .map_err(|source| FrontendError::Check {
-            frontend: name.to_string(),
-            staged_for: staged.map(|f| f.output.to_path_buf()),
-            source,
+        .map_err(|source| {
+            crate::metrics::metrics().check_failed(name);
+            FrontendError::Check {
+                frontend: name.to_string(),
+                staged_for: staged.map(|f| f.output.to_path_buf()),
+                source,
+            }
         })
 }
 
@@ -581,6 +584,21 @@ pub enum Reloaded {
 
 /// Runs the reload action; `context` says which files changed.
 pub async fn reload(
+    name: &str,
+    action: &ReloadAction,
+    cwd: &Path,
+    context: &ReloadContext<'_>,
+) -> Result<Reloaded, FrontendError> {
+    let result = run_reload(name, action, cwd, context).await;
+    // `haproxy_runtime` counts itself: an in-place update as `runtime_api`, and its fallback
+    // through this function under the fallback's own method.
+    if !matches!(action, ReloadAction::Spec(SpecAction::HaproxyRuntime(_))) {
+        crate::metrics::metrics().reloaded(name, action.method(), result.is_ok());
+    }
+    result
+}
+
+async fn run_reload(
     name: &str,
     action: &ReloadAction,
     cwd: &Path,

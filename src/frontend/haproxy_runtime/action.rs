@@ -12,6 +12,7 @@ use crate::frontend::haproxy_file::BackendSection;
 use crate::frontend::{
     FrontendError, RawReload, ReloadAction, ReloadContext, ReloadSpec, Reloaded, SpecAction,
 };
+use crate::metrics::metrics;
 use crate::value::{BoxFuture, HumanDuration};
 
 /// How long a Runtime API update or a master-socket reload may take by default.
@@ -127,9 +128,16 @@ pub async fn reload(
                     commands.join("; ")
                 );
             }
+            metrics().reloaded(name, "runtime_api", true);
             return Ok(RuntimeOutcome::InPlace(commands));
         }
-        Err(reason) => reason,
+        Err(reason) => {
+            // A change the plan can't make in place is no failure; the Runtime API failing is.
+            if matches!(reason, NotInPlace::Runtime(_)) {
+                metrics().reloaded(name, "runtime_api", false);
+            }
+            reason
+        }
     };
     tracing::warn!("frontend `{name}`: {reason}; reloading with the fallback");
     match Box::pin(crate::frontend::reload(
