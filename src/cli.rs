@@ -29,9 +29,27 @@ pub struct Cli {
     /// Log level or filter (`info`, `debug`, `elasticd=debug`); RUST_LOG also works.
     #[arg(long, global = true, env = "ELASTICD_LOG", default_value = "info")]
     pub log: String,
+    /// Log lines as text, or as one JSON object per line (journald, Loki, ELK).
+    #[arg(
+        long,
+        global = true,
+        env = "ELASTICD_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `TIMESTAMP LEVEL message name=value ...`, coloured only on a terminal.
+    Text,
+    /// `{"timestamp", "level", "message", "fields"}`, one object per line.
+    Json,
 }
 
 /// The subcommands.
@@ -96,15 +114,47 @@ pub async fn run(cli: Cli) -> ExitCode {
 /// Prints `error: MESSAGE` on stderr, the one way an error line is printed: control characters
 /// in the message are escaped and its continuation lines indented ([`crate::logline::sanitize`]),
 /// so a value quoted in it cannot forge a line or drive the terminal.
+/// With `--log-format json`, as an `ERROR` record instead, so that a log collector gets nothing
+/// but JSON from the process.
 pub fn print_error(message: impl std::fmt::Display) {
-    eprintln!("error: {}", crate::logline::sanitize(&message.to_string()));
+    if json_logs() {
+        tracing::error!("{message}");
+    } else {
+        eprintln!("error: {}", crate::logline::sanitize(&message.to_string()));
+    }
+}
+
+/// A `warning:` or `hint:` line on stderr, like [`print_error`] (a `WARN` or `INFO` record with
+/// `--log-format json`).
+fn print_note(kind: &str, message: impl std::fmt::Display) {
+    if json_logs() {
+        if kind == "warning" {
+            tracing::warn!("{message}");
+        } else {
+            tracing::info!("{message}");
+        }
+    } else {
+        eprintln!("{kind}: {}", crate::logline::sanitize(&message.to_string()));
+    }
+}
+
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Records the `--log-format` the logger was set up with, for [`print_error`]; the first call
+/// wins.
+pub fn set_log_format(format: LogFormat) {
+    let _ = LOG_FORMAT.set(format);
+}
+
+fn json_logs() -> bool {
+    LOG_FORMAT.get() == Some(&LogFormat::Json)
 }
 
 fn load_config(path: &Path) -> Result<Config, u8> {
     config::load(path).map_err(|e| {
         print_error(&e);
         if matches!(e, ConfigError::Read { .. }) && path == Path::new(config::DEFAULT_CONFIG_PATH) {
-            eprintln!("hint: pass --config FILE or set ELASTICD_CONFIG");
+            print_note("hint", "pass --config FILE or set ELASTICD_CONFIG");
         }
         EXIT_BAD_CONFIG
     })
@@ -333,7 +383,7 @@ async fn check(path: &Path) -> u8 {
     problems.extend(found.errors);
     let warnings = found.warnings;
     for w in &warnings {
-        eprintln!("warning: {w}");
+        print_note("warning", w);
     }
     let mut programs: Vec<(String, &str)> = Vec::new();
     for (name, frontend) in &config.frontends {

@@ -552,3 +552,99 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     assert!(run.stderr.contains("INFO"), "{}", run.stderr);
     assert!(!run.stderr.contains('\x1b'), "{:?}", run.stderr);
 }
+
+/// Every stderr line as a JSON object with exactly the documented keys.
+fn json_records(stderr: &str) -> Vec<serde_json::Value> {
+    stderr
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}\n{stderr}"));
+            let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+            assert_eq!(keys, ["fields", "level", "message", "timestamp"], "{line}");
+            assert!(line.starts_with(r#"{"timestamp":""#), "{line}");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_and_values_cannot_forge_records() {
+    let t = Test::new().config(
+        "services:\n  web:\n    locators: [file: { path: backends.json }]\n    guard: { min_backends: 0 }\noutputs:\n  - { template: \"builtin:nginx\", path: web.conf, vars: { service: web } }\n",
+    );
+    // A target that tries to end the record and start a forged one, with a colour escape.
+    t.write(
+        "backends.json",
+        r#"[{"targets": ["127.0.0.1:80", "bad\n{\"level\":\"INFO\",\"message\":\"forged\"}\u001b[31m\u202e"]}]"#,
+    );
+    let run = t.render().args(["--log-format", "json"]).run();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let records = json_records(&run.stderr);
+    assert!(
+        !run.stderr.contains('\x1b') && run.stderr.is_ascii(),
+        "{:?}",
+        run.stderr
+    );
+    let error = records
+        .iter()
+        .find(|r| r["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no ERROR record:\n{}", run.stderr));
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("\n{\"level\":\"INFO\",\"message\":\"forged\"}\u{1b}[31m\u{202e}"),
+        "{message}"
+    );
+    assert!(records.iter().all(|r| r["message"] != "forged"));
+    // The timestamp is RFC 3339 UTC, fields carry the service.
+    let ts = records[0]["timestamp"].as_str().unwrap();
+    assert!(ts.ends_with('Z') && ts.contains('T'), "{ts}");
+
+    // The same from the environment, for the daemon; its start-up line keeps its field.
+    let t = Test::new().config(
+        "services:\n  web:\n    locators: [static: [\"127.0.0.1:80\"]]\noutputs:\n  - { template: \"builtin:nginx\", path: web.conf, vars: { service: web } }\n",
+    );
+    let mut daemon = t
+        .elasticd(["run", "--config", "config.yaml"])
+        .env("ELASTICD_LOG_FORMAT", "json")
+        .daemon();
+    daemon.wait_for_log("the applied line", Duration::from_secs(30), |log| {
+        log.contains("\"message\":\"applied web")
+    });
+    let code = daemon.stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    let records = json_records(&daemon.log());
+    let started = records
+        .iter()
+        .find(|r| {
+            r["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("started: 1 service")
+        })
+        .unwrap_or_else(|| panic!("no start-up record:\n{}", daemon.log()));
+    assert_eq!(started["level"], "INFO");
+    assert_eq!(started["fields"]["config"], "config.yaml");
+}
+
+#[test]
+fn a_log_filter_that_does_not_parse_is_an_error() {
+    let t = Test::new().config("services: {}\noutputs: []\n");
+    let run = t.elasticd(["--log", "elasticd=[", "check"]).run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    insta::assert_snapshot!(run.stderr);
+    let run = t.elasticd(["check"]).env("RUST_LOG", "=bogus=").run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with("error: RUST_LOG: "),
+        "{}",
+        run.stderr
+    );
+    let run = t.elasticd(["--log-format", "yaml", "check"]).run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("[possible values: text, json]"),
+        "{}",
+        run.stderr
+    );
+}
