@@ -130,7 +130,7 @@ fn a_cron_expression_that_never_fires_is_an_error() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("config.yaml:3:14: cron `0 0 0 31 2 *` never fires"),
+            .contains("config.yaml:3:14: service `web`: cron `0 0 0 31 2 *` never fires"),
         "{}",
         run.stderr
     );
@@ -198,4 +198,71 @@ fn the_example_config_passes_wherever_it_is_copied() {
         "{}",
         run.stdout
     );
+}
+
+/// `check`'s stderr for `config.yaml` = `text`.
+fn problems(text: &str) -> String {
+    let t = Test::new().config(text);
+    let run = check(&t);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    run.stderr
+}
+
+#[test]
+fn wrong_kinds_of_values_are_described_in_plain_words() {
+    let cases = [
+        (
+            "port_out_of_range",
+            "services:\n  web:\n    port: 70000\n    locators: [static: [\"127.0.0.1\"]]\noutputs: []\n",
+        ),
+        (
+            "negative_count",
+            "services:\n  web:\n    locators: [static: [\"127.0.0.1:80\"]]\n    guard: { min_backends: -1 }\noutputs: []\n",
+        ),
+        (
+            "percent_ratio",
+            "services:\n  web:\n    locators: [static: [\"127.0.0.1:80\"]]\n    guard: { max_removed_ratio: 50% }\noutputs: []\n",
+        ),
+        (
+            "text_for_a_ratio_and_a_list_for_text",
+            "daemon: { jitter: abc }\nservices:\n  web:\n    locators: [static: [\"127.0.0.1:80\"]]\noutputs:\n  - { template: \"builtin:nginx\", path: [a], vars: { service: web } }\n",
+        ),
+        (
+            "a_number_for_settings",
+            "services:\n  web:\n    locators: [exec: 5]\nfrontends:\n  fe: { reload: 5 }\noutputs: []\n",
+        ),
+    ];
+    for (name, text) in cases {
+        let stderr = problems(text);
+        for rust in [
+            "u16",
+            "usize",
+            "f64",
+            "struct ",
+            "invalid type",
+            "invalid value",
+        ] {
+            assert!(!stderr.contains(rust), "{name}: {rust} in {stderr}");
+        }
+        insta::assert_snapshot!(name, stderr);
+    }
+}
+
+#[test]
+fn misindented_keys_get_a_hint_and_name_their_item() {
+    // `guard:` moved left to the level of the service names.
+    let stderr = problems(
+        "services:\n  web:\n    locators: [static: [\"127.0.0.1:80\"]]\n  guard:\n    min_backends: 1\noutputs: []\n",
+    );
+    assert!(stderr.contains("service `guard`: "), "{stderr}");
+    insta::assert_snapshot!("dedented_guard", stderr);
+    // `path:` under the `f` of `- file:`, not under `file:`.
+    let stderr = problems(
+        "services:\n  web:\n    locators:\n      - file:\n        path: backends.json\noutputs: []\n",
+    );
+    assert!(
+        stderr.contains("config.yaml:4:9: service `web`: "),
+        "{stderr}"
+    );
+    insta::assert_snapshot!("file_then_path_at_the_same_indent", stderr);
 }

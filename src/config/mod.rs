@@ -261,6 +261,16 @@ struct Loader {
     output_items: Vec<usize>,
 }
 
+/// The keys of a service, for the hint about one dedented to the level of the service names.
+const SERVICE_KEYS: &[&str] = &[
+    "refresh",
+    "timeout",
+    "port",
+    "locators",
+    "guard",
+    "on_change",
+];
+
 const TOP_LEVEL_KEYS: &[&str] = &[
     "environment",
     "state_file",
@@ -438,6 +448,24 @@ impl Loader {
         Some(service)
     }
 
+    /// Prefixes the problems found since `before` with the item they are in (`service `web`:
+    /// ...`), and adds a hint when the item's name is one of a service's own keys: a `guard:`
+    /// indented like the service names is read as a service called `guard`.
+    fn name_the_item(&mut self, before: usize, section: &str, name: &str) {
+        let what = section.strip_suffix('s').unwrap_or(section);
+        let misplaced = section == "services" && SERVICE_KEYS.contains(&name);
+        for problem in self.problems.iter_mut().skip(before) {
+            problem.message = format!("{what} `{name}`: {}", problem.message);
+            if misplaced {
+                problem.message.push_str(&format!(
+                    " (`{name}` is at the level of the service names, so it is read as a service \
+                     called `{name}`; if it belongs to the service above, indent it under that \
+                     service)"
+                ));
+            }
+        }
+    }
+
     fn named_section<T>(
         &mut self,
         node: &Node,
@@ -466,7 +494,10 @@ impl Loader {
                 continue;
             }
             self.declared.insert((section.to_string(), name.clone()));
-            if let Some(parsed) = take(self, value) {
+            let before = self.problems.len();
+            let parsed = take(self, value);
+            self.name_the_item(before, section, &name);
+            if let Some(parsed) = parsed {
                 out.insert(name, parsed);
             }
         }
