@@ -22,9 +22,39 @@ pub const EXIT_PASS_FAILED: u8 = 1;
 /// Exit status: the config is invalid.
 pub const EXIT_BAD_CONFIG: u8 = 2;
 
+mod generate;
+
+/// `--version`: the version and the cargo features built in, which decide what a config may use.
+#[cfg(feature = "aws")]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (features: aws)");
+/// `--version`: the version and the cargo features built in, which decide what a config may use.
+#[cfg(not(feature = "aws"))]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (features: none)");
+
+/// The end of `--help`: what the daemon does on each signal, the exit codes, the docs.
+const AFTER_HELP: &str = "\
+Signals (elasticd run):
+  SIGHUP          read the config again; a bad one is logged and the old one keeps running
+  SIGUSR1         locate every service now
+  SIGTERM, SIGINT finish the running apply, then exit 0
+
+Exit status:
+  0  success (changed or not)
+  1  a pass failed: locator, guard, render, check, install or reload
+  2  bad config or command line; nothing was located or written
+
+Documentation: man elasticd; /usr/share/doc/elasticd (Debian package), or README.md and docs/
+in the source tree (config.md, frontends.md, operations.md, templates.md).";
+
 /// Keeps web frontends pointed at the live addresses of their backends.
 #[derive(Debug, Parser)]
-#[command(name = "elasticd", version, about, propagate_version = true)]
+#[command(
+    name = "elasticd",
+    version = VERSION,
+    about,
+    propagate_version = true,
+    after_help = AFTER_HELP
+)]
 pub struct Cli {
     /// Log level or filter (`info`, `debug`, `elasticd=debug`); RUST_LOG also works.
     #[arg(long, global = true, env = "ELASTICD_LOG", default_value = "info")]
@@ -63,6 +93,10 @@ pub enum Command {
     Check(ConfigArg),
     /// Show the backends each locator finds.
     Locate(LocateArgs),
+
+    /// Write the man page or shell completions on stdout (for packaging).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 /// The `--config` option shared by all commands.
@@ -107,6 +141,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Render(args) => render(args).await,
         Command::Check(args) => check(&args.config).await,
         Command::Locate(args) => locate(args).await,
+        Command::Generate(args) => generate::generate(&args),
     };
     ExitCode::from(code)
 }

@@ -1,6 +1,7 @@
 //! `elasticd check` catches what `render` would fail on, through the binary: templates rendered
 //! against sample backends, missing or unwritable directories, impossible cron expressions,
-//! unquoted `0o` modes, ambiguous IPv6 addresses, and the shipped example config.
+//! unquoted `0o` modes, ambiguous IPv6 addresses, the shipped example config, and config errors
+//! in plain words (no Rust type names) that name their service or frontend.
 
 mod support;
 

@@ -648,3 +648,89 @@ fn a_log_filter_that_does_not_parse_is_an_error() {
         run.stderr
     );
 }
+
+#[test]
+fn help_names_signals_exit_codes_and_docs_and_version_names_features() {
+    let t = Test::new();
+    let help = t.elasticd(["--help"]).run().success().stdout;
+    for want in [
+        "SIGHUP",
+        "SIGUSR1",
+        "SIGTERM",
+        "Exit status:",
+        "man elasticd",
+        "docs/",
+    ] {
+        assert!(help.contains(want), "{want} missing from --help:\n{help}");
+    }
+    let after = &help[help.find("Signals (elasticd run):").unwrap()..];
+    insta::assert_snapshot!(after);
+    let version = t.elasticd(["--version"]).run().success().stdout;
+    let features = if cfg!(feature = "aws") {
+        "(features: aws)"
+    } else {
+        "(features: none)"
+    };
+    assert_eq!(
+        version.trim(),
+        format!("elasticd {} {features}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn the_man_page_and_completions_come_from_the_command_line_definition() {
+    let t = Test::new();
+    let man = t.elasticd(["generate", "man"]).run().success().stdout;
+    assert!(man.contains(".TH elasticd 1"), "{man}");
+    // Every subcommand and global option, and the signals, are in it; the hidden one is not.
+    for want in ["render", "check", "locate", "\\-\\-log\\-format", "SIGHUP"] {
+        assert!(man.contains(want), "{want} missing from the man page");
+    }
+    assert!(!man.contains("generate"), "{man}");
+    // groff renders it without a warning.
+    t.write("elasticd.1", &man);
+    let groff = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z", "elasticd.1"])
+        .current_dir(t.path())
+        .output()
+        .expect("groff (Debian package groff-base)");
+    assert!(groff.status.success(), "{groff:?}");
+    assert_eq!(String::from_utf8_lossy(&groff.stderr), "");
+
+    for shell in ["bash", "zsh", "fish"] {
+        let script = t
+            .elasticd(["generate", "completions", shell])
+            .run()
+            .success()
+            .stdout;
+        for word in ["render", "locate", "log-format"] {
+            assert!(script.contains(word), "{shell}: {word} missing");
+        }
+        // Each shell parses its script without running it, where that shell is installed.
+        let path = t.join(format!("elasticd.{shell}"));
+        fs::write(&path, &script).unwrap();
+        match Command::new(shell).arg("-n").arg(&path).output() {
+            Ok(out) => assert!(out.status.success(), "{shell} -n: {out:?}"),
+            Err(e) if shell != "bash" => println!("{shell} not installed ({e}); not parsed"),
+            Err(e) => panic!("bash: {e}"),
+        }
+    }
+    // bash: the completion offers the subcommands after `elasticd `.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; COMP_WORDS=(elasticd ''); COMP_CWORD=1; _elasticd elasticd '' elasticd; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            t.join("elasticd.bash").display()
+        ))
+        .output()
+        .unwrap();
+    let offered = String::from_utf8_lossy(&out.stdout);
+    for sub in ["run", "render", "check", "locate"] {
+        assert!(
+            offered.lines().any(|l| l == sub),
+            "{sub} not offered: {offered}"
+        );
+    }
+    let run = t.elasticd(["generate", "completions", "tcsh"]).run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}
