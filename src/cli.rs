@@ -23,6 +23,7 @@ pub const EXIT_PASS_FAILED: u8 = 1;
 pub const EXIT_BAD_CONFIG: u8 = 2;
 
 mod generate;
+mod init;
 
 /// `--version`: the version and the cargo features built in, which decide what a config may use.
 #[cfg(feature = "aws")]
@@ -94,6 +95,8 @@ pub enum Command {
     /// Show the backends each locator finds.
     Locate(LocateArgs),
 
+    /// Write a commented starter config and the frontend's snippet for the Debian layout.
+    Init(init::InitArgs),
     /// Write the man page or shell completions on stdout (for packaging).
     #[command(hide = true)]
     Generate(generate::GenerateArgs),
@@ -141,6 +144,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Render(args) => render(args).await,
         Command::Check(args) => check(&args.config).await,
         Command::Locate(args) => locate(args).await,
+        Command::Init(args) => init::init(&args),
         Command::Generate(args) => generate::generate(&args),
     };
     ExitCode::from(code)

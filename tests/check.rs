@@ -267,3 +267,47 @@ fn misindented_keys_get_a_hint_and_name_their_item() {
     );
     insta::assert_snapshot!("file_then_path_at_the_same_indent", stderr);
 }
+
+#[test]
+fn init_writes_a_starter_that_passes_check_for_each_frontend() {
+    let snippets = [
+        ("nginx", "nginx-site.conf", "proxy_pass http://web;"),
+        ("haproxy", "haproxy-frontend.cfg", "default_backend web"),
+        (
+            "varnish",
+            "default.vcl",
+            "include \"/etc/varnish/web-backends.vcl\";",
+        ),
+        ("apache", "apache-site.conf", "balancer://web/"),
+    ];
+    for (frontend, snippet, line) in snippets {
+        let t = Test::new();
+        let run = t
+            .elasticd(["init", frontend, "--dir", "starter"])
+            .run()
+            .success();
+        assert!(run.stdout.contains("starter/config.yaml"), "{}", run.stdout);
+        assert!(
+            t.read(&format!("starter/{snippet}")).contains(line),
+            "{frontend}"
+        );
+        let config = t.read("starter/config.yaml");
+        assert!(config.starts_with("# elasticd for "), "{config}");
+        // From that directory, as written, on this machine with the frontend installed.
+        let check = support::Cmd::new(&t.join("starter"))
+            .args(["check"])
+            .env("PATH", support::path_with_sbin())
+            .run();
+        assert_eq!(check.code, 0, "{frontend}: {}", check.stderr);
+        assert_eq!(
+            check.stdout, "config.yaml: OK (1 service, 1 frontend, 1 output)\n",
+            "{frontend}"
+        );
+        // A second init never replaces what the first wrote (or the operator edited).
+        t.write("starter/config.yaml", "# edited\n");
+        let again = t.elasticd(["init", frontend, "--dir", "starter"]).run();
+        assert_eq!(again.code, 2, "{}", again.stderr);
+        assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+        assert_eq!(t.read("starter/config.yaml"), "# edited\n");
+    }
+}
