@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, installing what it needs first: the real frontends (nginx with its stream
-# module, HAProxy, Varnish, Apache httpd) and groff from Debian, and moto (a local AWS API
-# emulator) into a Python virtualenv; then fmt, clippy and every test.
+# module, HAProxy, Varnish, Apache httpd) and groff from Debian, moto (a local AWS API emulator)
+# into a Python virtualenv, and cargo-deb from crates.io; then fmt, clippy, every test, and the
+# Debian package built, installed and removed again (scripts/test-deb.sh).
 # Usage: scripts/test.sh   (as root, or with sudo available, on Debian/Ubuntu)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -98,3 +99,7 @@ echo "== tests --no-default-features"
 run_tests --no-default-features
 echo "== tests"
 run_tests
+# The Debian package: built with cargo-deb (installed from crates.io when missing) from the
+# --no-default-features release binary, installed with dpkg -i, checked and removed again.
+echo "== Debian package"
+scripts/test-deb.sh
