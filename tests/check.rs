@@ -311,3 +311,12 @@ fn init_writes_a_starter_that_passes_check_for_each_frontend() {
         assert_eq!(t.read("starter/config.yaml"), "# edited\n");
     }
 }
+
+#[test]
+fn an_empty_config_asks_for_services_only() {
+    let stderr = problems("");
+    insta::assert_snapshot!("empty_config", stderr);
+    // Outputs are not required: a config without them checks.
+    let t = Test::new().config(SERVICE);
+    assert_eq!(check(&t).code, 0);
+}

@@ -307,7 +307,7 @@ impl Loader {
             NodeKind::Null => {
                 self.problems.push(Problem::at(
                     root,
-                    "the config is empty; it needs at least `services` and `outputs`",
+                    "the config is empty; it needs `services` (and `outputs` to write anything)",
                 ));
                 return config;
             }
