@@ -320,3 +320,17 @@ fn an_empty_config_asks_for_services_only() {
     let t = Test::new().config(SERVICE);
     assert_eq!(check(&t).code, 0);
 }
+
+#[test]
+fn a_missing_template_is_named_by_its_file() {
+    let t = Test::new().config(&format!(
+        "{SERVICE}outputs:\n  - {{ template: tpl/missing.tera, path: out.conf, vars: {{ service: web }} }}\n"
+    ));
+    let run = check(&t);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("tpl/missing.tera: cannot read it"),
+        "{}",
+        run.stderr
+    );
+}
