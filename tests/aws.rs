@@ -300,12 +300,16 @@ fn more_than_a_thousand_instances_cost_one_call_per_thousand() {
         r#"ec2: { filters: { "tag:role": web }, address: "tag:ip" }"#,
     );
     // A page of 1,000 tagged instances can take moto well over the usual 5s on a busy machine,
-    // and a timed-out attempt would be retried: a third call.
+    // and a timed-out attempt would be retried: a third call. The service's locate timeout
+    // (30s by default) must not cut the two pages short either.
     let path = dir.path().join("config.yaml");
-    let text = std::fs::read_to_string(&path).unwrap().replace(
-        "attempt_timeout: 5s, operation_timeout: 15s",
-        "attempt_timeout: 5m, operation_timeout: 10m",
-    );
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(
+            "attempt_timeout: 5s, operation_timeout: 15s",
+            "attempt_timeout: 5m, operation_timeout: 10m",
+        )
+        .replace("    port: 8080\n", "    port: 8080\n    timeout: 10m\n");
     std::fs::write(&path, text).unwrap();
     let run = elasticd(
         dir.path(),
