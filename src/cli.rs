@@ -26,16 +26,65 @@ pub const EXIT_BAD_CONFIG: u8 = 2;
 /// Exit status: `status` could not reach the daemon.
 pub const EXIT_UNREACHABLE: u8 = 3;
 
+mod generate;
+mod init;
+
+/// `--version`: the version and the cargo features built in, which decide what a config may use.
+#[cfg(feature = "aws")]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (features: aws)");
+/// `--version`: the version and the cargo features built in, which decide what a config may use.
+#[cfg(not(feature = "aws"))]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (features: none)");
+
+/// The end of `--help`: what the daemon does on each signal, the exit codes, the docs.
+const AFTER_HELP: &str = "\
+Signals (elasticd run):
+  SIGHUP          read the config again; a bad one is logged and the old one keeps running
+  SIGUSR1         locate every service now
+  SIGTERM, SIGINT finish the running apply, then exit 0
+
+Exit status:
+  0  success (changed or not)
+  1  a pass failed: locator, guard, render, check, install or reload
+  2  bad config or command line; nothing was located or written
+
+Documentation: man elasticd; /usr/share/doc/elasticd (Debian package), or README.md and docs/
+in the source tree (config.md, frontends.md, operations.md, templates.md).";
+
 /// Keeps web frontends pointed at the live addresses of their backends.
 #[derive(Debug, Parser)]
-#[command(name = "elasticd", version, about, propagate_version = true)]
+#[command(
+    name = "elasticd",
+    version = VERSION,
+    about,
+    propagate_version = true,
+    after_help = AFTER_HELP
+)]
 pub struct Cli {
     /// Log level or filter (`info`, `debug`, `elasticd=debug`); RUST_LOG also works.
     #[arg(long, global = true, env = "ELASTICD_LOG", default_value = "info")]
     pub log: String,
+    /// Log lines as text, or as one JSON object per line (journald, Loki, ELK).
+    #[arg(
+        long,
+        global = true,
+        env = "ELASTICD_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `TIMESTAMP LEVEL message name=value ...`, coloured only on a terminal.
+    Text,
+    /// `{"timestamp", "level", "message", "fields"}`, one object per line.
+    Json,
 }
 
 /// The subcommands.
@@ -49,6 +98,12 @@ pub enum Command {
     Check(ConfigArg),
     /// Show the backends each locator finds.
     Locate(LocateArgs),
+
+    /// Write a commented starter config and the frontend's snippet for the Debian layout.
+    Init(init::InitArgs),
+    /// Write the man page or shell completions on stdout (for packaging).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
     /// Show what the running daemon knows: services, backends, frontends, readiness.
     Status(status::StatusArgs),
     /// Register a backend with a daemon and keep it registered until SIGTERM.
@@ -159,6 +214,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Locate(args) => locate(args).await,
         Command::Status(args) => status::status(args).await,
         Command::Register(args) => register(*args).await,
+        Command::Init(args) => init::init(&args),
+        Command::Generate(args) => generate::generate(&args),
     };
     ExitCode::from(code)
 }
@@ -166,8 +223,40 @@ pub async fn run(cli: Cli) -> ExitCode {
 /// Prints `error: MESSAGE` on stderr, the one way an error line is printed: control characters
 /// in the message are escaped and its continuation lines indented ([`crate::logline::sanitize`]),
 /// so a value quoted in it cannot forge a line or drive the terminal.
+/// With `--log-format json`, as an `ERROR` record instead, so that a log collector gets nothing
+/// but JSON from the process.
 pub fn print_error(message: impl std::fmt::Display) {
-    eprintln!("error: {}", crate::logline::sanitize(&message.to_string()));
+    if json_logs() {
+        tracing::error!("{message}");
+    } else {
+        eprintln!("error: {}", crate::logline::sanitize(&message.to_string()));
+    }
+}
+
+/// A `warning:` or `hint:` line on stderr, like [`print_error`] (a `WARN` or `INFO` record with
+/// `--log-format json`).
+fn print_note(kind: &str, message: impl std::fmt::Display) {
+    if json_logs() {
+        if kind == "warning" {
+            tracing::warn!("{message}");
+        } else {
+            tracing::info!("{message}");
+        }
+    } else {
+        eprintln!("{kind}: {}", crate::logline::sanitize(&message.to_string()));
+    }
+}
+
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Records the `--log-format` the logger was set up with, for [`print_error`]; the first call
+/// wins.
+pub fn set_log_format(format: LogFormat) {
+    let _ = LOG_FORMAT.set(format);
+}
+
+fn json_logs() -> bool {
+    LOG_FORMAT.get() == Some(&LogFormat::Json)
 }
 
 async fn register(args: RegisterArgs) -> u8 {
@@ -209,7 +298,7 @@ fn load_config(path: &Path) -> Result<Config, u8> {
     config::load(path).map_err(|e| {
         print_error(&e);
         if matches!(e, ConfigError::Read { .. }) && path == Path::new(config::DEFAULT_CONFIG_PATH) {
-            eprintln!("hint: pass --config FILE or set ELASTICD_CONFIG");
+            print_note("hint", "pass --config FILE or set ELASTICD_CONFIG");
         }
         EXIT_BAD_CONFIG
     })
@@ -439,7 +528,7 @@ async fn check(path: &Path) -> u8 {
     problems.extend(found.errors);
     let warnings = found.warnings;
     for w in &warnings {
-        eprintln!("warning: {w}");
+        print_note("warning", w);
     }
     let mut programs: Vec<(String, &str)> = Vec::new();
     for (name, frontend) in &config.frontends {

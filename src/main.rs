@@ -19,21 +19,40 @@ fn main() -> ExitCode {
     // The scheduler library narrates its own start-up at info, and the AWS SDK its connection
     // housekeeping; keep that out of operators' logs (elasticd reports the errors that matter).
     const QUIET: &str = "tokio_cron_scheduler=warn,aws_smithy_runtime=warn,aws_config=warn";
-    let filter = EnvFilter::try_from_env("RUST_LOG")
-        .or_else(|_| EnvFilter::try_new(format!("{},{QUIET}", cli.log)))
-        .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET}")));
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(value) if !value.is_empty() => EnvFilter::try_new(&value).map_err(|e| ("RUST_LOG", e)),
+        _ => EnvFilter::try_new(format!("{},{QUIET}", cli.log)).map_err(|e| ("--log", e)),
+    };
+    // A typo in the filter would otherwise silently log at another level than asked for.
+    let filter = match filter {
+        Ok(filter) => filter,
+        Err((what, e)) => {
+            cli::print_error(format_args!(
+                "{what}: not a log level or filter ({e}); use a level (error, warn, info, debug, trace) or filters like `elasticd=debug,info`"
+            ));
+            return ExitCode::from(cli::EXIT_BAD_CONFIG);
+        }
+    };
     // Colour only for a person at a terminal: a log file, a pipe or journald gets plain text, and
     // NO_COLOR (https://no-color.org) turns it off everywhere.
     let colour = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt()
+    let logger = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        // Values in messages (a target, a plugin's output) must not forge lines or colours.
-        .fmt_fields(elasticd::logline::EscapedFields)
-        .init();
+        .with_writer(std::io::stderr);
+    cli::set_log_format(cli.log_format);
+    match cli.log_format {
+        cli::LogFormat::Text => logger
+            .with_ansi(colour)
+            .with_target(false)
+            // Values in messages (a target, a plugin's output) must not forge lines or colours.
+            .fmt_fields(elasticd::logline::EscapedFields)
+            .init(),
+        cli::LogFormat::Json => logger
+            .with_ansi(false)
+            .event_format(elasticd::logline::JsonLines)
+            .init(),
+    }
     // One thread is plenty for a pass: the work is waiting on files and child processes.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

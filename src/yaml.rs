@@ -352,6 +352,87 @@ impl de::Error for DeError {
             loc: None,
         }
     }
+
+    // serde words these for Rust programmers (`invalid type: string "x", expected u16`); the
+    // config's readers get what the value should be, in plain words.
+    fn invalid_type(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
+        DeError::custom(format_args!(
+            "expected {}, found {}",
+            plain_expected(&exp.to_string()),
+            plain_unexpected(&unexp)
+        ))
+    }
+
+    fn invalid_value(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
+        DeError::custom(format_args!(
+            "{} is not {}",
+            plain_unexpected(&unexp),
+            plain_expected(&exp.to_string())
+        ))
+    }
+
+    fn invalid_length(len: usize, exp: &dyn de::Expected) -> Self {
+        let expected = exp.to_string();
+        // A struct given a list is read field by field from the list; what is wrong is the list.
+        if expected.starts_with("struct ") {
+            return DeError::custom("expected a mapping of settings, found a list");
+        }
+        let s = if len == 1 { "" } else { "s" };
+        DeError::custom(format_args!(
+            "expected {}, found {len} item{s}",
+            plain_expected(&expected)
+        ))
+    }
+}
+
+/// What serde calls the expected value (`u16`, `f64`, `struct RawReload`), in a config reader's
+/// words. In the config every `u16` is a port and every float a ratio (`jitter`,
+/// `max_removed_ratio`); the others are counts, sizes and limits.
+fn plain_expected(expected: &str) -> String {
+    let plain = match expected {
+        "u8" => "a whole number from 0 to 255",
+        "u16" => "a port number (1-65535)",
+        "u32" => "a whole number from 0 to 4294967295",
+        "u64" | "u128" | "usize" => "a whole number ≥ 0",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "f32" | "f64" => "a ratio between 0 and 1 (0.5, not 50%)",
+        "a boolean" => "true or false",
+        "a string" | "a borrowed string" => "text",
+        "path string" => "a file path",
+        "a character" => "a single character",
+        "a sequence" => "a list",
+        "a map" => "a mapping",
+        "option" => "a value",
+        "unit" => "nothing",
+        other if other.starts_with("struct ") || other.starts_with("struct variant ") => {
+            "a mapping of settings"
+        }
+        other if other.starts_with("enum ") => "a kind: its name, or `kind: {...}`",
+        other if other.starts_with("a tuple of size ") => {
+            return format!("a list of {}", other.trim_start_matches("a tuple of size "));
+        }
+        other => return other.to_string(),
+    };
+    plain.to_string()
+}
+
+/// The value serde found, as the config shows it.
+fn plain_unexpected(unexpected: &de::Unexpected<'_>) -> String {
+    use de::Unexpected as U;
+    match unexpected {
+        U::Bool(b) => format!("`{b}`"),
+        U::Unsigned(n) => format!("`{n}`"),
+        U::Signed(n) => format!("`{n}`"),
+        U::Float(f) => format!("`{f}`"),
+        U::Char(c) => format!("`{c}`"),
+        U::Str(s) => format!("{s:?}"),
+        U::Unit => "nothing (an empty value)".to_string(),
+        U::Option => "a value".to_string(),
+        U::Seq => "a list".to_string(),
+        U::Map => "a mapping".to_string(),
+        U::Enum => "a kind".to_string(),
+        other => other.to_string(),
+    }
 }
 
 impl<'de> de::Deserializer<'de> for &'de Node {
@@ -429,6 +510,12 @@ impl<'de> de::Deserializer<'de> for &'de Node {
                 let (key, value) = &entries[0];
                 visitor.visit_enum(EnumAccess { key, value })
             }
+            NodeKind::Map(entries) => Err(DeError::custom(misindented(entries).unwrap_or_else(
+                || format!(
+                    "expected a single-key mapping like `kind: {{...}}`, found a mapping with {} keys",
+                    entries.len()
+                ),
+            ))),
             _ => Err(DeError::custom(format!(
                 "expected a single-key mapping like `kind: {{...}}`, found {}",
                 self.kind_name()
@@ -441,6 +528,22 @@ impl<'de> de::Deserializer<'de> for &'de Node {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf unit
         unit_struct seq tuple tuple_struct map struct identifier ignored_any
     }
+}
+
+/// The hint for a `kind:` with no value followed by its settings at the same indentation
+/// (`- file:` then `path: x` under the `f` instead of further in): YAML reads one mapping with
+/// all of them as keys.
+fn misindented(entries: &[(Node, Node)]) -> Option<String> {
+    let (kind, value) = entries.first()?;
+    if value.kind != NodeKind::Null {
+        return None;
+    }
+    let kind = kind.as_scalar_text()?;
+    let next = entries.get(1)?.0.as_scalar_text()?;
+    Some(format!(
+        "`{kind}:` has no settings, and `{next}` is beside it instead of under it: indent \
+         `{next}` and the lines after it further than `{kind}:`"
+    ))
 }
 
 struct SeqAccess<'de> {
@@ -737,5 +840,38 @@ mod tests {
         let text = text.replace(&"[".repeat(250), &"[".repeat(252));
         let text = text.replace(&"]".repeat(250), &"]".repeat(252));
         assert!(parse(&text).is_err());
+    }
+
+    #[test]
+    fn serde_type_names_become_plain_words() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Numbers {
+            count: Option<usize>,
+            ratio: Option<f64>,
+            on: Option<bool>,
+            list: Option<Vec<String>>,
+            inner: Option<Inner>,
+        }
+        let cases = [
+            ("count: -1", "`-1` is not a whole number ≥ 0"),
+            ("count: x", "expected a whole number ≥ 0, found \"x\""),
+            (
+                "ratio: 50%",
+                "expected a ratio between 0 and 1 (0.5, not 50%), found \"50%\"",
+            ),
+            ("on: 3", "expected true or false, found `3`"),
+            ("list: {a: 1}", "expected a list, found a mapping"),
+            ("inner: [1]", "expected a mapping of settings, found a list"),
+            (
+                "inner: {port: 0.5}",
+                "expected a port number (1-65535), found `0.5`",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).unwrap().deserialize::<Numbers>().unwrap_err();
+            assert_eq!(err.message, want, "{text}");
+        }
     }
 }

@@ -286,15 +286,31 @@ fn more_than_a_thousand_instances_cost_one_call_per_thousand() {
     let dir = tmp();
     let moto = Moto::start(dir.path());
     let aws = moto.clients();
-    let ids = aws.run_each(1250, &[("role", "web")]);
-    assert_eq!(ids.len(), 1250);
+    // Addresses from a tag, unique by construction: moto's random private ones sometimes
+    // collide among 1,250 instances, and two instances at one address are one backend.
+    let seeded = aws.run_each_addressed(1250, &[("role", "web")], "ip");
+    assert_eq!(seeded.len(), 1250);
+    let ids: Vec<String> = seeded.iter().map(|(id, _)| id.clone()).collect();
+    let addresses: Vec<String> = seeded.iter().map(|(_, a)| a.clone()).collect();
 
     config(
         dir.path(),
         &moto,
         None,
-        r#"ec2: { filters: { "tag:role": web } }"#,
+        r#"ec2: { filters: { "tag:role": web }, address: "tag:ip" }"#,
     );
+    // A page of 1,000 tagged instances can take moto well over the usual 5s on a busy machine,
+    // and a timed-out attempt would be retried: a third call. The service's locate timeout
+    // (30s by default) must not cut the two pages short either.
+    let path = dir.path().join("config.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(
+            "attempt_timeout: 5s, operation_timeout: 15s",
+            "attempt_timeout: 5m, operation_timeout: 10m",
+        )
+        .replace("    port: 8080\n", "    port: 8080\n    timeout: 10m\n");
+    std::fs::write(&path, text).unwrap();
     let run = elasticd(
         dir.path(),
         &[
@@ -312,6 +328,7 @@ fn more_than_a_thousand_instances_cost_one_call_per_thousand() {
     let found = found["web"].as_array().cloned().unwrap_or_default();
     assert_eq!(found.len(), 1250);
     assert_eq!(field(&found, "id"), sorted(ids));
+    assert_eq!(field(&found, "address"), sorted(addresses));
     // 1,000 + 250: two pages, two HTTP requests, no retries.
     assert_eq!(api_calls(&run.stderr), 2, "{}", run.stderr);
     assert!(run.stderr.contains("pages=2"), "{}", run.stderr);

@@ -1,6 +1,7 @@
 //! `elasticd check` catches what `render` would fail on, through the binary: templates rendered
 //! against sample backends, missing or unwritable directories, impossible cron expressions,
-//! unquoted `0o` modes, ambiguous IPv6 addresses, and the shipped example config.
+//! unquoted `0o` modes, ambiguous IPv6 addresses, the shipped example config, and config errors
+//! in plain words (no Rust type names) that name their service or frontend.
 
 mod support;
 
@@ -130,7 +131,7 @@ fn a_cron_expression_that_never_fires_is_an_error() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("config.yaml:3:14: cron `0 0 0 31 2 *` never fires"),
+            .contains("config.yaml:3:14: service `web`: cron `0 0 0 31 2 *` never fires"),
         "{}",
         run.stderr
     );
@@ -197,5 +198,139 @@ fn the_example_config_passes_wherever_it_is_copied() {
         run.stdout.contains("OK (1 service, 1 frontend, 1 output)"),
         "{}",
         run.stdout
+    );
+}
+
+/// `check`'s stderr for `config.yaml` = `text`.
+fn problems(text: &str) -> String {
+    let t = Test::new().config(text);
+    let run = check(&t);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    run.stderr
+}
+
+#[test]
+fn wrong_kinds_of_values_are_described_in_plain_words() {
+    let cases = [
+        (
+            "port_out_of_range",
+            "services:\n  web:\n    port: 70000\n    locators: [static: [\"127.0.0.1\"]]\noutputs: []\n",
+        ),
+        (
+            "negative_count",
+            "services:\n  web:\n    locators: [static: [\"127.0.0.1:80\"]]\n    guard: { min_backends: -1 }\noutputs: []\n",
+        ),
+        (
+            "percent_ratio",
+            "services:\n  web:\n    locators: [static: [\"127.0.0.1:80\"]]\n    guard: { max_removed_ratio: 50% }\noutputs: []\n",
+        ),
+        (
+            "text_for_a_ratio_and_a_list_for_text",
+            "daemon: { jitter: abc }\nservices:\n  web:\n    locators: [static: [\"127.0.0.1:80\"]]\noutputs:\n  - { template: \"builtin:nginx\", path: [a], vars: { service: web } }\n",
+        ),
+        (
+            "a_number_for_settings",
+            "services:\n  web:\n    locators: [exec: 5]\nfrontends:\n  fe: { reload: 5 }\noutputs: []\n",
+        ),
+    ];
+    for (name, text) in cases {
+        let stderr = problems(text);
+        for rust in [
+            "u16",
+            "usize",
+            "f64",
+            "struct ",
+            "invalid type",
+            "invalid value",
+        ] {
+            assert!(!stderr.contains(rust), "{name}: {rust} in {stderr}");
+        }
+        insta::assert_snapshot!(name, stderr);
+    }
+}
+
+#[test]
+fn misindented_keys_get_a_hint_and_name_their_item() {
+    // `guard:` moved left to the level of the service names.
+    let stderr = problems(
+        "services:\n  web:\n    locators: [static: [\"127.0.0.1:80\"]]\n  guard:\n    min_backends: 1\noutputs: []\n",
+    );
+    assert!(stderr.contains("service `guard`: "), "{stderr}");
+    insta::assert_snapshot!("dedented_guard", stderr);
+    // `path:` under the `f` of `- file:`, not under `file:`.
+    let stderr = problems(
+        "services:\n  web:\n    locators:\n      - file:\n        path: backends.json\noutputs: []\n",
+    );
+    assert!(
+        stderr.contains("config.yaml:4:9: service `web`: "),
+        "{stderr}"
+    );
+    insta::assert_snapshot!("file_then_path_at_the_same_indent", stderr);
+}
+
+#[test]
+fn init_writes_a_starter_that_passes_check_for_each_frontend() {
+    let snippets = [
+        ("nginx", "nginx-site.conf", "proxy_pass http://web;"),
+        ("haproxy", "haproxy-frontend.cfg", "default_backend web"),
+        (
+            "varnish",
+            "default.vcl",
+            "include \"/etc/varnish/web-backends.vcl\";",
+        ),
+        ("apache", "apache-site.conf", "balancer://web/"),
+    ];
+    for (frontend, snippet, line) in snippets {
+        let t = Test::new();
+        let run = t
+            .elasticd(["init", frontend, "--dir", "starter"])
+            .run()
+            .success();
+        assert!(run.stdout.contains("starter/config.yaml"), "{}", run.stdout);
+        assert!(
+            t.read(&format!("starter/{snippet}")).contains(line),
+            "{frontend}"
+        );
+        let config = t.read("starter/config.yaml");
+        assert!(config.starts_with("# elasticd for "), "{config}");
+        // From that directory, as written, on this machine with the frontend installed.
+        let check = support::Cmd::new(&t.join("starter"))
+            .args(["check"])
+            .env("PATH", support::path_with_sbin())
+            .run();
+        assert_eq!(check.code, 0, "{frontend}: {}", check.stderr);
+        assert_eq!(
+            check.stdout, "config.yaml: OK (1 service, 1 frontend, 1 output)\n",
+            "{frontend}"
+        );
+        // A second init never replaces what the first wrote (or the operator edited).
+        t.write("starter/config.yaml", "# edited\n");
+        let again = t.elasticd(["init", frontend, "--dir", "starter"]).run();
+        assert_eq!(again.code, 2, "{}", again.stderr);
+        assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+        assert_eq!(t.read("starter/config.yaml"), "# edited\n");
+    }
+}
+
+#[test]
+fn an_empty_config_asks_for_services_only() {
+    let stderr = problems("");
+    insta::assert_snapshot!("empty_config", stderr);
+    // Outputs are not required: a config without them checks.
+    let t = Test::new().config(SERVICE);
+    assert_eq!(check(&t).code, 0);
+}
+
+#[test]
+fn a_missing_template_is_named_by_its_file() {
+    let t = Test::new().config(&format!(
+        "{SERVICE}outputs:\n  - {{ template: tpl/missing.tera, path: out.conf, vars: {{ service: web }} }}\n"
+    ));
+    let run = check(&t);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("tpl/missing.tera: cannot read it"),
+        "{}",
+        run.stderr
     );
 }

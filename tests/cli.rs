@@ -552,3 +552,185 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     assert!(run.stderr.contains("INFO"), "{}", run.stderr);
     assert!(!run.stderr.contains('\x1b'), "{:?}", run.stderr);
 }
+
+/// Every stderr line as a JSON object with exactly the documented keys.
+fn json_records(stderr: &str) -> Vec<serde_json::Value> {
+    stderr
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}\n{stderr}"));
+            let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+            assert_eq!(keys, ["fields", "level", "message", "timestamp"], "{line}");
+            assert!(line.starts_with(r#"{"timestamp":""#), "{line}");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_and_values_cannot_forge_records() {
+    let t = Test::new().config(
+        "services:\n  web:\n    locators: [file: { path: backends.json }]\n    guard: { min_backends: 0 }\noutputs:\n  - { template: \"builtin:nginx\", path: web.conf, vars: { service: web } }\n",
+    );
+    // A target that tries to end the record and start a forged one, with a colour escape.
+    t.write(
+        "backends.json",
+        r#"[{"targets": ["127.0.0.1:80", "bad\n{\"level\":\"INFO\",\"message\":\"forged\"}\u001b[31m\u202e"]}]"#,
+    );
+    let run = t.render().args(["--log-format", "json"]).run();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let records = json_records(&run.stderr);
+    assert!(
+        !run.stderr.contains('\x1b') && run.stderr.is_ascii(),
+        "{:?}",
+        run.stderr
+    );
+    let error = records
+        .iter()
+        .find(|r| r["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no ERROR record:\n{}", run.stderr));
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("\n{\"level\":\"INFO\",\"message\":\"forged\"}\u{1b}[31m\u{202e}"),
+        "{message}"
+    );
+    assert!(records.iter().all(|r| r["message"] != "forged"));
+    // The timestamp is RFC 3339 UTC, fields carry the service.
+    let ts = records[0]["timestamp"].as_str().unwrap();
+    assert!(ts.ends_with('Z') && ts.contains('T'), "{ts}");
+
+    // The same from the environment, for the daemon; its start-up line keeps its field.
+    let t = Test::new().config(
+        "services:\n  web:\n    locators: [static: [\"127.0.0.1:80\"]]\noutputs:\n  - { template: \"builtin:nginx\", path: web.conf, vars: { service: web } }\n",
+    );
+    let mut daemon = t
+        .elasticd(["run", "--config", "config.yaml"])
+        .env("ELASTICD_LOG_FORMAT", "json")
+        .daemon();
+    daemon.wait_for_log("the applied line", Duration::from_secs(30), |log| {
+        log.contains("\"message\":\"applied web")
+    });
+    let code = daemon.stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    let records = json_records(&daemon.log());
+    let started = records
+        .iter()
+        .find(|r| {
+            r["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("started: 1 service")
+        })
+        .unwrap_or_else(|| panic!("no start-up record:\n{}", daemon.log()));
+    assert_eq!(started["level"], "INFO");
+    assert_eq!(started["fields"]["config"], "config.yaml");
+}
+
+#[test]
+fn a_log_filter_that_does_not_parse_is_an_error() {
+    let t = Test::new().config("services: {}\noutputs: []\n");
+    let run = t.elasticd(["--log", "elasticd=[", "check"]).run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    insta::assert_snapshot!(run.stderr);
+    let run = t.elasticd(["check"]).env("RUST_LOG", "=bogus=").run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with("error: RUST_LOG: "),
+        "{}",
+        run.stderr
+    );
+    let run = t.elasticd(["--log-format", "yaml", "check"]).run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("[possible values: text, json]"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn help_names_signals_exit_codes_and_docs_and_version_names_features() {
+    let t = Test::new();
+    let help = t.elasticd(["--help"]).run().success().stdout;
+    for want in [
+        "SIGHUP",
+        "SIGUSR1",
+        "SIGTERM",
+        "Exit status:",
+        "man elasticd",
+        "docs/",
+    ] {
+        assert!(help.contains(want), "{want} missing from --help:\n{help}");
+    }
+    let after = &help[help.find("Signals (elasticd run):").unwrap()..];
+    insta::assert_snapshot!(after);
+    let version = t.elasticd(["--version"]).run().success().stdout;
+    let features = if cfg!(feature = "aws") {
+        "(features: aws)"
+    } else {
+        "(features: none)"
+    };
+    assert_eq!(
+        version.trim(),
+        format!("elasticd {} {features}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn the_man_page_and_completions_come_from_the_command_line_definition() {
+    let t = Test::new();
+    let man = t.elasticd(["generate", "man"]).run().success().stdout;
+    assert!(man.contains(".TH elasticd 1"), "{man}");
+    // Every subcommand and global option, and the signals, are in it; the hidden one is not.
+    for want in ["render", "check", "locate", "\\-\\-log\\-format", "SIGHUP"] {
+        assert!(man.contains(want), "{want} missing from the man page");
+    }
+    assert!(!man.contains("generate"), "{man}");
+    // groff renders it without a warning.
+    t.write("elasticd.1", &man);
+    let groff = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z", "elasticd.1"])
+        .current_dir(t.path())
+        .output()
+        .expect("groff (Debian package groff-base)");
+    assert!(groff.status.success(), "{groff:?}");
+    assert_eq!(String::from_utf8_lossy(&groff.stderr), "");
+
+    for shell in ["bash", "zsh", "fish"] {
+        let script = t
+            .elasticd(["generate", "completions", shell])
+            .run()
+            .success()
+            .stdout;
+        for word in ["render", "locate", "log-format"] {
+            assert!(script.contains(word), "{shell}: {word} missing");
+        }
+        // Each shell parses its script without running it, where that shell is installed.
+        let path = t.join(format!("elasticd.{shell}"));
+        fs::write(&path, &script).unwrap();
+        match Command::new(shell).arg("-n").arg(&path).output() {
+            Ok(out) => assert!(out.status.success(), "{shell} -n: {out:?}"),
+            Err(e) if shell != "bash" => println!("{shell} not installed ({e}); not parsed"),
+            Err(e) => panic!("bash: {e}"),
+        }
+    }
+    // bash: the completion offers the subcommands after `elasticd `.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; COMP_WORDS=(elasticd ''); COMP_CWORD=1; _elasticd elasticd '' elasticd; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            t.join("elasticd.bash").display()
+        ))
+        .output()
+        .unwrap();
+    let offered = String::from_utf8_lossy(&out.stdout);
+    for sub in ["run", "render", "check", "locate"] {
+        assert!(
+            offered.lines().any(|l| l == sub),
+            "{sub} not offered: {offered}"
+        );
+    }
+    let run = t.elasticd(["generate", "completions", "tcsh"]).run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}

@@ -168,7 +168,7 @@ fn a_running_daemon_survives_a_deeply_nested_file_sd_document() {
     // As deep as allowed: read (and refused, it is no list of backends) without a crash.
     t.write("backends.yaml", &format!("{}x\n", "- ".repeat(255)));
     daemon.wait_for_log("the locator to fail", WAIT, |log| {
-        log.contains("expected a mapping") || log.contains("invalid type")
+        log.contains("expected a mapping") || log.contains("expected text, found a list")
     });
     // Still running, and still converging once the file is fixed.
     t.write("backends.yaml", "- targets: [127.0.0.2]\n");
@@ -209,12 +209,12 @@ fn durations_out_of_range_are_reported_by_check_with_a_location() {
         (
             "jitter: 0",
             "300000000y",
-            "config.yaml:4:14: refresh must be at most 1 year",
+            "config.yaml:4:14: service `web`: refresh must be at most 1 year",
         ),
         (
             "jitter: 0",
             HUGE,
-            "config.yaml:4:14: refresh must be at most 1 year",
+            "config.yaml:4:14: service `web`: refresh must be at most 1 year",
         ),
         (
             "settle_min: 9223372036854775807",

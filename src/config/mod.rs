@@ -6,6 +6,7 @@
 //! service, duplicate paths, ...) are checked. Every problem found is returned together.
 
 pub mod checks;
+mod named;
 mod schedule;
 
 pub use schedule::{DEFAULT_REFRESH, Schedule};
@@ -309,7 +310,7 @@ impl Loader {
             NodeKind::Null => {
                 self.problems.push(Problem::at(
                     root,
-                    "the config is empty; it needs at least `services` and `outputs`",
+                    "the config is empty; it needs `services` (and `outputs` to write anything)",
                 ));
                 return config;
             }
@@ -439,41 +440,6 @@ impl Loader {
             service.locators = locators;
         }
         Some(service)
-    }
-
-    fn named_section<T>(
-        &mut self,
-        node: &Node,
-        section: &str,
-        mut take: impl FnMut(&mut Self, &Node) -> Option<T>,
-    ) -> IndexMap<String, T> {
-        let mut out = IndexMap::new();
-        let NodeKind::Map(entries) = &node.kind else {
-            if node.kind != NodeKind::Null {
-                self.problems.push(Problem::at(
-                    node,
-                    format!("`{section}` must be a mapping from name to settings"),
-                ));
-            }
-            return out;
-        };
-        for (key, value) in entries {
-            let name = key.as_scalar_text().unwrap_or_default();
-            if !is_valid_name(&name) {
-                self.problems.push(Problem::at(
-                    key,
-                    format!(
-                        "`{name}` is not a valid name in `{section}`: use letters, digits, `_`, `-` and `.`"
-                    ),
-                ));
-                continue;
-            }
-            self.declared.insert((section.to_string(), name.clone()));
-            if let Some(parsed) = take(self, value) {
-                out.insert(name, parsed);
-            }
-        }
-        out
     }
 
     fn cross_check(&mut self, root: &Node, config: &Config) {

@@ -86,7 +86,7 @@ pub struct PluginCall {
 /// under the key `$argv`, and its conversion into the call. Every syntax of a plugin call is made
 /// here, so that they keep the same keys in the same order (serde lists them in unknown-key
 /// errors). `$name` is the name of the type it becomes, because serde's type errors name it
-/// (`expected struct PluginCall`); `$timeout` deserializes the `timeout` key when present, as a
+/// (`struct PluginCall`, which `yaml` words as "a mapping of settings"); `$timeout` deserializes the `timeout` key when present, as a
 /// path from inside `$module`.
 macro_rules! plugin_call_syntax {
     ($module:ident :: $name:ident, $argv:ident, timeout: $timeout:literal) => {

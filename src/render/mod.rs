@@ -200,6 +200,14 @@ impl Renderer {
 // A custom template may include or extend the `*.tera` files in its directory tree, by their path
 // relative to that directory.
 fn load_dir(dir: &Path, main: &Path) -> Result<Tera, RenderError> {
+    // Named first, so that a missing template (or its missing directory) is reported as the file
+    // the config names, not as the directory that could not be listed.
+    if let Err(source) = std::fs::metadata(main) {
+        return Err(RenderError::Read {
+            path: main.to_path_buf(),
+            source,
+        });
+    }
     let mut files = Vec::new();
     collect_templates(dir, &mut files).map_err(|source| RenderError::Read {
         path: dir.to_path_buf(),

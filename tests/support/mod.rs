@@ -179,9 +179,9 @@ pub fn write_file(path: &Path, text: &str, mode: u32) {
 // ---------------------------------------------------------------------------------------------
 // Running elasticd
 
-/// One `elasticd` invocation, run in a dir with stdin closed, `NO_COLOR=1`, and neither
-/// `ELASTICD_CONFIG` nor `RUST_LOG` from the caller's environment (a test sets them with
-/// [`Cmd::env`] where it means to).
+/// One `elasticd` invocation, run in a dir with stdin closed, `NO_COLOR=1`, and none of
+/// `ELASTICD_CONFIG`, `ELASTICD_LOG`, `ELASTICD_LOG_FORMAT`, `RUST_LOG` from the caller's
+/// environment (a test sets them with [`Cmd::env`] where it means to).
 #[must_use]
 pub struct Cmd {
     dir: PathBuf,
@@ -270,6 +270,8 @@ impl Cmd {
             cmd.env_clear();
         }
         cmd.env_remove("ELASTICD_CONFIG")
+            .env_remove("ELASTICD_LOG")
+            .env_remove("ELASTICD_LOG_FORMAT")
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1");
         for (key, value) in &self.env {

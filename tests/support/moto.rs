@@ -79,11 +79,28 @@ impl Seeder {
     }
 
     /// Launches `count` instances, one reservation each (AWS pages DescribeInstances by
-    /// instance, moto by reservation: one instance per reservation makes them agree).
-    pub fn run_each(&self, count: usize, tags: &[(&str, &str)]) -> Vec<String> {
+    /// instance, moto by reservation: one instance per reservation makes them agree), each tagged
+    /// `tags` and `address_tag` with an address of its own (`127.0.X.Y`, unique among them):
+    /// moto's random private addresses can collide among a thousand instances, and the locator
+    /// keeps one backend per address. Returns `(id, address)` pairs.
+    pub fn run_each_addressed(
+        &self,
+        count: usize,
+        tags: &[(&str, &str)],
+        address_tag: &str,
+    ) -> Vec<(String, String)> {
+        assert!(count <= 250 * 250, "not enough 127.0.X.Y addresses");
         self.block_on(async {
             stream::iter(0..count)
-                .map(|_| run_instances(&self.ec2, 1, tags, None))
+                .map(|i| async move {
+                    let address = format!("127.0.{}.{}", i / 250 + 1, i % 250 + 1);
+                    let mut all = tags.to_vec();
+                    all.push((address_tag, &address));
+                    let ids = run_instances(&self.ec2, 1, &all, None).await;
+                    ids.into_iter()
+                        .map(|id| (id, address.clone()))
+                        .collect::<Vec<_>>()
+                })
                 .buffer_unordered(8)
                 .concat()
                 .await
