@@ -18,6 +18,7 @@
 //! 5 engine     Engine: built services and renderer, state; locate, judge, apply, hooks, report
 //! 4 config     the file as a whole: Config, Loader (every problem at once), cross-checks, Schedule
 //! 3 render     Tera engines, template context, escaping, slots, OutputConfig, renderer plugins
+//! 3 fleet      fleet mode: ClusterConfig, one etcd election per shared locator, publish, watch
 //! 2 server     the operations server: listeners, limits, token, JSON API, /metrics, status page
 //! 2 locator    Locator and LocatorSpec, the locators! registry, one file per kind with its config
 //! 2 frontend   FrontendConfig, checks, the reload_actions! registry, HAProxy and Varnish actions
@@ -39,6 +40,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod fleet;
 pub mod frontend;
 pub mod locator;
 pub mod logline;

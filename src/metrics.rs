@@ -99,6 +99,13 @@ struct BuildLabels {
     features: String,
 }
 
+/// Labels `{result}` of a fleet election: `won` or `lost`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ElectionLabels {
+    /// `won` or `lost`.
+    pub result: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric elasticd exports.
@@ -129,6 +136,15 @@ pub struct Metrics {
     pub config_last_reload_success: Gauge,
     /// `elasticd_config_last_reload_success_timestamp_seconds`.
     pub config_last_reload_success_timestamp: FloatGauge,
+    /// `elasticd_fleet_leader{service,locator}`: 1 while this member leads the shared locator.
+    pub fleet_leader: Family<LocatorLabels, Gauge>,
+    /// `elasticd_fleet_data_age_seconds{service,locator}`: how long the fleet data has gone
+    /// unconfirmed (0 while etcd is healthy).
+    pub fleet_data_age: Family<LocatorLabels, FloatGauge>,
+    /// `elasticd_fleet_elections_total{result}`.
+    pub fleet_elections: Family<ElectionLabels, Counter>,
+    /// `elasticd_fleet_watch_restarts_total`: etcd watches started again (disconnect, compaction).
+    pub fleet_watch_restarts: Counter,
     registry: Registry,
 }
 
@@ -166,6 +182,10 @@ impl Metrics {
             cloud_api_calls: Family::default(),
             config_last_reload_success: Gauge::default(),
             config_last_reload_success_timestamp: FloatGauge::default(),
+            fleet_leader: Family::default(),
+            fleet_data_age: Family::default(),
+            fleet_elections: Family::default(),
+            fleet_watch_restarts: Counter::default(),
             registry: Registry::default(),
         };
         // The families are shared handles: the registry holds clones that read the same values.
@@ -234,6 +254,26 @@ impl Metrics {
             "When the config was last loaded successfully, as a Unix time",
             metrics.config_last_reload_success_timestamp.clone(),
         );
+        registry.register(
+            "fleet_leader",
+            "1 while this member leads the shared locator in fleet mode, 0 when it follows",
+            metrics.fleet_leader.clone(),
+        );
+        registry.register(
+            "fleet_data_age_seconds",
+            "How long the fleet data of a shared locator has gone unconfirmed by etcd",
+            metrics.fleet_data_age.clone(),
+        );
+        registry.register(
+            "fleet_elections",
+            "Fleet elections this member took part in, by result",
+            metrics.fleet_elections.clone(),
+        );
+        registry.register(
+            "fleet_watch_restarts",
+            "etcd watches started again after a disconnect or a compaction",
+            metrics.fleet_watch_restarts.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -260,6 +300,8 @@ impl Metrics {
 pub const FEATURES: &[&str] = &[
     #[cfg(feature = "aws")]
     "aws",
+    #[cfg(feature = "etcd")]
+    "etcd",
 ];
 
 /// The process's metrics.

@@ -6,6 +6,7 @@
 //! service, duplicate paths, ...) are checked. Every problem found is returned together.
 
 pub mod checks;
+mod cluster;
 mod schedule;
 
 pub use schedule::{DEFAULT_REFRESH, Schedule};
@@ -53,6 +54,8 @@ pub struct Config {
     pub aws: AwsSettings,
     /// The operations server; off unless the section is present.
     pub server: Option<ServerConfig>,
+    /// Fleet mode (`cluster:`); off unless the section is present.
+    pub cluster: Option<crate::fleet::ClusterConfig>,
 }
 
 /// Settings of the daemon (`elasticd run`).
@@ -271,6 +274,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "frontends",
     "outputs",
     "server",
+    "cluster",
 ];
 
 impl Loader {
@@ -300,6 +304,7 @@ impl Loader {
             daemon: DaemonConfig::default(),
             aws: AwsSettings::default(),
             server: None,
+            cluster: None,
         };
         let entries = match &root.kind {
             NodeKind::Map(entries) => entries,
@@ -378,6 +383,7 @@ impl Loader {
                     }
                     _ => config.server = self.take::<ServerConfig>(value),
                 },
+                "cluster" => config.cluster = self.cluster(key, value),
                 "services" => {
                     config.services =
                         self.named_section(value, "services", |l, node| l.take_service(node))
@@ -763,6 +769,9 @@ impl Config {
         }
         if let Some(server) = &mut self.server {
             server.resolve_paths(&base);
+        }
+        if let Some(cluster) = &mut self.cluster {
+            cluster.resolve_paths(&base);
         }
         for output in &mut self.outputs {
             resolve(&mut output.path);

@@ -140,6 +140,14 @@ impl Daemon {
                 Server::start(&config, self.book.subscribe(), self.commands_tx.clone()).await?,
             );
         }
+        if let Some(cluster) = self.config().cluster.clone() {
+            let tx = self.commands_tx.clone();
+            let refresh = move |service: &str| {
+                let _ = tx.try_send(server::Command::Refresh(Some(service.to_string())));
+            };
+            crate::fleet::install(&cluster, Box::new(refresh));
+            self.engine.rebuild_services();
+        }
         for problem in self.engine.recover().await {
             tracing::error!("{problem}");
         }
@@ -202,6 +210,8 @@ impl Daemon {
         }
         // Locators still running are dropped; their programs are killed with them.
         self.tasks.shutdown().await;
+        // Hands fleet leadership over now instead of after the lease's TTL.
+        crate::fleet::shutdown().await;
         tracing::info!("stopped");
         Ok(())
     }

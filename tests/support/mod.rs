@@ -10,6 +10,7 @@
 //!   [`PidFile`] does the same for a process that a check or reload records in a file.
 //! - Small helpers: [`free_port`], [`http_get`], [`program`], [`path_with_sbin`],
 //!   [`wait_until`], [`yaml_str`], [`targets_json`].
+//! - [`etcd`] (feature `etcd`): a real etcd cluster of 1 or 3 members for the fleet tests.
 //! - [`live`]: real frontends under load (`tests/live.rs`); [`moto_server`] and, with the `aws`
 //!   feature, [`moto`]: a local AWS API emulator.
 //!
@@ -17,6 +18,8 @@
 
 #![allow(dead_code)]
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod live;
 #[cfg(feature = "aws")]
 pub mod moto;
