@@ -1,11 +1,20 @@
 //! The `cluster:` section (fleet mode), read only by builds with the `etcd` feature.
 
+use std::path::Path;
+
 use super::{Loader, Problem};
 use crate::fleet::ClusterConfig;
 use crate::yaml::Node;
 
 impl Loader {
-    pub(super) fn cluster(&mut self, key: &Node, value: &Node) -> Option<ClusterConfig> {
+    /// The section with its relative paths resolved against `base`, or `None` after a problem
+    /// that leaves nothing to use.
+    pub(super) fn cluster(
+        &mut self,
+        key: &Node,
+        value: &Node,
+        base: &Path,
+    ) -> Option<ClusterConfig> {
         if !cfg!(feature = "etcd") {
             self.problems.push(Problem::at(
                 key,
@@ -13,7 +22,8 @@ impl Loader {
             ));
             return None;
         }
-        let cluster = self.take::<ClusterConfig>(value)?;
+        let mut cluster = self.take::<ClusterConfig>(value)?;
+        cluster.resolve_paths(base);
         for (field, message) in cluster.problems() {
             self.problems
                 .push(Problem::at(value.get(field).unwrap_or(value), message));

@@ -383,7 +383,7 @@ impl Loader {
                     }
                     _ => config.server = self.take::<ServerConfig>(value),
                 },
-                "cluster" => config.cluster = self.cluster(key, value),
+                "cluster" => config.cluster = self.cluster(key, value, &config.base_dir),
                 "services" => {
                     config.services =
                         self.named_section(value, "services", |l, node| l.take_service(node))
@@ -769,9 +769,6 @@ impl Config {
         }
         if let Some(server) = &mut self.server {
             server.resolve_paths(&base);
-        }
-        if let Some(cluster) = &mut self.cluster {
-            cluster.resolve_paths(&base);
         }
         for output in &mut self.outputs {
             resolve(&mut output.path);

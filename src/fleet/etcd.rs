@@ -220,13 +220,16 @@ enum Role {
     Follower,
 }
 
+/// Since when, and why, the fleet data can't be trusted (`None` while etcd is healthy).
+type Degraded = Option<(Instant, String)>;
+
 #[derive(Default)]
 struct State {
     role: Role,
     leader: Option<String>,
     data: Option<Record>,
     /// Since when, and why, the fleet data can't be trusted.
-    degraded: Option<(Instant, String)>,
+    degraded: Degraded,
     /// Asking the locator directly, after `fallback_after`.
     fallback: bool,
     /// The last unreadable record's complaint, logged once.
@@ -252,7 +255,7 @@ impl Election {
         out
     }
 
-    fn snapshot(&self) -> Option<(Role, Option<Record>, Option<(Instant, String)>)> {
+    fn snapshot(&self) -> Option<(Role, Option<Record>, Degraded)> {
         let s = self.state.lock().ok()?;
         Some((s.role, s.data.clone(), s.degraded.clone()))
     }

@@ -186,6 +186,7 @@ pub fn statuses() -> Vec<FleetStatus> {
         .unwrap_or_default()
 }
 
+#[cfg(feature = "etcd")]
 fn set_status(dir: &str, status: Option<FleetStatus>) {
     if let Ok(mut t) = table().lock() {
         match status {
@@ -247,10 +248,12 @@ mod tests {
         let record = Record {
             schema: SCHEMA,
             revision: 3,
-            generated_at: Timestamp::now(),
+            generated_at: Timestamp(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
+            ),
             leader: "a".into(),
             backends: vec![Backend::new(
-                crate::backend::Address::parse("10.0.0.1").unwrap(),
+                crate::backend::parse_target("10.0.0.1").unwrap().0,
                 80,
             )],
         };
