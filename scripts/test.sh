@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, installing what it needs first: the real frontends (nginx with its stream
-# module, HAProxy, Varnish, Apache httpd) from Debian, then fmt, clippy and every test.
+# module, HAProxy, Varnish, Apache httpd) from Debian, `protoc` (protobuf-compiler, which the
+# etcd client's build runs) and etcd (etcd-server, which tests/fleet.rs starts on loopback), then
+# fmt, clippy and every test.
 # Usage: scripts/test.sh   (as root, or with sudo available, on Debian/Ubuntu)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in nginx libnginx-mod-stream haproxy varnish apache2; do
+for pkg in nginx libnginx-mod-stream haproxy varnish apache2 protobuf-compiler etcd-server; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -195,6 +195,18 @@ fn one_member_polls_and_every_member_renders_its_set() {
         };
         assert_eq!(fleet["role"], role, "{status}");
         assert_eq!(m.readyz().0, 200, "{:?}", m.readyz());
+        let (_, metrics) = get(m.port, "/metrics").unwrap();
+        let leading = u8::from(m.name == who[0]);
+        let gauge =
+            format!("elasticd_fleet_leader{{service=\"web\",locator=\"0:exec\"}} {leading}");
+        assert!(metrics.contains(&gauge), "{gauge} in\n{metrics}");
+        let result = if leading == 1 { "won" } else { "lost" };
+        assert!(
+            metrics.contains(&format!(
+                "elasticd_fleet_elections_total{{result=\"{result}\"}}"
+            )),
+            "{metrics}"
+        );
     }
 }
 

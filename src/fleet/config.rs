@@ -139,6 +139,12 @@ impl ClusterConfig {
                 ));
             }
         }
+        if etcd.ca_file.is_none() && etcd.endpoints.iter().any(|e| e.starts_with("https://")) {
+            out.push((
+                "etcd",
+                "https:// etcd endpoints need `cluster.etcd.ca_file` (the CA of the servers' certificates)".into(),
+            ));
+        }
         if !etcd.prefix.starts_with('/') || etcd.prefix.contains("//") {
             out.push((
                 "etcd",
