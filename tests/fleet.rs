@@ -212,7 +212,7 @@ fn one_member_polls_and_every_member_renders_its_set() {
 
 #[test]
 fn killing_the_leader_hands_over_within_the_lease_ttl() {
-    let etcd = Etcd::start(3);
+    let mut etcd = Etcd::start(3);
     let cloud = Cloud::new(&["127.0.0.1"]);
     let mut members = fleet(&etcd, &cloud, 3, "never");
     wait_all_render(
@@ -221,6 +221,20 @@ fn killing_the_leader_hands_over_within_the_lease_ttl() {
         "127.0.0.1:8080",
         Duration::from_secs(20),
     );
+    // One etcd member down, quorum kept (it is the first endpoint every member knows): nothing
+    // changes.
+    etcd.stop_member(0);
+    cloud.set(&["127.0.0.2"]);
+    wait_all_render(
+        &members,
+        "a change with one etcd member down",
+        "127.0.0.2:8080",
+        Duration::from_secs(10),
+    );
+    assert_eq!(pollers(&cloud).len(), 1, "{:?}", cloud.runs());
+    for m in &members {
+        assert_eq!(m.readyz().0, 200, "{} {:?}", m.name, m.readyz());
+    }
     let leader = pollers(&cloud)[0].clone();
     let i = members.iter().position(|m| m.name == leader).unwrap();
     // SIGKILL: no lease revocation, etcd has to expire it (lease_ttl 3s).
@@ -247,6 +261,33 @@ fn killing_the_leader_hands_over_within_the_lease_ttl() {
         logs(&members)
     );
     drop(dead);
+
+    // A second etcd member down: no quorum. Followers keep their set and report degraded.
+    etcd.stop_member(1);
+    cloud.set(&["127.0.0.9"]);
+    wait_until(
+        "degraded without quorum",
+        Duration::from_secs(15),
+        || logs(&members),
+        || {
+            members
+                .iter()
+                .all(|m| m.readyz().1.contains("fleet_degraded"))
+        },
+    );
+    // The leader may have polled once more before it noticed (and used what it found itself);
+    // the followers can't have seen it.
+    let last = cloud.runs().last().cloned().unwrap();
+    for m in members.iter().filter(|m| m.name != last) {
+        assert!(m.rendered().contains("127.0.0.3:8080"), "{}", m.rendered());
+    }
+    etcd.start_stopped();
+    wait_all_render(
+        &members,
+        "the set once quorum is back",
+        "127.0.0.9:8080",
+        Duration::from_secs(20),
+    );
 }
 
 #[test]

@@ -82,11 +82,10 @@ impl Shared {
         {
             return Ok(s.clone());
         }
-        let mut client = connect(&self.config).await?;
+        let client = connect(&self.config).await?;
         let ttl = i64::try_from(self.config.lease_ttl.0.as_secs()).unwrap_or(i64::MAX);
-        let lease = call(self.limit(), client.lease_grant(ttl, None))
-            .await?
-            .id();
+        let grant = |mut c: Client| async move { c.lease_grant(ttl, None).await };
+        let lease = retry(self.limit(), &client, grant).await?.id();
         let (tx, lost) = watch::channel(false);
         tokio::spawn(keep_alive(
             client.clone(),
@@ -114,6 +113,34 @@ impl Shared {
             let mut client = s.client.clone();
             let _ = timeout(Duration::from_secs(2), client.lease_revoke(s.lease)).await;
         }
+    }
+}
+
+/// Between attempts of a failed etcd call.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Runs `f` on a clone of `client` until it succeeds, for at most `limit`: requests are spread
+/// over every endpoint, so one that fails may have gone to a member that is down while another
+/// would answer.
+async fn retry<T, Fut>(
+    limit: Duration,
+    client: &Client,
+    f: impl Fn(Client) -> Fut,
+) -> Result<T, String>
+where
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let failed = match call(left, f(client.clone())).await {
+            Ok(v) => return Ok(v),
+            Err(why) => why,
+        };
+        if Instant::now() + RETRY_PAUSE >= deadline {
+            return Err(failed);
+        }
+        sleep(RETRY_PAUSE).await;
     }
 }
 
@@ -169,6 +196,8 @@ async fn keep_alive(mut client: Client, lease: i64, ttl: Duration, lost: watch::
     let mut deadline = Instant::now() + ttl;
     let mut keeper = None;
     loop {
+        // A failed renewal is tried again soon: it may have gone to a member that is down.
+        let mut pause = RETRY_PAUSE;
         if Instant::now() >= deadline {
             let _ = lost.send(true);
             return;
@@ -178,6 +207,7 @@ async fn keep_alive(mut client: Client, lease: i64, ttl: Duration, lost: watch::
                 Ok(Ok(pair)) => {
                     deadline = Instant::now() + ttl;
                     keeper = Some(pair);
+                    pause = every;
                 }
                 Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => {
                     // etcd says the lease is gone: no retry can bring it back.
@@ -196,6 +226,7 @@ async fn keep_alive(mut client: Client, lease: i64, ttl: Duration, lost: watch::
                 Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
                     let left = Duration::from_secs(u64::try_from(resp.ttl()).unwrap_or(0));
                     deadline = Instant::now() + left;
+                    pause = every;
                 }
                 Ok(Ok(Some(_))) => {
                     let _ = lost.send(true);
@@ -204,7 +235,7 @@ async fn keep_alive(mut client: Client, lease: i64, ttl: Duration, lost: watch::
                 _ => keeper = None,
             }
         }
-        sleep(every).await;
+        sleep(pause).await;
     }
 }
 
@@ -371,7 +402,7 @@ impl Election {
         let shared = &self.shared;
         let limit = shared.limit();
         let session = shared.session().await?;
-        let mut client = session.client.clone();
+        let client = session.client.clone();
         let leader_key = self.key.leader_key();
         let data_key = self.key.data_key();
         let claim = PutOptions::new().with_lease(session.lease);
@@ -389,7 +420,11 @@ impl Election {
                 TxnOp::get(leader_key.as_str(), None),
                 TxnOp::get(data_key.as_str(), None),
             ]);
-        let resp = call(limit, client.txn(txn)).await?;
+        let resp = retry(limit, &client, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await?;
         let rev = resp.header().map_or(0, |h| h.revision());
         let mut holder = None;
         let mut data = None;
@@ -426,7 +461,11 @@ impl Election {
                         *created,
                     )])
                     .and_then([TxnOp::delete(leader_key.as_str(), None)]);
-                call(limit, client.txn(txn)).await?;
+                retry(limit, &client, |mut c| {
+                    let txn = txn.clone();
+                    async move { c.txn(txn).await }
+                })
+                .await?;
                 return Ok(());
             }
             _ => Role::Follower,
@@ -469,7 +508,11 @@ impl Election {
             .with_prefix()
             .with_start_revision(rev.saturating_add(1));
         let prefix = format!("{}/", self.key.dir);
-        let mut stream = call(limit, client.watch(prefix, Some(options))).await?;
+        let mut stream = retry(limit, &client, |mut c| {
+            let (prefix, options) = (prefix.clone(), options.clone());
+            async move { c.watch(prefix, Some(options)).await }
+        })
+        .await?;
         let mut lost = session.lost.clone();
         let mut full_read = tokio::time::interval_at(Instant::now() + FULL_READ, FULL_READ);
         loop {
@@ -505,7 +548,12 @@ impl Election {
                     }
                 }
                 _ = full_read.tick() => {
-                    let resp = call(limit, client.get(data_key.as_str(), None)).await?;
+                    let key = data_key.clone();
+                    let resp = retry(limit, &client, |mut c| {
+                        let key = key.clone();
+                        async move { c.get(key, None).await }
+                    })
+                    .await?;
                     if let Some(kv) = resp.kvs().first() {
                         self.take(kv.value());
                     }
@@ -545,7 +593,7 @@ impl Election {
         let Ok(json) = serde_json::to_vec(&record) else {
             return;
         };
-        let Some(mut client) = self
+        let Some(client) = self
             .shared
             .session
             .lock()
@@ -566,7 +614,12 @@ impl Election {
                 json,
                 Some(PutOptions::new().with_lease(lease)),
             )]);
-        match call(self.shared.limit(), client.txn(txn)).await {
+        let published = retry(self.shared.limit(), &client, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await;
+        match published {
             Ok(resp) if resp.succeeded() => {
                 tracing::info!(
                     service = %self.key.service,
@@ -582,7 +635,11 @@ impl Election {
                 self.with_state(|s| s.role = Role::Electing);
                 self.kick.notify_one();
             }
-            Err(why) => self.degrade(&format!("cannot publish: {why}")),
+            Err(why) => {
+                self.degrade(&format!("cannot publish: {why}"));
+                // A new round proves leadership again (or finds it lost) and clears this.
+                self.kick.notify_one();
+            }
         }
     }
 
@@ -713,7 +770,7 @@ impl Drop for FleetLocator {
         };
         let election = Arc::clone(&self.election);
         runtime.spawn(async move {
-            let Some(mut client) = election
+            let Some(client) = election
                 .shared
                 .session
                 .lock()
@@ -733,7 +790,11 @@ impl Drop for FleetLocator {
                     TxnOp::delete(election.key.data_key(), None),
                     TxnOp::delete(election.key.leader_key(), None),
                 ]);
-            let _ = call(election.shared.limit(), client.txn(txn)).await;
+            let _ = retry(election.shared.limit(), &client, |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await;
         });
     }
 }
