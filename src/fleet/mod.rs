@@ -13,6 +13,8 @@
 mod config;
 #[cfg(feature = "etcd")]
 mod etcd;
+#[cfg(feature = "etcd")]
+mod session;
 
 pub use config::{ClusterConfig, EtcdConfig, FallbackAfter};
 
