@@ -181,6 +181,18 @@ fn one_member_polls_and_every_member_renders_its_set() {
     let who = pollers(&cloud);
     assert_eq!(who.len(), 1, "runs by {who:?}\n{}", logs(&members));
     assert!(cloud.runs().len() >= 4, "{:?}", cloud.runs());
+    // The leader polled several times since it published the change, and wrote nothing more.
+    let key = format!(
+        "{}/data",
+        members[0].status()["fleet"][0]["key"].as_str().unwrap()
+    );
+    let written = etcd.mod_revision(&key).expect("the data key");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        etcd.mod_revision(&key),
+        Some(written),
+        "an unchanged set was rewritten"
+    );
     let files: Vec<String> = members.iter().map(Member::rendered).collect();
     assert!(files.iter().all(|f| *f == files[0]), "{files:?}");
     // The status names the leader, the same on every member, and every member is ready.

@@ -547,6 +547,9 @@ impl Daemon {
         };
         let new_server = new.server.clone();
         let old = Arc::clone(self.config());
+        if new.cluster != old.cluster {
+            tracing::warn!("`cluster` changed; fleet mode keeps its old settings until a restart");
+        }
         let new_daemon = new.daemon.clone();
         let services_count = new.services.len();
         let changed = match self.engine.reconfigure(new) {

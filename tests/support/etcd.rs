@@ -126,12 +126,56 @@ impl Etcd {
     }
 }
 
+impl Etcd {
+    /// The mod revision of `key` (read through etcd's JSON gateway from a running member), or
+    /// `None` when the key doesn't exist.
+    pub fn mod_revision(&self, key: &str) -> Option<i64> {
+        let (port, _) = self
+            .client_ports
+            .iter()
+            .zip(&self.members)
+            .find(|(_, m)| m.is_some())?;
+        let body = format!(r#"{{"key": "{}"}}"#, base64(key.as_bytes()));
+        let (_, answer) = request(*port, "POST", "/v3/kv/range", &body).ok()?;
+        let answer: serde_json::Value = serde_json::from_str(&answer).ok()?;
+        answer["kvs"][0]["mod_revision"].as_str()?.parse().ok()
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ABC[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// One `GET path` on loopback `port`: the status code and the body.
 pub fn get(port: u16, path: &str) -> Result<(u16, String), String> {
+    request(port, "GET", path, "")
+}
+
+/// One request on loopback `port`: the status code and the body.
+pub fn request(port: u16, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
     let mut stream =
         TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     stream
         .write_all(request.as_bytes())
         .map_err(|e| format!("write: {e}"))?;
