@@ -21,6 +21,16 @@ impl Cloud {
         let cloud = Cloud { dir: Test::new() };
         cloud.set(ips);
         cloud.dir.write("runs", "");
+        // One plugin at one path for every member, as a packaged plugin would be: the backends'
+        // `source` is then the same whoever ran it.
+        cloud.dir.write_executable(
+            "locate",
+            &format!(
+                "#!/bin/sh\necho \"$FLEET_MEMBER\" >> {runs}\ncat {backends}\n",
+                runs = cloud.path("runs").display(),
+                backends = cloud.path("backends.json").display(),
+            ),
+        );
         cloud
     }
 
@@ -56,16 +66,6 @@ impl Member {
     fn new(name: &str, etcd: &Etcd, cloud: &Cloud, fallback: &str) -> Member {
         let dir = Test::new();
         let port = free_port();
-        // The plugin's path as written (`./locate`) is the same on every member; only what it
-        // is named in the config decides the election key.
-        dir.write_executable(
-            "locate",
-            &format!(
-                "#!/bin/sh\necho {name} >> {runs}\ncat {backends}\n",
-                runs = cloud.path("runs").display(),
-                backends = cloud.path("backends.json").display(),
-            ),
-        );
         dir.write(
             "config.yaml",
             &format!(
@@ -83,11 +83,12 @@ services:
   web:
     refresh: 1s
     port: 8080
-    locators: [exec: {{ command: [./locate] }}]
+    locators: [exec: {{ command: ["{plugin}"], pass_env: [FLEET_MEMBER] }}]
 outputs:
   - {{ template: "builtin:nginx", path: upstream.conf, vars: {{ service: web }} }}
 "#,
                 endpoints = etcd.endpoints_yaml(),
+                plugin = cloud.path("locate").display(),
             ),
         );
         let mut member = Member {
@@ -102,7 +103,8 @@ outputs:
 
     fn start(&mut self) {
         let run = ["run", "--config", "config.yaml", "--log", "debug"];
-        self.daemon = Some(self.dir.elasticd(run).daemon());
+        let cmd = self.dir.elasticd(run).env("FLEET_MEMBER", &self.name);
+        self.daemon = Some(cmd.daemon());
     }
 
     fn rendered(&self) -> String {
@@ -432,4 +434,36 @@ fn the_whole_fleet_restarts_without_manual_cleanup() {
     who.sort();
     who.dedup();
     assert_eq!(who.len(), 1, "{who:?}\n{}", logs(&members));
+}
+
+#[test]
+fn a_member_that_joins_after_a_handover_gets_the_unchanged_set() {
+    let etcd = Etcd::start(1);
+    let cloud = Cloud::new(&["127.0.0.1"]);
+    let mut members = fleet(&etcd, &cloud, 2, "never");
+    wait_all_render(
+        &members,
+        "the first set",
+        "127.0.0.1:8080",
+        Duration::from_secs(20),
+    );
+    let leader = pollers(&cloud)[0].clone();
+    let i = members.iter().position(|m| m.name == leader).unwrap();
+    // Killed: its data key expires with its lease, though the new leader finds the same set.
+    members.remove(i);
+    wait_until(
+        "a new leader",
+        Duration::from_secs(15),
+        || logs(&members),
+        || pollers(&cloud).len() == 2,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    members.push(Member::new("d", &etcd, &cloud, "never"));
+    wait_all_render(
+        &members,
+        "the set on the new member",
+        "127.0.0.1:8080",
+        Duration::from_secs(10),
+    );
+    assert_eq!(pollers(&cloud).len(), 2, "{:?}", cloud.runs());
 }

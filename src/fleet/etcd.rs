@@ -74,6 +74,9 @@ struct State {
     fallback: bool,
     /// The last unreadable record's complaint, logged once.
     unreadable: Option<String>,
+    /// The lease the data key is on in etcd (0: no data key). An unchanged set is rewritten
+    /// only when it isn't on the leader's own lease, which would expire with someone else.
+    data_lease: i64,
 }
 
 /// One shared locator's election and the data it follows.
@@ -165,7 +168,8 @@ impl Election {
     }
 
     /// Takes a published record; a new set makes the daemon locate (and so render) now.
-    fn take(&self, bytes: &[u8]) {
+    fn take(&self, bytes: &[u8], lease: i64) {
+        self.with_state(|s| s.data_lease = lease);
         match Record::parse(bytes) {
             Ok(record) => {
                 let changed = self.with_state(|s| {
@@ -246,7 +250,7 @@ impl Election {
                     let name = String::from_utf8_lossy(kv.value()).into_owned();
                     holder = Some((name, kv.lease(), kv.create_revision()));
                 } else if kv.key() == data_key.as_bytes() {
-                    data = Some(kv.value().to_vec());
+                    data = Some((kv.value().to_vec(), kv.lease()));
                 }
             }
         }
@@ -306,8 +310,11 @@ impl Election {
         } else {
             tracing::debug!(service = %self.key.service, "fleet: following {}", leader.as_deref().unwrap_or("?"));
         }
-        if let Some(bytes) = data {
-            self.take(&bytes);
+        match data {
+            Some((bytes, lease)) => self.take(&bytes, lease),
+            None => {
+                self.with_state(|s| s.data_lease = 0);
+            }
         }
         if leading {
             // Publish now rather than at the next refresh: followers may be waiting.
@@ -349,10 +356,13 @@ impl Election {
                             }
                             let name = String::from_utf8_lossy(kv.value()).into_owned();
                             self.with_state(|s| s.leader = Some(name));
-                        } else if kv.key() == data_key.as_bytes()
-                            && event.event_type() == EventType::Put
-                        {
-                            self.take(kv.value());
+                        } else if kv.key() == data_key.as_bytes() {
+                            if event.event_type() == EventType::Put {
+                                self.take(kv.value(), kv.lease());
+                            } else {
+                                // Gone with its lease; the set stays, and a leader writes it again.
+                                self.with_state(|s| s.data_lease = 0);
+                            }
                         }
                     }
                 }
@@ -364,7 +374,7 @@ impl Election {
                     })
                     .await?;
                     if let Some(kv) = resp.kvs().first() {
-                        self.take(kv.value());
+                        self.take(kv.value(), kv.lease());
                     }
                 }
                 changed = lost.changed() => {
@@ -389,7 +399,8 @@ impl Election {
         let Some((Role::Leader { rev, lease }, previous, _)) = self.snapshot() else {
             return;
         };
-        if previous.as_ref().is_some_and(|p| p.backends == found) {
+        let on_own_lease = self.state.lock().is_ok_and(|s| s.data_lease == lease);
+        if on_own_lease && previous.as_ref().is_some_and(|p| p.backends == found) {
             return;
         }
         let record = Record {
@@ -430,7 +441,10 @@ impl Election {
                     record.revision,
                     record.backends.len()
                 );
-                self.with_state(|s| s.data = Some(record));
+                self.with_state(|s| {
+                    s.data = Some(record);
+                    s.data_lease = lease;
+                });
             }
             Ok(_) => {
                 tracing::warn!(service = %self.key.service, "fleet: no longer the leader of {}; not publishing", self.key.locator);
