@@ -37,6 +37,8 @@ const FRONTEND_BACKOFF_BASE: Duration = Duration::from_secs(1);
 
 enum Event {
     Refresh(String),
+    /// The fleet published a new set for this service: locate it now, backoff or not.
+    Published(String),
     Located {
         service: String,
         /// The service the answer was obtained with; stale after a SIGHUP that changed it.
@@ -141,9 +143,9 @@ impl Daemon {
             );
         }
         if let Some(cluster) = self.config().cluster.clone() {
-            let tx = self.commands_tx.clone();
+            let tx = self.tx.clone();
             let refresh = move |service: &str| {
-                let _ = tx.try_send(server::Command::Refresh(Some(service.to_string())));
+                let _ = tx.try_send(Event::Published(service.to_string()));
             };
             crate::fleet::install(&cluster, Box::new(refresh));
             self.engine.rebuild_services();
@@ -229,6 +231,7 @@ impl Daemon {
                     self.start_locate(&service);
                 }
             }
+            Event::Published(service) => self.start_locate(&service),
             Event::Located {
                 service,
                 asked_with,
