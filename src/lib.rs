@@ -17,6 +17,7 @@
 //! 6 daemon     the event loop: schedules, signals as Control messages, settle, backoff
 //! 5 engine     Engine: built services and renderer, state; locate, judge, apply, hooks, report
 //! 4 config     the file as a whole: Config, Loader (every problem at once), cross-checks, Schedule
+//! 3 fleet      fleet mode: ClusterConfig, one etcd election per shared locator, publish, watch
 //! 3 render     Tera engines, template context, escaping, slots, OutputConfig, renderer plugins
 //! 2 health     `health:` probes (the probes! registry, one file per kind), the probe scheduler
 //! 2 register   `elasticd register`: the client that registers a backend and keeps it registered
@@ -42,6 +43,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod fleet;
 pub mod frontend;
 pub mod health;
 pub mod locator;

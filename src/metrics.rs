@@ -118,6 +118,13 @@ pub struct HealthTransitionLabels {
     pub to: String,
 }
 
+/// Labels `{result}` of a fleet election: `won` or `lost`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ElectionLabels {
+    /// `won` or `lost`.
+    pub result: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric elasticd exports.
@@ -158,6 +165,15 @@ pub struct Metrics {
     pub health_fail_open: Family<ServiceLabels, Gauge>,
     /// `elasticd_ready`: 1 when `/readyz` would answer 200, set on each scrape.
     pub ready: Gauge,
+    /// `elasticd_fleet_leader{service,locator}`: 1 while this member leads the shared locator.
+    pub fleet_leader: Family<LocatorLabels, Gauge>,
+    /// `elasticd_fleet_data_age_seconds{service,locator}`: how long the fleet data has gone
+    /// unconfirmed (0 while etcd is healthy).
+    pub fleet_data_age: Family<LocatorLabels, FloatGauge>,
+    /// `elasticd_fleet_elections_total{result}`.
+    pub fleet_elections: Family<ElectionLabels, Counter>,
+    /// `elasticd_fleet_watch_restarts_total`: etcd watches started again (disconnect, compaction).
+    pub fleet_watch_restarts: Counter,
     registry: Registry,
     before_encode: Mutex<Option<ScrapeHook>>,
 }
@@ -204,6 +220,10 @@ impl Metrics {
             health_transitions: Family::default(),
             health_fail_open: Family::default(),
             ready: Gauge::default(),
+            fleet_leader: Family::default(),
+            fleet_data_age: Family::default(),
+            fleet_elections: Family::default(),
+            fleet_watch_restarts: Counter::default(),
             registry: Registry::default(),
             before_encode: Mutex::new(None),
         };
@@ -297,6 +317,26 @@ impl Metrics {
             "ready",
             "1 when every service has a good set and every frontend is applied (what /readyz says)",
             metrics.ready.clone(),
+        );
+        registry.register(
+            "fleet_leader",
+            "1 while this member leads the shared locator in fleet mode, 0 when it follows",
+            metrics.fleet_leader.clone(),
+        );
+        registry.register(
+            "fleet_data_age_seconds",
+            "How long the fleet data of a shared locator has gone unconfirmed by etcd",
+            metrics.fleet_data_age.clone(),
+        );
+        registry.register(
+            "fleet_elections",
+            "Fleet elections this member took part in, by result",
+            metrics.fleet_elections.clone(),
+        );
+        registry.register(
+            "fleet_watch_restarts",
+            "etcd watches started again after a disconnect or a compaction",
+            metrics.fleet_watch_restarts.clone(),
         );
         Metrics {
             registry,
@@ -468,6 +508,8 @@ fn outcome(ok: bool) -> &'static str {
 pub const FEATURES: &[&str] = &[
     #[cfg(feature = "aws")]
     "aws",
+    #[cfg(feature = "etcd")]
+    "etcd",
 ];
 
 /// The process's metrics.

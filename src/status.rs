@@ -73,6 +73,30 @@ pub struct Status {
     pub outputs: Vec<OutputStatus>,
     /// The last [`RECENT_CHANGES`] applied changes, newest first.
     pub changes: VecDeque<Change>,
+    /// Fleet mode: each shared locator's election and data (empty without `cluster:`).
+    #[serde(default)]
+    pub fleet: Vec<FleetStatus>,
+}
+
+/// One shared locator in fleet mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    /// The service it works for.
+    pub service: String,
+    /// `INDEX:KIND`.
+    pub locator: String,
+    /// Its directory in etcd.
+    pub key: String,
+    /// `leader`, `follower`, `electing` or `fallback` (asking the locator itself).
+    pub role: String,
+    /// Who leads it, when known.
+    pub leader: Option<String>,
+    /// The revision of the set in use.
+    pub revision: Option<u64>,
+    /// Why the fleet data can't be trusted now (etcd unreachable, no leader), if so.
+    pub degraded: Option<String>,
+    /// How long the data has gone unconfirmed (0 while etcd is healthy).
+    pub data_age_seconds: f64,
 }
 
 /// The config file.
@@ -238,11 +262,11 @@ pub struct Change {
 /// Why the daemon is not ready.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotReady {
-    /// `service` or `frontend`.
+    /// `service`, `frontend` or `fleet`.
     pub kind: String,
     /// Its name.
     pub name: String,
-    /// `no_data`, `stale`, `reload_owed` or `check_failing`.
+    /// `no_data`, `stale`, `reload_owed`, `check_failing` or `fleet_degraded`.
     pub reason: String,
     /// In words.
     pub message: String,
@@ -311,6 +335,16 @@ impl Status {
                 problems.push(problem("reload_owed", why));
             }
         }
+        for f in self.fleet.iter() {
+            if let Some(why) = &f.degraded {
+                problems.push(NotReady {
+                    kind: "fleet".into(),
+                    name: format!("{}/{}", f.service, f.locator),
+                    reason: "fleet_degraded".into(),
+                    message: why.clone(),
+                });
+            }
+        }
         Readiness {
             ready: problems.is_empty(),
             problems,
@@ -358,6 +392,7 @@ mod tests {
             frontends: Vec::new(),
             outputs: Vec::new(),
             changes: VecDeque::new(),
+            fleet: Vec::new(),
         }
     }
 

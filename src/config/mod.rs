@@ -7,6 +7,7 @@
 
 pub mod checks;
 mod named;
+mod cluster;
 mod schedule;
 
 pub use schedule::{DEFAULT_REFRESH, Schedule};
@@ -54,6 +55,8 @@ pub struct Config {
     pub aws: AwsSettings,
     /// The operations server; off unless the section is present.
     pub server: Option<ServerConfig>,
+    /// Fleet mode (`cluster:`); off unless the section is present.
+    pub cluster: Option<crate::fleet::ClusterConfig>,
 }
 
 /// Settings of the daemon (`elasticd run`).
@@ -275,6 +278,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "frontends",
     "outputs",
     "server",
+    "cluster",
 ];
 
 impl Loader {
@@ -304,6 +308,7 @@ impl Loader {
             daemon: DaemonConfig::default(),
             aws: AwsSettings::default(),
             server: None,
+            cluster: None,
         };
         let entries = match &root.kind {
             NodeKind::Map(entries) => entries,
@@ -382,6 +387,7 @@ impl Loader {
                     }
                     _ => config.server = self.take::<ServerConfig>(value),
                 },
+                "cluster" => config.cluster = self.cluster(key, value, &config.base_dir),
                 "services" => {
                     config.services =
                         self.named_section(value, "services", |l, node| l.take_service(node))

@@ -374,3 +374,39 @@ outputs: []
     assert_eq!(config.daemon.settle_min.0, MAX_SETTLE_MIN);
     assert_eq!(config.daemon.settle_max.0, crate::value::MAX_DURATION);
 }
+
+const CLUSTER_CONFIG: &str = "cluster:
+  name: edge
+  etcd: { endpoints: [http://127.0.0.1:2379], ca_file: ca.pem }
+services:
+  web:
+    locators: [static: [10.0.0.1:80]]
+";
+
+#[cfg(feature = "etcd")]
+#[test]
+fn the_cluster_section_loads_and_its_problems_point_at_their_keys() {
+    let config = parse_at(CLUSTER_CONFIG).unwrap();
+    let cluster = config.cluster.unwrap();
+    assert_eq!(cluster.name, "edge");
+    assert_eq!(
+        cluster.etcd.ca_file.as_deref(),
+        Some(Path::new("/etc/elasticd/ca.pem"))
+    );
+    let bad = CLUSTER_CONFIG.replace("name: edge", "name: edge\n  share: [static]");
+    let problems = problems_of(&bad);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].0, (3, 10), "{problems:?}");
+    assert!(
+        problems[0].1.contains("`static`, which can't be shared"),
+        "{problems:?}"
+    );
+}
+
+#[cfg(not(feature = "etcd"))]
+#[test]
+fn a_build_without_etcd_says_so() {
+    let err = parse_at(CLUSTER_CONFIG).unwrap_err().to_string();
+    assert!(err.contains(crate::fleet::NOT_BUILT), "{err}");
+    assert!(err.contains(":1:1: `cluster`"), "{err}");
+}

@@ -44,6 +44,7 @@ impl Book {
             frontends: Vec::new(),
             outputs: Vec::new(),
             changes: VecDeque::new(),
+            fleet: Vec::new(),
         };
         shape(&mut status, config);
         for output in &mut status.outputs {
@@ -67,7 +68,10 @@ impl Book {
     }
 
     pub(super) fn publish(&self) {
-        self.tx.send_replace(Arc::new(self.status.clone()));
+        let mut status = self.status.clone();
+        // Fleet elections change on their own (etcd events); each publish takes their state now.
+        status.fleet = crate::fleet::statuses();
+        self.tx.send_replace(Arc::new(status));
     }
 
     fn service(&mut self, name: &str) -> Option<&mut ServiceStatus> {

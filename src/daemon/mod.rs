@@ -38,6 +38,8 @@ const FRONTEND_BACKOFF_BASE: Duration = Duration::from_secs(1);
 
 enum Event {
     Refresh(String),
+    /// The fleet published a new set for this service: locate it now, backoff or not.
+    Published(String),
     Located {
         service: String,
         /// The service the answer was obtained with; stale after a SIGHUP that changed it.
@@ -162,6 +164,14 @@ impl Daemon {
             }
             None => None,
         };
+        if let Some(cluster) = self.config().cluster.clone() {
+            let tx = self.tx.clone();
+            let refresh = move |service: &str| {
+                let _ = tx.try_send(Event::Published(service.to_string()));
+            };
+            crate::fleet::install(&cluster, Box::new(refresh));
+            self.engine.rebuild_services();
+        }
         for problem in self.engine.recover().await {
             tracing::error!("{problem}");
         }
@@ -230,6 +240,8 @@ impl Daemon {
         if let Some(saver) = saver {
             saver.finish();
         }
+        // Hands fleet leadership over now instead of after the lease's TTL.
+        crate::fleet::shutdown().await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -247,6 +259,7 @@ impl Daemon {
                     self.start_locate(&service);
                 }
             }
+            Event::Published(service) => self.start_locate(&service),
             Event::Located {
                 service,
                 asked_with,
@@ -594,6 +607,9 @@ impl Daemon {
         };
         let new_server = new.server.clone();
         let old = Arc::clone(self.config());
+        if new.cluster != old.cluster {
+            tracing::warn!("`cluster` changed; fleet mode keeps its old settings until a restart");
+        }
         let new_daemon = new.daemon.clone();
         let services_count = new.services.len();
         let changed = match self.engine.reconfigure(new) {

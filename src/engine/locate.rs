@@ -29,7 +29,20 @@ pub(super) fn locator_id(index: usize, kind: &str) -> String {
 impl BuiltService {
     /// Builds the locators of service `name` of `config`.
     pub fn build(config: &Config, name: &str, service: &ServiceConfig) -> Self {
-        let locators: Vec<Box<dyn Locator>> = service.locators.iter().map(|l| l.build()).collect();
+        let ctx = LocateContext {
+            service: name.to_string(),
+            environment: config.environment.clone(),
+            default_port: service.port,
+            base_dir: config.base_dir.clone(),
+        };
+        // In fleet mode a shared locator asks the fleet's leader instead of running here.
+        let period = service.refresh.period();
+        let locators: Vec<Box<dyn Locator>> = service
+            .locators
+            .iter()
+            .enumerate()
+            .map(|(i, l)| crate::fleet::wrap(l.build(), i, l, &ctx, period))
+            .collect();
         let records = service
             .locators
             .iter()
@@ -45,12 +58,7 @@ impl BuiltService {
             config: service.clone(),
             locators,
             records: Mutex::new(records),
-            ctx: LocateContext {
-                service: name.to_string(),
-                environment: config.environment.clone(),
-                default_port: service.port,
-                base_dir: config.base_dir.clone(),
-            },
+            ctx,
         }
     }
 

@@ -205,6 +205,12 @@ impl Engine {
         report
     }
 
+    /// Builds every service's locators again (fleet mode was just turned on: shared locators
+    /// are wrapped when built). Last good sets are kept.
+    pub fn rebuild_services(&mut self) {
+        self.services = build_services(&self.config, &IndexMap::new());
+    }
+
     /// Swaps in a new config: templates are compiled again, services whose settings are the same
     /// keep their built locators and last good sets, the others are built anew and start over.
     /// Returns the names of the services that changed (new ones included).

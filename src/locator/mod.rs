@@ -229,6 +229,14 @@ pub enum LocateError {
         /// What AWS (or the SDK) said (boxed: it is the largest error here).
         source: Box<crate::aws::AwsError>,
     },
+    /// Fleet mode has no usable set from the leader (etcd unreachable, no data yet).
+    #[error("{locator}: {message}")]
+    Fleet {
+        /// The locator, described.
+        locator: String,
+        /// Why, and what is used instead.
+        message: String,
+    },
 }
 
 /// Metadata a backend may carry besides its address.

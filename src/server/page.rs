@@ -437,6 +437,7 @@ mod tests {
             frontends: Vec::new(),
             outputs: Vec::new(),
             changes: Default::default(),
+            fleet: Vec::new(),
         }
     }
 

@@ -12,6 +12,7 @@
 //!   [`wait_until`], [`yaml_str`], [`targets_json`].
 //! - [`browser`]: a headless Chromium driven through chromedriver (the status page tests).
 //! - [`server`]: a daemon with its operations server, HTTP clients, the OpenAPI schemas.
+//! - [`etcd`] (feature `etcd`): a real etcd cluster of 1 or 3 members for the fleet tests.
 //! - [`live`]: real frontends under load (`tests/live.rs`); [`moto_server`] and, with the `aws`
 //!   feature, [`moto`]: a local AWS API emulator.
 //!
@@ -20,6 +21,8 @@
 #![allow(dead_code)]
 
 pub mod browser;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod live;
 #[cfg(feature = "aws")]
 pub mod moto;
