@@ -6,8 +6,8 @@
 //! service, duplicate paths, ...) are checked. Every problem found is returned together.
 
 pub mod checks;
-mod named;
 mod cluster;
+mod named;
 mod schedule;
 
 pub use schedule::{DEFAULT_REFRESH, Schedule};
