@@ -27,6 +27,7 @@
 //! 1 status     Status: what the daemon knows about itself, the /api/v1 document, readiness
 //! 1 aws        AWS settings and errors; SDK clients (feature `aws`)
 //! 1 registry   the push registry: leases and connection-bound registrations, limits, expiry
+//! 0 http_client the client of the operations server: hyper HTTP/1.1 and WebSocket, TCP or Unix
 //! 0 metrics    the process's Prometheus registry and families, text exposition
 //! 0 output     compare, stage, batch install with backup, rollback, diff, locks
 //! 0 logline    log and error lines that values cannot forge; the tracing field formatter
@@ -44,6 +45,7 @@ pub mod daemon;
 pub mod engine;
 pub mod frontend;
 pub mod health;
+pub mod http_client;
 pub mod locator;
 pub mod logline;
 pub mod metrics;
