@@ -28,6 +28,7 @@
 //! 1 aws        AWS settings and errors; SDK clients (feature `aws`)
 //! 1 registry   the push registry: leases and connection-bound registrations, limits, expiry
 //! 0 http_client the client of the operations server: hyper HTTP/1.1 and WebSocket, TCP or Unix
+//! 0 secret     bearer tokens from files: the one reader and its checks, constant-time compare
 //! 0 metrics    the process's Prometheus registry and families, text exposition
 //! 0 output     compare, stage, batch install with backup, rollback, diff, locks
 //! 0 logline    log and error lines that values cannot forge; the tracing field formatter
@@ -55,6 +56,7 @@ pub mod process;
 pub mod register;
 pub mod registry;
 pub mod render;
+pub mod secret;
 pub mod server;
 pub mod status;
 pub mod value;

@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 pub use crate::http_client::Endpoint;
 use crate::http_client::{self, Call, WsError, encode};
+use crate::secret::Secret;
 
 /// The largest answer read.
 const MAX_REPLY: usize = 1024 * 1024;
@@ -49,12 +50,12 @@ async fn request(
     endpoint: &Endpoint,
     method: Method,
     path: &str,
-    token: Option<&str>,
+    token: Option<&Secret>,
     body: &str,
 ) -> Result<Reply, http_client::ClientError> {
     let mut headers = vec![(header::CONTENT_TYPE, "application/json".to_string())];
     if let Some(token) = token {
-        headers.push((header::AUTHORIZATION, format!("Bearer {token}")));
+        headers.push((header::AUTHORIZATION, format!("Bearer {}", token.expose())));
     }
     let call = Call {
         method,
@@ -92,7 +93,7 @@ pub struct Options {
     /// Labels.
     pub meta: Vec<(String, String)>,
     /// The token, read from `--token-file`.
-    pub token: String,
+    pub token: Secret,
     /// `Some(ttl)` for a lease, `None` for a connection.
     pub ttl: Option<Duration>,
     /// The environment to state.
@@ -251,7 +252,7 @@ impl Options {
     }
 
     async fn call(&self, method: Method, path: &str, body: &str) -> Result<Reply, String> {
-        let request = request(&self.server, method, path, Some(self.token.as_str()), body);
+        let request = request(&self.server, method, path, Some(&self.token), body);
         match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => Err("no answer within 10s".into()),
@@ -396,7 +397,10 @@ async fn connection(o: &Options, stop: &mut Stop) -> Result<(), RegisterError> {
         if !until_healthy(o, stop).await {
             return Ok(());
         }
-        let auth = vec![(header::AUTHORIZATION, format!("Bearer {}", o.token))];
+        let auth = vec![(
+            header::AUTHORIZATION,
+            format!("Bearer {}", o.token.expose()),
+        )];
         let why = match http_client::websocket(&o.server, &path, auth).await {
             Ok(mut socket) => {
                 tracing::info!("registered {} into {} (connection)", o.id, o.service);
@@ -458,16 +462,10 @@ async fn connection(o: &Options, stop: &mut Stop) -> Result<(), RegisterError> {
     }
 }
 
-/// Reads the token: the first line of `path`.
-pub fn read_token(path: &std::path::Path) -> Result<String, RegisterError> {
-    let fail = |reason: String| RegisterError::Token {
+/// Reads the token of `--token-file`.
+pub fn read_token(path: &std::path::Path) -> Result<Secret, RegisterError> {
+    Secret::read(path).map_err(|e| RegisterError::Token {
         path: path.to_path_buf(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let token = text.lines().next().unwrap_or_default().trim();
-    if token.is_empty() {
-        return Err(fail("is empty".into()));
-    }
-    Ok(token.to_string())
+        reason: e.to_string(),
+    })
 }

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-pub use input::{Secret, check_id, read_tokens};
+pub use crate::secret::Secret;
+pub use input::{check_id, read_tokens};
 
 use crate::backend::Backend;
 use crate::metrics::{ServiceLabels, metrics};
