@@ -116,7 +116,7 @@ pub(super) fn backend_of(
     backend.weight = weight;
     backend.id = Some(id.to_string());
     backend.tags = r.meta.clone();
-    backend.source = "registry".into();
+    backend.source = super::SOURCE.into();
     Ok(backend)
 }
 

@@ -25,6 +25,9 @@ use crate::backend::Backend;
 use crate::metrics::{ServiceLabels, metrics};
 use input::{backend_of, echo, ttl_of};
 
+/// The `source` of every registered backend.
+pub const SOURCE: &str = "registry";
+
 /// The longest registration id and meta key accepted.
 pub const MAX_ID_LEN: usize = 128;
 /// The most meta entries one registration may carry.
