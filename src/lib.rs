@@ -28,6 +28,8 @@
 //! 1 status     Status: what the daemon knows about itself, the /api/v1 document, readiness
 //! 1 aws        AWS settings and errors; SDK clients (feature `aws`)
 //! 1 registry   the push registry: leases and connection-bound registrations, limits, expiry
+//! 0 http_client the client of the operations server: hyper HTTP/1.1 and WebSocket, TCP or Unix
+//! 0 secret     bearer tokens from files: the one reader and its checks, constant-time compare
 //! 0 metrics    the process's Prometheus registry and families, text exposition
 //! 0 output     compare, stage, batch install with backup, rollback, diff, locks
 //! 0 logline    log and error lines that values cannot forge; the tracing field formatter
@@ -46,6 +48,7 @@ pub mod engine;
 pub mod fleet;
 pub mod frontend;
 pub mod health;
+pub mod http_client;
 pub mod locator;
 pub mod logline;
 pub mod metrics;
@@ -55,6 +58,7 @@ pub mod process;
 pub mod register;
 pub mod registry;
 pub mod render;
+pub mod secret;
 pub mod server;
 pub mod status;
 pub mod value;

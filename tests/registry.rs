@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use support::server::assert_schema;
 use support::{Group, Test, free_port};
 
 const TOKEN: &str = "s3cret-token";
@@ -111,6 +112,7 @@ fn a_lease_appears_is_kept_by_renewals_and_lapses_without_them() {
     let (code, body) = put(port, "a", &lease("127.0.0.2", "3s"));
     assert_eq!(code, 200, "{body}");
     let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_schema("Lease", &view);
     assert_eq!(view["ttl_seconds"], 3.0);
     assert_eq!(view["mode"], "lease");
     let registered = Instant::now();
@@ -135,11 +137,13 @@ fn a_lease_appears_is_kept_by_renewals_and_lapses_without_them() {
             put(port, "a", &lease("127.0.0.2", "3s"))
         };
         assert_eq!(code, 200, "{body}");
+        assert_schema("Lease", &serde_json::from_str(&body).unwrap());
         assert!(upstream_has(&t, "127.0.0.2:9001"), "lapsed while renewed");
     }
     let (code, body) = request(port, "GET", "/api/v1/registry/web", Some(TOKEN), "");
     assert_eq!(code, 200);
     let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_schema("Leases", &list);
     assert_eq!(list[0]["id"], "a");
 
     // Not renewed: gone within TTL + 1 s, plus the settle window.
@@ -154,7 +158,7 @@ fn a_lease_appears_is_kept_by_renewals_and_lapses_without_them() {
     );
     assert!(upstream_has(&t, "127.0.0.1:8080"));
     // A renewal of a lapsed lease says to register again.
-    let (code, _) = request(
+    let (code, body) = request(
         port,
         "POST",
         "/api/v1/registry/web/a/renew",
@@ -162,6 +166,7 @@ fn a_lease_appears_is_kept_by_renewals_and_lapses_without_them() {
         "",
     );
     assert_eq!(code, 404);
+    assert_schema("Error", &serde_json::from_str(&body).unwrap());
     let metrics = request(port, "GET", "/metrics", None, "").1;
     assert!(
         metrics.contains("elasticd_registrations{service=\"web\"} 0"),
@@ -180,6 +185,7 @@ fn delete_removes_at_once_and_a_drain_keeps_the_backend_down_meanwhile() {
     });
     let (code, body) = request(port, "DELETE", "/api/v1/registry/web/a", Some(TOKEN), "");
     assert_eq!(code, 200, "{body}");
+    assert_schema("Deregistered", &serde_json::from_str(&body).unwrap());
     daemon.wait_for("the removal", Duration::from_secs(3), || {
         !upstream_has(&t, "127.0.0.2:9001")
     });
@@ -192,6 +198,9 @@ fn delete_removes_at_once_and_a_drain_keeps_the_backend_down_meanwhile() {
         "",
     );
     assert_eq!(code, 200, "{body}");
+    let drained: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_schema("Deregistered", &drained);
+    assert_eq!(drained["drain_seconds"], 3.0);
     daemon.wait_for("the drain", Duration::from_secs(3), || {
         upstream_has(&t, "127.0.0.3:9001 down")
     });
@@ -276,6 +285,7 @@ fn refusals_are_clear_json_errors_and_store_nothing() {
         );
         assert_eq!(code, want, "{body} -> {answer}");
         let json: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_schema("Error", &json);
         assert!(json["error"].as_str().unwrap().contains(says), "{answer}");
     }
     assert!(
@@ -290,7 +300,7 @@ fn refusals_are_clear_json_errors_and_store_nothing() {
     );
     let (code, body) = put(port, "a", &huge);
     assert_eq!(code, 413, "{body}");
-    assert!(body.starts_with("{\"error\":"), "{body}");
+    assert_schema("Error", &serde_json::from_str(&body).unwrap());
     let (code, body) = request(
         port,
         "PUT",
@@ -326,6 +336,7 @@ fn refusals_are_clear_json_errors_and_store_nothing() {
     }
     let (code, body) = put(port, "c", &lease("127.0.0.4", "1m"));
     assert_eq!(code, 507, "{body}");
+    assert_schema("Error", &serde_json::from_str(&body).unwrap());
     assert!(body.contains("maximum of 2 registrations"), "{body}");
     // The scoped token is no token for the rest of the API.
     let (code, _) = request(port, "POST", "/api/v1/refresh", scoped, "");
@@ -348,11 +359,10 @@ fn ws_connect(port: u16, id: &str, address: &str) -> tungstenite::WebSocket<TcpS
     let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let (mut socket, response) = tungstenite::client(request, stream).unwrap();
     assert_eq!(response.status(), 101);
-    let hello = socket.read().unwrap();
-    assert!(
-        hello.to_string().contains("\"mode\":\"connection\""),
-        "{hello}"
-    );
+    let hello: serde_json::Value =
+        serde_json::from_str(&socket.read().unwrap().to_string()).unwrap();
+    assert_schema("Lease", &hello);
+    assert_eq!(hello["mode"], "connection", "{hello}");
     socket
 }
 

@@ -1,8 +1,8 @@
 //! The status page (`GET /`) in a real browser: a headless Chromium (Debian's `chromium` and
 //! `chromium-driver`) driven through WebDriver against a real `elasticd run` with a `file`
 //! locator the test rewrites. The page must load without console errors (JavaScript errors and
-//! CSP violations land there), list services and backends, follow a change on its own, show
-//! hostile tag values as text, and fit a phone's screen.
+//! CSP violations land there), list services and backends with their health checks, follow a
+//! change on its own, show hostile tag values as text, and fit a phone's screen.
 
 mod support;
 
@@ -32,6 +32,8 @@ services:
     refresh: 1s
     port: 8080
     locators: [file: {{ path: web.json }}]
+    # Nothing listens on 8080: every probe fails, so the service fails open.
+    health: {{ tcp: {{}}, interval: 200ms, timeout: 100ms }}
   api:
     refresh: 1s
     port: 9000
@@ -172,6 +174,22 @@ async fn the_page_lists_services_follows_changes_and_shows_hostile_tags_as_text(
     for want in ["127.0.0.1:8080", "127.0.0.2:8080", "2 backends", "0:file"] {
         assert!(web.contains(want), "no {want:?} in web:\n{web}");
     }
+    // The health checks, readable: the probe, the counts, failing open and why.
+    wait_for_text(&browser, "0 healthy, 2 unhealthy", Duration::from_secs(10)).await;
+    let web = browser
+        .client
+        .find(Locator::Css("article[data-service='web'] .health"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(web.contains("Health checks (tcp)"), "{web}");
+    assert!(
+        web.contains("failing open: every backend kept (2 of 2"),
+        "{web}"
+    );
+    assert!(web.contains("127.0.0.2:8080: "), "{web}");
 
     // Hostile tag values are text: visible as written, nothing injected, nothing run.
     let mut tags = Vec::new();

@@ -11,14 +11,12 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
-use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
-use hyper::{Request, StatusCode, Uri, header};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, StatusCode, Uri, header};
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{ConfigArg, EXIT_BAD_CONFIG, EXIT_OK, EXIT_PASS_FAILED, EXIT_UNREACHABLE};
+use crate::http_client::{self, Call, ClientError, Endpoint};
 use crate::status::{Outcome, Readiness, Status, Timestamp};
 
 /// The longest `status` waits for the daemon, connecting and answering.
@@ -245,79 +243,51 @@ fn parse_url(url: &str) -> Result<Target, StatusError> {
     })
 }
 
+impl Target {
+    fn endpoint(&self) -> Endpoint {
+        match self {
+            Target::Tcp { host, port } if host.contains(':') => {
+                Endpoint::Tcp(format!("[{host}]:{port}"))
+            }
+            Target::Tcp { host, port } => Endpoint::Tcp(format!("{host}:{port}")),
+            Target::Unix(path) => Endpoint::Unix(path.clone()),
+        }
+    }
+}
+
 /// `GET /api/v1/status` on a fresh connection; the body of a 200.
 async fn fetch(target: &Target) -> Result<Bytes, StatusError> {
-    let connect = |source| StatusError::Connect {
-        target: target.clone(),
-        source,
+    let call = Call {
+        method: Method::GET,
+        path: STATUS_PATH,
+        headers: vec![(header::ACCEPT, "application/json".into())],
+        body: Bytes::new(),
+        max_answer: MAX_ANSWER,
     };
-    let exchange = async {
-        match target {
-            Target::Tcp { host, port } => {
-                let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
-                    .await
-                    .map_err(connect)?;
-                let authority = target.to_string();
-                let authority = authority.trim_start_matches("http://");
-                get(stream, authority, target).await
-            }
-            Target::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(path)
-                    .await
-                    .map_err(connect)?;
-                get(stream, "localhost", target).await
-            }
-        }
-    };
-    tokio::time::timeout(TIMEOUT, exchange)
+    let answer = tokio::time::timeout(TIMEOUT, http_client::send(&target.endpoint(), call))
         .await
         .map_err(|_| StatusError::Timeout {
             target: target.clone(),
         })?
-}
-
-/// One request over `stream` with hyper's HTTP/1.1 client.
-async fn get<S>(stream: S, authority: &str, target: &Target) -> Result<Bytes, StatusError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let fail = |reason: String| StatusError::Exchange {
-        target: target.clone(),
-        reason,
-    };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let driver = tokio::spawn(connection);
-    let request = Request::get(STATUS_PATH)
-        .header(header::HOST, authority)
-        .header(header::ACCEPT, "application/json")
-        .header(
-            header::USER_AGENT,
-            concat!("elasticd/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| fail(e.to_string()))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let code = response.status();
-    let body = Limited::new(response.into_body(), MAX_ANSWER)
-        .collect()
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .to_bytes();
-    driver.abort();
-    if code != StatusCode::OK {
-        let text = String::from_utf8_lossy(&body);
+        .map_err(|e| match e {
+            ClientError::Connect(source) => StatusError::Connect {
+                target: target.clone(),
+                source,
+            },
+            ClientError::Exchange(reason) => StatusError::Exchange {
+                target: target.clone(),
+                reason,
+            },
+        })?;
+    if answer.status != StatusCode::OK {
+        let text = String::from_utf8_lossy(&answer.body);
         return Err(StatusError::Refused {
             target: target.clone(),
-            code,
+            code: answer.status,
             body: text.chars().take(200).collect(),
         });
     }
-    Ok(body)
+    Ok(answer.body)
 }
 
 /// The table `status` prints.

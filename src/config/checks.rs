@@ -13,7 +13,7 @@ use crate::backend::{Address, Backend};
 use crate::frontend::{ReloadAction, SpecAction};
 use crate::locator::LocatorConfig;
 use crate::render::{PassContext, Renderer};
-use crate::server::{TlsConfig, Token};
+use crate::server::{TlsConfig, read_token};
 use crate::yaml::{self, Node};
 
 /// What `check` found: errors fail it (exit 2), warnings are printed and pass.
@@ -191,7 +191,7 @@ fn server_files(config: &Config, lines: &Lines) -> Vec<String> {
         )
     };
     let mut errors = Vec::new();
-    if let Some(Err(e)) = server.token_file.as_deref().map(Token::read) {
+    if let Some(Err(e)) = server.token_file.as_deref().map(read_token) {
         errors.push(at("token_file", e.to_string()));
     }
     if let Some(Err(e)) = server.tls.as_ref().map(TlsConfig::load) {

@@ -3,16 +3,70 @@
 //! WebSocket open), reconnects with exponential backoff up to 5 minutes, and deregisters (after
 //! an optional drain) on SIGTERM or SIGINT.
 
-mod http;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use hyper::body::Bytes;
+use hyper::{Method, header};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_tungstenite::tungstenite::Message;
 
-pub use http::{Endpoint, Reply};
+pub use crate::http_client::Endpoint;
+use crate::http_client::{self, Call, WsError, encode};
+use crate::secret::Secret;
+
+/// The largest answer read.
+const MAX_REPLY: usize = 1024 * 1024;
+
+/// A server's answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body.
+    pub body: String,
+}
+
+impl Reply {
+    fn new(status: hyper::StatusCode, body: &[u8]) -> Reply {
+        Reply {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(body).into_owned(),
+        }
+    }
+
+    /// The `error` of a JSON error body, or the body itself.
+    pub fn error(&self) -> String {
+        serde_json::from_str::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+            .unwrap_or_else(|| self.body.trim().chars().take(200).collect())
+    }
+}
+
+/// One request on a fresh connection, with the token when given.
+async fn request(
+    endpoint: &Endpoint,
+    method: Method,
+    path: &str,
+    token: Option<&Secret>,
+    body: &str,
+) -> Result<Reply, http_client::ClientError> {
+    let mut headers = vec![(header::CONTENT_TYPE, "application/json".to_string())];
+    if let Some(token) = token {
+        headers.push((header::AUTHORIZATION, format!("Bearer {}", token.expose())));
+    }
+    let call = Call {
+        method,
+        path,
+        headers,
+        body: Bytes::copy_from_slice(body.as_bytes()),
+        max_answer: MAX_REPLY,
+    };
+    let answer = http_client::send(endpoint, call).await?;
+    Ok(Reply::new(answer.status, &answer.body))
+}
 
 /// The longest wait between two attempts.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -39,7 +93,7 @@ pub struct Options {
     /// Labels.
     pub meta: Vec<(String, String)>,
     /// The token, read from `--token-file`.
-    pub token: String,
+    pub token: Secret,
     /// `Some(ttl)` for a lease, `None` for a connection.
     pub ttl: Option<Duration>,
     /// The environment to state.
@@ -95,7 +149,7 @@ impl Check {
                 Check::Http { host, path } => {
                     let endpoint = Endpoint::Tcp(host.clone());
                     // The daemon's token is not the backend's business: none is sent.
-                    http::request(&endpoint, "GET", path, None, "")
+                    request(&endpoint, Method::GET, path, None, "")
                         .await
                         .is_ok_and(|r| (200..300).contains(&r.status))
                 }
@@ -175,8 +229,8 @@ impl Options {
     fn path(&self) -> String {
         format!(
             "/api/v1/registry/{}/{}",
-            http::encode(&self.service),
-            http::encode(&self.id)
+            encode(&self.service),
+            encode(&self.id)
         )
     }
 
@@ -197,8 +251,8 @@ impl Options {
         .to_string()
     }
 
-    async fn call(&self, method: &str, path: &str, body: &str) -> Result<Reply, String> {
-        let request = http::request(&self.server, method, path, Some(&self.token), body);
+    async fn call(&self, method: Method, path: &str, body: &str) -> Result<Reply, String> {
+        let request = request(&self.server, method, path, Some(&self.token), body);
         match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => Err("no answer within 10s".into()),
@@ -214,7 +268,7 @@ impl Options {
         if let Some(drain) = drain {
             path.push_str(&format!("?drain={}ms", drain.as_millis()));
         }
-        match self.call("DELETE", &path, "").await {
+        match self.call(Method::DELETE, &path, "").await {
             Ok(r) if r.status == 200 => tracing::info!("deregistered {}", self.id),
             Ok(r) => tracing::warn!("deregistering {}: {}: {}", self.id, r.status, r.error()),
             Err(e) => tracing::warn!("deregistering {}: {e}", self.id),
@@ -256,7 +310,7 @@ async fn lease(o: &Options, ttl: Duration, stop: &mut Stop) -> Result<(), Regist
             // Registered again as soon as the check passes.
             next_put = tokio::time::Instant::now();
         } else if tokio::time::Instant::now() >= next_put {
-            let wait = match o.call("PUT", &path, &body).await {
+            let wait = match o.call(Method::PUT, &path, &body).await {
                 Ok(r) if r.status == 200 => {
                     if !registered {
                         tracing::info!(
@@ -328,22 +382,26 @@ async fn until_healthy(o: &Options, stop: &mut Stop) -> bool {
 
 async fn connection(o: &Options, stop: &mut Stop) -> Result<(), RegisterError> {
     let mut backoff = Backoff(0);
-    let mut query = format!("address={}&port={}", http::encode(&o.address), o.port);
+    let mut query = format!("address={}&port={}", encode(&o.address), o.port);
     if let Some(w) = o.weight {
         query.push_str(&format!("&weight={w}"));
     }
     if let Some(env) = &o.environment {
-        query.push_str(&format!("&environment={}", http::encode(env)));
+        query.push_str(&format!("&environment={}", encode(env)));
     }
     for (k, v) in &o.meta {
-        query.push_str(&format!("&meta.{}={}", http::encode(k), http::encode(v)));
+        query.push_str(&format!("&meta.{}={}", encode(k), encode(v)));
     }
     let path = format!("{}/connect?{query}", o.path());
     loop {
         if !until_healthy(o, stop).await {
             return Ok(());
         }
-        let why = match http::websocket(&o.server, &path, &o.token).await {
+        let auth = vec![(
+            header::AUTHORIZATION,
+            format!("Bearer {}", o.token.expose()),
+        )];
+        let why = match http_client::websocket(&o.server, &path, auth).await {
             Ok(mut socket) => {
                 tracing::info!("registered {} into {} (connection)", o.id, o.service);
                 backoff = Backoff(0);
@@ -379,13 +437,17 @@ async fn connection(o: &Options, stop: &mut Stop) -> Result<(), RegisterError> {
                     }
                 }
             }
-            Err(http::WsError::Refused(r)) if permanent(r.status) => {
-                return Err(RegisterError::Refused {
-                    status: r.status,
-                    message: r.error(),
-                });
+            Err(WsError::Refused { status, body }) => {
+                let r = Reply::new(status, &body);
+                if permanent(r.status) {
+                    return Err(RegisterError::Refused {
+                        status: r.status,
+                        message: r.error(),
+                    });
+                }
+                format!("{}: {}", r.status, r.error())
             }
-            Err(e) => e.to_string(),
+            Err(WsError::Failed(e)) => e,
         };
         let wait = backoff.next();
         tracing::warn!(
@@ -400,16 +462,10 @@ async fn connection(o: &Options, stop: &mut Stop) -> Result<(), RegisterError> {
     }
 }
 
-/// Reads the token: the first line of `path`.
-pub fn read_token(path: &std::path::Path) -> Result<String, RegisterError> {
-    let fail = |reason: String| RegisterError::Token {
+/// Reads the token of `--token-file`.
+pub fn read_token(path: &std::path::Path) -> Result<Secret, RegisterError> {
+    Secret::read(path).map_err(|e| RegisterError::Token {
         path: path.to_path_buf(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let token = text.lines().next().unwrap_or_default().trim();
-    if token.is_empty() {
-        return Err(fail("is empty".into()));
-    }
-    Ok(token.to_string())
+        reason: e.to_string(),
+    })
 }

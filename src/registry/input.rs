@@ -2,52 +2,14 @@
 //! the scoped tokens, read from files.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{
     MAX_ID_LEN, MAX_META, MAX_META_KEY, MAX_META_VALUE, Policy, Registration, RegistryError, Ttl,
 };
 use crate::backend::{Address, Backend, MAX_WEIGHT};
-
-/// A token read from a file, compared in constant time and never printed.
-#[derive(Clone)]
-pub struct Secret(Vec<u8>);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<hidden>)")
-    }
-}
-
-impl Secret {
-    /// Reads the first line of `path` (at most 4 KiB are read); empty is an error.
-    pub fn read(path: &Path) -> Result<Secret, String> {
-        use std::io::Read;
-        let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-        let mut bytes = Vec::new();
-        file.take(4096)
-            .read_to_end(&mut bytes)
-            .map_err(|e| e.to_string())?;
-        let text = String::from_utf8(bytes).map_err(|_| "is not UTF-8 text".to_string())?;
-        let line = text.lines().next().unwrap_or_default().trim();
-        if line.is_empty() {
-            return Err("is empty; it must hold the token on its first line".into());
-        }
-        Ok(Secret(line.as_bytes().to_vec()))
-    }
-
-    /// A secret holding `text` (tests, and tokens that don't come from files).
-    pub fn from_text(text: &str) -> Secret {
-        Secret(text.as_bytes().to_vec())
-    }
-
-    /// Compares in constant time.
-    pub fn matches(&self, offered: &[u8]) -> bool {
-        use subtle::ConstantTimeEq;
-        self.0.len() == offered.len() && bool::from(self.0.as_slice().ct_eq(offered))
-    }
-}
+use crate::secret::Secret;
 
 /// A value from a client as an error quotes it: escaped, and cut short.
 pub(super) fn echo(s: &str) -> String {
@@ -154,7 +116,7 @@ pub(super) fn backend_of(
     backend.weight = weight;
     backend.id = Some(id.to_string());
     backend.tags = r.meta.clone();
-    backend.source = "registry".into();
+    backend.source = super::SOURCE.into();
     Ok(backend)
 }
 

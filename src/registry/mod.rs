@@ -18,11 +18,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-pub use input::{Secret, check_id, read_tokens};
+pub use crate::secret::Secret;
+pub use input::{check_id, read_tokens};
 
 use crate::backend::Backend;
 use crate::metrics::{ServiceLabels, metrics};
 use input::{backend_of, echo, ttl_of};
+
+/// The `source` of every registered backend.
+pub const SOURCE: &str = "registry";
 
 /// The longest registration id and meta key accepted.
 pub const MAX_ID_LEN: usize = 128;

@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
+use crate::secret::Secret;
 use crate::status::Status;
 use crate::value::{FileMode, HumanDuration};
 
@@ -160,66 +161,19 @@ pub enum ServerError {
     },
 }
 
-/// The most of a token file that is read.
-const MAX_TOKEN_FILE: u64 = 4096;
-
-/// The bearer token, never printed.
-#[derive(Clone)]
-pub struct Token(Vec<u8>);
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token(<hidden>)")
-    }
-}
-
-impl Token {
-    /// Reads the token from `path`: its first line, which must not be empty.
-    pub fn read(path: &Path) -> Result<Self, ServerError> {
-        let fail = |reason: String| ServerError::Token {
-            path: path.to_path_buf(),
-            reason,
-        };
-        use std::io::Read;
-        use std::os::unix::fs::PermissionsExt;
-        let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
-        let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
-        if !meta.is_file() {
-            return Err(fail("is not a regular file".into()));
-        }
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                "server: token_file {} can be read by other users; chmod 600 it",
-                path.display()
-            );
-        }
-        let mut bytes = Vec::new();
-        // A token is short; a huge file here is a mistake, not a token.
-        file.take(MAX_TOKEN_FILE)
-            .read_to_end(&mut bytes)
-            .map_err(|e| fail(e.to_string()))?;
-        let text = String::from_utf8(bytes).map_err(|_| fail("is not UTF-8 text".into()))?;
-        let token = text.lines().next().unwrap_or_default().trim();
-        if token.is_empty() {
-            return Err(fail(
-                "is empty; it must hold the token on its first line".into(),
-            ));
-        }
-        Ok(Token(token.as_bytes().to_vec()))
-    }
-
-    /// Compares in constant time, so response timing says nothing about the token.
-    pub fn matches(&self, offered: &[u8]) -> bool {
-        use subtle::ConstantTimeEq;
-        self.0.len() == offered.len() && bool::from(self.0.as_slice().ct_eq(offered))
-    }
+/// Reads the bearer token of `token_file`.
+pub fn read_token(path: &Path) -> Result<Secret, ServerError> {
+    Secret::read(path).map_err(|e| ServerError::Token {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// What the request handlers share.
 pub(crate) struct Shared {
     status: watch::Receiver<Arc<Status>>,
     commands: mpsc::Sender<Command>,
-    token: Mutex<Option<Token>>,
+    token: Mutex<Option<Secret>>,
     /// When each refresh target (`None`: all) was last asked for, for the rate limit.
     last_refresh: Mutex<std::collections::HashMap<Option<String>, tokio::time::Instant>>,
 }
@@ -250,7 +204,7 @@ impl Server {
         status: watch::Receiver<Arc<Status>>,
         commands: mpsc::Sender<Command>,
     ) -> Result<Self, ServerError> {
-        let token = config.token_file.as_deref().map(Token::read).transpose()?;
+        let token = config.token_file.as_deref().map(read_token).transpose()?;
         let tls: listen::TlsSlot = Arc::new(RwLock::new(
             config.tls.as_ref().map(TlsConfig::load).transpose()?,
         ));
@@ -282,7 +236,7 @@ impl Server {
     /// listeners are bound again if their settings changed. On error the running server is left
     /// as it was, old token and certificate included.
     pub async fn reconfigure(mut self, config: &ServerConfig) -> Result<Self, (Self, ServerError)> {
-        let token = match config.token_file.as_deref().map(Token::read).transpose() {
+        let token = match config.token_file.as_deref().map(read_token).transpose() {
             Ok(t) => t,
             Err(e) => return Err((self, e)),
         };
@@ -337,20 +291,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_token_is_the_first_line_trimmed_and_never_printed() {
+    fn token_errors_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
-        std::fs::write(&path, "  abc123 \nsecond line\n").unwrap();
-        let token = Token::read(&path).unwrap();
-        assert!(token.matches(b"abc123"));
-        assert!(!token.matches(b"abc12"));
-        assert!(!token.matches(b"abc1234"));
-        assert!(!format!("{token:?}").contains("abc"));
         std::fs::write(&path, "\n").unwrap();
-        let e = Token::read(&path).unwrap_err().to_string();
-        assert!(e.contains("is empty"), "{e}");
-        let e = Token::read(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("not a regular file"), "{e}");
+        let e = read_token(&path).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "server: token_file {}: is empty; it must hold the token on its first line",
+                path.display()
+            )
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@ use maud::{DOCTYPE, Markup, html};
 use super::Shared;
 use crate::backend::Backend;
 use crate::status::{
-    Change, FrontendStatus, LocatorStatus, Outcome, OutputStatus, Readiness, ServiceStatus, Status,
-    Timestamp,
+    Change, FrontendStatus, HealthStatus, LocatorStatus, Outcome, OutputStatus, Readiness,
+    ServiceStatus, Status, Timestamp,
 };
 
 /// Where the stylesheet is served.
@@ -221,8 +221,34 @@ fn service(s: &ServiceStatus, now: SystemTime) -> Markup {
             @if let Some(e) = &s.last_error {
                 p.error { "Last error " (ago(Some(e.at), now)) ": " (e.message) }
             }
+            @if let Some(h) = &s.health { (health(h)) }
             (locators(&s.locators, now))
             (backends(&s.backends))
+        }
+    }
+}
+
+/// The service's health checks: counts, failing open and why, each failing probe.
+fn health(h: &HealthStatus) -> Markup {
+    html! {
+        div.health {
+            p {
+                "Health checks (" code { (h.probe) } "): "
+                strong { (h.healthy) } " healthy, " strong { (h.unhealthy) } " unhealthy"
+                @if h.fail_open {
+                    " · " span.bad-text {
+                        "failing open: every backend kept"
+                        @if let Some(why) = &h.fail_open_reason { " (" (why) ")" }
+                    }
+                }
+            }
+            @if !h.failing.is_empty() {
+                ul.failing {
+                    @for f in &h.failing {
+                        li { code.endpoint { (f.backend) } ": " (f.reason) }
+                    }
+                }
+            }
         }
     }
 }
@@ -258,12 +284,26 @@ fn backends(backends: &[Backend]) -> Markup {
     html! {
         table.backends {
             caption { "Backends" }
-            thead { tr { th { "endpoint" } th { "weight" } th { "name" } th { "zone" } th { "tags" } } }
+            thead { tr { th { "endpoint" } th { "weight" } th { "health" } th { "from" } th { "name" } th { "zone" } th { "tags" } } }
             tbody {
                 @for b in backends {
-                    tr {
+                    tr class=[(b.healthy == Some(false)).then_some("failing")] {
                         td data-label="endpoint" { code.endpoint { (b.endpoint()) } }
                         td data-label="weight" { (b.weight) }
+                        td data-label="health" {
+                            @match b.healthy {
+                                Some(true) => { "healthy" }
+                                Some(false) => { span.bad-text { "unhealthy" } }
+                                None => { "-" }
+                            }
+                        }
+                        td data-label="from" {
+                            @if b.source == crate::registry::SOURCE {
+                                "registered"
+                                @if let Some(id) = &b.id { " as " code { (id) } }
+                                @if b.meta.get("state").is_some_and(|s| s == "draining") { " (draining)" }
+                            } @else if b.source.is_empty() { "-" } @else { (b.source) }
+                        }
                         td data-label="name" { (b.name.as_deref().unwrap_or("-")) }
                         td data-label="zone" { (b.zone.as_deref().unwrap_or("-")) }
                         td data-label="tags" {
@@ -271,7 +311,7 @@ fn backends(backends: &[Backend]) -> Markup {
                         }
                     }
                 }
-                @if backends.is_empty() { tr { td colspan="5" { "none" } } }
+                @if backends.is_empty() { tr { td colspan="7" { "none" } } }
             }
         }
     }
@@ -466,6 +506,49 @@ mod tests {
             !page.contains("style="),
             "inline styles would need the CSP to allow them"
         );
+    }
+
+    #[test]
+    fn health_and_registrations_are_shown() {
+        let mut s = status();
+        let svc = &mut s.services[0];
+        let mut registered = Backend::new("10.0.0.2".parse().unwrap(), 80);
+        registered.source = crate::registry::SOURCE.into();
+        registered.id = Some("box<1>".into());
+        registered.healthy = Some(false);
+        let mut found = svc.backends[0].clone();
+        found.healthy = Some(true);
+        svc.backends = std::sync::Arc::new(vec![found, registered]);
+        svc.health = Some(HealthStatus {
+            probe: "http".into(),
+            healthy: 1,
+            unhealthy: 1,
+            fail_open: true,
+            fail_open_reason: Some("1 of 2 <unhealthy>".into()),
+            failing: vec![crate::status::ProbeFailure {
+                backend: "10.0.0.2:80".into(),
+                reason: "answered 503".into(),
+            }],
+        });
+        let page = render(&s, SystemTime::now());
+        assert!(
+            page.contains("<code>http</code>): <strong>1</strong> healthy"),
+            "{page}"
+        );
+        assert!(
+            page.contains("failing open: every backend kept (1 of 2 &lt;unhealthy&gt;)"),
+            "{page}"
+        );
+        assert!(page.contains("10.0.0.2:80</code>: answered 503"), "{page}");
+        assert!(
+            page.contains("registered as <code>box&lt;1&gt;</code>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<span class=\"bad-text\">unhealthy</span>"),
+            "{page}"
+        );
+        assert!(page.contains(">healthy</td>"), "{page}");
     }
 
     #[test]
