@@ -257,17 +257,17 @@ async fn render_and_compare(
     renderer: &Renderer,
     index: usize,
     output: &OutputConfig,
-    context: &PassContext,
+    context: &PassContext<'_>,
     sets: &IndexMap<String, Vec<Backend>>,
 ) -> Result<Option<Change>, PassProblem> {
     // Read first: slotted outputs keep the slot assignment of the installed file.
     let previous = output::read_current(&output.path)?;
-    let mut ctx = context.for_output(output);
-    if let Some(backends) = output.service().and_then(|s| sets.get(s)) {
-        context.insert_slots(&mut ctx, output, backends, previous.as_deref());
-    }
     let content = match &output.renderer {
         Some(call) => {
+            let mut ctx = context.for_output(output);
+            if let Some(backends) = output.service().and_then(|s| sets.get(s)) {
+                context.insert_slots(&mut ctx, output, backends, previous.as_deref());
+            }
             crate::render::exec::render(
                 &config.base_dir,
                 config.environment.as_deref(),
@@ -277,7 +277,7 @@ async fn render_and_compare(
             )
             .await?
         }
-        None => renderer.render(index, output, &ctx)?,
+        None => renderer.render_pass(index, output, context, previous.as_deref())?,
     };
     if previous.as_deref() == Some(content.as_bytes()) {
         return Ok(None);

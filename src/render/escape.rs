@@ -35,6 +35,19 @@ pub fn escape_config_value(input: &str, out: &mut dyn Write) -> std::io::Result<
     out.write_all(&input.as_bytes()[start..])
 }
 
+/// [`escape_config_value`] into a `String`, for the native renderers (see `fast`).
+pub fn escape_into(input: &str, out: &mut String) {
+    let mut start = 0;
+    for (i, c) in input.char_indices() {
+        if !is_inert(c) {
+            out.push_str(&input[start..i]);
+            out.push('_');
+            start = i + c.len_utf8();
+        }
+    }
+    out.push_str(&input[start..]);
+}
+
 /// The `ident` filter: letters, digits and `_` only, never starting with a digit; for names that
 /// must be identifiers (VCL backends, HAProxy servers).
 pub fn ident(input: &str) -> String {

@@ -7,12 +7,14 @@
 mod config;
 pub mod escape;
 pub mod exec;
+mod fast;
 pub mod slots;
 
 pub use config::{BUILTIN_PREFIX, OutputConfig, TemplateRef};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use indexmap::IndexMap;
 use serde::Serialize;
@@ -197,6 +199,35 @@ impl Renderer {
     }
 }
 
+impl Renderer {
+    /// Renders output number `index` of the config for this pass: natively where a built-in has
+    /// a native renderer (see `fast`), otherwise through Tera with the full context and, for
+    /// `vars.slots`, the slots kept from `previous` (the installed file).
+    pub fn render_pass(
+        &self,
+        index: usize,
+        output: &OutputConfig,
+        context: &PassContext<'_>,
+        previous: Option<&[u8]>,
+    ) -> Result<String, RenderError> {
+        let service = output
+            .service()
+            .and_then(|name| context.sets.get_key_value(name));
+        if let (Some(TemplateRef::Builtin(template)), Some((name, backends))) =
+            (&output.template, service)
+            && template == "nginx"
+            && let Some(text) = fast::nginx(name, &output.vars, backends)
+        {
+            return Ok(text);
+        }
+        let mut ctx = context.for_output(output);
+        if let Some((_, backends)) = service {
+            context.insert_slots(&mut ctx, output, backends, previous);
+        }
+        self.render(index, output, &ctx)
+    }
+}
+
 // A custom template may include or extend the `*.tera` files in its directory tree, by their path
 // relative to that directory.
 fn load_dir(dir: &Path, main: &Path) -> Result<Tera, RenderError> {
@@ -298,54 +329,77 @@ struct ServiceView<'a> {
 }
 
 /// The parts of the template context shared by all outputs of one pass.
-pub struct PassContext {
+///
+/// The Tera values are built on first use: outputs that [`Renderer::render_pass`] writes
+/// natively never need them.
+pub struct PassContext<'a> {
+    environment: Option<&'a str>,
+    sets: &'a IndexMap<String, Vec<Backend>>,
+    /// Each set's configured port, in the order of `sets`.
+    ports: Vec<Option<u16>>,
+    values: OnceLock<Values>,
+}
+
+struct Values {
     environment: Value,
     services: Value,
     by_name: IndexMap<String, (Value, Value)>,
 }
 
-impl PassContext {
+impl<'a> PassContext<'a> {
     /// Builds the shared context from the backend sets that are usable this pass; `port_of`
     /// gives a service's configured port.
     pub fn new(
-        environment: Option<&str>,
+        environment: Option<&'a str>,
         port_of: impl Fn(&str) -> Option<u16>,
-        sets: &IndexMap<String, Vec<Backend>>,
+        sets: &'a IndexMap<String, Vec<Backend>>,
     ) -> Self {
-        let mut by_name = IndexMap::new();
-        for (name, backends) in sets {
-            let view = ServiceView {
-                name,
-                port: port_of(name),
-                backends: backends.iter().map(BackendView::from).collect(),
-            };
-            let service = Value::from_serializable(&view);
-            let backends = service
-                .as_map()
-                .and_then(|m| m.get(&tera::value::Key::from("backends")))
-                .cloned()
-                .unwrap_or_else(|| Value::from_serializable(&view.backends));
-            by_name.insert(name.clone(), (service, backends));
-        }
-        // Built from the per-service values (cheap reference-counted clones), not serialized
-        // again: with 10,000 backends a second deep copy costs several megabytes.
-        let services: IndexMap<String, Value> = by_name
-            .iter()
-            .map(|(n, (s, _))| (n.clone(), s.clone()))
-            .collect();
         PassContext {
-            environment: Value::from_serializable(&environment),
-            services: Value::from(services),
-            by_name,
+            environment,
+            sets,
+            ports: sets.keys().map(|name| port_of(name)).collect(),
+            values: OnceLock::new(),
         }
+    }
+
+    fn values(&self) -> &Values {
+        self.values.get_or_init(|| {
+            let mut by_name = IndexMap::new();
+            for ((name, backends), port) in self.sets.iter().zip(&self.ports) {
+                let view = ServiceView {
+                    name,
+                    port: *port,
+                    backends: backends.iter().map(BackendView::from).collect(),
+                };
+                let service = Value::from_serializable(&view);
+                let backends = service
+                    .as_map()
+                    .and_then(|m| m.get(&tera::value::Key::from("backends")))
+                    .cloned()
+                    .unwrap_or_else(|| Value::from_serializable(&view.backends));
+                by_name.insert(name.clone(), (service, backends));
+            }
+            // Built from the per-service values (cheap reference-counted clones), not serialized
+            // again: with 10,000 backends a second deep copy costs several megabytes.
+            let services: IndexMap<String, Value> = by_name
+                .iter()
+                .map(|(n, (s, _))| (n.clone(), s.clone()))
+                .collect();
+            Values {
+                environment: Value::from_serializable(&self.environment),
+                services: Value::from(services),
+                by_name,
+            }
+        })
     }
 
     /// The full context for one output: `environment`, `services`, `vars`, and for a bound
     /// service `service` and `backends`.
     pub fn for_output(&self, output: &OutputConfig) -> Context {
+        let values = self.values();
         let mut ctx = Context::new();
-        ctx.insert_value("environment", self.environment.clone());
-        ctx.insert_value("services", self.services.clone());
+        ctx.insert_value("environment", values.environment.clone());
+        ctx.insert_value("services", values.services.clone());
         // Tera's `default` treats null as a value, so a `key: ~` would print as nothing; dropping it
         // lets the template's default apply instead.
         let vars: serde_json::Map<String, serde_json::Value> = output
@@ -355,7 +409,7 @@ impl PassContext {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         ctx.insert("vars", &vars);
-        match output.service().and_then(|name| self.by_name.get(name)) {
+        match output.service().and_then(|name| values.by_name.get(name)) {
             Some((service, backends)) => {
                 ctx.insert_value("service", service.clone());
                 ctx.insert_value("backends", backends.clone());
@@ -381,7 +435,10 @@ impl PassContext {
         let Some(count) = output.vars.get("slots").and_then(|v| v.as_u64()) else {
             return;
         };
-        let Some((_, views)) = output.service().and_then(|name| self.by_name.get(name)) else {
+        let Some((_, views)) = output
+            .service()
+            .and_then(|name| self.values().by_name.get(name))
+        else {
             return;
         };
         let backend_name = output
