@@ -681,18 +681,30 @@ mod live {
         let fe = start(Kind::HaproxyRuntime, &pool, "mark");
         let (load, _) = kill_one_under_load(&fe, &mut pool);
         let dead = pool.backends[1].target();
-        let file = fe.read("backend.cfg");
-        assert!(
-            file.lines()
-                .any(|l| l.contains(&dead) && l.trim_end().ends_with(" disabled")),
-            "{file}"
+        // HAProxy can stop sending to the dead server (its own retries) before elasticd's
+        // apply lands, so the file is waited for rather than read once.
+        super::support::wait_until(
+            "the dead backend to be marked disabled",
+            DETECTION + Duration::from_secs(10),
+            || fe.read("backend.cfg"),
+            || {
+                fe.read("backend.cfg")
+                    .lines()
+                    .any(|l| l.contains(&dead) && l.trim_end().ends_with(" disabled"))
+            },
+        );
+        // The `applied` line comes after the file is in place and the server updated.
+        super::support::wait_until(
+            "the in-place apply to be logged",
+            Duration::from_secs(10),
+            || fe.daemon_log(),
+            || {
+                fe.daemon_log()
+                    .lines()
+                    .any(|l| l.contains("applied") && l.contains("in place, no reload"))
+            },
         );
         let log = fe.daemon_log();
-        let applied = log
-            .lines()
-            .filter(|l| l.contains("applied") && l.contains("in place, no reload"))
-            .count();
-        assert!(applied >= 1, "{log}");
         // The first apply (the daemon's start) was the only real reload.
         assert!(
             !log.lines()
