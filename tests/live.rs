@@ -127,16 +127,20 @@ fn churn(kind: Kind, passes: usize, threads: usize, pause: Duration) -> (Fronten
         convergence.push(first - changed);
     }
     if kind == Kind::HaproxyRuntime {
-        // Every pass fits the slots: all of them go through the Runtime API, none reloads.
-        let in_place = fe
-            .daemon_log()
-            .lines()
-            .filter(|l| l.contains("applied web +1/-1") && l.contains("(in place, no reload)"))
-            .count();
-        assert!(
-            in_place >= passes,
-            "{kind:?}: expected {passes} passes in place, saw {in_place}\n{}",
-            fe.logs()
+        // Every pass fits the slots: all of them go through the Runtime API, none reloads. The
+        // last pass's traffic can move before its `applied` line is written (the line follows
+        // the check of the live state), so the log is waited for.
+        let in_place = || {
+            fe.daemon_log()
+                .lines()
+                .filter(|l| l.contains("applied web +1/-1") && l.contains("(in place, no reload)"))
+                .count()
+        };
+        support::wait_until(
+            &format!("{passes} passes in place"),
+            Duration::from_secs(10),
+            || format!("saw {}\n{}", in_place(), fe.logs()),
+            || in_place() >= passes,
         );
     }
     let last = [passes % n, (passes + 1) % n];
