@@ -95,7 +95,7 @@ pub enum Command {
     /// Run one pass: locate, render, check, install, reload.
     Render(RenderArgs),
     /// Validate the config and templates; writes nothing.
-    Check(ConfigArg),
+    Check(CheckArgs),
     /// Show the backends each locator finds.
     Locate(LocateArgs),
 
@@ -189,6 +189,18 @@ pub struct RenderArgs {
     pub health: bool,
 }
 
+/// Options of `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArg,
+    /// Also run every locator (plugins too; still writes nothing) and render each template
+    /// with the backends they find, besides the sample backends.
+    #[arg(long)]
+    pub locate: bool,
+}
+
 /// Options of `locate`.
 #[derive(Debug, Args)]
 pub struct LocateArgs {
@@ -210,7 +222,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => run_daemon(args.config).await,
         Command::Render(args) => render(args).await,
-        Command::Check(args) => check(&args.config).await,
+        Command::Check(args) => check(&args.config.config, args.locate).await,
         Command::Locate(args) => locate(args).await,
         Command::Status(args) => status::status(args).await,
         Command::Register(args) => register(*args).await,
@@ -502,7 +514,9 @@ fn print_report(report: &PassReport) {
             FrontendStatus::Reloaded => "reloaded",
             FrontendStatus::UpdatedInPlace => "updated in place (no reload)",
             FrontendStatus::CheckFailed => "check failed, previous files kept, not reloaded",
-            FrontendStatus::ReloadFailed => "reload failed (will be retried)",
+            FrontendStatus::ReloadFailed => {
+                "reload failed; the files are installed, and the next `elasticd render` reloads again"
+            }
         };
         tracing::info!(frontend = %f.name, "{what}");
     }
@@ -514,7 +528,7 @@ fn print_report(report: &PassReport) {
     }
 }
 
-async fn check(path: &Path) -> u8 {
+async fn check(path: &Path, locate: bool) -> u8 {
     let config = match load_config(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -526,6 +540,22 @@ async fn check(path: &Path) -> u8 {
     // The directories matter even when a template doesn't compile.
     let found = config::checks::preflight(&config, renderer.as_ref());
     problems.extend(found.errors);
+    if locate {
+        let mut sets = indexmap::IndexMap::new();
+        for (name, service) in &config.services {
+            match BuiltService::build(&config, name, service).locate().await {
+                Ok(backends) => {
+                    sets.insert(name.clone(), backends);
+                }
+                Err(errors) => {
+                    problems.extend(errors.into_iter().map(|e| format!("service `{name}`: {e}")))
+                }
+            }
+        }
+        if let Some(renderer) = &renderer {
+            problems.extend(config::checks::render_located(&config, renderer, &sets));
+        }
+    }
     let warnings = found.warnings;
     for w in &warnings {
         print_note("warning", w);

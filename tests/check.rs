@@ -54,6 +54,47 @@ fn an_undefined_variable_is_a_check_error_with_the_template_line() {
 }
 
 #[test]
+fn check_locate_renders_with_the_backends_the_locators_find() {
+    // The sample backends have a name; a static backend has none, which this template does not
+    // allow for: plain `check` passes, `check --locate` finds what `render` would fail on.
+    let t = Test::new()
+        .config(&format!(
+            "{SERVICE}outputs:\n  - {{ template: t.tera, path: out.conf, vars: {{ service: web }} }}\n"
+        ))
+        .file(
+            "t.tera",
+            "{% for b in backends %}\nserver {{ b.name | upper }};\n{% endfor %}\n",
+        );
+    check(&t).success();
+    let run = t
+        .elasticd(["check", "--locate", "--config", "config.yaml"])
+        .run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("t.tera:2:"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("check --locate renders each template with the backends its service's"),
+        "{}",
+        run.stderr
+    );
+    assert!(!t.exists("out.conf"), "check writes nothing");
+    assert_eq!(t.render().run().code, 1, "render agrees");
+
+    // A locator that fails is a problem of its own.
+    t.write(
+        "config.yaml",
+        "services:\n  web:\n    port: 80\n    locators: [file: { path: missing.json }]\n",
+    );
+    check(&t).success();
+    let run = t
+        .elasticd(["check", "--locate", "--config", "config.yaml"])
+        .run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("service `web`: "), "{}", run.stderr);
+    assert!(run.stderr.contains("missing.json"), "{}", run.stderr);
+}
+
+#[test]
 fn every_builtin_passes_with_its_knobs_and_slots() {
     let outputs: String = [
         "nginx",

@@ -320,26 +320,40 @@ fn a_service_with_no_good_set_leaves_its_output_alone() {
 
 #[test]
 fn a_failed_reload_is_retried_on_the_next_run() {
-    let t = Test::new();
-    let config = file_config("", "{}").replace(
-        "echo reload >> reloads",
-        "echo try >> reloads; test -e reload-ok || { echo frontend is down >&2; exit 1; }",
-    );
-    t.write("config.yaml", &config);
-    t.write("backends.json", &targets_json(&["127.0.0.1"]));
-    let run = t.render().run();
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("frontend is down"), "{}", run.stderr);
-    assert_eq!(t.reloads(), 1);
+    // With a state file, and without one: the installed file's owed marker says it too.
+    for state_file in [true, false] {
+        let t = Test::new();
+        let mut config = file_config("", "{}").replace(
+            "echo reload >> reloads",
+            "echo try >> reloads; test -e reload-ok || { echo frontend is down >&2; exit 1; }",
+        );
+        if !state_file {
+            config = config.replace("state_file: state.json\n", "");
+        }
+        t.write("config.yaml", &config);
+        t.write("backends.json", &targets_json(&["127.0.0.1"]));
+        let run = t.render().run();
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(run.stderr.contains("frontend is down"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains(
+                "reload failed; the files are installed, and the next `elasticd render` reloads again"
+            ),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(t.reloads(), 1);
 
-    // The file is already up to date, but the reload is still owed.
-    t.write("reload-ok", "");
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(t.reloads(), 2);
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(t.reloads(), 2, "nothing owed any more");
+        // The file is already up to date, but the reload is still owed.
+        t.write("reload-ok", "");
+        let run = t.render().run();
+        assert_eq!(run.code, 0, "state_file {state_file}: {}", run.stderr);
+        assert_eq!(t.reloads(), 2, "state_file {state_file}: {}", run.stderr);
+        let run = t.render().run();
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(t.reloads(), 2, "nothing owed any more");
+        assert_eq!(t.exists("state.json"), state_file);
+    }
 }
 
 #[test]

@@ -358,6 +358,43 @@ fn adds_removals_and_replacements_within_the_slots_need_no_reload() {
 }
 
 #[test]
+fn a_first_switch_to_slots_says_so_and_reloads_once() {
+    let setup = Setup::new(4, "admin.sock", MASTER);
+    let d = setup.path();
+    let [b2, b3, b4] = [2, 3, 4].map(http_backend);
+    // HAProxy starts from a file rendered without slots.
+    let config = setup.dir.read("config.yaml");
+    setup
+        .dir
+        .write("config.yaml", &config.replace("slots: 4, ", ""));
+    let haproxy = setup.start(&[(&b2, 1), (&b3, 1)]);
+    wait_for_backends(setup.port, &[&b2, &b3]);
+    let worker = haproxy.worker_pid();
+
+    setup.dir.write("config.yaml", &config);
+    let (code, stderr) = setup.render(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("first switch to slots: backend `web` in ")
+            && stderr.contains(
+                "had no slots before, so a reload is needed once; reloading with the fallback"
+            ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("slots exhausted"), "{stderr}");
+    haproxy.wait_for_new_worker(worker);
+    wait_for_backends(setup.port, &[&b2, &b3]);
+    assert_file_matches_live(d, &haproxy);
+
+    // From then on, changes within the slots are made in place.
+    setup.set_backends(&[(&b2, 1), (&b4, 1)]);
+    let (code, stderr) = setup.render(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("updated in place"), "{stderr}");
+    wait_for_backends(setup.port, &[&b2, &b4]);
+}
+
+#[test]
 fn more_backends_than_slots_fall_back_to_a_real_reload() {
     let setup = Setup::new(2, "admin.sock", MASTER);
     let d = setup.path();
@@ -451,7 +488,9 @@ fn when_the_fallback_fails_too_both_are_reported_and_the_reload_is_owed() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("reload failed (will be retried)"),
+        stderr.contains(
+            "reload failed; the files are installed, and the next `elasticd render` reloads again"
+        ),
         "{stderr}"
     );
     let state = std::fs::read_to_string(d.join("state.json")).unwrap();
@@ -557,7 +596,7 @@ fn the_daemon_updates_in_place_on_sigusr1_and_says_so() {
     wait_log("started");
     setup.set_backends(&[(&b3, 1)]);
     daemon.signal(Signal::SIGUSR1);
-    wait_log("haproxy (in place, no reload)");
+    wait_log("updated haproxy in place (no reload)");
     wait_for_backends(setup.port, &[&b3]);
     assert_eq!(haproxy.worker_pid(), worker);
     assert_file_matches_live(d, &haproxy);

@@ -701,7 +701,7 @@ mod live {
             || {
                 fe.daemon_log()
                     .lines()
-                    .any(|l| l.contains("applied") && l.contains("in place, no reload"))
+                    .any(|l| l.contains("applied") && l.contains("in place (no reload)"))
             },
         );
         let log = fe.daemon_log();

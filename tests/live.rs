@@ -133,7 +133,9 @@ fn churn(kind: Kind, passes: usize, threads: usize, pause: Duration) -> (Fronten
         let in_place = || {
             fe.daemon_log()
                 .lines()
-                .filter(|l| l.contains("applied web +1/-1") && l.contains("(in place, no reload)"))
+                .filter(|l| {
+                    l.contains("applied web +1/-1") && l.contains("updated fe in place (no reload)")
+                })
                 .count()
         };
         support::wait_until(

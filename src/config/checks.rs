@@ -107,11 +107,48 @@ fn render_samples(config: &Config, renderer: &Renderer, lines: &Lines) -> Vec<St
         .iter()
         .map(|(name, s)| (name.clone(), sample_backends(s.port)))
         .collect();
+    render_sets(
+        config,
+        renderer,
+        lines,
+        &sets,
+        "check renders each template with 2 sample backends per service, which have no tags \
+         or meta",
+    )
+}
+
+/// Renders each template output once with the backends the locators found (`check --locate`);
+/// an output whose service found nothing is left out, as `render` would leave it alone.
+pub fn render_located(
+    config: &Config,
+    renderer: &Renderer,
+    sets: &IndexMap<String, Vec<Backend>>,
+) -> Vec<String> {
+    render_sets(
+        config,
+        renderer,
+        &Lines::read(config),
+        sets,
+        "check --locate renders each template with the backends its service's locators found",
+    )
+}
+
+fn render_sets(
+    config: &Config,
+    renderer: &Renderer,
+    lines: &Lines,
+    sets: &IndexMap<String, Vec<Backend>>,
+    note: &str,
+) -> Vec<String> {
     let port_of = |name: &str| config.services.get(name).and_then(|s| s.port);
-    let context = PassContext::new(config.environment.as_deref(), port_of, &sets);
+    let context = PassContext::new(config.environment.as_deref(), port_of, sets);
     let mut errors = Vec::new();
     for (i, output) in config.outputs.iter().enumerate() {
-        if output.template.is_none() {
+        let found = match output.service() {
+            Some(service) => sets.contains_key(service),
+            None => config.services.keys().all(|s| sets.contains_key(s)),
+        };
+        if output.template.is_none() || !found {
             continue;
         }
         let mut ctx = context.for_output(output);
@@ -121,10 +158,7 @@ fn render_samples(config: &Config, renderer: &Renderer, lines: &Lines) -> Vec<St
         if let Err(e) = renderer.render(i, output, &ctx) {
             errors.push(lines.at(
                 |root| output_node(root, i, "template"),
-                format!(
-                    "{e}\n(check renders each template with 2 sample backends per service, \
-                     which have no tags or meta)"
-                ),
+                format!("{e}\n({note})"),
             ));
         }
     }

@@ -345,7 +345,7 @@ impl Daemon {
                 let failures = backoff.succeed();
                 if self.service_problem.remove(name).is_some() {
                     if failures > 0 {
-                        tracing::info!(service = %name, "recovered after {failures} failed attempts");
+                        tracing::info!(service = %name, "recovered after {}", count(failures as usize, "failed attempt"));
                     } else {
                         tracing::info!(service = %name, "the guard accepts the answer again");
                     }
@@ -460,6 +460,7 @@ impl Daemon {
         }
         let backoff_max = self.config().daemon.backoff_max.0;
         let mut reloaded = Vec::new();
+        let mut in_place = Vec::new();
         let mut failed = Vec::new();
         for f in &report.frontends {
             let backoff = self
@@ -481,13 +482,11 @@ impl Daemon {
                 | FrontendStatus::Installed => {
                     let failures = backoff.succeed();
                     if failures > 0 {
-                        tracing::info!(frontend = %f.name, "recovered after {failures} failed attempts");
+                        tracing::info!(frontend = %f.name, "recovered after {}", count(failures as usize, "failed attempt"));
                     }
                     match f.status {
                         FrontendStatus::Reloaded => reloaded.push(f.name.clone()),
-                        FrontendStatus::UpdatedInPlace => {
-                            reloaded.push(format!("{} (in place, no reload)", f.name))
-                        }
+                        FrontendStatus::UpdatedInPlace => in_place.push(f.name.clone()),
                         _ => {}
                     }
                 }
@@ -556,7 +555,8 @@ impl Daemon {
         // A frontend that failed was just logged as `not applied`; an `applied ... reloaded
         // nothing` after it would contradict that. The retry that succeeds logs the change, since
         // the sets it is compared with move only on a clean apply.
-        if (written > 0 || !reloaded.is_empty()) && (failed.is_empty() || !reloaded.is_empty()) {
+        let touched = !reloaded.is_empty() || !in_place.is_empty();
+        if touched || (written > 0 && failed.is_empty()) {
             let changes: Vec<String> = sets
                 .iter()
                 .filter_map(|(name, set)| {
@@ -572,8 +572,22 @@ impl Daemon {
             } else {
                 format!(", not applied to {}", failed.join(", "))
             };
+            let mut done = Vec::new();
+            if !reloaded.is_empty() || in_place.is_empty() {
+                done.push(if reloaded.is_empty() {
+                    "reloaded nothing".to_string()
+                } else {
+                    format!("reloaded {}", reloaded.join(", "))
+                });
+            }
+            if !in_place.is_empty() {
+                done.push(format!(
+                    "updated {} in place (no reload)",
+                    in_place.join(", ")
+                ));
+            }
             tracing::info!(
-                "{} {}: {} written, reloaded {}{not_applied} in {} ms",
+                "{} {}: {} written, {}{not_applied} in {} ms",
                 if failed.is_empty() {
                     "applied"
                 } else {
@@ -585,11 +599,7 @@ impl Daemon {
                     changes.join(", ")
                 },
                 count(written, "output"),
-                if reloaded.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    reloaded.join(", ")
-                },
+                done.join(", "),
                 started.elapsed().as_millis()
             );
         }

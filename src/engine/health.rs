@@ -159,7 +159,11 @@ impl Engine {
             status.unhealthy += 1;
             let reason = match state {
                 Some(s) => s.last_error.unwrap_or_else(|| match s.probed {
-                    true => format!("passed {} of {} checks to rise", s.passes, config.rise),
+                    true => format!(
+                        "passed {} of {} to rise",
+                        s.passes,
+                        crate::value::count(config.rise as usize, "check")
+                    ),
                     false => "not checked yet".to_string(),
                 }),
                 None => "not checked yet".to_string(),

@@ -436,10 +436,10 @@ impl Election {
             Ok(resp) if resp.succeeded() => {
                 tracing::info!(
                     service = %self.key.service,
-                    "fleet: published {} revision {} ({} backends)",
+                    "fleet: published {} revision {} ({})",
                     self.key.locator,
                     record.revision,
-                    record.backends.len()
+                    crate::value::count(record.backends.len(), "backend")
                 );
                 self.with_state(|s| {
                     s.data = Some(record);

@@ -203,7 +203,7 @@ fn service(s: &ServiceStatus, now: SystemTime) -> Markup {
             header {
                 h3 { (s.name) }
                 span class={ "pill " (class) } { (word) }
-                span.count { (s.backends.len()) " backends" }
+                span.count { (crate::value::count(s.backends.len(), "backend")) }
             }
             dl.facts {
                 div { dt { "last success" } dd { (ago(s.last_success_at, now)) } }
@@ -385,7 +385,7 @@ fn changes<'a>(changes: impl ExactSizeIterator<Item = &'a Change>, now: SystemTi
             ol.changes {
                 @for c in changes {
                     li {
-                        (ago(Some(c.at), now)) " · " strong { (c.service) } " → " (c.backends) " backends "
+                        (ago(Some(c.at), now)) " · " strong { (c.service) } " → " (crate::value::count(c.backends, "backend")) " "
                         @for a in &c.added { span.added { "+" (a) } " " }
                         @for r in &c.removed { span.removed { "-" (r) } " " }
                     }

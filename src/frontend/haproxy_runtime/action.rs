@@ -122,9 +122,9 @@ pub async fn reload(
                 tracing::info!("frontend `{name}`: live servers already match the files");
             } else {
                 tracing::info!(
-                    "frontend `{name}`: updated in place through {} ({} commands, no reload): {}",
+                    "frontend `{name}`: updated in place through {} ({}, no reload): {}",
                     action.socket,
-                    commands.len(),
+                    crate::value::count(commands.len(), "command"),
                     commands.join("; ")
                 );
             }

@@ -20,6 +20,10 @@ pub(super) enum NotInPlace {
         running: usize,
         needed: usize,
     },
+    FirstSlots {
+        path: PathBuf,
+        backend: String,
+    },
     Layout(PathBuf),
     HostName {
         backend: String,
@@ -48,6 +52,12 @@ impl fmt::Display for NotInPlace {
                 f,
                 "slots exhausted: backend `{backend}` in {} now has {needed} servers, the running \
                  HAProxy has {running}",
+                path.display()
+            ),
+            NotInPlace::FirstSlots { path, backend } => write!(
+                f,
+                "first switch to slots: backend `{backend}` in {} had no slots before, so a \
+                 reload is needed once",
                 path.display()
             ),
             NotInPlace::Layout(path) => write!(
@@ -85,6 +95,20 @@ pub(super) fn changed_servers(file: &ChangedFile<'_>) -> Result<Vec<BackendSecti
         for backend in &new.backends {
             let running = old.backend(&backend.name).map_or(0, |b| b.servers.len());
             if running > 0 && backend.servers.len() > running {
+                // Slots grow by appending: the running servers keep their names, in order. Any
+                // other names mean the installed file had no slots (or other ones) yet.
+                let grown = old.backend(&backend.name).is_some_and(|b| {
+                    b.servers
+                        .iter()
+                        .zip(&backend.servers)
+                        .all(|(o, n)| o.name == n.name)
+                });
+                if !grown {
+                    return Err(NotInPlace::FirstSlots {
+                        path: file.path.to_path_buf(),
+                        backend: backend.name.clone(),
+                    });
+                }
                 return Err(NotInPlace::SlotsExhausted {
                     path: file.path.to_path_buf(),
                     backend: backend.name.clone(),

@@ -98,6 +98,11 @@ fn only_address_weight_and_state_changes_are_made_in_place() {
             )
             .unwrap_err(),
             check(
+                "backend web\n server web_s1 127.0.0.2:80\n server web_s2 127.0.0.3:80\n server web_s3 0.0.0.0:0 disabled\n",
+                Some("backend web\n server web_127_0_0_2_80 127.0.0.2:80\n server web_127_0_0_3_80 127.0.0.3:80\n")
+            )
+            .unwrap_err(),
+            check(
                 &old.replace("backend web", "backend web\n balance first"),
                 Some(old)
             )
