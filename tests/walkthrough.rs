@@ -15,12 +15,17 @@
 //! wrappers first on `PATH`: `nginx` with `-c` (Debian's compiled-in config path, moved),
 //! `varnishd` with `-n` (its work dir), and `systemctl`, which runs the `ExecReload` of Debian's
 //! unit. `systemctl restart FRONTEND` and `systemctl enable --now elasticd` lines start the
-//! unit's `ExecStart` in the foreground, in a process group of the test (killed on drop), and
-//! a `curl` line is a request that must reach both example backends. Then the test changes the
-//! backends file and checks that the daemon the walkthrough started moves the traffic.
+//! unit's `ExecStart` in the foreground, in a process group of the test (killed on drop),
+//! `systemctl reload elasticd` sends it SIGHUP, and a `curl` line is a request that must reach
+//! both example backends. Then the test changes the backends file and checks that the daemon the
+//! walkthrough started moves the traffic.
 //!
-//! For nginx and Apache the walkthrough also runs without the line that disables Debian's
-//! default site, and the request must then not reach a backend: that is why the line is there.
+//! Each walkthrough also runs with one line left out, to show that the line is needed: without
+//! the render before the start, nginx, HAProxy and Varnish refuse to start (Apache starts and
+//! answers 503), and without disabling Debian's default site (nginx, Apache) the request gets
+//! that site's answer instead of a backend's.
+//!
+//! It runs as root, as the frontends' Debian units do (they drop to their own users).
 
 mod support;
 
@@ -401,6 +406,7 @@ impl Prefix {
             ["systemctl", "enable", "--now", "elasticd", ..] => {
                 return self.start("elasticd", expect);
             }
+            ["systemctl", "reload", "elasticd", ..] => self.reload_daemon(),
             ["curl", ..] => self.request(expect),
             _ => {
                 let out = Command::new("sh")
@@ -496,6 +502,24 @@ impl Prefix {
         true
     }
 
+    /// The unit's `ExecReload`: SIGHUP; waits until the daemon has read the config again and
+    /// applied what changed.
+    fn reload_daemon(&mut self) {
+        let daemon = self
+            .daemon
+            .as_mut()
+            .expect("the walkthrough started elasticd");
+        let reloads = |log: &str| log.matches("config reloaded").count();
+        let before = reloads(&daemon.log());
+        daemon.signal(Signal::SIGHUP);
+        daemon.wait_for_log("the new config", PATIENCE, |l| reloads(l) > before);
+        let applied = |log: &str| log.matches("applied").count();
+        let before = applied(&daemon.log());
+        daemon.wait_for_log("the apply of the new config", PATIENCE, |l| {
+            applied(l) > before
+        });
+    }
+
     /// The walkthrough's request: it must reach both example backends (or, without the line
     /// that disables Debian's default site, neither).
     fn request(&self, expect: Expect) {
@@ -570,9 +594,15 @@ impl Drop for Prefix {
 /// Runs the walkthrough of `frontend`, without the line starting with `skip` (page text, which
 /// must be there), until it has come to `expect`.
 fn run(frontend: Frontend, skip: Option<&str>, expect: Expect) -> Prefix {
+    run_all(frontend, &[frontend.name()], skip, expect)
+}
+
+/// Runs the walkthroughs `names` one after the other in one prefix, as [`run`] does one.
+fn run_all(frontend: Frontend, names: &[&str], skip: Option<&str>, expect: Expect) -> Prefix {
     let mut prefix = Prefix::new(frontend);
     let mut skipped = false;
-    'blocks: for block in walkthrough(frontend.name()) {
+    let blocks = names.iter().flat_map(|name| walkthrough(name));
+    'blocks: for block in blocks {
         match block {
             Block::File { path, append, text } => prefix.write(&path, &text, append),
             Block::Commands(lines) => {
@@ -627,6 +657,21 @@ fn nginx_walkthrough_needs_the_render_before_the_start() {
 #[test]
 fn haproxy_walkthrough_serves_the_backends() {
     walkthrough_works(Frontend::Haproxy);
+}
+
+#[test]
+fn haproxy_runtime_walkthrough_switches_to_slots_once_then_updates_in_place() {
+    let names = ["haproxy", "haproxy-runtime"];
+    let mut prefix = run_all(Frontend::Haproxy, &names, None, Expect::Backends);
+    let log = |p: &Prefix| p.daemon.as_ref().expect("started").log();
+    let first = "first switch to slots: backend `web` in ";
+    assert!(log(&prefix).contains(first), "{}", prefix.logs());
+    prefix.move_traffic();
+    let daemon = prefix.daemon.as_mut().expect("started");
+    daemon.wait_for_log("the in-place update", PATIENCE, |l| {
+        l.contains("applied web +1/-2") && l.contains("updated haproxy in place (no reload)")
+    });
+    assert_eq!(log(&prefix).matches(first).count(), 1, "{}", prefix.logs());
 }
 
 #[test]
