@@ -234,6 +234,60 @@ outputs:
     insta::assert_snapshot!(errors(&t.render().run(), t.path()));
 }
 
+#[test]
+fn an_exec_fallback_of_haproxy_runtime_is_looked_up_when_the_config_loads() {
+    let t = Test::new()
+        .file("plugins/actions/noexec", "#!/bin/sh\n")
+        .executable(
+            "plugins/actions/reloader",
+            "#!/bin/sh\necho reload >> reloads\n",
+        );
+    t.write(
+        "config.yaml",
+        r#"services:
+  web: { port: 80, locators: [static: ["127.0.0.1"]] }
+frontends:
+  missing:
+    reload:
+      haproxy_runtime: { socket: admin.sock, fallback: { exec: [no-such-fallback-elasticd] } }
+  noexec:
+    reload: { haproxy_runtime: { socket: admin.sock, fallback: { exec: [noexec, --now] } } }
+  found:
+    reload: { haproxy_runtime: { socket: admin.sock, fallback: { exec: [reloader] } } }
+outputs: []
+"#,
+    );
+    for command in ["render", "check"] {
+        let run = t.elasticd([command, "--config", "config.yaml"]).run();
+        assert_eq!(run.code, 2, "{command}: {}", run.stderr);
+    }
+    assert_eq!(
+        errors(&t.render().run(), t.path()),
+        "error: config.yaml has 2 problems:\n  \
+         config.yaml:6:65: frontend `missing` reload: action plugin `no-such-fallback-elasticd` \
+         not found: looked in DIR/plugins/actions/no-such-fallback-elasticd, \
+         DIR/plugins/no-such-fallback-elasticd and on PATH\n  \
+         config.yaml:8:73: frontend `noexec` reload: action plugin `noexec`: \
+         DIR/plugins/actions/noexec is not executable (chmod +x it)"
+    );
+
+    // Found in the plugin directory (not on PATH), it is what runs on a first install.
+    t.write(
+        "config.yaml",
+        r#"services:
+  web: { port: 80, locators: [static: ["127.0.0.1"]] }
+frontends:
+  found:
+    reload: { haproxy_runtime: { socket: admin.sock, fallback: { exec: [reloader] } } }
+outputs:
+  - { template: "builtin:haproxy", path: backend.cfg, frontend: found, vars: { service: web } }
+"#,
+    );
+    let run = t.render().run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(t.lines("reloads"), 1, "{}", run.stderr);
+}
+
 /// The body of a renderer plugin that behaves as the file `mode` says; it dumps its request.
 const MODAL_RENDERER: &str = r#"#!/bin/sh
 cat > render-request.json

@@ -13,6 +13,7 @@ use crate::frontend::{
     FrontendError, RawReload, ReloadAction, ReloadContext, ReloadSpec, Reloaded, SpecAction,
 };
 use crate::metrics::metrics;
+use crate::plugin::PluginSlot;
 use crate::value::{BoxFuture, HumanDuration};
 
 /// How long a Runtime API update or a master-socket reload may take by default.
@@ -81,6 +82,15 @@ impl ReloadSpec for HaproxyRuntime {
 
     fn program(&self) -> Option<&str> {
         self.fallback.program()
+    }
+
+    // An `exec` fallback is found when the config loads, like any other reload plugin, so that a
+    // missing one is a config error rather than a failed reload on the first change that cannot
+    // be made in place.
+    fn plugin_mut(&mut self) -> Option<PluginSlot<'_>> {
+        let mut slot = self.fallback.plugin_mut()?;
+        slot.argv_at.insert(0, "fallback");
+        Some(slot)
     }
 
     fn reload<'a>(
