@@ -149,6 +149,21 @@ pub async fn run_with_clean_env(spec: CommandSpec<'_>) -> Result<Finished, Proce
     run_inner(spec, true).await
 }
 
+/// Gives up on a run: kills the program's whole group and reaps it, so that nothing it started
+/// outlives the error returned.
+async fn abandon(
+    child: &mut tokio::process::Child,
+    pgid: Option<Pid>,
+    error: ProcessError,
+) -> Result<Finished, ProcessError> {
+    if let Some(pgid) = pgid {
+        // The group may be gone already; that's the outcome we want anyway.
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
+    let _ = child.wait().await;
+    Err(error)
+}
+
 async fn run_inner(spec: CommandSpec<'_>, clear_env: bool) -> Result<Finished, ProcessError> {
     let program = spec.argv.first().ok_or(ProcessError::Empty)?;
     let command = display_command(spec.argv);
@@ -198,12 +213,6 @@ async fn run_inner(spec: CommandSpec<'_>, clear_env: bool) -> Result<Finished, P
     let mut stdout_buf = Vec::new();
     let mut stderr_buf = Vec::new();
     let deadline = tokio::time::Instant::now() + spec.timeout;
-    let kill_group = || {
-        if let Some(pgid) = pgid {
-            // The group may be gone already; that's the outcome we want anyway.
-            let _ = killpg(pgid, Signal::SIGKILL);
-        }
-    };
     let outcome = {
         let feed = async {
             if let Some(mut pipe) = stdin_pipe {
@@ -239,25 +248,25 @@ async fn run_inner(spec: CommandSpec<'_>, clear_env: bool) -> Result<Finished, P
     };
     let (within_limit, exited) = match outcome {
         Err(_) => {
-            kill_group();
-            let _ = child.wait().await;
-            return Err(ProcessError::Timeout {
+            let error = ProcessError::Timeout {
                 command,
                 timeout: spec.timeout,
                 output_tail: tail(&stderr_buf),
-            });
+            };
+            return abandon(&mut child, pgid, error).await;
         }
         Ok((Err(source), _)) => {
-            kill_group();
-            let _ = child.wait().await;
-            return Err(ProcessError::Io { command, source });
+            return abandon(&mut child, pgid, ProcessError::Io { command, source }).await;
         }
         Ok((Ok(within), exited)) => (within, exited),
     };
     if !within_limit {
-        kill_group();
-        let _ = child.wait().await;
-        return Err(ProcessError::TooMuchOutput { command, limit });
+        return abandon(
+            &mut child,
+            pgid,
+            ProcessError::TooMuchOutput { command, limit },
+        )
+        .await;
     }
     let (stdout, stderr) = (stdout_buf, stderr_buf);
     let status = match exited {
@@ -266,13 +275,12 @@ async fn run_inner(spec: CommandSpec<'_>, clear_env: bool) -> Result<Finished, P
         None => match tokio::time::timeout_at(deadline, child.wait()).await {
             Ok(status) => status,
             Err(_) => {
-                kill_group();
-                let _ = child.wait().await;
-                return Err(ProcessError::Timeout {
+                let error = ProcessError::Timeout {
                     command,
                     timeout: spec.timeout,
                     output_tail: tail(&stderr),
-                });
+                };
+                return abandon(&mut child, pgid, error).await;
             }
         },
     }
