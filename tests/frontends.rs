@@ -79,61 +79,52 @@ const APACHE_MODULES: &[(&str, &str)] = &[
     ),
 ];
 
+/// nginx's HTTP `upstream`; `nginx-stream` differs in its wrapper and the module it loads.
+const NGINX: Frontend = Frontend {
+    template: "nginx",
+    wrapper: include_str!("frontends/nginx-http.conf"),
+    write_as: "nginx.conf",
+    snippet: "upstream.conf",
+    program: ("nginx", "nginx"),
+    needs: &[],
+    checker: nginx_check,
+    line_prefix: "server ",
+    placeholder_lines: 1,
+    bad_var: ("balance", "bogus_directive"),
+    bad_message: NGINX_UNKNOWN,
+};
+
+/// HAProxy's HTTP backend; `haproxy-tcp` differs only in its wrapper.
+const HAPROXY: Frontend = Frontend {
+    template: "haproxy",
+    wrapper: include_str!("frontends/haproxy-http.cfg"),
+    write_as: "haproxy.cfg",
+    snippet: "backend.cfg",
+    program: ("haproxy", "haproxy"),
+    needs: &[],
+    checker: haproxy_check,
+    line_prefix: "server ",
+    placeholder_lines: 0,
+    bad_var: ("balance", "bogus_directive"),
+    bad_message: HAPROXY_BALANCE,
+};
+
 const FRONTENDS: &[Frontend] = &[
-    Frontend {
-        template: "nginx",
-        wrapper: include_str!("frontends/nginx-http.conf"),
-        write_as: "nginx.conf",
-        snippet: "upstream.conf",
-        program: ("nginx", "nginx"),
-        needs: &[],
-        checker: nginx_check,
-        line_prefix: "server ",
-        placeholder_lines: 1,
-        bad_var: ("balance", "bogus_directive"),
-        bad_message: NGINX_UNKNOWN,
-    },
+    NGINX,
     Frontend {
         template: "nginx-stream",
         wrapper: include_str!("frontends/nginx-stream.conf"),
-        write_as: "nginx.conf",
-        snippet: "upstream.conf",
-        program: ("nginx", "nginx"),
         needs: &[(
             "/usr/lib/nginx/modules/ngx_stream_module.so",
             "libnginx-mod-stream",
         )],
-        checker: nginx_check,
-        line_prefix: "server ",
-        placeholder_lines: 1,
-        bad_var: ("balance", "bogus_directive"),
-        bad_message: NGINX_UNKNOWN,
+        ..NGINX
     },
-    Frontend {
-        template: "haproxy",
-        wrapper: include_str!("frontends/haproxy-http.cfg"),
-        write_as: "haproxy.cfg",
-        snippet: "backend.cfg",
-        program: ("haproxy", "haproxy"),
-        needs: &[],
-        checker: haproxy_check,
-        line_prefix: "server ",
-        placeholder_lines: 0,
-        bad_var: ("balance", "bogus_directive"),
-        bad_message: HAPROXY_BALANCE,
-    },
+    HAPROXY,
     Frontend {
         template: "haproxy-tcp",
         wrapper: include_str!("frontends/haproxy-tcp.cfg"),
-        write_as: "haproxy.cfg",
-        snippet: "backend.cfg",
-        program: ("haproxy", "haproxy"),
-        needs: &[],
-        checker: haproxy_check,
-        line_prefix: "server ",
-        placeholder_lines: 0,
-        bad_var: ("balance", "bogus_directive"),
-        bad_message: HAPROXY_BALANCE,
+        ..HAPROXY
     },
     Frontend {
         template: "varnish",
