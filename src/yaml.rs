@@ -733,41 +733,24 @@ mod tests {
         assert!(err.message.contains("duplicate"), "{}", err.message);
     }
 
+    /// `text` must not parse, with a message containing `wanted`, at `line:column`.
+    fn assert_fails_at(text: &str, wanted: &str, line: usize, column: usize) {
+        let err = parse(text).unwrap_err();
+        assert!(err.message.contains(wanted), "{}", err.message);
+        assert_eq!(err.loc, Location { line, column });
+    }
+
     #[test]
     fn deep_block_nesting_is_an_error_not_a_stack_overflow() {
         // `- - - ... x`: one list per `- `, 11,000 deep.
         let text = format!("{}x\n", "- ".repeat(11_000));
-        let err = parse(&text).unwrap_err();
-        assert!(
-            err.message.contains("nested more than 255"),
-            "{}",
-            err.message
-        );
-        assert_eq!(
-            err.loc,
-            Location {
-                line: 1,
-                column: 511
-            }
-        );
+        assert_fails_at(&text, "nested more than 255", 1, 511);
         // Nested block mappings, one per line.
         let mut text = String::new();
         for i in 0..5_000 {
             text.push_str(&format!("{}k{i}:\n", " ".repeat(i)));
         }
-        let err = parse(&text).unwrap_err();
-        assert!(
-            err.message.contains("nested more than 255"),
-            "{}",
-            err.message
-        );
-        assert_eq!(
-            err.loc,
-            Location {
-                line: 256,
-                column: 256
-            }
-        );
+        assert_fails_at(&text, "nested more than 255", 256, 256);
     }
 
     #[test]
@@ -817,19 +800,7 @@ mod tests {
         assert_eq!(node, Ok(()));
         // 1 + 3 + 253 = 257.
         text.push_str("- &a2 [[[*a1]]]\n");
-        let err = parse(&text).unwrap_err();
-        assert!(
-            err.message.contains("the alias stands for"),
-            "{}",
-            err.message
-        );
-        assert_eq!(
-            err.loc,
-            Location {
-                line: 3,
-                column: 10
-            }
-        );
+        assert_fails_at(&text, "the alias stands for", 3, 10);
         // Aliases of scalars and of shallow values are fine anywhere the limit allows.
         let text = format!(
             "a: &s x\nb: &m {{k: [1]}}\nc: {}[*s, *m]{}\n",
