@@ -261,22 +261,27 @@ fn scalar_kind(scalar: ScalarOwned) -> NodeKind {
 impl Node {
     /// The value under `key` when this node is a mapping.
     pub fn get(&self, key: &str) -> Option<&Node> {
-        match &self.kind {
-            NodeKind::Map(entries) => entries
-                .iter()
-                .find(|(k, _)| matches!(&k.kind, NodeKind::Str(s) if s == key))
-                .map(|(_, v)| v),
-            _ => None,
-        }
+        self.entry(key).map(|(_, v)| v)
     }
 
     /// The key node for `key` when this node is a mapping (to point errors at the key).
     pub fn key(&self, key: &str) -> Option<&Node> {
+        self.entry(key).map(|(k, _)| k)
+    }
+
+    /// The node at the path `keys` below this one, or this node when part of the path is
+    /// missing: where a problem with that setting is pointed at.
+    pub fn at_or_here(&self, keys: &[&str]) -> &Node {
+        keys.iter()
+            .try_fold(self, |node, key| node.get(key))
+            .unwrap_or(self)
+    }
+
+    fn entry(&self, key: &str) -> Option<&(Node, Node)> {
         match &self.kind {
             NodeKind::Map(entries) => entries
                 .iter()
-                .find(|(k, _)| matches!(&k.kind, NodeKind::Str(s) if s == key))
-                .map(|(k, _)| k),
+                .find(|(k, _)| matches!(&k.kind, NodeKind::Str(s) if s == key)),
             _ => None,
         }
     }

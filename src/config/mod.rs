@@ -492,9 +492,7 @@ impl Loader {
                 && !(0.0..=1.0).contains(&ratio)
             {
                 self.problems.push(Problem::at(
-                    node.get("guard")
-                        .and_then(|g| g.get("max_removed_ratio"))
-                        .unwrap_or(node),
+                    node.at_or_here(&["guard", "max_removed_ratio"]),
                     format!("max_removed_ratio must be between 0.0 and 1.0, not {ratio}"),
                 ));
             }
@@ -576,9 +574,7 @@ impl Loader {
                     .is_some_and(|n| (1..=crate::render::slots::MAX_SLOTS).contains(&n))
             {
                 problems.push(Problem::at(
-                    node.get("vars")
-                        .and_then(|v| v.get("slots"))
-                        .unwrap_or(node),
+                    node.at_or_here(&["vars", "slots"]),
                     format!(
                         "{what}: `vars.slots` must be a whole number from 1 to {}, not {slots}",
                         crate::render::slots::MAX_SLOTS
@@ -589,9 +585,7 @@ impl Loader {
                 Some(serde_json::Value::String(service)) => {
                     if !declared("services", service) {
                         problems.push(Problem::at(
-                            node.get("vars")
-                                .and_then(|v| v.get("service"))
-                                .unwrap_or(node),
+                            node.at_or_here(&["vars", "service"]),
                             format!(
                                 "{what}: unknown service `{service}`; defined services: {}",
                                 self.declared_names("services")
@@ -600,9 +594,7 @@ impl Loader {
                     }
                 }
                 Some(_) => problems.push(Problem::at(
-                    node.get("vars")
-                        .and_then(|v| v.get("service"))
-                        .unwrap_or(node),
+                    node.at_or_here(&["vars", "service"]),
                     format!("{what}: `vars.service` must be a service name"),
                 )),
                 None => {
