@@ -289,6 +289,30 @@ outputs:
         assert_eq!(code, 0, "{stderr}");
         Haproxy::start(self.path())
     }
+
+    /// [`Setup::start`], then waits until HAProxy serves `backends`; returns it and its worker.
+    fn serve(&self, backends: &[(&String, u32)]) -> (Haproxy, u32) {
+        let haproxy = self.start(backends);
+        let endpoints: Vec<&String> = backends.iter().map(|(e, _)| *e).collect();
+        wait_for_backends(self.port, &endpoints);
+        let worker = haproxy.worker_pid();
+        (haproxy, worker)
+    }
+
+    /// `elasticd render`, which must succeed; returns its stderr.
+    fn render_ok(&self) -> String {
+        let (code, stderr) = self.render(&[]);
+        assert_eq!(code, 0, "{stderr}");
+        stderr
+    }
+
+    /// Waits for the fallback's new worker to serve `backends` from the file on disk; returns it.
+    fn reloaded(&self, haproxy: &Haproxy, worker: u32, backends: &[&String]) -> u32 {
+        let new_worker = haproxy.wait_for_new_worker(worker);
+        wait_for_backends(self.port, backends);
+        assert_file_matches_live(self.path(), haproxy);
+        new_worker
+    }
 }
 
 const MASTER: &str = "{ master_socket: master.sock }";
@@ -298,9 +322,7 @@ fn adds_removals_and_replacements_within_the_slots_need_no_reload() {
     let setup = Setup::new(4, "admin.sock", MASTER);
     let d = setup.path();
     let [b2, b3, b4, b5, b6] = [2, 3, 4, 5, 6].map(http_backend);
-    let haproxy = setup.start(&[(&b2, 1), (&b3, 1)]);
-    wait_for_backends(setup.port, &[&b2, &b3]);
-    let worker = haproxy.worker_pid();
+    let (haproxy, worker) = setup.serve(&[(&b2, 1), (&b3, 1)]);
     assert_file_matches_live(d, &haproxy);
 
     let steps: [(&str, Vec<(&String, u32)>); 4] = [
@@ -352,28 +374,23 @@ fn adds_removals_and_replacements_within_the_slots_need_no_reload() {
     assert_file_matches_live(d, &haproxy);
 
     // Nothing changed: nothing is sent.
-    let (code, stderr) = setup.render(&[]);
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = setup.render_ok();
     assert!(stderr.contains("unchanged"), "{stderr}");
 }
 
 #[test]
 fn a_first_switch_to_slots_says_so_and_reloads_once() {
     let setup = Setup::new(4, "admin.sock", MASTER);
-    let d = setup.path();
     let [b2, b3, b4] = [2, 3, 4].map(http_backend);
     // HAProxy starts from a file rendered without slots.
     let config = setup.dir.read("config.yaml");
     setup
         .dir
         .write("config.yaml", &config.replace("slots: 4, ", ""));
-    let haproxy = setup.start(&[(&b2, 1), (&b3, 1)]);
-    wait_for_backends(setup.port, &[&b2, &b3]);
-    let worker = haproxy.worker_pid();
+    let (haproxy, worker) = setup.serve(&[(&b2, 1), (&b3, 1)]);
 
     setup.dir.write("config.yaml", &config);
-    let (code, stderr) = setup.render(&[]);
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = setup.render_ok();
     assert!(
         stderr.contains("first switch to slots: backend `web` in ")
             && stderr.contains(
@@ -382,14 +399,11 @@ fn a_first_switch_to_slots_says_so_and_reloads_once() {
         "{stderr}"
     );
     assert!(!stderr.contains("slots exhausted"), "{stderr}");
-    haproxy.wait_for_new_worker(worker);
-    wait_for_backends(setup.port, &[&b2, &b3]);
-    assert_file_matches_live(d, &haproxy);
+    setup.reloaded(&haproxy, worker, &[&b2, &b3]);
 
     // From then on, changes within the slots are made in place.
     setup.set_backends(&[(&b2, 1), (&b4, 1)]);
-    let (code, stderr) = setup.render(&[]);
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = setup.render_ok();
     assert!(stderr.contains("updated in place"), "{stderr}");
     wait_for_backends(setup.port, &[&b2, &b4]);
 }
@@ -399,13 +413,10 @@ fn more_backends_than_slots_fall_back_to_a_real_reload() {
     let setup = Setup::new(2, "admin.sock", MASTER);
     let d = setup.path();
     let [b2, b3, b4] = [2, 3, 4].map(http_backend);
-    let haproxy = setup.start(&[(&b2, 1), (&b3, 1)]);
-    wait_for_backends(setup.port, &[&b2, &b3]);
-    let worker = haproxy.worker_pid();
+    let (haproxy, worker) = setup.serve(&[(&b2, 1), (&b3, 1)]);
 
     setup.set_backends(&[(&b2, 1), (&b3, 1), (&b4, 1)]);
-    let (code, stderr) = setup.render(&[]);
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = setup.render_ok();
     assert!(
         stderr.contains("slots exhausted: backend `web` in ")
             && stderr.contains(
@@ -414,14 +425,11 @@ fn more_backends_than_slots_fall_back_to_a_real_reload() {
         "{stderr}"
     );
     assert!(stderr.contains("reloaded"), "{stderr}");
-    let new_worker = haproxy.wait_for_new_worker(worker);
-    wait_for_backends(setup.port, &[&b2, &b3, &b4]);
-    assert_file_matches_live(d, &haproxy);
+    let new_worker = setup.reloaded(&haproxy, worker, &[&b2, &b3, &b4]);
 
     // The grown slots stay: going back to two backends is done in place.
     setup.set_backends(&[(&b2, 1), (&b4, 1)]);
-    let (code, stderr) = setup.render(&[]);
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = setup.render_ok();
     assert!(stderr.contains("updated in place"), "{stderr}");
     wait_for_backends(setup.port, &[&b2, &b4]);
     assert_eq!(haproxy.worker_pid(), new_worker);
@@ -433,13 +441,10 @@ fn an_unreachable_runtime_socket_is_named_and_the_fallback_reloads() {
     let setup = Setup::new(4, "wrong.sock", MASTER);
     let d = setup.path();
     let [b2, b3] = [2, 3].map(http_backend);
-    let haproxy = setup.start(&[(&b2, 1)]);
-    wait_for_backends(setup.port, &[&b2]);
-    let worker = haproxy.worker_pid();
+    let (haproxy, worker) = setup.serve(&[(&b2, 1)]);
 
     setup.set_backends(&[(&b2, 1), (&b3, 1)]);
-    let (code, stderr) = setup.render(&[]);
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = setup.render_ok();
     let wrong = d.join("wrong.sock");
     assert!(
         stderr.contains(&format!(
@@ -448,9 +453,7 @@ fn an_unreachable_runtime_socket_is_named_and_the_fallback_reloads() {
         )) && stderr.contains("reloading with the fallback"),
         "{stderr}"
     );
-    haproxy.wait_for_new_worker(worker);
-    wait_for_backends(setup.port, &[&b2, &b3]);
-    assert_file_matches_live(d, &haproxy);
+    setup.reloaded(&haproxy, worker, &[&b2, &b3]);
 }
 
 #[test]
@@ -513,12 +516,9 @@ fn a_tcp_stats_socket_works_like_a_unix_one() {
         &format!("    stats socket 127.0.0.1:{tcp} level admin\n"),
     );
     let [b2, b3] = [2, 3].map(http_backend);
-    let haproxy = setup.start(&[(&b2, 1)]);
-    wait_for_backends(setup.port, &[&b2]);
-    let worker = haproxy.worker_pid();
+    let (haproxy, worker) = setup.serve(&[(&b2, 1)]);
     setup.set_backends(&[(&b3, 2)]);
-    let (code, stderr) = setup.render(&[]);
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = setup.render_ok();
     assert!(
         stderr.contains(&format!("updated in place through 127.0.0.1:{tcp}")),
         "{stderr}"
@@ -546,13 +546,10 @@ fn a_refused_command_is_reported_with_haproxys_answer_and_the_fallback_reloads()
         ),
     );
     let [b2, b3] = [2, 3].map(http_backend);
-    let haproxy = setup.start(&[(&b2, 1)]);
-    wait_for_backends(setup.port, &[&b2]);
-    let worker = haproxy.worker_pid();
+    let (haproxy, worker) = setup.serve(&[(&b2, 1)]);
 
     setup.set_backends(&[(&b2, 1), (&b3, 1)]);
-    let (code, stderr) = setup.render(&[]);
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = setup.render_ok();
     assert!(
         stderr.contains(&format!(
             "the Runtime API update failed: HAProxy socket {}: `set server web/web_s2 addr {} \
@@ -563,9 +560,7 @@ fn a_refused_command_is_reported_with_haproxys_answer_and_the_fallback_reloads()
         )),
         "{stderr}"
     );
-    haproxy.wait_for_new_worker(worker);
-    wait_for_backends(setup.port, &[&b2, &b3]);
-    assert_file_matches_live(d, &haproxy);
+    setup.reloaded(&haproxy, worker, &[&b2, &b3]);
 }
 
 #[test]
@@ -581,9 +576,7 @@ fn the_daemon_updates_in_place_on_sigusr1_and_says_so() {
         ),
     );
     let [b2, b3] = [2, 3].map(http_backend);
-    let haproxy = setup.start(&[(&b2, 1)]);
-    wait_for_backends(setup.port, &[&b2]);
-    let worker = haproxy.worker_pid();
+    let (haproxy, worker) = setup.serve(&[(&b2, 1)]);
     let daemon = setup
         .dir
         .elasticd(["run", "--config", "config.yaml"])
