@@ -603,6 +603,16 @@ fn change_request(options: &Value, addresses: &[&str]) -> Value {
            "outputs": []})
 }
 
+/// Runs route53-rr once, with `options`, on a change to `addresses` (port 80).
+fn route53_rr(dir: &Path, env: &[(&str, String)], options: &Value, addresses: &[&str]) -> Output {
+    run_plugin(
+        "actions/route53-rr",
+        dir,
+        &change_request(options, addresses),
+        env,
+    )
+}
+
 fn records(moto: &MotoServer, zone: &Value) -> Value {
     moto.seed("records", &json!({"zone_id": zone}))
 }
@@ -689,14 +699,8 @@ fn route53_rr_keeps_the_record_set_equal_to_the_backends() {
     let env = aws_env(dir.path(), &moto);
     let options =
         json!({"zone_name": "example.test", "record_name": "web.example.test", "ttl": 30});
-    let hook = |options: &Value, addresses: &[&str]| {
-        run_plugin(
-            "actions/route53-rr",
-            dir.path(),
-            &change_request(options, addresses),
-            &env,
-        )
-    };
+    let hook =
+        |options: &Value, addresses: &[&str]| route53_rr(dir.path(), &env, options, addresses);
     let ok = |out: Output| assert_eq!(out.code, 0, "hook failed: {}", out.stderr);
 
     // Distinct IPv4 addresses only (two ports on one host are one record value).
@@ -754,14 +758,7 @@ fn route53_rr_tells_a_public_zone_from_a_private_one_and_can_wait() {
     )["id"]
         .clone();
     let env = aws_env(dir.path(), &moto);
-    let hook = |options: Value| {
-        run_plugin(
-            "actions/route53-rr",
-            dir.path(),
-            &change_request(&options, &["10.0.0.1"]),
-            &env,
-        )
-    };
+    let hook = |options: Value| route53_rr(dir.path(), &env, &options, &["10.0.0.1"]);
     hook(json!({"zone_name": "example.test", "record_name": "web.example.test"}))
         .failed_with("2 hosted zones are named example.test.");
     let out = hook(json!({"zone_name": "example.test", "private": true,
@@ -780,14 +777,7 @@ fn route53_rr_errors_are_one_line() {
     let moto = MotoServer::start(dir.path());
     moto.seed("hosted-zone", &json!({"name": "example.test"}));
     let env = aws_env(dir.path(), &moto);
-    let hook = |options: Value| {
-        run_plugin(
-            "actions/route53-rr",
-            dir.path(),
-            &change_request(&options, &["10.0.0.1"]),
-            &env,
-        )
-    };
+    let hook = |options: Value| route53_rr(dir.path(), &env, &options, &["10.0.0.1"]);
     hook(json!({"zone_name": "nope.test", "record_name": "web.nope.test"}))
         .failed_with("no hosted zone named nope.test.");
     hook(json!({"zone_name": "example.test", "record_name": "web.other.test"}))
