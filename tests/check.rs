@@ -24,12 +24,7 @@ fn an_undefined_variable_is_a_check_error_with_the_template_line() {
             "# header\n{% for b in backends %}\nserver {{ b.adress }};\n{% endfor %}\n",
         );
     let run = check(&t);
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("Field `adress` is not defined"),
-        "{}",
-        run.stderr
-    );
+    run.exited_saying(2, "Field `adress` is not defined");
     assert!(run.stderr.contains("t.tera:3:"), "{}", run.stderr);
     assert!(
         run.stderr.contains("error: config.yaml:6:17: output "),
@@ -69,8 +64,7 @@ fn check_locate_renders_with_the_backends_the_locators_find() {
     let run = t
         .elasticd(["check", "--locate", "--config", "config.yaml"])
         .run();
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("t.tera:2:"), "{}", run.stderr);
+    run.exited_saying(2, "t.tera:2:");
     assert!(
         run.stderr
             .contains("check --locate renders each template with the backends its service's"),
@@ -89,8 +83,7 @@ fn check_locate_renders_with_the_backends_the_locators_find() {
     let run = t
         .elasticd(["check", "--locate", "--config", "config.yaml"])
         .run();
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("service `web`: "), "{}", run.stderr);
+    run.exited_saying(2, "service `web`: ");
     assert!(run.stderr.contains("missing.json"), "{}", run.stderr);
 }
 
@@ -159,8 +152,7 @@ fn an_unwritable_output_directory_is_an_error() {
         return;
     }
     let run = check(&t);
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("is not writable"), "{}", run.stderr);
+    run.exited_saying(2, "is not writable");
 }
 
 #[test]
@@ -169,12 +161,9 @@ fn a_cron_expression_that_never_fires_is_an_error() {
         "services:\n  web:\n    refresh: \"0 0 0 31 2 *\"\n    port: 80\n    locators: [static: [\"127.0.0.1\"]]\noutputs: []\n",
     );
     let run = check(&t);
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("config.yaml:3:14: service `web`: cron `0 0 0 31 2 *` never fires"),
-        "{}",
-        run.stderr
+    run.exited_saying(
+        2,
+        "config.yaml:3:14: service `web`: cron `0 0 0 31 2 *` never fires",
     );
 }
 
@@ -184,13 +173,9 @@ fn an_unquoted_0o_mode_is_an_error_and_a_quoted_one_works() {
         "{SERVICE}outputs:\n  - {{ template: \"builtin:nginx\", path: out.conf, mode: 0o640, vars: {{ service: web }} }}\n"
     ));
     let run = check(&t);
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(
-            "config.yaml:6:56: unquoted, `0o640` is the number 416 to YAML; quote it (\"0o640\")"
-        ),
-        "{}",
-        run.stderr
+    run.exited_saying(
+        2,
+        "config.yaml:6:56: unquoted, `0o640` is the number 416 to YAML; quote it (\"0o640\")",
     );
     assert_eq!(t.render().run().code, 2);
     assert!(!t.exists("out.conf"));
@@ -347,8 +332,7 @@ fn init_writes_a_starter_that_passes_check_for_each_frontend() {
         // A second init never replaces what the first wrote (or the operator edited).
         t.write("starter/config.yaml", "# edited\n");
         let again = t.elasticd(["init", frontend, "--dir", "starter"]).run();
-        assert_eq!(again.code, 2, "{}", again.stderr);
-        assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+        again.exited_saying(2, "already exists");
         assert_eq!(t.read("starter/config.yaml"), "# edited\n");
     }
 }
@@ -368,10 +352,5 @@ fn a_missing_template_is_named_by_its_file() {
         "{SERVICE}outputs:\n  - {{ template: tpl/missing.tera, path: out.conf, vars: {{ service: web }} }}\n"
     ));
     let run = check(&t);
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("tpl/missing.tera: cannot read it"),
-        "{}",
-        run.stderr
-    );
+    run.exited_saying(2, "tpl/missing.tera: cannot read it");
 }

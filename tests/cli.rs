@@ -150,8 +150,7 @@ fn a_failed_real_nginx_check_restores_the_old_file_and_skips_the_reload() {
     t.write("config.yaml", &broken);
     t.write("backends.json", &targets_json(&["127.0.0.1", "127.0.0.2"]));
     let run = t.render().run();
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("check failed"), "{}", run.stderr);
+    run.exited_saying(1, "check failed");
     assert!(run.stderr.contains("bogus_method"), "{}", run.stderr);
     assert_eq!(t.read("upstream.conf"), good, "old file restored");
     assert_eq!(t.reloads(), 1, "no reload after a failed check");
@@ -194,12 +193,7 @@ outputs:
     t.write("config.yaml", &config("no_such_algorithm"));
     t.write("backends.json", &targets_json(&["127.0.0.1", "127.0.0.2"]));
     let run = t.render().run();
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("balance only supports"),
-        "{}",
-        run.stderr
-    );
+    run.exited_saying(1, "balance only supports");
     assert!(
         run.stderr.contains("haproxy.cfg (staged copy)"),
         "{}",
@@ -278,8 +272,7 @@ fn the_guard_holds_on_empty_and_shrunken_answers() {
 
     t.write("backends.json", "[]");
     let run = t.render().run();
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("guard held"), "{}", run.stderr);
+    run.exited_saying(1, "guard held");
     assert!(
         run.stderr.contains("fewer than min_backends 1"),
         "{}",
@@ -289,12 +282,7 @@ fn the_guard_holds_on_empty_and_shrunken_answers() {
 
     t.write("backends.json", &targets_json(&["127.0.0.1"]));
     let run = t.render().run();
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("3 of 4 backends would be removed"),
-        "{}",
-        run.stderr
-    );
+    run.exited_saying(1, "3 of 4 backends would be removed");
     assert_eq!(t.read("upstream.conf"), good);
     assert_eq!(t.reloads(), 1);
 
@@ -312,8 +300,7 @@ fn a_service_with_no_good_set_leaves_its_output_alone() {
         .file("upstream.conf", "# hand-made, must survive\n");
     // No backends.json at all: the locator fails and nothing was ever good.
     let run = t.render().run();
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("backends.json"), "{}", run.stderr);
+    run.exited_saying(1, "backends.json");
     assert_eq!(t.read("upstream.conf"), "# hand-made, must survive\n");
     assert_eq!(t.reloads(), 0);
 }
@@ -333,8 +320,7 @@ fn a_failed_reload_is_retried_on_the_next_run() {
         t.write("config.yaml", &config);
         t.write("backends.json", &targets_json(&["127.0.0.1"]));
         let run = t.render().run();
-        assert_eq!(run.code, 1, "{}", run.stderr);
-        assert!(run.stderr.contains("frontend is down"), "{}", run.stderr);
+        run.exited_saying(1, "frontend is down");
         assert!(
             run.stderr.contains(
                 "reload failed; the files are installed, and the next `elasticd render` reloads again"
@@ -452,8 +438,7 @@ outputs:
         "services:\n  web: { locators: [exec: { command: [./no-such-plugin] }] }\noutputs: []\n",
     );
     let run = t.elasticd(["check", "--config", "config.yaml"]).run();
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("config.yaml:2:39"), "{}", run.stderr);
+    run.exited_saying(2, "config.yaml:2:39");
     assert!(run.stderr.contains("no-such-plugin"), "{}", run.stderr);
 }
 
@@ -562,8 +547,7 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     // NO_COLOR is what the test harness sets for every run; without it, a pipe alone must
     // still get plain text.
     let run = t.render().env_remove("NO_COLOR").run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stderr.contains("INFO"), "{}", run.stderr);
+    run.exited_saying(0, "INFO");
     assert!(!run.stderr.contains('\x1b'), "{:?}", run.stderr);
 }
 
@@ -655,12 +639,7 @@ fn a_log_filter_that_does_not_parse_is_an_error() {
         run.stderr
     );
     let run = t.elasticd(["--log-format", "yaml", "check"]).run();
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("[possible values: text, json]"),
-        "{}",
-        run.stderr
-    );
+    run.exited_saying(2, "[possible values: text, json]");
 }
 
 #[test]

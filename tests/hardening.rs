@@ -216,12 +216,7 @@ fn staging_files_of_a_killed_run_are_removed_on_start() {
 
     fs::remove_file(t.join("slow")).unwrap();
     let run = t.render().run_within(LIMIT);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("left by a run that was killed"),
-        "{}",
-        run.stderr
-    );
+    run.exited_saying(0, "left by a run that was killed");
     assert_eq!(staging_files(&t), Vec::<String>::new());
     assert!(t.read("upstream.conf").contains("10.0.0.1:8080"));
     assert_eq!(t.read("reloads"), "reload\n");
@@ -237,8 +232,7 @@ fn a_reload_that_exits_0_is_done_even_if_a_child_holds_its_stdout() {
     // `run`, not `run_within`: elasticd's stdout and stderr are pipes that the test reads to
     // EOF, so a child that got them from elasticd would hold this up as well.
     let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stderr.contains("reloaded"), "{}", run.stderr);
+    run.exited_saying(0, "reloaded");
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "{:?}",
@@ -273,13 +267,7 @@ fn overlapping_renders_of_one_config_do_not_run_at_once() {
     let run = t
         .elasticd(["render", "--config", "./config.yaml"])
         .run_within(LIMIT);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("another `elasticd render` holds the lock on"),
-        "{}",
-        run.stderr
-    );
+    run.exited_saying(1, "another `elasticd render` holds the lock on");
     // A dry run writes nothing and takes no lock.
     assert_eq!(t.render().arg("--dry-run").run_within(LIMIT).code, 0);
     let code = first.wait_exit("the first run to finish", Duration::from_secs(20));

@@ -400,6 +400,12 @@ impl Output {
         self
     }
 
+    /// Asserts exit status `code` and that stderr contains `want`, showing stderr otherwise.
+    pub fn exited_saying(&self, code: i32, want: &str) {
+        assert_eq!(self.code, code, "{}", self.stderr);
+        assert!(self.stderr.contains(want), "{}", self.stderr);
+    }
+
     /// A plugin's failure: a non-zero exit, nothing on stdout, and one line on stderr that
     /// contains `want`.
     pub fn failed_with(&self, want: &str) {
