@@ -7,7 +7,7 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use support::{Test, targets_json};
+use support::{Group, Test, targets_json};
 
 /// `elasticd run` as every test here starts it.
 const RUN: [&str; 5] = ["run", "--config", "config.yaml", "--log", "debug"];
@@ -31,16 +31,30 @@ outputs:
 
 const COUNT_RELOAD: &str = "echo reload >> reloads";
 
-#[test]
-fn converges_to_each_new_set_and_coalesces_a_burst_into_one_reload() {
-    let t = Test::new();
-    t.write(
-        "config.yaml",
-        &config("1s", "settle_min: 2s, settle_max: 8s", COUNT_RELOAD),
-    );
+/// Writes `config` and one backend (127.0.0.1), starts the daemon and waits for its first
+/// reload.
+fn start_applied(t: &Test, config: &str) -> Group {
+    t.write("config.yaml", config);
     t.write("backends.json", &targets_json(&["127.0.0.1"]));
     let daemon = t.elasticd(RUN).daemon();
     daemon.wait_for("first apply", Duration::from_secs(10), || t.reloads() == 1);
+    daemon
+}
+
+/// Waits up to `secs` for the daemon's log to contain `needle`; `what` names it on timeout.
+fn wait_for_log(daemon: &Group, what: &str, secs: u64, needle: &str) {
+    daemon.wait_for(what, Duration::from_secs(secs), || {
+        daemon.log().contains(needle)
+    });
+}
+
+#[test]
+fn converges_to_each_new_set_and_coalesces_a_burst_into_one_reload() {
+    let t = Test::new();
+    let daemon = start_applied(
+        &t,
+        &config("1s", "settle_min: 2s, settle_max: 8s", COUNT_RELOAD),
+    );
     assert!(t.read("upstream.conf").contains("127.0.0.1:8080"));
 
     // A scale-out that trickles in over a few seconds: one reload for the whole burst.
@@ -92,9 +106,7 @@ fn a_failed_reload_is_retried_with_backoff_until_it_works() {
     });
     assert!(daemon.log().contains("frontend down"), "{}", daemon.log());
     fs::remove_file(t.join("broken")).unwrap();
-    daemon.wait_for("recovery", Duration::from_secs(15), || {
-        daemon.log().contains("recovered after")
-    });
+    wait_for_log(&daemon, "recovery", 15, "recovered after");
     let tries = t.reloads();
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(t.reloads(), tries, "no more reloads once it worked");
@@ -104,19 +116,19 @@ fn a_failed_reload_is_retried_with_backoff_until_it_works() {
 #[test]
 fn survives_a_failing_locator_and_keeps_the_last_good_file() {
     let t = Test::new();
-    t.write(
-        "config.yaml",
+    let daemon = start_applied(
+        &t,
         &config("1s", "settle_min: 1s, settle_max: 2s", COUNT_RELOAD),
     );
-    t.write("backends.json", &targets_json(&["127.0.0.1"]));
-    let daemon = t.elasticd(RUN).daemon();
-    daemon.wait_for("first apply", Duration::from_secs(10), || t.reloads() == 1);
     let good = t.read("upstream.conf");
 
     t.write("backends.json", "{ this is not json");
-    daemon.wait_for("the failure to be logged", Duration::from_secs(10), || {
-        daemon.log().contains("invalid backend list")
-    });
+    wait_for_log(
+        &daemon,
+        "the failure to be logged",
+        10,
+        "invalid backend list",
+    );
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(t.read("upstream.conf"), good);
     assert_eq!(t.reloads(), 1);
@@ -130,9 +142,7 @@ fn survives_a_failing_locator_and_keeps_the_last_good_file() {
 
     // The guard holds an empty answer the same way.
     t.write("backends.json", "[]");
-    daemon.wait_for("the guard", Duration::from_secs(10), || {
-        daemon.log().contains("guard held")
-    });
+    wait_for_log(&daemon, "the guard", 10, "guard held");
     assert_eq!(t.read("upstream.conf"), good);
 
     t.write("backends.json", &targets_json(&["127.0.0.2"]));
@@ -151,10 +161,11 @@ fn nothing_is_rendered_before_the_first_good_answer() {
     );
     t.write("upstream.conf", "# the frontend's current config\n");
     let daemon = t.elasticd(RUN).daemon();
-    daemon.wait_for(
+    wait_for_log(
+        &daemon,
         "the missing file to be reported",
-        Duration::from_secs(10),
-        || daemon.log().contains("backends.json"),
+        10,
+        "backends.json",
     );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(t.read("upstream.conf"), "# the frontend's current config\n");
@@ -170,19 +181,14 @@ fn nothing_is_rendered_before_the_first_good_answer() {
 fn sighup_with_a_bad_config_keeps_running_and_a_good_one_is_swapped_in() {
     let t = Test::new();
     let good_config = config("1s", "settle_min: 1s, settle_max: 2s", COUNT_RELOAD);
-    t.write("config.yaml", &good_config);
-    t.write("backends.json", &targets_json(&["127.0.0.1"]));
-    let daemon = t.elasticd(RUN).daemon();
-    daemon.wait_for("first apply", Duration::from_secs(10), || t.reloads() == 1);
+    let daemon = start_applied(&t, &good_config);
 
     t.write(
         "config.yaml",
         "services: { web: { locators: [nope: {}] } }\n",
     );
     daemon.signal(Signal::SIGHUP);
-    daemon.wait_for("the rejection", Duration::from_secs(10), || {
-        daemon.log().contains("still running the old one")
-    });
+    wait_for_log(&daemon, "the rejection", 10, "still running the old one");
     assert!(daemon.log().contains("config.yaml:1:"), "{}", daemon.log());
     // Still working with the old config.
     t.write("backends.json", &targets_json(&["127.0.0.1", "127.0.0.2"]));
@@ -212,13 +218,10 @@ fn sighup_with_a_bad_config_keeps_running_and_a_good_one_is_swapped_in() {
 fn sigusr1_refreshes_now_and_sigterm_exits_0() {
     let t = Test::new();
     // Refresh hourly: only the start-up locate and SIGUSR1 can see a change.
-    t.write(
-        "config.yaml",
+    let daemon = start_applied(
+        &t,
         &config("1h", "settle_min: 1s, settle_max: 2s", COUNT_RELOAD),
     );
-    t.write("backends.json", &targets_json(&["127.0.0.1"]));
-    let daemon = t.elasticd(RUN).daemon();
-    daemon.wait_for("first apply", Duration::from_secs(10), || t.reloads() == 1);
     t.write("backends.json", &targets_json(&["127.0.0.9"]));
     std::thread::sleep(Duration::from_secs(2));
     assert!(!t.read("upstream.conf").contains("127.0.0.9"));
@@ -256,14 +259,9 @@ fn a_frontend_back_in_its_desired_state_stops_being_retried() {
         "  fe:\n",
         "  fe:\n    check: [sh, -c, \"! grep -q 127.0.0.2 upstream.conf\"]\n",
     );
-    t.write("config.yaml", &cfg);
-    t.write("backends.json", &targets_json(&["127.0.0.1"]));
-    let daemon = t.elasticd(RUN).daemon();
-    daemon.wait_for("first apply", Duration::from_secs(10), || t.reloads() == 1);
+    let daemon = start_applied(&t, &cfg);
     t.write("backends.json", &targets_json(&["127.0.0.1", "127.0.0.2"]));
-    daemon.wait_for("the failed check", Duration::from_secs(10), || {
-        daemon.log().contains("check failed")
-    });
+    wait_for_log(&daemon, "the failed check", 10, "check failed");
     // Back to what is on disk: nothing left to do, so no retries and no busy loop.
     t.write("backends.json", &targets_json(&["127.0.0.1"]));
     std::thread::sleep(Duration::from_secs(4));
@@ -402,9 +400,7 @@ fn a_stopped_frontend_is_named_and_its_apply_is_never_also_logged_as_applied() {
     let frontend = support::Group::spawn("frontend", sh, &t.join("frontend.log"));
     t.write("fe.pid", &format!("{}\n", frontend.pid()));
     daemon.wait_for("the reload", Duration::from_secs(15), || t.exists("hups"));
-    daemon.wait_for("the applied line", Duration::from_secs(5), || {
-        daemon.log().contains("applied web")
-    });
+    wait_for_log(&daemon, "the applied line", 5, "applied web");
     assert!(
         daemon.log().contains(
             "applied web +2/-0 (2 backends) [+127.0.0.1:8080 +127.0.0.2:8080]: 0 outputs written, reloaded fe in "
