@@ -218,8 +218,8 @@ fn the_example_config_passes_wherever_it_is_copied() {
     std::fs::create_dir(t.join("elsewhere")).unwrap();
     let run = support::Cmd::new(&t.join("elsewhere"))
         .args(["check", "--config", "../etc/elasticd/config.yaml"])
-        .run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+        .run()
+        .success();
     assert!(
         run.stdout.contains("OK (1 service, 1 frontend, 1 output)"),
         "{}",

@@ -44,8 +44,7 @@ fn render_writes_once_reloads_once_and_then_does_nothing() {
     let t = Test::new().config(&file_config("", "{}"));
     t.write("backends.json", &targets_json(&["127.0.0.2", "127.0.0.1"]));
 
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     let first = t.read("upstream.conf");
     assert!(first.find("127.0.0.1:8080").unwrap() < first.find("127.0.0.2:8080").unwrap());
     assert_eq!(t.reloads(), 1);
@@ -55,8 +54,7 @@ fn render_writes_once_reloads_once_and_then_does_nothing() {
         .unwrap();
 
     // Same answer: no write, no reload.
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     assert_eq!(t.reloads(), 1);
     assert_eq!(
         fs::metadata(t.join("upstream.conf"))
@@ -69,8 +67,7 @@ fn render_writes_once_reloads_once_and_then_does_nothing() {
 
     // A change: new file, the previous one kept as .bak, one reload.
     t.write("backends.json", &targets_json(&["127.0.0.1", "127.0.0.3"]));
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     assert!(t.read("upstream.conf").contains("127.0.0.3:8080"));
     assert_eq!(t.read("upstream.conf.bak"), first);
     assert_eq!(t.reloads(), 2);
@@ -86,8 +83,7 @@ fn dry_run_prints_a_diff_and_touches_nothing() {
     let before = t.read("upstream.conf");
     let state_before = t.read("state.json");
 
-    let run = t.render().arg("--dry-run").run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = t.render().arg("--dry-run").run().success();
     assert!(run.stdout.contains("+++ b"), "{}", run.stdout);
     assert!(
         run.stdout
@@ -106,8 +102,7 @@ fn no_reload_installs_without_reloading_and_the_reload_stays_owed() {
     let t = Test::new()
         .config(&file_config("", "{}"))
         .file("backends.json", &targets_json(&["127.0.0.1"]));
-    let run = t.render().arg("--no-reload").run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().arg("--no-reload").run().success();
     assert!(t.read("upstream.conf").contains("127.0.0.1:8080"));
     assert_eq!(t.reloads(), 0);
     // The next ordinary run delivers the reload the frontend still needs, once.
@@ -137,8 +132,7 @@ fn a_failed_real_nginx_check_restores_the_old_file_and_skips_the_reload() {
     );
     t.write("config.yaml", &file_config(&check, "{}"));
     t.write("backends.json", &targets_json(&["127.0.0.1"]));
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     assert_eq!(t.reloads(), 1);
     let good = t.read("upstream.conf");
 
@@ -185,8 +179,7 @@ outputs:
     };
     t.write("config.yaml", &config("roundrobin"));
     t.write("backends.json", &targets_json(&["127.0.0.1"]));
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     let good = t.read("haproxy.cfg");
     assert!(good.contains("server s1 127.0.0.1:80"), "{good}");
 
@@ -230,8 +223,7 @@ outputs:
 "#,
     );
     t.write("mode", "good");
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     let good = t.read("backend.cfg");
     assert!(good.contains("127.0.0.1:81"), "{good}");
 
@@ -288,8 +280,7 @@ fn the_guard_holds_on_empty_and_shrunken_answers() {
 
     // Losing half is within the ratio.
     t.write("backends.json", &targets_json(&four[..2]));
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     assert!(!t.read("upstream.conf").contains("127.0.0.3"));
 }
 
@@ -335,8 +326,7 @@ fn a_failed_reload_is_retried_on_the_next_run() {
         let run = t.render().run();
         assert_eq!(run.code, 0, "state_file {state_file}: {}", run.stderr);
         assert_eq!(t.reloads(), 2, "state_file {state_file}: {}", run.stderr);
-        let run = t.render().run();
-        assert_eq!(run.code, 0, "{}", run.stderr);
+        t.render().run().success();
         assert_eq!(t.reloads(), 2, "nothing owed any more");
         assert_eq!(t.exists("state.json"), state_file);
     }
@@ -360,8 +350,7 @@ fn signal_reload_reaches_the_process_in_the_pidfile() {
     );
     t.write("config.yaml", &config);
     t.write("backends.json", &targets_json(&["127.0.0.1"]));
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     poll_until(Duration::from_secs(5), || t.reloads() != 0);
     assert_eq!(t.reloads(), 1);
 
@@ -459,8 +448,10 @@ outputs: []
 "#,
     );
     t.write("more.json", &targets_json(&["127.0.0.1:81"]));
-    let run = t.elasticd(["locate", "--config", "config.yaml"]).run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = t
+        .elasticd(["locate", "--config", "config.yaml"])
+        .run()
+        .success();
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert!(lines[0].starts_with("SERVICE"), "{}", run.stdout);
     assert_eq!(lines.len(), 5, "{}", run.stdout);
@@ -469,8 +460,8 @@ outputs: []
 
     let run = t
         .elasticd(["locate", "--config", "config.yaml", "web", "--json"])
-        .run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+        .run()
+        .success();
     let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(json["web"].as_array().unwrap().len(), 3);
     assert!(json.get("api").is_none());
@@ -513,8 +504,7 @@ fn the_demo_renders_without_any_cloud() {
         }
     }
     fs::create_dir(t.join("out")).unwrap();
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     for file in [
         "nginx-web.conf",
         "haproxy-web.cfg",
@@ -528,8 +518,7 @@ fn the_demo_renders_without_any_cloud() {
     }
     // Output is deterministic, including the custom template that loops over a map: a second
     // run rewrites nothing (no file gets a .bak).
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     let backups: Vec<_> = fs::read_dir(t.join("out"))
         .unwrap()
         .filter_map(|e| e.ok())

@@ -82,12 +82,11 @@ outputs:
   - { template: "builtin:haproxy", path: backend.cfg, vars: { service: web } }
 "#,
     );
-    let run = t
-        .render()
+    t.render()
         .env("ELASTICD_TEST_SECRET", "must not leak")
         .env("ELASTICD_TEST_PASS_ME", "passed")
-        .run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+        .run()
+        .success();
     assert!(t.read("backend.cfg").contains("127.0.0.2:8080"));
     assert!(t.read("backend.cfg").contains("weight 3"));
     assert_eq!(
@@ -139,12 +138,10 @@ outputs:
   - { template: "builtin:haproxy", path: backend.cfg, vars: { service: web } }
 "#,
     );
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     assert!(t.read("backend.cfg").contains("127.0.0.3:80"));
     fs::remove_file(t.join("custom/locators/where")).unwrap();
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     assert!(t.read("backend.cfg").contains("127.0.0.2:80"));
     // A path is relative to the config directory and skips the lookup.
     t.write(
@@ -155,8 +152,7 @@ outputs:
   - { template: "builtin:haproxy", path: backend.cfg, vars: { service: web } }
 "#,
     );
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     assert!(t.read("backend.cfg").contains("127.0.0.4:80"));
 }
 
@@ -177,8 +173,7 @@ outputs:
 "#,
     );
     t.write("mode", "good");
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     let good = t.read("backend.cfg");
     assert!(good.contains("127.0.0.1:81"), "{good}");
     assert_eq!(t.lines("reloads"), 1);
@@ -283,8 +278,7 @@ outputs:
   - { template: "builtin:haproxy", path: backend.cfg, frontend: found, vars: { service: web } }
 "#,
     );
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = t.render().run().success();
     assert_eq!(t.lines("reloads"), 1, "{}", run.stderr);
 }
 
@@ -331,14 +325,14 @@ fn renderer_gets_the_template_context_and_its_output_is_installed_verbatim() {
         r#"[{"targets": ["127.0.0.2", "127.0.0.1:81"], "labels": {"zone": "a"}}]"#,
     );
     fs::create_dir_all(t.join("out")).unwrap();
-    let check = t.elasticd(["check", "--config", "config.yaml"]).run();
-    assert_eq!(check.code, 0, "{}", check.stderr);
+    t.elasticd(["check", "--config", "config.yaml"])
+        .run()
+        .success();
     assert!(
         !t.join("render-request.json").exists(),
         "check runs no plugin"
     );
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     assert_eq!(
         t.read("out/envoy.json"),
         "rendered by plugin\nno newline at the end"
@@ -382,8 +376,7 @@ fn renderer_gets_the_template_context_and_its_output_is_installed_verbatim() {
     }
     // Dry runs run renderers (to show the diff) but nothing else.
     t.write("backends.json", r#"[{"targets": ["127.0.0.3:80"]}]"#);
-    let dry = t.render().arg("--dry-run").run();
-    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    t.render().arg("--dry-run").run().success();
     assert_eq!(
         t.json("render-request.json")["context"]["backends"][0]["address"],
         "127.0.0.3"
@@ -400,8 +393,7 @@ fn renderer_failures_leave_the_whole_frontend_alone() {
         .file("mode", "good")
         .file("backends.json", r#"[{"targets": ["127.0.0.1:81"]}]"#);
     fs::create_dir_all(t.join("out")).unwrap();
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     let good_plugin = t.read("out/envoy.json");
     let good_template = t.read("backend.cfg");
     let checks = t.lines("checks");
@@ -433,8 +425,7 @@ fn renderer_failures_leave_the_whole_frontend_alone() {
 
     // Once the plugin works again, both files go in together.
     t.write("mode", "good");
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     assert!(t.read("backend.cfg").contains("127.0.0.2:81"));
     assert_eq!(t.lines("reloads"), 2);
 }
@@ -478,16 +469,14 @@ outputs:
         "backends.json",
         r#"[{"targets": ["127.0.0.1:80", "127.0.0.2:80"]}]"#,
     );
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     assert_eq!(t.lines("reloader.done"), 1);
 
     t.write(
         "backends.json",
         r#"[{"targets": ["127.0.0.2:80", "127.0.0.3:80"]}]"#,
     );
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     assert_eq!(t.lines("reloader.done"), 2);
     let request = t.json("reloader.request.json");
     let canonical = fs::canonicalize(t.path()).unwrap();
@@ -555,8 +544,7 @@ outputs:
 
     // Nothing changed since, but the owed reload is delivered by the next run.
     t.write("reloader.mode", "good");
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     assert_eq!(t.lines("reloader.done"), 3);
     assert_eq!(
         t.json("state.json")["pending_reloads"],
@@ -602,8 +590,7 @@ fn on_change_gets_added_and_removed_and_is_retried_until_acknowledged() {
         "backends.json",
         r#"[{"targets": ["127.0.0.1:80", "127.0.0.2:80"]}]"#,
     );
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     assert_eq!(t.lines("notify.done"), 1);
     let request = t.json("notify.request.json");
     let canonical = fs::canonicalize(t.path()).unwrap();
@@ -633,8 +620,7 @@ fn on_change_gets_added_and_removed_and_is_retried_until_acknowledged() {
     }
 
     // Nothing changed: the hook does not run again.
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     assert_eq!(t.lines("notify.done"), 1);
 
     // A change whose frontend reload fails is not applied: the hook waits.
@@ -682,11 +668,9 @@ fn on_change_gets_added_and_removed_and_is_retried_until_acknowledged() {
         "backends.json",
         r#"[{"targets": ["127.0.0.2:80", "127.0.0.3:80", "127.0.0.4:80"]}]"#,
     );
-    let dry = t.render().arg("--dry-run").run();
-    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    t.render().arg("--dry-run").run().success();
     assert_eq!(t.lines("notify.done"), 1, "dry runs run no hooks");
-    let run = t.render().run();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    t.render().run().success();
     assert_eq!(t.lines("notify.done"), 2);
     let request = t.json("notify.request.json");
     assert_eq!(
