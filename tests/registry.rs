@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -65,26 +64,24 @@ fn launch(t: &Test) -> Group {
     daemon
 }
 
-/// The status code and body of one request.
+/// The status code and body of one request (ureq; any status is an answer, not an error).
 fn request(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let code = response[9..12].parse().unwrap();
-    let body = response.split_once("\r\n\r\n").unwrap().1.to_string();
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path}"))
+        .header("Content-Type", "application/json");
+    if let Some(t) = token {
+        request = request.header("Authorization", format!("Bearer {t}"));
+    }
+    let agent = support::server::agent();
+    let sent = if body.is_empty() {
+        agent.run(request.body(()).unwrap())
+    } else {
+        agent.run(request.body(body).unwrap())
+    };
+    let mut response = sent.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let code = response.status().as_u16();
+    let body = response.body_mut().read_to_string().unwrap();
     (code, body)
 }
 

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::backend::{self, Backend};
+use crate::backend;
 use crate::config::Config;
 use crate::engine::{
     Engine, FrontendStatus as Done, OutputStatus as Written, PassProblem, PassReport,
@@ -125,10 +125,11 @@ impl Book {
                     service: name.to_string(),
                 })
                 .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
-            if *s.backends != set {
+            if !Arc::ptr_eq(&s.backends, &set) && *s.backends != *set {
                 s.changed_at = Some(now);
-                s.backends = Arc::new(set);
             }
+            // Shared with the engine's set either way: the status holds no copy of its own.
+            s.backends = set;
             s.has_good_set = true;
         }
         self.publish();
@@ -142,7 +143,7 @@ impl Book {
             return;
         };
         if let Some(set) = set {
-            s.backends = Arc::new(set);
+            s.backends = set;
         }
         s.health = health;
         self.publish();
@@ -153,7 +154,7 @@ impl Book {
         &mut self,
         engine: &Engine,
         report: &PassReport,
-        before: &indexmap::IndexMap<String, Vec<Backend>>,
+        before: &indexmap::IndexMap<String, crate::engine::BackendSet>,
         retry_at: impl Fn(&str) -> (u32, Option<SystemTime>),
     ) {
         let now = Timestamp::now();
@@ -232,10 +233,13 @@ impl Book {
         // The engine moves its applied sets only on a clean apply; each service whose set moved
         // is one change, logged once however many retries it took.
         for (name, set) in engine.applied() {
-            if before.get(name) == Some(set) {
+            if before
+                .get(name)
+                .is_some_and(|b| Arc::ptr_eq(b, set) || b == set)
+            {
                 continue;
             }
-            let old = before.get(name).map_or(&[][..], Vec::as_slice);
+            let old = before.get(name).map_or(&[][..], |b| b.as_slice());
             let (added, removed) = backend::diff(old, set);
             self.status.push_change(Change {
                 at: now,

@@ -231,7 +231,10 @@ impl Daemon {
         }
         tracing::info!("stopping");
         // Listeners close first, so that no request sees a half-stopped daemon.
-        self.server.take();
+        let mut server = self.server.take();
+        if let Some(server) = &mut server {
+            server.close_listeners().await;
+        }
         if let Some(mut scheduler) = self.scheduler.take() {
             let _ = scheduler.shutdown().await;
         }
@@ -240,6 +243,9 @@ impl Daemon {
         if let Some(saver) = saver {
             saver.finish();
         }
+        // Open connections go last: a connection-bound registration is saved before its
+        // WebSocket closes (and removes it), so that a restart restores it.
+        drop(server);
         // Hands fleet leadership over now instead of after the lease's TTL.
         crate::fleet::shutdown().await;
         tracing::info!("stopped");
@@ -561,10 +567,14 @@ impl Daemon {
                 .iter()
                 .filter_map(|(name, set)| {
                     let before = before.get(name);
-                    if before == Some(set) {
+                    if before.is_some_and(|b| Arc::ptr_eq(b, set) || b == set) {
                         return None;
                     }
-                    Some(change_summary(name, before.map_or(&[], Vec::as_slice), set))
+                    Some(change_summary(
+                        name,
+                        before.map_or(&[], |b| b.as_slice()),
+                        set,
+                    ))
                 })
                 .collect();
             let not_applied = if failed.is_empty() {
@@ -603,6 +613,9 @@ impl Daemon {
                 started.elapsed().as_millis()
             );
         }
+        // The sets before this apply and the render's copies go now; give their pages back.
+        drop((before, sets, report));
+        release_freed_memory();
     }
 
     async fn reload_config(&mut self) -> Result<(), DaemonError> {
@@ -699,6 +712,18 @@ impl Daemon {
                 }
             },
         }
+    }
+}
+
+/// Returns the heap's free pages to the system. An apply of a large set frees as much as it
+/// held (the old sets, the render's copy and output), and glibc keeps freed memory for reuse, so
+/// without this the daemon's RSS stays at the peak of its largest apply.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks and trims the allocator's own free lists; it takes no
+    // pointers from us and is safe to call at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

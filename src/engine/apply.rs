@@ -3,9 +3,13 @@
 //! reload once. This file decides policy; the file operations are [`crate::output`]'s.
 
 use std::collections::{BTreeSet, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 
+use super::BackendSet;
 use crate::backend::Backend;
 use crate::config::Config;
 use crate::frontend::{self, FrontendConfig, FrontendError};
@@ -37,23 +41,81 @@ impl Change {
     }
 }
 
+/// What an output was rendered from while its file matched the rendering, and that file as it
+/// was then: with the same sets and an untouched file, rendering again would change nothing.
+#[derive(Debug, Clone)]
+pub(super) struct Memo {
+    sets: Vec<BackendSet>,
+    file: FileStamp,
+}
+
+/// A file's identity and last change (device, inode, size, mtime and ctime in nanoseconds):
+/// any write, replacement or chmod moves one of them.
+type FileStamp = (u64, u64, u64, i128, i128);
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    let m = std::fs::symlink_metadata(path).ok()?;
+    let nanos = |s: i64, ns: i64| i128::from(s) * 1_000_000_000 + i128::from(ns);
+    Some((
+        m.dev(),
+        m.ino(),
+        m.len(),
+        nanos(m.mtime(), m.mtime_nsec()),
+        nanos(m.ctime(), m.ctime_nsec()),
+    ))
+}
+
+/// The sets output `output` is rendered from: its service's for a built-in template, every set
+/// otherwise (a custom template may read any service). `None` for a renderer plugin, whose
+/// output may depend on more than the sets, so it is rendered every time.
+fn depends_on(
+    config: &Config,
+    output: &OutputConfig,
+    sets: &IndexMap<String, BackendSet>,
+) -> Option<Vec<BackendSet>> {
+    if output.renderer.is_some() {
+        return None;
+    }
+    let builtin = matches!(
+        output.template,
+        Some(crate::render::TemplateRef::Builtin(_))
+    );
+    match output.service() {
+        Some(s) if builtin => Some(vec![Arc::clone(sets.get(s)?)]),
+        _ => config
+            .services
+            .keys()
+            .map(|s| sets.get(s).map(Arc::clone))
+            .collect(),
+    }
+}
+
+fn same_sets(a: &[BackendSet], b: &[BackendSet]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| Arc::ptr_eq(x, y) || **x == **y)
+}
+
 /// What one apply works from.
 pub(super) struct Inputs<'a> {
     pub(super) config: &'a Config,
     pub(super) renderer: &'a Renderer,
     /// The sets to render.
-    pub(super) sets: &'a IndexMap<String, Vec<Backend>>,
+    pub(super) sets: &'a IndexMap<String, BackendSet>,
     /// The sets of the last apply, for the change summary reload plugins get.
-    pub(super) previous: &'a IndexMap<String, Vec<Backend>>,
+    pub(super) previous: &'a IndexMap<String, BackendSet>,
     pub(super) options: PassOptions,
     /// Frontends left alone this time (the daemon's backoff).
     pub(super) held: &'a HashSet<String>,
 }
 
 /// Renders every output from the sets and brings each frontend up to date: install, check,
-/// reload. Reloads that fail stay in `pending_reloads` for the next apply.
+/// reload. Reloads that fail stay in `pending_reloads` for the next apply. An output whose
+/// `memo` shows the same sets and an untouched file is not rendered again.
 pub(super) async fn apply(
     inputs: &Inputs<'_>,
+    memo: &mut [Option<Memo>],
     pending_reloads: &mut BTreeSet<String>,
     report: &mut PassReport,
 ) {
@@ -65,13 +127,40 @@ pub(super) async fn apply(
         options,
         held,
     } = *inputs;
+    let depends: Vec<Option<Vec<BackendSet>>> = config
+        .outputs
+        .iter()
+        .map(|o| depends_on(config, o, sets))
+        .collect();
+    let fresh = |index: usize| {
+        let (Some(Some(m)), Some(Some(now))) = (memo.get(index), depends.get(index)) else {
+            return false;
+        };
+        same_sets(&m.sets, now) && stamp(&config.outputs[index].path) == Some(m.file)
+    };
+    let skipped: Vec<bool> = (0..config.outputs.len()).map(fresh).collect();
+    // The templates read plain sets; they are copied only when something is rendered.
+    let plain: IndexMap<String, Vec<Backend>> = if skipped.iter().all(|s| *s) {
+        IndexMap::new()
+    } else {
+        sets.iter()
+            .map(|(k, v)| (k.clone(), v.as_ref().clone()))
+            .collect()
+    };
     let context = PassContext::new(
         config.environment.as_deref(),
         |s| config.services.get(s).and_then(|x| x.port),
-        sets,
+        &plain,
     );
     let mut changes: Vec<Change> = Vec::new();
     for (index, output) in config.outputs.iter().enumerate() {
+        if skipped.get(index).copied().unwrap_or(false) {
+            report.outputs.push(OutputReport {
+                path: output.path.clone(),
+                status: OutputStatus::Unchanged,
+            });
+            continue;
+        }
         let missing: Vec<&str> = match output.service() {
             Some(s) => [s].into_iter().filter(|s| !sets.contains_key(*s)).collect(),
             None => config
@@ -91,7 +180,7 @@ pub(super) async fn apply(
                     .join(", ")
             ))
         } else {
-            match render_and_compare(config, renderer, index, output, &context, sets).await {
+            match render_and_compare(config, renderer, index, output, &context, &plain).await {
                 Ok(None) => OutputStatus::Unchanged,
                 Ok(Some(change)) => {
                     if options.dry_run {
@@ -234,6 +323,18 @@ pub(super) async fn apply(
 
     pending_reloads.retain(|name| config.frontends.contains_key(name));
     record_renders(config, report);
+    for (index, done) in report.outputs.iter().enumerate() {
+        let Some(slot) = memo.get_mut(index) else {
+            continue;
+        };
+        let matches = matches!(done.status, OutputStatus::Unchanged | OutputStatus::Written);
+        *slot = match (matches, depends.get(index).cloned().flatten()) {
+            (true, Some(sets)) => {
+                stamp(&config.outputs[index].path).map(|file| Memo { sets, file })
+            }
+            _ => None,
+        };
+    }
 }
 
 /// Counts each rendered output by what became of it once the pass is done (outputs skipped for
@@ -294,8 +395,8 @@ async fn render_and_compare(
 fn frontend_summary(
     config: &Config,
     frontend: &str,
-    sets: &IndexMap<String, Vec<Backend>>,
-    previous: &IndexMap<String, Vec<Backend>>,
+    sets: &IndexMap<String, BackendSet>,
+    previous: &IndexMap<String, BackendSet>,
     written: &[&Change],
 ) -> ChangeSummary {
     let mut services: Vec<&str> = Vec::new();
@@ -315,7 +416,7 @@ fn frontend_summary(
                 let set = sets.get(s)?;
                 Some(ServiceChange::between(
                     s,
-                    previous.get(s).map(Vec::as_slice),
+                    previous.get(s).map(|p| p.as_slice()),
                     set,
                 ))
             })

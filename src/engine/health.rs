@@ -1,6 +1,8 @@
 //! Health checks in the engine: which backends are probed (each service's last good set), and
 //! the sets the frontends get (the last good sets filtered by health, or failing open).
 
+use std::sync::Arc;
+
 use indexmap::IndexMap;
 use tokio::sync::mpsc;
 
@@ -63,18 +65,18 @@ impl Engine {
     /// The sets to render: each last good set, filtered by health where the service has it
     /// and something probes (a one-shot run without `--health` renders the sets as they are).
     /// Entering and leaving fail-open is logged here, once each.
-    pub(super) fn rendered_sets(&mut self) -> IndexMap<String, Vec<Backend>> {
+    pub(super) fn rendered_sets(&mut self) -> IndexMap<String, super::BackendSet> {
         if !self.health_active {
             return self.state.last_good.clone();
         }
         let mut sets = IndexMap::new();
         for (name, set) in &self.state.last_good {
             let Some(service) = self.services.get(name) else {
-                sets.insert(name.clone(), set.clone());
+                sets.insert(name.clone(), Arc::clone(set));
                 continue;
             };
             let Some(config) = &service.config.health else {
-                sets.insert(name.clone(), set.clone());
+                sets.insert(name.clone(), Arc::clone(set));
                 continue;
             };
             let filtered = self
@@ -106,30 +108,36 @@ impl Engine {
                 .set(i64::from(filtered.fail_open.is_some()));
             self.fail_open
                 .insert(name.clone(), filtered.fail_open.clone());
-            sets.insert(name.clone(), filtered.backends);
+            // The same backends as the last apply's share its set, so that it is seen unchanged.
+            let filtered = match self.rendered.get(name) {
+                Some(before) if **before == filtered.backends => Arc::clone(before),
+                _ => Arc::new(filtered.backends),
+            };
+            sets.insert(name.clone(), filtered);
         }
         sets
     }
 
     /// The last good set of `name` with each backend's health state (for the status API).
-    pub fn backends_with_health(&self, name: &str) -> Option<Vec<Backend>> {
+    /// A service without `health:` shares its set as it is (no copy).
+    pub fn backends_with_health(&self, name: &str) -> Option<super::BackendSet> {
         let set = self.state.last_good.get(name)?;
         let Some(config) = self
             .services
             .get(name)
             .and_then(|s| s.config.health.as_ref())
         else {
-            return Some(set.clone());
+            return Some(Arc::clone(set));
         };
         let initial = config.initial == crate::health::Initial::Healthy;
-        Some(
+        Some(Arc::new(
             set.iter()
                 .map(|b| Backend {
                     healthy: Some(self.health.health(name, b).map_or(initial, |h| h.healthy)),
                     ..b.clone()
                 })
                 .collect(),
-        )
+        ))
     }
 
     /// The health checks of `name` as the status API shows them; `None` without `health:`.
@@ -139,7 +147,7 @@ impl Engine {
             .state
             .last_good
             .get(name)
-            .map(Vec::as_slice)
+            .map(|s| s.as_slice())
             .unwrap_or_default();
         let mut status = HealthStatus {
             probe: config.probe.kind().to_string(),

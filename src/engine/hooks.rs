@@ -26,7 +26,7 @@ pub fn hook_key(service: &str, index: usize, hook: &PluginCall) -> String {
 /// reload owed by the frontends concerned. Nothing runs on a dry run or with `--no-reload`.
 pub(super) async fn run_hooks(
     config: &Config,
-    sets: &IndexMap<String, Vec<Backend>>,
+    sets: &IndexMap<String, super::BackendSet>,
     acknowledged: &mut IndexMap<String, Vec<Backend>>,
     pending_reloads: &BTreeSet<String>,
     options: PassOptions,
@@ -85,7 +85,7 @@ pub(super) async fn run_hooks(
         for (index, hook) in service.on_change.iter().enumerate() {
             let key = hook_key(name, index, hook);
             let acked = acknowledged.get(&key);
-            if acked == Some(set) {
+            if acked.is_some_and(|a| a == set.as_ref()) {
                 continue;
             }
             let summary = ChangeSummary {
@@ -114,7 +114,7 @@ pub(super) async fn run_hooks(
             });
             match result {
                 Ok(()) => {
-                    acknowledged.insert(key, set.clone());
+                    acknowledged.insert(key, set.as_ref().clone());
                 }
                 Err(source) => report.problems.push(PassProblem::Hook {
                     service: name.clone(),

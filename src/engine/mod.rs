@@ -26,6 +26,10 @@ pub use report::{
 };
 pub use state::{State, StateError};
 
+/// A backend set, shared between the last good sets, the applied and rendered ones and the
+/// status: a service's backends are held once however many of those name them.
+pub type BackendSet = Arc<Vec<Backend>>;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -45,13 +49,16 @@ pub struct Engine {
     services: IndexMap<String, Arc<BuiltService>>,
     state: State,
     /// The sets as of the last clean apply, for the change summaries of reload plugins.
-    applied: IndexMap<String, Vec<Backend>>,
+    applied: IndexMap<String, BackendSet>,
     /// Probe states and loops of the services with `health:`.
     health: crate::health::Checker,
     /// Per service, why it fails open, as of the last apply.
     fail_open: std::collections::HashMap<String, Option<String>>,
     /// The sets the last apply rendered (health-filtered).
-    rendered: IndexMap<String, Vec<Backend>>,
+    rendered: IndexMap<String, BackendSet>,
+    /// Per output, what it was last rendered from while its file matched, so that an apply
+    /// whose sets are the same skips rendering it.
+    memo: Vec<Option<apply::Memo>>,
     /// Whether anything probes: the daemon's loops, or a one-shot `--health`.
     health_active: bool,
 }
@@ -72,6 +79,7 @@ impl Engine {
             health: crate::health::Checker::new(),
             fail_open: Default::default(),
             rendered: IndexMap::new(),
+            memo: Vec::new(),
             health_active: false,
         })
     }
@@ -105,7 +113,7 @@ impl Engine {
 
     /// Applies the guard to a locate result of service `name`, against its last good set.
     pub fn judge(&self, name: &str, result: Result<Vec<Backend>, Vec<LocateError>>) -> Judged {
-        let last = self.state.last_good.get(name).map(Vec::as_slice);
+        let last = self.state.last_good.get(name).map(|s| s.as_slice());
         let guard = self
             .services
             .get(name)
@@ -116,10 +124,10 @@ impl Engine {
 
     /// Makes `set` the last good set of `name`; true when it differs from the one before.
     pub fn accept(&mut self, name: &str, set: Vec<Backend>) -> bool {
-        if self.state.last_good.get(name) == Some(&set) {
+        if self.state.last_good.get(name).is_some_and(|s| **s == set) {
             return false;
         }
-        self.state.last_good.insert(name.to_string(), set);
+        self.state.last_good.insert(name.to_string(), Arc::new(set));
         self.sync_health(name);
         true
     }
@@ -137,7 +145,14 @@ impl Engine {
             options,
             held,
         };
-        apply::apply(&inputs, &mut self.state.pending_reloads, &mut report).await;
+        self.memo.resize(self.config.outputs.len(), None);
+        apply::apply(
+            &inputs,
+            &mut self.memo,
+            &mut self.state.pending_reloads,
+            &mut report,
+        )
+        .await;
         hooks::run_hooks(
             &self.config,
             &sets,
@@ -166,12 +181,12 @@ impl Engine {
     }
 
     /// The sets the last apply rendered: the last good sets, filtered by health.
-    pub fn rendered(&self) -> &IndexMap<String, Vec<Backend>> {
+    pub fn rendered(&self) -> &IndexMap<String, BackendSet> {
         &self.rendered
     }
 
     /// The sets as of the last clean apply.
-    pub fn applied(&self) -> &IndexMap<String, Vec<Backend>> {
+    pub fn applied(&self) -> &IndexMap<String, BackendSet> {
         &self.applied
     }
 
@@ -231,6 +246,8 @@ impl Engine {
         self.services = build_services(&new, &self.services);
         declare_series(&new);
         self.renderer = renderer;
+        // Templates, vars or outputs may differ: everything renders again once.
+        self.memo.clear();
         self.config = Arc::new(new);
         self.retain_health();
         let names: Vec<String> = self.state.last_good.keys().cloned().collect();

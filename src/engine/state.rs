@@ -18,7 +18,7 @@ const STATE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 pub struct State {
     /// Per service, the last backend set that passed the guard.
     #[serde(default)]
-    pub last_good: IndexMap<String, Vec<Backend>>,
+    pub last_good: IndexMap<String, super::BackendSet>,
     /// Frontends whose files changed but whose reload has not yet succeeded.
     #[serde(default)]
     pub pending_reloads: BTreeSet<String>,
@@ -87,7 +87,11 @@ impl State {
 
     /// Checks every stored backend the way a locator's answer is checked.
     fn validate(&self, path: &Path) -> Result<(), StateError> {
-        let sets = self.last_good.iter().chain(&self.hooks_acknowledged);
+        let sets = self.last_good.iter().map(|(k, v)| (k, v.as_slice())).chain(
+            self.hooks_acknowledged
+                .iter()
+                .map(|(k, v)| (k, v.as_slice())),
+        );
         for (set, backends) in sets {
             for b in backends {
                 b.validate().map_err(|reason| StateError::BadBackend {
@@ -123,9 +127,10 @@ mod tests {
         assert_eq!(State::load(&path).await.unwrap(), State::default());
         let mut state = State::default();
         let (address, port) = crate::backend::parse_target("[::1]:80").unwrap();
-        state
-            .last_good
-            .insert("web".into(), vec![Backend::new(address, port.unwrap())]);
+        state.last_good.insert(
+            "web".into(),
+            vec![Backend::new(address, port.unwrap())].into(),
+        );
         state.pending_reloads.insert("nginx".into());
         state.save(&path).unwrap();
         assert_eq!(State::load(&path).await.unwrap(), state);
@@ -137,9 +142,10 @@ mod tests {
         let path = dir.path().join("state.json");
         let mut state = State::default();
         let (address, port) = crate::backend::parse_target("127.0.0.1:80").unwrap();
-        state
-            .last_good
-            .insert("web".into(), vec![Backend::new(address, port.unwrap())]);
+        state.last_good.insert(
+            "web".into(),
+            vec![Backend::new(address, port.unwrap())].into(),
+        );
         state.save(&path).unwrap();
         let good = std::fs::read_to_string(&path).unwrap();
         assert!(

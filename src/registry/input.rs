@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{
     MAX_ID_LEN, MAX_META, MAX_META_KEY, MAX_META_VALUE, Policy, Registration, RegistryError, Ttl,
 };
-use crate::backend::{Address, Backend, MAX_WEIGHT};
+use crate::backend::MAX_WEIGHT;
 use crate::secret::Secret;
 
 /// A value from a client as an error quotes it: escaped, and cut short.
@@ -49,12 +49,12 @@ pub fn check_id(id: &str) -> Result<(), RegistryError> {
     }
 }
 
-pub(super) fn backend_of(
+/// The address, port and weight of a registration, each checked; its meta is checked too.
+pub(super) fn target_of(
     service: &str,
-    id: &str,
     r: &Registration,
     policy: &Policy,
-) -> Result<Backend, RegistryError> {
+) -> Result<(IpAddr, u16, u32), RegistryError> {
     let ip: IpAddr = r.address.parse().map_err(|_| {
         bad(
             "address",
@@ -112,12 +112,7 @@ pub(super) fn backend_of(
             ));
         }
     }
-    let mut backend = Backend::new(Address::Ip(ip), port);
-    backend.weight = weight;
-    backend.id = Some(id.to_string());
-    backend.tags = r.meta.clone();
-    backend.source = super::SOURCE.into();
-    Ok(backend)
+    Ok((ip, port, weight))
 }
 
 pub(super) fn ttl_of(ttl: Option<&Ttl>, policy: &Policy) -> Result<Duration, RegistryError> {

@@ -10,7 +10,8 @@
 mod input;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -21,9 +22,9 @@ use tokio::time::Instant;
 pub use crate::secret::Secret;
 pub use input::{check_id, read_tokens};
 
-use crate::backend::Backend;
+use crate::backend::{Address, Backend};
 use crate::metrics::{ServiceLabels, metrics};
-use input::{backend_of, echo, ttl_of};
+use input::{echo, target_of, ttl_of};
 
 /// The `source` of every registered backend.
 pub const SOURCE: &str = "registry";
@@ -211,9 +212,16 @@ fn show(env: &Option<String>) -> String {
     }
 }
 
+/// One registration, held compactly: ids and meta live once here, and the backends the
+/// locator hands out are built from it when asked for.
 struct Entry {
-    backend: Backend,
-    environment: Option<String>,
+    ip: IpAddr,
+    port: u16,
+    weight: u32,
+    /// Most registrations carry none; an empty map allocates nothing.
+    meta: BTreeMap<String, String>,
+    /// The daemon's environment as it stated it (shared, not a copy per registration).
+    environment: Option<Arc<str>>,
     hold: Hold,
     ttl: Duration,
     /// Leases only: when it lapses unless renewed.
@@ -231,20 +239,38 @@ impl Entry {
         }
     }
 
+    fn meta(&self) -> BTreeMap<String, String> {
+        self.meta.clone()
+    }
+
+    /// The backend a frontend gets for it (weight 0 and `state: draining` while draining).
+    fn backend(&self, id: &str) -> Backend {
+        let mut b = Backend::new(Address::Ip(self.ip), self.port);
+        b.weight = self.weight;
+        b.id = Some(id.to_string());
+        b.tags = self.meta();
+        b.source = SOURCE.into();
+        if self.draining_until.is_some() {
+            b.weight = 0;
+            b.meta.insert("state".into(), "draining".into());
+        }
+        b
+    }
+
     fn view(&self, service: &str, id: &str, now: Instant) -> LeaseView {
         let left = |t: Instant| t.saturating_duration_since(now).as_secs_f64();
         LeaseView {
             id: id.to_string(),
             service: service.to_string(),
-            address: self.backend.address.to_string(),
-            port: self.backend.port,
+            address: self.ip.to_string(),
+            port: self.port,
             weight: if self.draining_until.is_some() {
                 0
             } else {
-                self.backend.weight
+                self.weight
             },
-            meta: self.backend.tags.clone(),
-            environment: self.environment.clone(),
+            meta: self.meta(),
+            environment: self.environment.as_deref().map(str::to_string),
             mode: match self.hold {
                 Hold::Lease => "lease",
                 Hold::Connection(_) => "connection",
@@ -291,12 +317,13 @@ pub struct SavedFile {
 
 struct Service {
     policy: Policy,
-    entries: BTreeMap<String, Entry>,
+    /// By id; a boxed `str` is the id's bytes and a length, no spare capacity.
+    entries: BTreeMap<Box<str>, Entry>,
 }
 
 #[derive(Default)]
 struct Inner {
-    environment: Option<String>,
+    environment: Option<Arc<str>>,
     services: HashMap<String, Service>,
     /// Services whose registrations changed since the daemon last asked.
     dirty: BTreeSet<String>,
@@ -349,7 +376,7 @@ impl Registry {
     /// SIGHUP). Services kept keep their registrations; those gone lose them.
     pub fn configure(&self, environment: Option<String>, services: Vec<(String, Policy)>) {
         let mut inner = self.lock();
-        inner.environment = environment;
+        inner.environment = environment.map(Arc::from);
         let mut old = std::mem::take(&mut inner.services);
         for (name, policy) in services {
             let entries = old.remove(&name).map(|s| s.entries).unwrap_or_default();
@@ -400,13 +427,13 @@ impl Registry {
             .services
             .get_mut(service)
             .ok_or_else(|| RegistryError::NotRegistry(service.to_string()))?;
-        if registration.environment != expected {
+        if registration.environment.as_deref() != expected.as_deref() {
             return Err(RegistryError::Environment {
-                expected,
+                expected: expected.as_deref().map(str::to_string),
                 offered: registration.environment.clone(),
             });
         }
-        let backend = backend_of(service, id, registration, &svc.policy)?;
+        let (ip, port, weight) = target_of(service, registration, &svc.policy)?;
         let ttl = match hold {
             Hold::Lease => ttl_of(registration.ttl.as_ref(), &svc.policy)?,
             Hold::Connection(_) => Duration::ZERO,
@@ -433,13 +460,20 @@ impl Registry {
             }
             _ => {}
         }
+        let meta = registration.meta.clone();
         // A lease that lapsed but was not swept yet is a new registration, not a renewal.
         let unchanged = existing.is_some_and(|e| {
-            e.backend == backend && e.draining_until.is_none() && e.expires.is_none_or(|t| t > now)
+            (e.ip, e.port, e.weight) == (ip, port, weight)
+                && e.meta == meta
+                && e.draining_until.is_none()
+                && e.expires.is_none_or(|t| t > now)
         });
         let entry = Entry {
-            backend,
-            environment: registration.environment.clone(),
+            ip,
+            port,
+            weight,
+            meta,
+            environment: expected,
             hold,
             ttl,
             expires: (hold == Hold::Lease).then(|| now.checked_add(ttl).unwrap_or(now)),
@@ -447,7 +481,12 @@ impl Registry {
         };
         let view = entry.view(service, id, now);
         let deadline = entry.deadline();
-        svc.entries.insert(id.to_string(), entry);
+        match svc.entries.get_mut(id) {
+            Some(slot) => *slot = entry,
+            None => {
+                svc.entries.insert(id.into(), entry);
+            }
+        }
         lower(&mut inner.sweep_at, deadline);
         // A renewal only moves an expiry later: the sweep's timer, set for the earlier one,
         // wakes, finds nothing lapsed and sets itself again. So renewals wake nobody.
@@ -562,16 +601,9 @@ impl Registry {
             return Vec::new();
         };
         svc.entries
-            .values()
-            .filter(|e| live(e, now))
-            .map(|e| {
-                let mut b = e.backend.clone();
-                if e.draining_until.is_some() {
-                    b.weight = 0;
-                    b.meta.insert("state".into(), "draining".into());
-                }
-                b
-            })
+            .iter()
+            .filter(|(_, e)| live(e, now))
+            .map(|(id, e)| e.backend(id))
             .collect()
     }
 
@@ -619,12 +651,12 @@ impl Registry {
                 }
                 registrations.push(Saved {
                     service: service.clone(),
-                    id: id.clone(),
-                    address: e.backend.address.to_string(),
-                    port: e.backend.port,
-                    weight: e.backend.weight,
-                    meta: e.backend.tags.clone(),
-                    environment: e.environment.clone(),
+                    id: id.to_string(),
+                    address: e.ip.to_string(),
+                    port: e.port,
+                    weight: e.weight,
+                    meta: e.meta(),
+                    environment: e.environment.as_deref().map(str::to_string),
                     ttl_seconds: (e.hold == Hold::Lease).then_some(e.ttl.as_secs()),
                 });
             }

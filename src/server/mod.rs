@@ -1,9 +1,10 @@
 //! The operations server (`server:`): health and readiness, the JSON API under `/api/v1`,
 //! Prometheus metrics, the status page, and the token-protected refresh trigger.
 //!
-//! It runs in its own tasks and reads the [`Status`] the daemon publishes after every event, so
-//! it answers while a pass runs and a slow client can never hold the event loop. Requests that
-//! change something reach the daemon as [`Command`]s through a bounded channel.
+//! It runs on its own thread (a tokio runtime of its own) and reads the [`Status`] the daemon
+//! publishes after every event, so it answers while a pass renders or a locator parses, and a
+//! slow client can never hold the event loop. Requests that change something reach the daemon
+//! as [`Command`]s through a bounded channel.
 
 mod listen;
 mod page;
@@ -151,6 +152,12 @@ pub enum ServerError {
         /// Why.
         reason: String,
     },
+    /// The server's threads could not be started.
+    #[error("server: cannot start its threads: {reason}")]
+    Runtime {
+        /// Why.
+        reason: String,
+    },
     /// The TLS certificate or key could not be used.
     #[error("server: tls: {}: {reason}", path.display())]
     Tls {
@@ -184,6 +191,82 @@ pub struct Server {
     config: ServerConfig,
     tls: listen::TlsSlot,
     listeners: Option<listen::Listeners>,
+    /// Where the listeners and every connection run; never the daemon's own thread.
+    thread: Option<ServerThread>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Listeners first (their accept loops are aborted, the socket file removed), then the
+        // thread, which drops what is left of the connections.
+        self.listeners.take();
+        self.thread.take();
+    }
+}
+
+/// The server's own thread, running a tokio runtime of its own: requests never wait for the
+/// daemon's loop (a render, a locate), and a flood of requests never delays a pass.
+struct ServerThread {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    fn start() -> Result<Self, ServerError> {
+        let fail = |e: std::io::Error| ServerError::Runtime {
+            reason: e.to_string(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(fail)?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("elasticd-server".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+                // Connections still open are dropped with the runtime, here.
+                drop(runtime);
+            })
+            .map_err(fail)?;
+        Ok(ServerThread {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Binds `config`'s listeners on this thread, so that they and their connections run here.
+    async fn bind(
+        &self,
+        config: &ServerConfig,
+        router: axum::Router,
+        tls: listen::TlsSlot,
+    ) -> Result<listen::Listeners, ServerError> {
+        let config = config.clone();
+        self.handle
+            .spawn(async move { listen::Listeners::bind(&config, router, tls).await })
+            .await
+            .map_err(|e| ServerError::Runtime {
+                reason: e.to_string(),
+            })?
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // Brief: every task there is async, and dropping them closes their sockets.
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Whether the listeners must be bound again to apply `new` (token and TLS files are swapped in
@@ -215,12 +298,14 @@ impl Server {
             last_refresh: Mutex::new(Default::default()),
         });
         let router = routes::router(Arc::clone(&shared), config.max_body_bytes);
-        let listeners = listen::Listeners::bind(config, router, Arc::clone(&tls)).await?;
+        let thread = ServerThread::start()?;
+        let listeners = thread.bind(config, router, Arc::clone(&tls)).await?;
         Ok(Server {
             shared,
             config: config.clone(),
             tls,
             listeners: Some(listeners),
+            thread: Some(thread),
         })
     }
 
@@ -236,6 +321,12 @@ impl Server {
     /// listeners are bound again if their settings changed. On error the running server is left
     /// as it was, old token and certificate included.
     pub async fn reconfigure(mut self, config: &ServerConfig) -> Result<Self, (Self, ServerError)> {
+        if self.thread.is_none() {
+            match ServerThread::start() {
+                Ok(t) => self.thread = Some(t),
+                Err(e) => return Err((self, e)),
+            }
+        }
         let token = match config.token_file.as_deref().map(read_token).transpose() {
             Ok(t) => t,
             Err(e) => return Err((self, e)),
@@ -251,7 +342,13 @@ impl Server {
             if let Some(old) = self.listeners.take() {
                 old.stop().await;
             }
-            match listen::Listeners::bind(config, router, Arc::clone(&slot)).await {
+            let bound = match &self.thread {
+                Some(thread) => thread.bind(config, router, Arc::clone(&slot)).await,
+                None => Err(ServerError::Runtime {
+                    reason: "it stopped".into(),
+                }),
+            };
+            match bound {
                 Ok(l) => {
                     self.listeners = Some(l);
                     self.tls = slot;
@@ -261,8 +358,17 @@ impl Server {
                     // listeners until the next SIGHUP.
                     let router =
                         routes::router(Arc::clone(&self.shared), self.config.max_body_bytes);
-                    match listen::Listeners::bind(&self.config, router, Arc::clone(&self.tls)).await
-                    {
+                    let again = match &self.thread {
+                        Some(thread) => {
+                            thread
+                                .bind(&self.config, router, Arc::clone(&self.tls))
+                                .await
+                        }
+                        None => Err(ServerError::Runtime {
+                            reason: "it stopped".into(),
+                        }),
+                    };
+                    match again {
                         Ok(l) => self.listeners = Some(l),
                         Err(again) => tracing::error!("{again}"),
                     }
@@ -283,6 +389,15 @@ impl Server {
         }
         self.config = config.clone();
         Ok(self)
+    }
+
+    /// Stops every listener and waits until their sockets are closed. Connections already
+    /// open (a connection-bound registration's WebSocket) live on until the server is dropped,
+    /// so that the daemon can save registrations first.
+    pub async fn close_listeners(&mut self) {
+        if let Some(listeners) = self.listeners.take() {
+            listeners.stop().await;
+        }
     }
 }
 

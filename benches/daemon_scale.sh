@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Daemon at scale (issue 15), on the release binary: one service of $BACKENDS backends (10,000)
+# from a `file` locator refreshing every second into builtin:nginx, with one backend replaced every
+# $CHANGE_EVERY seconds (5), for $IDLE_SECONDS (60 by default; 3600 for the hour of the issue).
+#   quiet    the first $QUIET_SECONDS (20) nothing changes: CPU per unchanged answer (locate,
+#            guard, "same set", status) is the daemon's CPU time over the refreshes it ran;
+#   changes  then the changes: CPU per applied change is the CPU time beyond the unchanged
+#            answers', per change; the wall time per apply is the `applied ... in N ms` lines;
+#   RSS      VmRSS every 5 s over the whole run: first, lowest, highest, last, and VmHWM.
+# Prints markdown tables. Nothing is left behind; the daemon is stopped by PID.
+#
+# Usage: BIN=target/release/elasticd benches/daemon_scale.sh
+#        Env: BACKENDS (10000), IDLE_SECONDS (60), CHANGE_EVERY (5), QUIET_SECONDS (20)
+set -euo pipefail
+BACKENDS=${BACKENDS:-10000}
+IDLE_SECONDS=${IDLE_SECONDS:-60}
+CHANGE_EVERY=${CHANGE_EVERY:-5}
+QUIET_SECONDS=${QUIET_SECONDS:-20}
+cd "$(dirname "$0")/.."
+unset RUST_LOG ELASTICD_LOG
+
+if [ -z "${BIN:-}" ]; then
+  echo "== cargo build --release" >&2
+  cargo build --release --locked --quiet >&2
+  target_dir=$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  BIN="$target_dir/release/elasticd"
+fi
+[ -x "$BIN" ] || { echo "error: no binary at $BIN" >&2; exit 1; }
+BIN=$(realpath "$BIN")
+
+WORK=$(mktemp -d)
+DAEMON_PID=""
+cleanup() {
+  if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+    kill -TERM "$DAEMON_PID" 2>/dev/null || true
+    wait "$DAEMON_PID" 2>/dev/null || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+clk=$(getconf CLK_TCK)
+cpu_seconds() { awk -v clk="$clk" '{ print ($14 + $15) / clk }' "/proc/$1/stat"; }
+status_kb() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
+# The backend file with backend number $1 replaced by a new address (0: none replaced).
+write_set() {
+  python3 - "$BACKENDS" "$1" > web.json.tmp <<'PY'
+import json, sys
+n, k = int(sys.argv[1]), int(sys.argv[2])
+targets = ["127.%d.%d.%d:8080" % (i >> 16 & 255, i >> 8 & 255, i & 255 or 1) for i in range(n)]
+if k:
+    targets[k % n] = "127.200.%d.%d:8080" % (k >> 8 & 255, k & 255)
+print(json.dumps([{"targets": targets}]))
+PY
+  mv web.json.tmp web.json
+}
+
+cd "$WORK"
+write_set 0
+cat > config.yaml <<'YAML'
+daemon: { settle_min: 100ms, settle_max: 1s }
+services:
+  web: { refresh: 1s, locators: [file: { path: web.json }] }
+frontends:
+  fe: { reload: { command: [sh, -c, "echo reload >> reloads"] } }
+outputs:
+  - { template: "builtin:nginx", path: web.conf, frontend: fe, vars: { service: web } }
+YAML
+"$BIN" run --config config.yaml --log info 2> daemon.log &
+DAEMON_PID=$!
+for _ in $(seq 300); do [ -s reloads ] && break; sleep 0.1; done
+[ -s reloads ] || { echo "error: the daemon never applied; its log:" >&2; cat daemon.log >&2; exit 1; }
+sleep 3
+
+: > rss
+sample() { echo "$(date +%s.%N) $(status_kb "$DAEMON_PID" VmRSS)" >> rss; }
+sample
+cpu0=$(cpu_seconds "$DAEMON_PID"); t0=$(date +%s.%N)
+end=$(( $(date +%s) + QUIET_SECONDS ))
+while [ "$(date +%s)" -lt "$end" ]; do sleep 5; sample; done
+cpu1=$(cpu_seconds "$DAEMON_PID"); t1=$(date +%s.%N)
+
+applies0=$(grep -c ' applied ' daemon.log || true)
+changes=0
+end=$(( $(date +%s) + IDLE_SECONDS - QUIET_SECONDS ))
+next_sample=$(( $(date +%s) + 5 ))
+while [ "$(date +%s)" -lt "$end" ]; do
+  changes=$((changes + 1))
+  write_set "$changes"
+  sleep "$CHANGE_EVERY"
+  if [ "$(date +%s)" -ge "$next_sample" ]; then sample; next_sample=$(( $(date +%s) + 5 )); fi
+done
+sleep 2
+cpu2=$(cpu_seconds "$DAEMON_PID"); t2=$(date +%s.%N)
+sample
+hwm=$(status_kb "$DAEMON_PID" VmHWM)
+kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" || true; DAEMON_PID=""
+applies1=$(grep -c ' applied ' daemon.log || true)
+
+python3 - "$cpu0" "$cpu1" "$cpu2" "$t0" "$t1" "$t2" "$changes" "$((applies1 - applies0))" \
+  "$hwm" "$BACKENDS" "$IDLE_SECONDS" <<'PY'
+import re, statistics, sys
+cpu0, cpu1, cpu2, t0, t1, t2 = map(float, sys.argv[1:7])
+changes, applies, hwm, backends, secs = map(int, sys.argv[7:12])
+quiet_wall = t1 - t0
+per_answer = (cpu1 - cpu0) / quiet_wall  # one refresh a second
+change_wall = t2 - t1
+per_change = ((cpu2 - cpu1) - per_answer * change_wall) / max(changes, 1)
+walls = []
+for line in open("daemon.log"):
+    m = re.search(r" applied .* in (\d+) ms", line)
+    if m:
+        walls.append(int(m.group(1)))
+walls = walls[1:]  # the first is start-up
+rss = [int(l.split()[1]) for l in open("rss") if len(l.split()) == 2]
+print(f"### Daemon at scale: {backends:,} backends, refresh 1s, {secs}s, a change every few seconds\n")
+print("| unchanged answer, CPU | applied changes | CPU per applied change | apply wall, median | worst |")
+print("|---:|---:|---:|---:|---:|")
+med = f"{statistics.median(walls)} ms" if walls else "n/a"
+worst = f"{max(walls)} ms" if walls else "n/a"
+print(f"| {per_answer * 1000:.2f} ms | {applies} of {changes} | {per_change * 1000:.1f} ms | {med} | {worst} |\n")
+print("| RSS first | lowest | highest | last | peak (VmHWM) | samples |")
+print("|---:|---:|---:|---:|---:|---:|")
+print(f"| {rss[0]/1024:.1f} MiB | {min(rss)/1024:.1f} MiB | {max(rss)/1024:.1f} MiB | {rss[-1]/1024:.1f} MiB | {hwm/1024:.1f} MiB | {len(rss)} |\n")
+PY
