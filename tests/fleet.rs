@@ -229,6 +229,12 @@ fn one_member_polls_and_every_member_renders_its_set() {
             "follower"
         };
         assert_eq!(fleet["role"], role, "{status}");
+        // The status page says the same, for people.
+        let (_, page) = get(m.port, "/").unwrap();
+        let leader_cell = format!(r#"<td class="leader" data-label="leader">{}</td>"#, who[0]);
+        assert!(page.contains(&leader_cell), "{leader_cell} in\n{page}");
+        let role_cell = format!(r#"<td class="role" data-label="this member">{role}</td>"#);
+        assert!(page.contains(&role_cell), "{role_cell} in\n{page}");
         assert_eq!(m.readyz().0, 200, "{:?}", m.readyz());
         let (_, metrics) = get(m.port, "/metrics").unwrap();
         let leading = u8::from(m.name == who[0]);
@@ -493,4 +499,106 @@ fn a_member_that_joins_after_a_handover_gets_the_unchanged_set() {
         Duration::from_secs(10),
     );
     assert_eq!(pollers(&cloud).len(), 2, "{:?}", cloud.runs());
+}
+
+/// A record in the format of schema 1 (what elasticd wrote before schema 2), with `ips` on port
+/// 8080, as such a leader would publish it.
+fn record_v1(revision: u64, leader: &str, ips: &[&str]) -> String {
+    let backends: Vec<String> = ips
+        .iter()
+        .map(|ip| format!(r#"{{"address":"{ip}","port":8080,"weight":1}}"#))
+        .collect();
+    format!(
+        r#"{{"schema":1,"revision":{revision},"generated_at":"2026-12-01T23:00:00.000Z","leader":"{leader}","backends":[{}]}}"#,
+        backends.join(",")
+    )
+}
+
+#[test]
+fn a_follower_reads_the_previous_schema_and_refuses_an_unknown_one() {
+    let etcd = Etcd::start(1);
+    let cloud = Cloud::new(&["127.0.0.1"]);
+    let mut a = Member::new("a", &etcd, &cloud, "never");
+    wait_all_render(
+        std::slice::from_ref(&a),
+        "the first set",
+        "127.0.0.1:8080",
+        Duration::from_secs(20),
+    );
+    let dir = a.status()["fleet"][0]["key"]
+        .as_str()
+        .expect("the fleet key")
+        .to_string();
+    // A clean stop revokes the lease: the keys go, and an older elasticd takes the lead.
+    assert_eq!(a.daemon.take().unwrap().stop(), Some(0), "{}", a.log());
+    let lease = etcd.grant(120);
+    let old = "elasticd-previous";
+    etcd.put(&format!("{dir}/leader"), old, Some(&lease));
+    let data = format!("{dir}/data");
+    etcd.put(&data, &record_v1(4, old, &["127.0.0.11"]), Some(&lease));
+    let runs = cloud.runs().len();
+    a.start();
+    wait_all_render(
+        std::slice::from_ref(&a),
+        "the previous schema's set",
+        "127.0.0.11:8080",
+        Duration::from_secs(15),
+    );
+    let status = a.status();
+    assert_eq!(status["fleet"][0]["leader"], old, "{status}");
+    assert_eq!(status["fleet"][0]["role"], "follower", "{status}");
+    assert_eq!(status["fleet"][0]["revision"], 4, "{status}");
+    assert_eq!(a.readyz().0, 200, "{:?}", a.readyz());
+
+    // A version from the future: refused, said once in plain words, the last good set kept.
+    let future = record_v1(5, old, &["127.0.0.12"])
+        .replace(r#""schema":1,"#, r#""schema":3,"weights":"v3","#);
+    etcd.put(&data, &future, Some(&lease));
+    wait_until(
+        "the refusal of schema 3",
+        Duration::from_secs(10),
+        || a.log(),
+        || {
+            a.log().contains(
+                "fleet: the published record has schema 3, this elasticd reads 1 to 2; run the \
+                 same or an adjacent version on every member; keeping the last good set",
+            )
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let rendered = a.rendered();
+    assert!(rendered.contains("127.0.0.11:8080"), "{rendered}");
+    assert!(!rendered.contains("127.0.0.12"), "{rendered}");
+    assert_eq!(a.status()["fleet"][0]["revision"], 4);
+
+    // The current schema: a set whose leader's locator has stopped answering for over 3
+    // refreshes is kept, but no longer counts as current.
+    let failing = record_v1(6, old, &["127.0.0.11"]).replace(
+        r#""schema":1,"#,
+        r#""schema":2,"failing":{"since":"2026-01-01T00:00:00.000Z","error":"DescribeInstances: throttled"},"#,
+    );
+    etcd.put(&data, &failing, Some(&lease));
+    wait_until(
+        "degraded by an unconfirmed set",
+        Duration::from_secs(10),
+        || a.log(),
+        || a.readyz().1.contains("fleet_degraded"),
+    );
+    assert!(a.readyz().1.contains("throttled"), "{:?}", a.readyz());
+    assert!(a.rendered().contains("127.0.0.11:8080"), "{}", a.rendered());
+    // The leader answers again (in schema 1, as the oldest format that holds it).
+    etcd.put(&data, &record_v1(7, old, &["127.0.0.13"]), Some(&lease));
+    wait_all_render(
+        std::slice::from_ref(&a),
+        "the set after the leader recovered",
+        "127.0.0.13:8080",
+        Duration::from_secs(10),
+    );
+    wait_until(
+        "ready again",
+        Duration::from_secs(10),
+        || a.log(),
+        || a.readyz().0 == 200,
+    );
+    assert_eq!(cloud.runs().len(), runs, "a follower never polls");
 }

@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use super::{Loader, Problem};
+use super::{Config, Loader, Problem};
 use crate::fleet::ClusterConfig;
-use crate::yaml::Node;
+use crate::yaml::{Node, NodeKind};
 
 impl Loader {
     /// The section with its relative paths resolved against `base`, or `None` after a problem
@@ -29,5 +29,28 @@ impl Loader {
                 .push(Problem::at(value.get(field).unwrap_or(value), message));
         }
         Some(cluster)
+    }
+}
+
+/// Keeps each locator of each service as written, with the top-level `aws` section as written
+/// ([`crate::fleet::locator_form`]): fleet mode names a shared locator's election by it, since
+/// that (unlike any Rust type's fields) stays the same across elasticd versions.
+pub(super) fn fill_fleet_forms(root: &Node, config: &mut Config) {
+    let top_aws = root.get("aws");
+    for (name, service) in &mut config.services {
+        let items = root
+            .get("services")
+            .and_then(|s| s.get(name))
+            .and_then(|s| s.get("locators"));
+        if let Some(Node {
+            kind: NodeKind::Seq(items),
+            ..
+        }) = items
+        {
+            service.fleet_forms = items
+                .iter()
+                .map(|item| crate::fleet::locator_form(item, top_aws))
+                .collect();
+        }
     }
 }

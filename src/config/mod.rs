@@ -129,6 +129,10 @@ pub struct ServiceConfig {
     /// Active health checks; without them every located backend is used.
     #[serde(default)]
     pub health: Option<crate::health::HealthConfig>,
+    /// Each locator as written (see [`crate::fleet::locator_form`]): what fleet mode names its
+    /// election by. Filled by the loader, not a config key.
+    #[serde(skip)]
+    pub fleet_forms: Vec<serde_json::Value>,
 }
 
 /// Limits that stop a bad locator answer from reaching a frontend.
@@ -422,6 +426,7 @@ impl Loader {
             self.problems
                 .push(Problem::at(root, "missing section `services`"));
         }
+        cluster::fill_fleet_forms(root, &mut config);
         config
     }
 

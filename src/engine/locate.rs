@@ -41,7 +41,10 @@ impl BuiltService {
             .locators
             .iter()
             .enumerate()
-            .map(|(i, l)| crate::fleet::wrap(l.build(), i, l, &ctx, period))
+            .map(|(i, l)| {
+                let form = service.fleet_forms.get(i);
+                crate::fleet::wrap(l.build(), i, l, form, &ctx, period)
+            })
             .collect();
         let records = service
             .locators

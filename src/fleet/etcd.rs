@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep, timeout};
 
 use super::session::{Shared, retry};
-use super::{ClusterConfig, FallbackAfter, FleetKey, Record, SCHEMA, set_status};
+use super::{ClusterConfig, Failing, FallbackAfter, FleetKey, Record, set_status};
 use crate::backend::Backend;
 use crate::locator::{LocateContext, LocateError, LocateFuture, Locator};
 use crate::metrics::{ElectionLabels, LocatorLabels, metrics};
@@ -77,6 +77,9 @@ struct State {
     /// The lease the data key is on in etcd (0: no data key). An unchanged set is rewritten
     /// only when it isn't on the leader's own lease, which would expire with someone else.
     data_lease: i64,
+    /// `degraded` is set because the leader's locator has stopped answering (not because of
+    /// etcd): a record that says it answers again clears it.
+    unconfirmed: bool,
 }
 
 /// One shared locator's election and the data it follows.
@@ -88,6 +91,8 @@ struct Election {
     changed: watch::Sender<u64>,
     /// Tells the election loop to campaign again (a publish found it is no longer leader).
     kick: tokio::sync::Notify,
+    /// The service's refresh period: a set the leader has not confirmed for 3 of them is stale.
+    refresh: Duration,
 }
 
 impl Election {
@@ -172,8 +177,13 @@ impl Election {
         self.with_state(|s| s.data_lease = lease);
         match Record::parse(bytes) {
             Ok(record) => {
+                let answering = record.failing.is_none();
                 let changed = self.with_state(|s| {
                     s.unreadable = None;
+                    if answering && std::mem::take(&mut s.unconfirmed) {
+                        s.degraded = None;
+                        s.fallback = false;
+                    }
                     let changed = s.data.as_ref().map(|d| &d.backends) != Some(&record.backends);
                     s.data = Some(record);
                     changed
@@ -298,6 +308,8 @@ impl Election {
         };
         let was = self.with_state(|s| {
             let was = s.degraded.take();
+            // A set the leader stopped confirming is judged again at the next locate.
+            let was = was.filter(|_| !std::mem::take(&mut s.unconfirmed));
             s.role = role;
             s.leader = leader.clone();
             was
@@ -394,22 +406,45 @@ impl Election {
         why.to_string()
     }
 
-    /// Publishes `found` while this member still leads; an unchanged set is not written.
-    async fn publish(&self, found: &[Backend]) {
+    /// Publishes what the locator found (`Ok`), or that it has no answer (`Err`, written once
+    /// per failure in a row), while this member still leads; an unchanged set is not written.
+    async fn publish(&self, found: Result<&[Backend], String>) {
         let Some((Role::Leader { rev, lease }, previous, _)) = self.snapshot() else {
             return;
         };
         let on_own_lease = self.state.lock().is_ok_and(|s| s.data_lease == lease);
-        if on_own_lease && previous.as_ref().is_some_and(|p| p.backends == found) {
-            return;
-        }
-        let record = Record {
-            schema: SCHEMA,
-            revision: previous.map_or(1, |p| p.revision.saturating_add(1)),
-            generated_at: Timestamp::now(),
-            leader: self.shared.member.clone(),
-            backends: found.to_vec(),
+        let (backends, generated_at, failing) = match found {
+            Ok(found) => {
+                let same = |p: &Record| p.backends == found && p.failing.is_none();
+                if on_own_lease && previous.as_ref().is_some_and(same) {
+                    return;
+                }
+                (found.to_vec(), Timestamp::now(), None)
+            }
+            Err(error) => {
+                // Without a set there is nothing to mark; followers wait for one anyway.
+                let Some(p) = &previous else {
+                    return;
+                };
+                if on_own_lease && p.failing.is_some() {
+                    return;
+                }
+                let failing = p.failing.clone().unwrap_or_else(|| Failing {
+                    since: Timestamp::now(),
+                    error,
+                });
+                (p.backends.clone(), p.generated_at, Some(failing))
+            }
         };
+        let mut record = Record {
+            schema: 0,
+            revision: previous.map_or(1, |p| p.revision.saturating_add(1)),
+            generated_at,
+            leader: self.shared.member.clone(),
+            backends,
+            failing,
+        };
+        record.schema = record.schema_needed();
         let Ok(json) = serde_json::to_vec(&record) else {
             return;
         };
@@ -434,13 +469,23 @@ impl Election {
         .await;
         match published {
             Ok(resp) if resp.succeeded() => {
-                tracing::info!(
-                    service = %self.key.service,
-                    "fleet: published {} revision {} ({})",
-                    self.key.locator,
-                    record.revision,
-                    crate::value::count(record.backends.len(), "backend")
-                );
+                if let Some(f) = &record.failing {
+                    tracing::warn!(
+                        service = %self.key.service,
+                        "fleet: published revision {}: {} has no answer ({}); followers keep its last set",
+                        record.revision,
+                        self.key.locator,
+                        f.error
+                    );
+                } else {
+                    tracing::info!(
+                        service = %self.key.service,
+                        "fleet: published {} revision {} ({})",
+                        self.key.locator,
+                        record.revision,
+                        crate::value::count(record.backends.len(), "backend")
+                    );
+                }
                 self.with_state(|s| {
                     s.data = Some(record);
                     s.data_lease = lease;
@@ -486,9 +531,12 @@ impl Election {
             return inner.locate(ctx).await;
         };
         if let Role::Leader { .. } = role {
-            let found = inner.locate(ctx).await?;
-            self.publish(&found).await;
-            return Ok(found);
+            let found = inner.locate(ctx).await;
+            match &found {
+                Ok(set) => self.publish(Ok(set)).await,
+                Err(e) => self.publish(Err(e.to_string())).await,
+            }
+            return found;
         }
         let unusable = |why: &str| LocateError::Fleet {
             locator: inner.describe(),
@@ -509,6 +557,17 @@ impl Election {
         }
         self.with_state(|s| s.fallback = false);
         if let Some(record) = data {
+            if let Some(f) = &record.failing
+                && f.since.age(std::time::SystemTime::now()) > self.refresh.saturating_mul(3)
+            {
+                let why = format!(
+                    "leader {} has had no answer from the locator for over 3 refresh periods ({})",
+                    record.leader, f.error
+                );
+                self.degrade(&why);
+                self.with_state(|s| s.unconfirmed = true);
+                return Err(unusable(&why));
+            }
             return Ok(record.backends);
         }
         self.wait_for(config.lease_ttl.0, |s| {
@@ -534,7 +593,7 @@ impl FleetLocator {
         shared: Arc<Shared>,
         key: FleetKey,
         inner: Box<dyn Locator>,
-        _refresh: Duration,
+        refresh: Duration,
     ) -> Self {
         let (changed, _) = watch::channel(0);
         let election = Arc::new(Election {
@@ -543,6 +602,7 @@ impl FleetLocator {
             state: Mutex::new(State::default()),
             changed,
             kick: tokio::sync::Notify::new(),
+            refresh,
         });
         FleetLocator {
             inner,

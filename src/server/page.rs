@@ -18,8 +18,8 @@ use maud::{DOCTYPE, Markup, html};
 use super::Shared;
 use crate::backend::Backend;
 use crate::status::{
-    Change, FrontendStatus, HealthStatus, LocatorStatus, Outcome, OutputStatus, Readiness,
-    ServiceStatus, Status, Timestamp,
+    Change, FleetStatus, FrontendStatus, HealthStatus, LocatorStatus, Outcome, OutputStatus,
+    Readiness, ServiceStatus, Status, Timestamp,
 };
 
 /// Where the stylesheet is served.
@@ -167,6 +167,12 @@ fn main_part(status: &Status, ready: &Readiness, now: SystemTime) -> Markup {
                 @for s in &status.services { (service(s, now)) }
                 @if status.services.is_empty() { p.none { "No services." } }
             }
+            @if !status.fleet.is_empty() {
+                section #fleet {
+                    h2 { "Fleet " span.count { (status.fleet.len()) } }
+                    (fleet(&status.fleet))
+                }
+            }
             section #frontends {
                 h2 { "Frontends " span.count { (status.frontends.len()) } }
                 (frontends(&status.frontends, now))
@@ -312,6 +318,35 @@ fn backends(backends: &[Backend]) -> Markup {
                     }
                 }
                 @if backends.is_empty() { tr { td colspan="7" { "none" } } }
+            }
+        }
+    }
+}
+
+/// Who leads each shared locator (fleet mode), and whether its data can be trusted.
+fn fleet(fleet: &[FleetStatus]) -> Markup {
+    html! {
+        table.fleet {
+            thead { tr { th { "service" } th { "locator" } th { "leader" } th { "this member" } th { "revision" } th { "data" } } }
+            tbody {
+                @for f in fleet {
+                    tr class=[f.degraded.is_some().then_some("failing")] data-key=(f.key) {
+                        td data-label="service" { strong { (f.service) } }
+                        td data-label="locator" { code { (f.locator) } }
+                        td.leader data-label="leader" { (f.leader.as_deref().unwrap_or("none")) }
+                        td.role data-label="this member" { (f.role) }
+                        td data-label="revision" { @match f.revision { Some(r) => { (r) } None => { "-" } } }
+                        td data-label="data" {
+                            @match &f.degraded {
+                                Some(why) => {
+                                    span.bad-text { "degraded: " (why) }
+                                    " (unconfirmed for " (seconds(f.data_age_seconds)) ")"
+                                }
+                                None => { "current" }
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -549,6 +584,48 @@ mod tests {
             "{page}"
         );
         assert!(page.contains(">healthy</td>"), "{page}");
+    }
+
+    #[test]
+    fn the_leader_of_each_shared_locator_is_shown() {
+        let mut s = status();
+        let fleet = |leader: Option<&str>, role: &str, degraded: Option<&str>| FleetStatus {
+            service: "web".into(),
+            locator: "0:ec2".into(),
+            key: "/elasticd/fleets/edge/prod/abc".into(),
+            role: role.into(),
+            leader: leader.map(Into::into),
+            revision: Some(7),
+            degraded: degraded.map(Into::into),
+            data_age_seconds: 12.0,
+        };
+        s.fleet = vec![
+            fleet(Some("edge-<7>"), "follower", None),
+            fleet(None, "electing", Some("etcd did not answer <in time>")),
+        ];
+        let page = render(&s, SystemTime::now());
+        assert!(page.contains("<section id=\"fleet\">"), "{page}");
+        assert!(
+            page.contains("<td class=\"leader\" data-label=\"leader\">edge-&lt;7&gt;</td>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<td class=\"role\" data-label=\"this member\">follower</td>"),
+            "{page}"
+        );
+        assert!(page.contains(">none</td>"), "{page}");
+        assert!(
+            page.contains(
+                "degraded: etcd did not answer &lt;in time&gt;</span> (unconfirmed for 12s)"
+            ),
+            "{page}"
+        );
+        s.fleet.clear();
+        let page = render(&s, SystemTime::now());
+        assert!(
+            !page.contains("id=\"fleet\""),
+            "no fleet section without fleet mode"
+        );
     }
 
     #[test]

@@ -142,6 +142,44 @@ impl Etcd {
     }
 }
 
+impl Etcd {
+    /// The port of a running member, for the JSON gateway.
+    fn any_port(&self) -> u16 {
+        self.client_ports
+            .iter()
+            .zip(&self.members)
+            .find(|(_, m)| m.is_some())
+            .map(|(p, _)| *p)
+            .expect("a running etcd member")
+    }
+
+    /// Grants a lease of `ttl` seconds (as another etcd client would), returning its id.
+    pub fn grant(&self, ttl: u64) -> String {
+        let (code, answer) = request(
+            self.any_port(),
+            "POST",
+            "/v3/lease/grant",
+            &format!(r#"{{"TTL": {ttl}}}"#),
+        )
+        .expect("lease grant");
+        let answer: serde_json::Value = serde_json::from_str(&answer).expect(&answer);
+        assert_eq!(code, 200, "{answer}");
+        answer["ID"].as_str().expect("a lease id").to_string()
+    }
+
+    /// Writes `key` = `value` on `lease` (`None`: no lease), as another writer would.
+    pub fn put(&self, key: &str, value: &str, lease: Option<&str>) {
+        let lease = lease.map_or(String::new(), |l| format!(r#", "lease": "{l}""#));
+        let body = format!(
+            r#"{{"key": "{}", "value": "{}"{lease}}}"#,
+            base64(key.as_bytes()),
+            base64(value.as_bytes())
+        );
+        let (code, answer) = request(self.any_port(), "POST", "/v3/kv/put", &body).expect("kv put");
+        assert_eq!(code, 200, "{answer}");
+    }
+}
+
 fn base64(bytes: &[u8]) -> String {
     const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
