@@ -78,7 +78,7 @@ fn dry_run_prints_a_diff_and_touches_nothing() {
     let t = Test::new()
         .config(&file_config("", "{}"))
         .file("backends.json", &targets_json(&["127.0.0.1"]));
-    assert_eq!(t.render().run().code, 0);
+    t.render().run().success();
     t.write("backends.json", &targets_json(&["127.0.0.1", "127.0.0.9"]));
     let before = t.read("upstream.conf");
     let state_before = t.read("state.json");
@@ -106,9 +106,9 @@ fn no_reload_installs_without_reloading_and_the_reload_stays_owed() {
     assert!(t.read("upstream.conf").contains("127.0.0.1:8080"));
     assert_eq!(t.reloads(), 0);
     // The next ordinary run delivers the reload the frontend still needs, once.
-    assert_eq!(t.render().run().code, 0);
+    t.render().run().success();
     assert_eq!(t.reloads(), 1);
-    assert_eq!(t.render().run().code, 0);
+    t.render().run().success();
     assert_eq!(t.reloads(), 1);
 }
 
@@ -259,7 +259,7 @@ fn the_guard_holds_on_empty_and_shrunken_answers() {
     );
     let four = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"];
     t.write("backends.json", &targets_json(&four));
-    assert_eq!(t.render().run().code, 0);
+    t.render().run().success();
     let good = t.read("upstream.conf");
 
     t.write("backends.json", "[]");
@@ -483,7 +483,7 @@ fn output_mode_is_applied() {
         "services: { web: { locators: [static: [\"127.0.0.1:80\"]] } }\n\
          outputs: [{ template: \"builtin:apache\", path: out.conf, mode: \"0600\", vars: { service: web } }]\n",
     );
-    assert_eq!(t.render().run().code, 0);
+    t.render().run().success();
     let mode = fs::metadata(t.join("out.conf"))
         .unwrap()
         .permissions()

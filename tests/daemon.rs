@@ -31,6 +31,11 @@ outputs:
 
 const COUNT_RELOAD: &str = "echo reload >> reloads";
 
+/// [`config`] with the usual settle window and a reload that counts itself in `reloads`.
+fn counting(refresh: &str) -> String {
+    config(refresh, "settle_min: 1s, settle_max: 2s", COUNT_RELOAD)
+}
+
 /// Writes `config` and one backend (127.0.0.1), starts the daemon and waits for its first
 /// reload.
 fn start_applied(t: &Test, config: &str) -> Group {
@@ -39,6 +44,14 @@ fn start_applied(t: &Test, config: &str) -> Group {
     let daemon = t.elasticd(RUN).daemon();
     daemon.wait_for("first apply", Duration::from_secs(10), || t.reloads() == 1);
     daemon
+}
+
+/// Waits up to `secs` for the rendered `upstream.conf` to contain `needle`; `what` names it on
+/// timeout.
+fn wait_for_upstream(t: &Test, daemon: &Group, what: &str, secs: u64, needle: &str) {
+    daemon.wait_for(what, Duration::from_secs(secs), || {
+        t.read("upstream.conf").contains(needle)
+    });
 }
 
 /// Waits up to `secs` for the daemon's log to contain `needle`; `what` names it on timeout.
@@ -65,9 +78,7 @@ fn converges_to_each_new_set_and_coalesces_a_burst_into_one_reload() {
         t.write("backends.json", &targets_json(&refs));
         std::thread::sleep(Duration::from_millis(600));
     }
-    daemon.wait_for("the burst to land", Duration::from_secs(15), || {
-        t.read("upstream.conf").contains("127.0.0.6:8080")
-    });
+    wait_for_upstream(&t, &daemon, "the burst to land", 15, "127.0.0.6:8080");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         t.reloads(),
@@ -116,10 +127,7 @@ fn a_failed_reload_is_retried_with_backoff_until_it_works() {
 #[test]
 fn survives_a_failing_locator_and_keeps_the_last_good_file() {
     let t = Test::new();
-    let daemon = start_applied(
-        &t,
-        &config("1s", "settle_min: 1s, settle_max: 2s", COUNT_RELOAD),
-    );
+    let daemon = start_applied(&t, &counting("1s"));
     let good = t.read("upstream.conf");
 
     t.write("backends.json", "{ this is not json");
@@ -146,19 +154,14 @@ fn survives_a_failing_locator_and_keeps_the_last_good_file() {
     assert_eq!(t.read("upstream.conf"), good);
 
     t.write("backends.json", &targets_json(&["127.0.0.2"]));
-    daemon.wait_for("recovery", Duration::from_secs(15), || {
-        t.read("upstream.conf").contains("127.0.0.2:8080")
-    });
+    wait_for_upstream(&t, &daemon, "recovery", 15, "127.0.0.2:8080");
     assert_eq!(daemon.stop(), Some(0));
 }
 
 #[test]
 fn nothing_is_rendered_before_the_first_good_answer() {
     let t = Test::new();
-    t.write(
-        "config.yaml",
-        &config("1s", "settle_min: 1s, settle_max: 2s", COUNT_RELOAD),
-    );
+    t.write("config.yaml", &counting("1s"));
     t.write("upstream.conf", "# the frontend's current config\n");
     let daemon = t.elasticd(RUN).daemon();
     wait_for_log(
@@ -171,16 +174,14 @@ fn nothing_is_rendered_before_the_first_good_answer() {
     assert_eq!(t.read("upstream.conf"), "# the frontend's current config\n");
     assert_eq!(t.reloads(), 0);
     t.write("backends.json", &targets_json(&["127.0.0.1"]));
-    daemon.wait_for("the first good answer", Duration::from_secs(15), || {
-        t.read("upstream.conf").contains("127.0.0.1:8080")
-    });
+    wait_for_upstream(&t, &daemon, "the first good answer", 15, "127.0.0.1:8080");
     assert_eq!(daemon.stop(), Some(0));
 }
 
 #[test]
 fn sighup_with_a_bad_config_keeps_running_and_a_good_one_is_swapped_in() {
     let t = Test::new();
-    let good_config = config("1s", "settle_min: 1s, settle_max: 2s", COUNT_RELOAD);
+    let good_config = counting("1s");
     let daemon = start_applied(&t, &good_config);
 
     t.write(
@@ -192,10 +193,12 @@ fn sighup_with_a_bad_config_keeps_running_and_a_good_one_is_swapped_in() {
     assert!(daemon.log().contains("config.yaml:1:"), "{}", daemon.log());
     // Still working with the old config.
     t.write("backends.json", &targets_json(&["127.0.0.1", "127.0.0.2"]));
-    daemon.wait_for(
+    wait_for_upstream(
+        &t,
+        &daemon,
         "convergence on the old config",
-        Duration::from_secs(10),
-        || t.read("upstream.conf").contains("127.0.0.2:8080"),
+        10,
+        "127.0.0.2:8080",
     );
 
     // A good new config: a new upstream name, same service, so its last good set is kept.
@@ -207,9 +210,13 @@ fn sighup_with_a_bad_config_keeps_running_and_a_good_one_is_swapped_in() {
         ),
     );
     daemon.signal(Signal::SIGHUP);
-    daemon.wait_for("the new config to apply", Duration::from_secs(10), || {
-        t.read("upstream.conf").contains("upstream pool {")
-    });
+    wait_for_upstream(
+        &t,
+        &daemon,
+        "the new config to apply",
+        10,
+        "upstream pool {",
+    );
     assert!(t.read("upstream.conf").contains("127.0.0.2:8080"));
     assert_eq!(daemon.stop(), Some(0));
 }
@@ -218,17 +225,12 @@ fn sighup_with_a_bad_config_keeps_running_and_a_good_one_is_swapped_in() {
 fn sigusr1_refreshes_now_and_sigterm_exits_0() {
     let t = Test::new();
     // Refresh hourly: only the start-up locate and SIGUSR1 can see a change.
-    let daemon = start_applied(
-        &t,
-        &config("1h", "settle_min: 1s, settle_max: 2s", COUNT_RELOAD),
-    );
+    let daemon = start_applied(&t, &counting("1h"));
     t.write("backends.json", &targets_json(&["127.0.0.9"]));
     std::thread::sleep(Duration::from_secs(2));
     assert!(!t.read("upstream.conf").contains("127.0.0.9"));
     daemon.signal(Signal::SIGUSR1);
-    daemon.wait_for("the SIGUSR1 refresh", Duration::from_secs(10), || {
-        t.read("upstream.conf").contains("127.0.0.9:8080")
-    });
+    wait_for_upstream(&t, &daemon, "the SIGUSR1 refresh", 10, "127.0.0.9:8080");
     let started = Instant::now();
     assert_eq!(daemon.stop(), Some(0));
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -255,7 +257,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 fn a_frontend_back_in_its_desired_state_stops_being_retried() {
     let t = Test::new();
     // The checker rejects any file that mentions 127.0.0.2.
-    let cfg = config("1s", "settle_min: 1s, settle_max: 2s", COUNT_RELOAD).replace(
+    let cfg = counting("1s").replace(
         "  fe:\n",
         "  fe:\n    check: [sh, -c, \"! grep -q 127.0.0.2 upstream.conf\"]\n",
     );
@@ -296,9 +298,7 @@ outputs:
     };
     t.write("config.yaml", &cfg("30s"));
     let daemon = t.elasticd(RUN).daemon();
-    daemon.wait_for("first apply", Duration::from_secs(10), || {
-        t.read("upstream.conf").contains("127.0.0.1:81")
-    });
+    wait_for_upstream(&t, &daemon, "first apply", 10, "127.0.0.1:81");
     // A slow locate is running when the service's config changes.
     t.write("delay", "3");
     daemon.signal(Signal::SIGUSR1);
@@ -313,9 +313,13 @@ outputs:
     );
     daemon.signal(Signal::SIGHUP);
     // Without asking again, the next answer would come an hour later.
-    daemon.wait_for("the new config's answer", Duration::from_secs(10), || {
-        t.read("upstream.conf").contains("upstream pool {")
-    });
+    wait_for_upstream(
+        &t,
+        &daemon,
+        "the new config's answer",
+        10,
+        "upstream pool {",
+    );
     assert_eq!(daemon.stop(), Some(0));
 }
 

@@ -267,9 +267,9 @@ else
 fi
 "#;
 
-#[test]
-fn locator_failures_and_guard_holds_are_counted_with_their_reason() {
-    let port = free_port();
+/// A daemon on `port` whose service is located by [`PLUGIN`] behind `guard`, once it has
+/// reloaded for the first time.
+fn start_with_plugin(port: u16, guard: &str) -> (Test, Group) {
     let t = Test::new()
         .executable("hook.sh", HOOK)
         .executable("plugin.sh", PLUGIN)
@@ -278,7 +278,7 @@ fn locator_failures_and_guard_holds_are_counted_with_their_reason() {
             &config(
                 port,
                 "exec: { command: [./plugin.sh], timeout: 5s }",
-                "min_backends: 2, max_removed_ratio: 0.5",
+                guard,
                 "reload: { command: [sh, -c, \"echo run >> reloads\"] }",
             ),
         );
@@ -286,6 +286,13 @@ fn locator_failures_and_guard_holds_are_counted_with_their_reason() {
     daemon.wait_for("the first reload", Duration::from_secs(15), || {
         t.lines("reloads") == 1
     });
+    (t, daemon)
+}
+
+#[test]
+fn locator_failures_and_guard_holds_are_counted_with_their_reason() {
+    let port = free_port();
+    let (t, daemon) = start_with_plugin(port, "min_backends: 2, max_removed_ratio: 0.5");
     let locator = [("service", "web"), ("locator", "0:exec")];
 
     // The locator fails a few times, then recovers.
@@ -352,22 +359,7 @@ fn locator_failures_and_guard_holds_are_counted_with_their_reason() {
     assert_eq!(daemon.stop(), Some(0));
 
     // max_removed_ratio alone: two of four is allowed at 0.5, one of four is not.
-    let t2 = Test::new()
-        .executable("hook.sh", HOOK)
-        .executable("plugin.sh", PLUGIN)
-        .file(
-            "config.yaml",
-            &config(
-                port,
-                "exec: { command: [./plugin.sh], timeout: 5s }",
-                "min_backends: 1, max_removed_ratio: 0.5",
-                "reload: { command: [sh, -c, \"echo run >> reloads\"] }",
-            ),
-        );
-    let daemon = t2.elasticd(RUN).daemon();
-    daemon.wait_for("the first reload", Duration::from_secs(15), || {
-        t2.lines("reloads") == 1
-    });
+    let (t2, daemon) = start_with_plugin(port, "min_backends: 1, max_removed_ratio: 0.5");
     t2.write("small", "");
     let reason = [("service", "web"), ("reason", "max_removed_ratio")];
     wait_metrics(&daemon, port, "the ratio guard", |s| {

@@ -28,6 +28,21 @@ fn errors(run: &Output, dir: &Path) -> String {
     out.join("\n").replace(&dir.display().to_string(), "DIR")
 }
 
+/// One `elasticd render` with a modal plugin in `mode` (written to `mode_file`): it must exit 1
+/// with errors naming `plugin`, and after a `hang` the plugin's child must be gone. The errors
+/// shown, headed by the mode, for the test's snapshot.
+fn failing_render(t: &Test, mode_file: &str, mode: &str, plugin: &str) -> String {
+    t.write(mode_file, mode);
+    let run = t.render().run();
+    assert_eq!(run.code, 1, "{mode}: {}", run.stderr);
+    let shown = errors(&run, t.path());
+    assert!(shown.contains(plugin), "{mode}: names the plugin: {shown}");
+    if mode == "hang" {
+        assert_gone(&t.join("child.pid"));
+    }
+    format!("--- {mode}\n{shown}")
+}
+
 /// Waits for a pid written by a plugin's child to be gone (or a zombie).
 fn assert_gone(pid_file: &Path) {
     let pid: i32 = fs::read_to_string(pid_file)
@@ -180,20 +195,14 @@ outputs:
 
     let mut messages = Vec::new();
     for mode in ["garbage", "badbackend", "huge", "hang", "segv", "exit3"] {
-        t.write("mode", mode);
-        let run = t.render().run();
-        assert_eq!(run.code, 1, "{mode}: {}", run.stderr);
-        let shown = errors(&run, t.path());
-        assert!(
-            shown.contains("locator plugin `modal` (DIR/plugins/locators/modal)"),
-            "{mode}: names the plugin: {shown}"
-        );
+        messages.push(failing_render(
+            &t,
+            "mode",
+            mode,
+            "locator plugin `modal` (DIR/plugins/locators/modal)",
+        ));
         assert_eq!(t.read("backend.cfg"), good, "{mode}: last good file kept");
         assert_eq!(t.lines("reloads"), 1, "{mode}: no reload");
-        if mode == "hang" {
-            assert_gone(&t.join("child.pid"));
-        }
-        messages.push(format!("--- {mode}\n{shown}"));
     }
     insta::assert_snapshot!(messages.join("\n"));
 }
@@ -404,22 +413,16 @@ fn renderer_failures_leave_the_whole_frontend_alone() {
     t.write("backends.json", r#"[{"targets": ["127.0.0.2:81"]}]"#);
     let mut messages = Vec::new();
     for mode in ["binary", "huge", "hang", "segv", "exit3"] {
-        t.write("mode", mode);
-        let run = t.render().run();
-        assert_eq!(run.code, 1, "{mode}: {}", run.stderr);
-        let shown = errors(&run, t.path());
-        assert!(
-            shown.contains("renderer plugin `modal` (DIR/plugins/renderers/modal)"),
-            "{mode}: {shown}"
-        );
+        messages.push(failing_render(
+            &t,
+            "mode",
+            mode,
+            "renderer plugin `modal` (DIR/plugins/renderers/modal)",
+        ));
         assert_eq!(t.read("out/envoy.json"), good_plugin, "{mode}");
         assert_eq!(t.read("backend.cfg"), good_template, "{mode}");
         assert_eq!(t.lines("checks"), checks, "{mode}: not checked");
         assert_eq!(t.lines("reloads"), 1, "{mode}: not reloaded");
-        if mode == "hang" {
-            assert_gone(&t.join("child.pid"));
-        }
-        messages.push(format!("--- {mode}\n{shown}"));
     }
     insta::assert_snapshot!(messages.join("\n"));
 
@@ -510,19 +513,17 @@ outputs:
     let mut messages = Vec::new();
     let mut backends = 3;
     for mode in ["huge", "hang", "segv", "exit3"] {
-        t.write("reloader.mode", mode);
         backends += 1;
         t.write(
             "backends.json",
             &format!(r#"[{{"targets": ["127.0.0.{backends}:80"]}}]"#),
         );
-        let run = t.render().run();
-        assert_eq!(run.code, 1, "{mode}: {}", run.stderr);
-        let shown = errors(&run, t.path());
-        assert!(
-            shown.contains("action plugin `reloader` (DIR/plugins/actions/reloader)"),
-            "{mode}: {shown}"
-        );
+        messages.push(failing_render(
+            &t,
+            "reloader.mode",
+            mode,
+            "action plugin `reloader` (DIR/plugins/actions/reloader)",
+        ));
         assert_eq!(t.lines("reloader.done"), 2, "{mode}");
         // The files are in place; the reload is owed.
         assert!(
@@ -535,10 +536,6 @@ outputs:
             serde_json::json!(["fe"]),
             "{mode}"
         );
-        if mode == "hang" {
-            assert_gone(&t.join("child.pid"));
-        }
-        messages.push(format!("--- {mode}\n{shown}"));
     }
     insta::assert_snapshot!(messages.join("\n"));
 
@@ -642,22 +639,16 @@ fn on_change_gets_added_and_removed_and_is_retried_until_acknowledged() {
     // Every way a hook can fail: the change stays applied, the hook stays owed.
     let mut messages = Vec::new();
     for mode in ["huge", "hang", "segv", "exit3"] {
-        t.write("notify.mode", mode);
-        let run = t.render().run();
-        assert_eq!(run.code, 1, "{mode}: {}", run.stderr);
-        let shown = errors(&run, t.path());
-        assert!(
-            shown.contains("action plugin `notify` (DIR/plugins/actions/notify)"),
-            "{mode}: {shown}"
-        );
+        messages.push(failing_render(
+            &t,
+            "notify.mode",
+            mode,
+            "action plugin `notify` (DIR/plugins/actions/notify)",
+        ));
         assert!(t.read("backend.cfg").contains("127.0.0.3:80"), "{mode}");
         assert_eq!(t.lines("notify.done"), 1, "{mode}");
         let acked = &t.json("state.json")["hooks_acknowledged"]["web#0 notify --channel ops"];
         assert_eq!(endpoints(acked), ["127.0.0.1:80", "127.0.0.2:80"], "{mode}");
-        if mode == "hang" {
-            assert_gone(&t.join("child.pid"));
-        }
-        messages.push(format!("--- {mode}\n{shown}"));
     }
     insta::assert_snapshot!(messages.join("\n"));
 
