@@ -61,8 +61,8 @@ impl TryFrom<RawHaproxyRuntime> for HaproxyRuntime {
             .map_err(|e| format!("`haproxy_runtime.fallback`: {e}"))?;
         if matches!(fallback, ReloadAction::Spec(SpecAction::HaproxyRuntime(_))) {
             return Err(
-                "`haproxy_runtime.fallback` must be a real reload (`command`, `signal` or \
-                 `master_socket`), not another `haproxy_runtime`"
+                "`haproxy_runtime.fallback` must be a real reload (`command`, `signal`, \
+                 `master_socket` or `exec`), not another `haproxy_runtime`"
                     .into(),
             );
         }
