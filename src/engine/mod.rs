@@ -127,24 +127,15 @@ impl Engine {
     /// Renders from the last good sets and brings every frontend not in `held` up to date, then
     /// runs the `on_change` hooks whose change is applied.
     pub async fn apply(&mut self, options: PassOptions, held: &HashSet<String>) -> PassReport {
-        let mut report = PassReport::default();
         let sets = self.rendered_sets();
-        let inputs = apply::Inputs {
-            config: &self.config,
-            renderer: &self.renderer,
-            sets: &sets,
-            previous: &self.applied,
+        let report = apply_sets(
+            &self.config,
+            &self.renderer,
+            &sets,
+            &self.applied,
+            &mut self.state,
             options,
             held,
-        };
-        apply::apply(&inputs, &mut self.state.pending_reloads, &mut report).await;
-        hooks::run_hooks(
-            &self.config,
-            &sets,
-            &mut self.state.hooks_acknowledged,
-            &self.state.pending_reloads,
-            options,
-            &mut report,
         )
         .await;
         let clean = !report
@@ -175,7 +166,8 @@ impl Engine {
         &self.applied
     }
 
-    /// One pass over everything: locate every service at once, judge, accept, apply.
+    /// One pass over everything: locate every service at once, judge, accept, apply. Meant for
+    /// one-shot runs: without `options.health` it does not keep the sets it rendered.
     pub async fn run_pass(&mut self, options: PassOptions) -> PassReport {
         let located = join_all(self.services.values().map(|s| s.locate())).await;
         let mut judged = Vec::new();
@@ -195,10 +187,30 @@ impl Engine {
         self.state
             .last_good
             .retain(|name, _| config.services.contains_key(name));
-        if options.health {
+        let mut report = if options.health {
             self.probe_health_once().await;
-        }
-        let mut report = self.apply(options, &HashSet::new()).await;
+            self.apply(options, &HashSet::new()).await
+        } else {
+            // Without probes the sets to render are the last good sets as they are: render from
+            // them in place. A one-shot run ends after this pass, so [`Engine::rendered`] and
+            // [`Engine::applied`] are not kept (at 10,000 backends each copy costs megabytes).
+            let held = HashSet::new();
+            let mut state = std::mem::take(&mut self.state);
+            let sets = std::mem::take(&mut state.last_good);
+            let report = apply_sets(
+                &self.config,
+                &self.renderer,
+                &sets,
+                &self.applied,
+                &mut state,
+                options,
+                &held,
+            )
+            .await;
+            state.last_good = sets;
+            self.state = state;
+            report
+        };
         report.services = services;
         problems.append(&mut report.problems);
         report.problems = problems;
@@ -239,6 +251,39 @@ impl Engine {
         }
         Ok(changed)
     }
+}
+
+/// Renders `sets` and brings every frontend not in `held` up to date, then runs the `on_change`
+/// hooks whose change is applied; `previous` is what the last clean apply rendered.
+async fn apply_sets(
+    config: &Config,
+    renderer: &Renderer,
+    sets: &IndexMap<String, Vec<Backend>>,
+    previous: &IndexMap<String, Vec<Backend>>,
+    state: &mut State,
+    options: PassOptions,
+    held: &HashSet<String>,
+) -> PassReport {
+    let mut report = PassReport::default();
+    let inputs = apply::Inputs {
+        config,
+        renderer,
+        sets,
+        previous,
+        options,
+        held,
+    };
+    apply::apply(&inputs, &mut state.pending_reloads, &mut report).await;
+    hooks::run_hooks(
+        config,
+        sets,
+        &mut state.hooks_acknowledged,
+        &state.pending_reloads,
+        options,
+        &mut report,
+    )
+    .await;
+    report
 }
 
 /// Creates every metric series the config's names label at zero (see
