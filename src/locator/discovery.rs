@@ -21,9 +21,9 @@ pub enum DocumentFormat {
 /// One list entry: a file_sd group, or a single backend object.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Entry {
-    #[serde(default)]
-    targets: Option<Vec<String>>,
+struct Entry<'a> {
+    #[serde(default, borrow)]
+    targets: Option<Vec<Target<'a>>>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -42,6 +42,32 @@ struct Entry {
     tags: BTreeMap<String, String>,
     #[serde(default)]
     meta: BTreeMap<String, String>,
+}
+
+/// A target string, borrowed from the document when it has no escapes (they are only parsed).
+#[derive(Debug)]
+struct Target<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Target<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Target<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Target<'a>, E> {
+                Ok(Target(s.into()))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Target<'a>, E> {
+                Ok(Target(s.to_string().into()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Target<'a>, E> {
+                Ok(Target(s.into()))
+            }
+        }
+        d.deserialize_str(Visit(std::marker::PhantomData))
+    }
 }
 
 /// Parses a backend list document into backends.
@@ -119,7 +145,7 @@ struct List<'a> {
 impl List<'_> {
     /// Adds the backends of entry number `self.entries`; after a failure the rest are only
     /// counted.
-    fn add(&mut self, entry: Entry) {
+    fn add(&mut self, entry: Entry<'_>) {
         let i = self.entries;
         self.entries += 1;
         if self.first_error.is_none()
@@ -149,7 +175,7 @@ impl<'de> serde::de::Visitor<'de> for &mut List<'_> {
         if let Some(hint) = seq.size_hint() {
             self.backends.reserve(hint);
         }
-        while let Some(entry) = seq.next_element::<Entry>()? {
+        while let Some(entry) = seq.next_element::<Entry<'de>>()? {
             self.add(entry);
         }
         Ok(())
@@ -159,7 +185,7 @@ impl<'de> serde::de::Visitor<'de> for &mut List<'_> {
 /// Turns entry number `i` into backends, appended to `backends`.
 fn add_entry(
     i: usize,
-    entry: Entry,
+    entry: Entry<'_>,
     locator: &str,
     ctx: &LocateContext,
     backends: &mut Vec<Backend>,
@@ -196,8 +222,8 @@ fn add_entry(
                     tags,
                     meta: BTreeMap::new(),
                 };
-                let backend = backend_from_target(&target, None, meta, locator, ctx)?;
-                backends.push(validated(backend, &target, locator)?);
+                let backend = backend_from_target(&target.0, None, meta, locator, ctx)?;
+                backends.push(validated(backend, &target.0, locator)?);
             }
         }
         (None, Some(address)) => {
