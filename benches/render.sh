@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Render one-shot benchmark (issue 2): `elasticd render` with a `file` locator of N backends
-# (a Prometheus file_sd JSON document) rendered into `builtin:nginx`, for N = 10, 1,000, 10,000.
+# (a Prometheus file_sd JSON document) rendered into `builtin:nginx`, for N = 10, 1,000, 10,000
+# and 100,000.
 #
 # For each N it measures, on the release binary:
 #   - wall time with hyperfine, in two scenarios:
@@ -8,22 +9,27 @@
 #                 and writes it;
 #       unchanged the output is already up to date, so the pass renders, compares and writes
 #                 nothing;
-#   - peak RSS with /usr/bin/time -f %M, the max of $RSS_RUNS runs of each scenario.
+#   - peak RSS with /usr/bin/time -f %M, the max of $RSS_RUNS runs of each scenario;
+#   - instructions of one "changed" run under valgrind --tool=callgrind (stable on a noisy
+#     machine, unlike wall times; skipped with CALLGRIND=0 or when valgrind is missing).
 # It prints a markdown results table and the machine it ran on. Nothing is left behind.
 #
 # Usage: benches/render.sh            (from anywhere; builds with `cargo build --release`)
 # Env:   CARGO_TARGET_DIR  respected, like cargo does
-#        SIZES             backend counts (default "10 1000 10000")
+#        SIZES             backend counts (default "10 1000 10000 100000")
+#        CALLGRIND         0 to skip the instruction counts (default 1)
 #        WARMUP RUNS       hyperfine --warmup / --runs (default 3 / 30)
 #        RSS_RUNS          /usr/bin/time runs per scenario (default 5)
 #        BIN               measure this binary instead of building (the commit shown is then the
 #                          checkout's, which may not match the binary)
 #        KEEP_JSON=DIR     copy the hyperfine JSON exports to DIR
 # Needs: cargo, python3, hyperfine and /usr/bin/time (Debian packages `hyperfine` and `time`;
-#        installed with apt-get when missing and root or sudo is available).
+#        installed with apt-get when missing and root or sudo is available); valgrind for the
+#        instruction counts (optional).
 set -euo pipefail
 
-SIZES=${SIZES:-"10 1000 10000"}
+SIZES=${SIZES:-"10 1000 10000 100000"}
+CALLGRIND=${CALLGRIND:-1}
 WARMUP=${WARMUP:-3}
 RUNS=${RUNS:-30}
 RSS_RUNS=${RSS_RUNS:-5}
@@ -50,6 +56,10 @@ fi
 command -v hyperfine >/dev/null 2>&1 || die "hyperfine is missing"
 [ -x /usr/bin/time ] || die "/usr/bin/time is missing (Debian package \`time\`)"
 command -v python3 >/dev/null 2>&1 || die "python3 is missing"
+if [ "$CALLGRIND" != 0 ] && ! command -v valgrind >/dev/null 2>&1; then
+  echo "== valgrind is missing: no instruction counts" >&2
+  CALLGRIND=0
+fi
 
 # --- build -------------------------------------------------------------------------------------
 if [ -z "${BIN:-}" ]; then
@@ -127,6 +137,19 @@ peak_rss_kib() {
   echo "$max"
 }
 
+# Instructions of one "changed" run under callgrind, in millions ("-" when skipped).
+instructions() {
+  local dir=$1 count
+  if [ "$CALLGRIND" = 0 ]; then echo "-"; return; fi
+  rm -f "$dir/out/nginx-web.conf" "$dir/out/nginx-web.conf.bak"
+  valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
+    "$BIN" render --config "$dir/config.yaml" >/dev/null 2>"$dir/valgrind.out" \
+    || { cat "$dir/valgrind.out" >&2; die "render under callgrind failed"; }
+  count=$(sed -n 's/.*Collected : *\([0-9]*\).*/\1/p' "$dir/valgrind.out" | tail -n 1)
+  [ -n "$count" ] || die "no instruction count in the callgrind output"
+  python3 -c "import sys; print('%.1f M' % (int(sys.argv[1]) / 1e6))" "$count"
+}
+
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 declare -A RESULT
 for n in $SIZES; do
@@ -162,6 +185,7 @@ for n in $SIZES; do
   RESULT[$n,unchanged]=$(hf_stats "$dir/unchanged.json")
   RESULT[$n,rss_changed]=$(peak_rss_kib changed "$dir")
   RESULT[$n,rss_unchanged]=$(peak_rss_kib unchanged "$dir")
+  RESULT[$n,instructions]=$(instructions "$dir")
   RESULT[$n,bytes]=$(stat -c %s "$dir/backends.json")
   RESULT[$n,out_bytes]=$(stat -c %s "$out")
   if [ -n "${KEEP_JSON:-}" ]; then
@@ -184,14 +208,14 @@ echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f
   "hyperfine -N --warmup $WARMUP --runs $RUNS; peak RSS = max of $RSS_RUNS runs per scenario;"\
   "load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo
-echo "| backends | wall median (changed) | wall median (unchanged) | peak RSS |"
-echo "|---:|---:|---:|---:|"
+echo "| backends | wall median (changed) | wall median (unchanged) | peak RSS | instructions (changed) |"
+echo "|---:|---:|---:|---:|---:|"
 for n in $SIZES; do
   read -r _ cmed _ _ _ <<<"${RESULT[$n,changed]}"
   read -r _ umed _ _ _ <<<"${RESULT[$n,unchanged]}"
   rss=${RESULT[$n,rss_changed]}
   if [ "${RESULT[$n,rss_unchanged]}" -gt "$rss" ]; then rss=${RESULT[$n,rss_unchanged]}; fi
-  echo "| $(fmt_n "$n") | $cmed ms | $umed ms | $(mb "$rss") MB |"
+  echo "| $(fmt_n "$n") | $cmed ms | $umed ms | $(mb "$rss") MB | ${RESULT[$n,instructions]} |"
 done
 echo
 echo "Details (ms: mean ± stddev, min-max; RSS per scenario; input and output sizes):"

@@ -104,6 +104,8 @@ impl BuiltService {
         let mut errors = Vec::new();
         for (result, _) in results {
             match result {
+                // The first answer is taken as it is: extending an empty list would copy it.
+                Ok(found) if backends.is_empty() => backends = found,
                 Ok(found) => backends.extend(found),
                 Err(e) => errors.push(e),
             }

@@ -21,9 +21,9 @@ pub enum DocumentFormat {
 /// One list entry: a file_sd group, or a single backend object.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Entry {
-    #[serde(default)]
-    targets: Option<Vec<String>>,
+struct Entry<'a> {
+    #[serde(default, borrow)]
+    targets: Option<Vec<Target<'a>>>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -44,6 +44,32 @@ struct Entry {
     meta: BTreeMap<String, String>,
 }
 
+/// A target string, borrowed from the document when it has no escapes (they are only parsed).
+#[derive(Debug)]
+struct Target<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Target<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Target<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Target<'a>, E> {
+                Ok(Target(s.into()))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Target<'a>, E> {
+                Ok(Target(s.to_string().into()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Target<'a>, E> {
+                Ok(Target(s.into()))
+            }
+        }
+        d.deserialize_str(Visit(std::marker::PhantomData))
+    }
+}
+
 /// Parses a backend list document into backends.
 pub fn parse_document(
     bytes: &[u8],
@@ -55,69 +81,172 @@ pub fn parse_document(
         locator: locator.to_string(),
         message,
     };
-    let entries: Vec<Entry> = match format {
-        DocumentFormat::Json => serde_json::from_slice(bytes).map_err(|e| {
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                parse_err("empty output (expected a JSON list, `[]` for no backends)".into())
-            } else {
-                parse_err(e.to_string())
-            }
-        })?,
+    let mut list = List {
+        locator,
+        ctx,
+        backends: Vec::new(),
+        first_error: None,
+        entries: 0,
+    };
+    match format {
+        // Each entry becomes backends as soon as it is read: a large document is never held as
+        // a list of entries beside the backends made from it.
+        DocumentFormat::Json => {
+            // Checked once as a whole, the document's strings need no UTF-8 check each; a
+            // document that is not UTF-8 is read as bytes, whose error names the place.
+            let read = match std::str::from_utf8(bytes) {
+                Ok(text) => read_json(&mut serde_json::Deserializer::from_str(text), &mut list),
+                Err(_) => read_json(&mut serde_json::Deserializer::from_slice(bytes), &mut list),
+            };
+            read.map_err(|e| {
+                if bytes.iter().all(u8::is_ascii_whitespace) {
+                    parse_err("empty output (expected a JSON list, `[]` for no backends)".into())
+                } else {
+                    parse_err(e.to_string())
+                }
+            })?;
+        }
         DocumentFormat::Yaml => {
             let text = std::str::from_utf8(bytes).map_err(|e| parse_err(e.to_string()))?;
             let node = yaml::parse(text)
                 .map_err(|e| parse_err(format!("line {}: {}", e.loc, e.message)))?;
-            node.deserialize().map_err(|e| parse_err(e.to_string()))?
-        }
-    };
-    let mut backends = Vec::new();
-    for (i, entry) in entries.into_iter().enumerate() {
-        match (entry.targets, entry.address) {
-            (Some(targets), None) => {
-                if entry.port.is_some()
-                    || entry.weight.is_some()
-                    || !entry.tags.is_empty()
-                    || !entry.meta.is_empty()
-                {
-                    return Err(parse_err(format!(
-                        "entry {i}: a `targets` group takes only `labels`; use one object per backend for port, weight, tags or meta"
-                    )));
-                }
-                for target in targets {
-                    let meta = BackendMeta {
-                        weight: None,
-                        id: entry.id.clone(),
-                        name: entry.name.clone(),
-                        zone: entry.zone.clone(),
-                        tags: entry.labels.clone(),
-                        meta: BTreeMap::new(),
-                    };
-                    let backend = backend_from_target(&target, None, meta, locator, ctx)?;
-                    backends.push(validated(backend, &target, locator)?);
-                }
-            }
-            (None, Some(address)) => {
-                let mut tags = entry.tags;
-                tags.extend(entry.labels);
-                let meta = BackendMeta {
-                    weight: entry.weight,
-                    id: entry.id,
-                    name: entry.name,
-                    zone: entry.zone,
-                    tags,
-                    meta: entry.meta,
-                };
-                let backend = backend_from_target(&address, entry.port, meta, locator, ctx)?;
-                backends.push(validated(backend, &address, locator)?);
-            }
-            _ => {
-                return Err(parse_err(format!(
-                    "entry {i}: needs either `targets` (a file_sd group) or `address` (one backend)"
-                )));
+            let entries: Vec<Entry> = node.deserialize().map_err(|e| parse_err(e.to_string()))?;
+            for entry in entries {
+                list.add(entry);
             }
         }
     }
-    Ok(backends)
+    // A syntax error anywhere in the document is reported before a bad entry, as when the
+    // whole document was read first.
+    match list.first_error {
+        Some(e) => Err(e),
+        None => Ok(list.backends),
+    }
+}
+
+/// Reads a whole JSON document into `list`.
+fn read_json<'de, R: serde_json::de::Read<'de>>(
+    de: &mut serde_json::Deserializer<R>,
+    list: &mut List<'_>,
+) -> serde_json::Result<()> {
+    serde::de::DeserializeSeed::deserialize(&mut *list, &mut *de)?;
+    de.end()
+}
+
+/// The backends made so far from a document's entries, and the first entry that failed.
+struct List<'a> {
+    locator: &'a str,
+    ctx: &'a LocateContext,
+    backends: Vec<Backend>,
+    first_error: Option<LocateError>,
+    entries: usize,
+}
+
+impl List<'_> {
+    /// Adds the backends of entry number `self.entries`; after a failure the rest are only
+    /// counted.
+    fn add(&mut self, entry: Entry<'_>) {
+        let i = self.entries;
+        self.entries += 1;
+        if self.first_error.is_none()
+            && let Err(e) = add_entry(i, entry, self.locator, self.ctx, &mut self.backends)
+        {
+            self.first_error = Some(e);
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for &mut List<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for &mut List<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a sequence")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if let Some(hint) = seq.size_hint() {
+            self.backends.reserve(hint);
+        }
+        while let Some(entry) = seq.next_element::<Entry<'de>>()? {
+            self.add(entry);
+        }
+        Ok(())
+    }
+}
+
+/// Turns entry number `i` into backends, appended to `backends`.
+fn add_entry(
+    i: usize,
+    entry: Entry<'_>,
+    locator: &str,
+    ctx: &LocateContext,
+    backends: &mut Vec<Backend>,
+) -> Result<(), LocateError> {
+    let parse_err = |message: String| LocateError::Parse {
+        locator: locator.to_string(),
+        message,
+    };
+    match (entry.targets, entry.address) {
+        (Some(targets), None) => {
+            if entry.port.is_some()
+                || entry.weight.is_some()
+                || !entry.tags.is_empty()
+                || !entry.meta.is_empty()
+            {
+                return Err(parse_err(format!(
+                    "entry {i}: a `targets` group takes only `labels`; use one object per backend for port, weight, tags or meta"
+                )));
+            }
+            let mut labels = Some(entry.labels);
+            let count = targets.len();
+            for (n, target) in targets.into_iter().enumerate() {
+                // The last target takes the group's labels; the others get copies.
+                let tags = if n + 1 == count {
+                    labels.take().unwrap_or_default()
+                } else {
+                    labels.clone().unwrap_or_default()
+                };
+                let meta = BackendMeta {
+                    weight: None,
+                    id: entry.id.clone(),
+                    name: entry.name.clone(),
+                    zone: entry.zone.clone(),
+                    tags,
+                    meta: BTreeMap::new(),
+                };
+                let backend = backend_from_target(&target.0, None, meta, locator, ctx)?;
+                backends.push(validated(backend, &target.0, locator)?);
+            }
+        }
+        (None, Some(address)) => {
+            let mut tags = entry.tags;
+            tags.extend(entry.labels);
+            let meta = BackendMeta {
+                weight: entry.weight,
+                id: entry.id,
+                name: entry.name,
+                zone: entry.zone,
+                tags,
+                meta: entry.meta,
+            };
+            let backend = backend_from_target(&address, entry.port, meta, locator, ctx)?;
+            backends.push(validated(backend, &address, locator)?);
+        }
+        _ => {
+            return Err(parse_err(format!(
+                "entry {i}: needs either `targets` (a file_sd group) or `address` (one backend)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 // `"port": 0` in an object gets past the target parser (which only sees the address), so every

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Number, Value};
 
-use crate::backend::{Address, Backend};
+use crate::backend::Backend;
 
 use super::escape;
 
@@ -88,10 +88,7 @@ pub fn nginx(service: &str, vars: &Map<String, Value>, backends: &[Backend]) -> 
     for b in backends {
         out.push_str("\n    server ");
         endpoint.clear();
-        let _ = match &b.address {
-            Address::Ip(ip) if ip.is_ipv6() => write!(endpoint, "[{ip}]:{}", b.port),
-            address => write!(endpoint, "{address}:{}", b.port),
-        };
+        b.write_endpoint(&mut endpoint);
         escape::escape_into(&endpoint, &mut out);
         if b.weight == 0 || b.healthy == Some(false) {
             out.push_str(" down");

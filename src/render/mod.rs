@@ -119,8 +119,16 @@ impl Renderer {
     pub fn new(outputs: &[OutputConfig]) -> Result<Self, Vec<RenderError>> {
         let mut errors = Vec::new();
         let mut builtin = new_engine();
+        // Only the built-ins some output uses: compiling all of them is most of a small run's
+        // start-up. They are compiled (and their errors reported) the same way either way.
+        let used = |name: &str| {
+            outputs
+                .iter()
+                .any(|o| matches!(&o.template, Some(TemplateRef::Builtin(n)) if n == name))
+        };
         let sources: Vec<(String, &str)> = BUILTINS
             .iter()
+            .filter(|(n, _)| used(n))
             .map(|(n, s)| (format!("{BUILTIN_PREFIX}{n}"), *s))
             .collect();
         if let Err(e) = builtin.add_raw_templates(sources) {
