@@ -64,32 +64,17 @@ struct Member {
 
 impl Member {
     fn new(name: &str, etcd: &Etcd, cloud: &Cloud, fallback: &str) -> Member {
+        Member::with_entry(name, etcd, cloud, fallback, "")
+    }
+
+    /// A member whose locator entry has `entry` (lines like `\n        shared: false`) beside
+    /// its kind.
+    fn with_entry(name: &str, etcd: &Etcd, cloud: &Cloud, fallback: &str, entry: &str) -> Member {
         let dir = Test::new();
         let port = free_port();
         dir.write(
             "config.yaml",
-            &format!(
-                r#"environment: test
-daemon: {{ settle_min: 100ms, settle_max: 500ms, jitter: 0, backoff_max: 2s }}
-server: {{ listen: ["127.0.0.1:{port}"] }}
-cluster:
-  name: edge
-  member: {name}
-  lease_ttl: 3s
-  fallback_after: {fallback}
-  share: [exec]
-  etcd: {{ endpoints: {endpoints}, dial_timeout: 1s }}
-services:
-  web:
-    refresh: 1s
-    port: 8080
-    locators: [exec: {{ command: ["{plugin}"], pass_env: [FLEET_MEMBER] }}]
-outputs:
-  - {{ template: "builtin:nginx", path: upstream.conf, vars: {{ service: web }} }}
-"#,
-                endpoints = etcd.endpoints_yaml(),
-                plugin = cloud.path("locate").display(),
-            ),
+            &member_config(name, port, etcd, cloud, fallback, entry),
         );
         let mut member = Member {
             name: name.to_string(),
@@ -123,6 +108,39 @@ outputs:
         let (_, body) = get(self.port, "/api/v1/status").unwrap_or_default();
         serde_json::from_str(&body).unwrap_or_default()
     }
+}
+
+fn member_config(
+    name: &str,
+    port: u16,
+    etcd: &Etcd,
+    cloud: &Cloud,
+    fallback: &str,
+    entry: &str,
+) -> String {
+    format!(
+        r#"environment: test
+daemon: {{ settle_min: 100ms, settle_max: 500ms, jitter: 0, backoff_max: 2s }}
+server: {{ listen: ["127.0.0.1:{port}"] }}
+cluster:
+  name: edge
+  member: {name}
+  lease_ttl: 3s
+  fallback_after: {fallback}
+  share: [exec]
+  etcd: {{ endpoints: {endpoints}, dial_timeout: 1s }}
+services:
+  web:
+    refresh: 1s
+    port: 8080
+    locators:
+      - exec: {{ command: ["{plugin}"], pass_env: [FLEET_MEMBER] }}{entry}
+outputs:
+  - {{ template: "builtin:nginx", path: upstream.conf, vars: {{ service: web }} }}
+"#,
+        endpoints = etcd.endpoints_yaml(),
+        plugin = cloud.path("locate").display(),
+    )
 }
 
 fn logs(members: &[Member]) -> String {
@@ -210,6 +228,7 @@ fn one_member_polls_and_every_member_renders_its_set() {
         members[0].status()["fleet"][0]["key"].as_str().unwrap()
     );
     let written = etcd.mod_revision(&key).expect("the data key");
+    assert!(etcd.keys("/elasticd/fleets/").contains(&key), "{key}");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         etcd.mod_revision(&key),
@@ -601,4 +620,52 @@ fn a_follower_reads_the_previous_schema_and_refuses_an_unknown_one() {
         || a.readyz().0 == 200,
     );
     assert_eq!(cloud.runs().len(), runs, "a follower never polls");
+}
+
+#[test]
+fn a_locator_marked_shared_false_runs_on_every_member() {
+    let etcd = Etcd::start(1);
+    let cloud = Cloud::new(&["127.0.0.1"]);
+    let local = "\n        shared: false";
+    let members: Vec<Member> = ["a", "b"]
+        .iter()
+        .map(|name| Member::with_entry(name, &etcd, &cloud, "never", local))
+        .collect();
+    wait_all_render(
+        &members,
+        "the set everywhere",
+        "127.0.0.1:8080",
+        Duration::from_secs(20),
+    );
+    // `exec` is in `cluster.share`, but this entry is host-local: each member asks its own
+    // plugin, and nothing of it is in etcd.
+    wait_until(
+        "both members running the locator",
+        Duration::from_secs(10),
+        || format!("{:?}\n{}", cloud.runs(), logs(&members)),
+        || pollers(&cloud).len() == 2,
+    );
+    for m in &members {
+        let status = m.status();
+        assert_eq!(status["fleet"], serde_json::json!([]), "{status}");
+        assert_eq!(m.readyz().0, 200, "{:?}", m.readyz());
+    }
+    assert_eq!(etcd.keys("/elasticd/fleets/"), Vec::<String>::new());
+    // A value that is not a yes or no is refused where it is written.
+    let t = Test::new();
+    let port = free_port();
+    let bad = "\n        shared: sometimes";
+    t.write(
+        "config.yaml",
+        &member_config("c", port, &etcd, &cloud, "never", bad),
+    );
+    let check = t.elasticd(["check", "--config", "config.yaml"]).run();
+    assert_ne!(check.code, 0, "{}", check.stdout);
+    assert!(
+        check
+            .stderr
+            .contains("config.yaml:17:17: service `web`: `shared` must be `true`"),
+        "{}",
+        check.stderr
+    );
 }

@@ -132,7 +132,7 @@ pub struct ServiceConfig {
     /// Each locator as written (see [`crate::fleet::locator_form`]): what fleet mode names its
     /// election by. Filled by the loader, not a config key.
     #[serde(skip)]
-    pub fleet_forms: Vec<serde_json::Value>,
+    pub fleet_forms: Vec<crate::fleet::LocatorForm>,
 }
 
 /// Limits that stop a bad locator answer from reaching a frontend.
@@ -440,7 +440,8 @@ impl Loader {
                 .find(|(k, _)| matches!(&k.kind, NodeKind::Str(s) if s == "locators"))
             && let NodeKind::Seq(items) = &mut list.kind
         {
-            for item in std::mem::take(items) {
+            for mut item in std::mem::take(items) {
+                self.take_shared(&mut item);
                 locators.extend(self.take::<LocatorConfig>(&item));
             }
         }

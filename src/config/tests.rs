@@ -410,3 +410,57 @@ fn a_build_without_etcd_says_so() {
     assert!(err.contains(crate::fleet::NOT_BUILT), "{err}");
     assert!(err.contains(":1:1: `cluster`"), "{err}");
 }
+
+#[test]
+fn shared_sits_beside_the_kind_and_bad_values_point_at_themselves() {
+    let text = "services:
+  web:
+    locators:
+      - exec: { command: [sh] }
+        shared: false
+      - static: [10.0.0.1:80]
+        shared: false
+      - file: { path: web.json }
+";
+    let config = parse_at(text).unwrap();
+    let web = &config.services["web"];
+    assert_eq!(web.locators.len(), 3);
+    let shared: Vec<Option<bool>> = web.fleet_forms.iter().map(|f| f.shared).collect();
+    assert_eq!(shared, [Some(false), Some(false), None]);
+    // The election key's settings don't carry `shared`.
+    let plain = parse_at(&text.replace("        shared: false\n", "")).unwrap();
+    assert_eq!(
+        plain.services["web"].fleet_forms[0].settings,
+        web.fleet_forms[0].settings
+    );
+    let problems = problems_of(&text.replace(
+        "      - static: [10.0.0.1:80]\n        shared: false",
+        "      - static: [10.0.0.1:80]\n        shared: true",
+    ));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].0, (7, 17), "{problems:?}");
+    assert!(
+        problems[0]
+            .1
+            .contains("`static` is host-local and can't be shared"),
+        "{problems:?}"
+    );
+    let problems = problems_of(&text.replace(
+        "shared: false\n      - static",
+        "shared: no way\n      - static",
+    ));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].0, (5, 17), "{problems:?}");
+    assert!(
+        problems[0].1.contains("`shared` must be `true`"),
+        "{problems:?}"
+    );
+    let inside = "services:\n  web:\n    locators: [exec: { command: [sh], shared: false }]\n";
+    let problems = problems_of(inside);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].0, (3, 39), "{problems:?}");
+    assert!(
+        problems[0].1.contains("goes beside the locator's kind"),
+        "{problems:?}"
+    );
+}

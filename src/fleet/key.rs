@@ -73,18 +73,38 @@ pub fn written(node: &Node) -> Value {
     }
 }
 
+/// The key beside a locator's kind that shares it, or keeps it host-local, whatever
+/// `cluster.share` says of its kind (`- exec: {...}` then `shared: false`).
+pub const SHARED_KEY: &str = "shared";
+
+/// A locator entry as fleet mode sees it, kept in the config: what its election key hashes, and
+/// the entry's own `shared:` choice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocatorForm {
+    /// The settings part of the canonical form ([`locator_form`]).
+    pub settings: Value,
+    /// `shared:` as written beside the kind; `None` follows `cluster.share`.
+    pub shared: Option<bool>,
+}
+
 /// The locator item `item` (`{ec2: {...}}`) as written, with the top-level `aws` section when
-/// its kind inherits from it: the settings part of the canonical form, kept in the config.
-pub fn locator_form(item: &Node, top_aws: Option<&Node>) -> Value {
-    let locator = written(item);
+/// its kind inherits from it, and its `shared:` choice. `shared` is left out of the hashed
+/// settings: members that agree a locator is shared (one by `shared: true`, one by
+/// `cluster.share`) meet in one election, and entries without it keep the keys they had.
+pub fn locator_form(item: &Node, top_aws: Option<&Node>) -> LocatorForm {
+    let mut locator = written(item);
+    let shared = locator
+        .as_object_mut()
+        .and_then(|m| m.remove(SHARED_KEY))
+        .and_then(|v| v.as_bool());
     let inherits = locator
         .as_object()
         .is_some_and(|m| m.keys().any(|k| INHERITS_AWS.contains(&k.as_str())));
-    let mut form = json!({ "locator": locator });
-    if inherits && let (Some(aws), Some(map)) = (top_aws, form.as_object_mut()) {
+    let mut settings = json!({ "locator": locator });
+    if inherits && let (Some(aws), Some(map)) = (top_aws, settings.as_object_mut()) {
         map.insert("aws".into(), written(aws));
     }
-    form
+    LocatorForm { settings, shared }
 }
 
 /// `value` serialized canonically: keys sorted at every level, compact.
@@ -106,8 +126,9 @@ pub fn key_document(form: &Value, service: &str, port: Option<u16>) -> String {
     canonical(&doc)
 }
 
-/// The election key of locator `index` (kind `kind`, settings `form`) of service `service`
-/// (port `port`), or `None` when the locator is host-local (its kind is not in `share`).
+/// The election key of locator `index` (kind `kind`, written as `form`) of service `service`
+/// (port `port`), or `None` when the locator is host-local: marked `shared: false`, or not
+/// marked and its kind is not in `share`.
 pub fn fleet_key(
     cluster: &ClusterConfig,
     environment: Option<&str>,
@@ -115,12 +136,15 @@ pub fn fleet_key(
     port: Option<u16>,
     index: usize,
     kind: &str,
-    form: &Value,
+    form: &LocatorForm,
 ) -> Option<FleetKey> {
-    if !cluster.share.iter().any(|k| k == kind) {
+    let shared = form
+        .shared
+        .unwrap_or_else(|| cluster.share.iter().any(|k| k == kind));
+    if !shared {
         return None;
     }
-    let digest = Sha256::digest(key_document(form, service, port));
+    let digest = Sha256::digest(key_document(&form.settings, service, port));
     let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
     Some(FleetKey {
         dir: format!(
@@ -147,13 +171,13 @@ mod tests {
         .unwrap()
     }
 
-    fn form(item: &str, aws: Option<&str>) -> Value {
+    fn form(item: &str, aws: Option<&str>) -> LocatorForm {
         let item = crate::yaml::parse(item).unwrap();
         let aws = aws.map(|a| crate::yaml::parse(a).unwrap());
         locator_form(&item, aws.as_ref())
     }
 
-    fn key(env: &str, port: u16, kind: &str, form: &Value) -> FleetKey {
+    fn key(env: &str, port: u16, kind: &str, form: &LocatorForm) -> FleetKey {
         fleet_key(&cluster(), Some(env), "web", Some(port), 0, kind, form).unwrap()
     }
 
@@ -166,7 +190,7 @@ mod tests {
             Some("{ region: eu-west-1 }"),
         );
         assert_eq!(
-            key_document(&f, "web", Some(80)),
+            key_document(&f.settings, "web", Some(80)),
             r#"{"aws":{"region":"eu-west-1"},"form":1,"locator":{"ec2":{"filters":{"tag:role":"web"},"port_tag":"port"}},"port":80,"service":"web"}"#
         );
         assert_eq!(
@@ -230,5 +254,32 @@ mod tests {
             fleet_key(&cluster(), None, "web", None, 0, "file", &f),
             None
         );
+    }
+
+    #[test]
+    fn an_entry_marked_shared_overrides_its_kind_and_keeps_the_key_of_its_settings() {
+        let c = cluster();
+        let plain = form("exec: { command: [dc] }", None);
+        assert_eq!(plain.shared, None);
+        let local = form("{exec: { command: [dc] }, shared: false}", None);
+        assert_eq!(local.shared, Some(false));
+        assert_eq!(fleet_key(&c, None, "web", None, 0, "exec", &local), None);
+        let by_kind = fleet_key(&c, None, "web", None, 0, "exec", &plain).unwrap();
+        // `shared: true` on a kind `share` doesn't list: shared, in the same election as a
+        // member that lists the kind instead.
+        let marked = form("exec: { command: [dc] }\nshared: true", None);
+        assert_eq!(marked.settings, plain.settings);
+        let mut without = c.clone();
+        without.share.clear();
+        assert_eq!(
+            fleet_key(&without, None, "web", None, 0, "exec", &plain),
+            None
+        );
+        assert_eq!(
+            fleet_key(&without, None, "web", None, 0, "exec", &marked),
+            Some(by_kind)
+        );
+        let file = form("file: { path: web.json }\nshared: true", None);
+        assert!(fleet_key(&c, None, "web", None, 0, "file", &file).is_some());
     }
 }

@@ -1,6 +1,6 @@
 //! Fleet mode (`cluster:`): one locator run for the whole fleet, shared through etcd.
 //!
-//! Every shared locator (by kind, `cluster.share`) has its own election in etcd, keyed by the
+//! Every shared locator (by kind, `cluster.share`, or by `shared:` on its entry) has its own election in etcd, keyed by the
 //! fleet, the environment and a hash of what decides its answer (settings as written, service,
 //! default port; a stable, versioned canonical form: `key.rs`), so host-specific templates or
 //! paths never split the fleet, nor do two elasticd versions. The leader
@@ -18,8 +18,11 @@ mod key;
 #[cfg(feature = "etcd")]
 mod session;
 
-pub use config::{ClusterConfig, EtcdConfig, FallbackAfter};
-pub use key::{FleetKey, KEY_FORM, canonical, fleet_key, key_document, locator_form, written};
+pub use config::{ClusterConfig, EtcdConfig, FallbackAfter, SHAREABLE};
+pub use key::{
+    FleetKey, KEY_FORM, LocatorForm, SHARED_KEY, canonical, fleet_key, key_document, locator_form,
+    written,
+};
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -108,7 +111,7 @@ pub fn wrap(
     built: Box<dyn Locator>,
     index: usize,
     locator: &LocatorConfig,
-    form: Option<&serde_json::Value>,
+    form: Option<&LocatorForm>,
     ctx: &LocateContext,
     refresh: std::time::Duration,
 ) -> Box<dyn Locator> {

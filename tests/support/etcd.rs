@@ -178,25 +178,43 @@ impl Etcd {
         let (code, answer) = request(self.any_port(), "POST", "/v3/kv/put", &body).expect("kv put");
         assert_eq!(code, 200, "{answer}");
     }
+
+    /// Every key under `prefix`, sorted.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        use base64::Engine;
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let body = format!(
+            r#"{{"key": "{}", "range_end": "{}", "keys_only": true}}"#,
+            base64(prefix.as_bytes()),
+            base64(&end)
+        );
+        let (code, answer) =
+            request(self.any_port(), "POST", "/v3/kv/range", &body).expect("kv range");
+        assert_eq!(code, 200, "{answer}");
+        let answer: serde_json::Value = serde_json::from_str(&answer).expect(&answer);
+        let mut keys: Vec<String> = answer["kvs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| kv["key"].as_str())
+            .map(|k| {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(k)
+                    .expect(k);
+                String::from_utf8_lossy(&raw).into_owned()
+            })
+            .collect();
+        keys.sort();
+        keys
+    }
 }
 
 fn base64(bytes: &[u8]) -> String {
-    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ABC[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// One `GET path` on loopback `port`: the status code and the body.
