@@ -1,7 +1,9 @@
 //! The probe scheduler: one tokio task per probed backend (no thread), all of them sharing one
-//! semaphore that bounds the sockets open at once, each probe under its timeout. A backend is
-//! probed only while it is in the current set of a service with `health:`; its task ends when
-//! it leaves the set or the service's config goes.
+//! semaphore that bounds the probes running at once, each probe under its timeout. Between
+//! probes a backend may keep its last connection open (see [`super::http`]); a second budget,
+//! from the open-file limit, bounds those. A backend is probed only while it is in the current
+//! set of a service with `health:`; its task ends when it leaves the set or the service's
+//! config goes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,12 +13,34 @@ use futures_util::future::join_all;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
 
-use super::{HealthConfig, Initial, Startup, Target, Unhealthy};
+use super::{HealthConfig, Initial, Session, Startup, Target, Unhealthy};
 use crate::backend::{Address, Backend};
 use crate::metrics::{BackendLabels, HealthTransitionLabels, metrics};
 
 /// Probes running at once across all services, at most: one socket each.
 pub const MAX_CONCURRENT_PROBES: usize = 256;
+
+/// Connections kept open between probes across all services, at most, whatever the open-file
+/// limit allows.
+pub const MAX_KEPT_CONNECTIONS: usize = 100_000;
+
+/// How many connections may stay open between probes: half the open-file limit, less what the
+/// running probes and the rest of the daemon (files, the server, child processes) may need.
+/// Backends past the budget connect anew for each probe.
+pub fn kept_connection_budget() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct passed and nothing else.
+    let soft = match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } {
+        0 => usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX),
+        _ => 1024,
+    };
+    (soft / 2)
+        .saturating_sub(MAX_CONCURRENT_PROBES)
+        .min(MAX_KEPT_CONNECTIONS)
+}
 
 type Key = (Address, u16);
 
@@ -50,6 +74,7 @@ pub struct HealthEvent {
 
 struct Shared {
     semaphore: Semaphore,
+    kept: Arc<Semaphore>,
     states: Mutex<HashMap<String, HashMap<Key, TargetHealth>>>,
     events: mpsc::UnboundedSender<HealthEvent>,
 }
@@ -83,6 +108,7 @@ impl Checker {
         Checker {
             shared: Arc::new(Shared {
                 semaphore: Semaphore::new(MAX_CONCURRENT_PROBES),
+                kept: Arc::new(Semaphore::new(kept_connection_budget())),
                 states: Mutex::new(HashMap::new()),
                 events: tx,
             }),
@@ -358,13 +384,14 @@ async fn probe_loop(
     // A random start spreads the probes of a large set over the whole interval.
     tokio::time::sleep(config.interval.mul_f64(fastrand::f64())).await;
     let mut decisive = decisive;
+    let mut session = Session::new(Some(Arc::clone(&shared.kept)));
     loop {
         let result = {
             // The wait for a permit does not count against the probe's timeout.
             let Ok(_permit) = shared.semaphore.acquire().await else {
                 return;
             };
-            config.probe(&target).await
+            config.probe(&target, &mut session).await
         };
         let between = shared.record(&service, &k, &config, result, decisive);
         decisive = false;
@@ -393,7 +420,9 @@ pub async fn probe_once(config: &HealthConfig, backends: &[Backend]) -> Vec<Resu
             let Ok(_permit) = semaphore.acquire().await else {
                 return Err("probing stopped".to_string());
             };
-            config.probe(&config.target(&b.address, b.port)).await
+            config
+                .probe(&config.target(&b.address, b.port), &mut Session::default())
+                .await
         }
     }))
     .await

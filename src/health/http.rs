@@ -1,22 +1,35 @@
-//! `http: {...}`: one HTTP/1.1 request per probe on a fresh connection, through hyper's client.
+//! `http: {...}`: one HTTP/1.1 request per probe, through hyper's client.
 //!
-//! A fresh connection each time is deliberate: a pooled one would keep passing while the
-//! backend no longer accepts new connections, which is what the frontend needs from it.
+//! A connection that passed a probe stays open for the next probes of the same backend
+//! (HTTP keep-alive, like Envoy's `reuse_connection`), for up to
+//! [`MAX_REQUESTS_PER_CONNECTION`] requests: a new connection per probe costs a TCP handshake
+//! and teardown on both sides, most of the CPU a probe takes. Reuse must not hide a backend
+//! that still answers on old connections but accepts no new ones (its listener closed, its
+//! accept queue full), which is what the frontend needs from it; so every
+//! [`MAX_REQUESTS_PER_CONNECTION`]-th probe, and every probe after a failure, connects anew.
+//! `reuse_connection: false` connects anew for each probe.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
-use hyper::header::{HeaderName, HeaderValue};
-use hyper::{Method, Request};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tokio::sync::OwnedSemaphorePermit;
 
-use super::{ProbeSpec, Target};
+use super::{ProbeSpec, Session, Target};
 use crate::value::BoxFuture;
 
 /// How much of a body `expect_body` looks at; probes are meant to hit small status pages.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Requests one kept connection carries before the probe after them connects anew.
+pub const MAX_REQUESTS_PER_CONNECTION: u32 = 10;
 
 /// `http: { path, port, host, method, expect_status, expect_body, headers, tls }`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -46,6 +59,13 @@ pub struct HttpProbe {
     /// Speak TLS (HTTPS); the certificate is not verified (see [`super::tls`]).
     #[serde(default)]
     pub tls: bool,
+    /// Keep a passing probe's connection open for the next probes (default true).
+    #[serde(default = "default_reuse")]
+    pub reuse_connection: bool,
+}
+
+fn default_reuse() -> bool {
+    true
 }
 
 fn default_path() -> String {
@@ -133,89 +153,247 @@ impl<'de> Deserialize<'de> for StatusRanges {
     }
 }
 
+/// A connection opened for a probe: hyper's handle to send on, and the future that drives the
+/// socket (polled only while a probe runs, beside the request, so that a probe cut off by its
+/// timeout closes the socket when its future is dropped).
+struct Connection {
+    sender: SendRequest<Empty<Bytes>>,
+    driver: Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>,
+    /// The driver has finished: the connection is closed and cannot be reused.
+    closed: bool,
+    /// Requests sent on it so far.
+    uses: u32,
+    /// Counts it against the budget of connections kept open; `None` when it is not kept.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The parts of the probe's request, built once per backend.
+struct Prepared {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+/// What the probes of one backend keep: the request, and the connection the last passing probe
+/// left open.
+struct State {
+    prepared: Prepared,
+    connection: Option<Connection>,
+}
+
+/// How one request on one connection went.
+enum Exchange {
+    /// The backend answered: `result` is the verdict, `reusable` whether the connection may
+    /// carry the next probe.
+    Answered {
+        result: Result<(), String>,
+        reusable: bool,
+    },
+    /// The connection closed or failed before a whole answer came.
+    Lost(String),
+}
+
 impl HttpProbe {
-    fn request(&self, target: &Target) -> Result<Request<Empty<Bytes>>, String> {
+    fn prepare(&self, target: &Target) -> Result<State, String> {
         let method = match self.method {
             HttpMethod::GET => Method::GET,
             HttpMethod::HEAD => Method::HEAD,
         };
-        let host = self.host.clone().unwrap_or_else(|| target.endpoint());
-        let mut request = Request::builder()
-            .method(method)
-            .uri(self.path.as_str())
-            .header(hyper::header::HOST, host)
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("elasticd-health/", env!("CARGO_PKG_VERSION")),
-            )
-            .header(hyper::header::CONNECTION, "close");
-        for (name, value) in &self.headers {
-            request = request.header(name.as_str(), value.as_str());
+        let uri = self
+            .path
+            .parse::<Uri>()
+            .map_err(|e| format!("cannot build the request: {e}"))?;
+        let host = match &self.host {
+            Some(host) => HeaderValue::from_str(host),
+            None => HeaderValue::from_str(&target.endpoint()),
         }
-        request
-            .body(Empty::new())
-            .map_err(|e| format!("cannot build the request: {e}"))
+        .map_err(|e| format!("cannot build the request: {e}"))?;
+        let mut headers = HeaderMap::with_capacity(2 + self.headers.len());
+        headers.insert(hyper::header::HOST, host);
+        headers.insert(
+            hyper::header::USER_AGENT,
+            HeaderValue::from_static(concat!("elasticd-health/", env!("CARGO_PKG_VERSION"))),
+        );
+        for (name, value) in &self.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| format!("cannot build the request: {e}"))?;
+            let value =
+                HeaderValue::from_str(value).map_err(|e| format!("cannot build the request: {e}"))?;
+            headers.append(name, value);
+        }
+        Ok(State {
+            prepared: Prepared {
+                method,
+                uri,
+                headers,
+            },
+            connection: None,
+        })
     }
 
-    async fn run(&self, target: &Target) -> Result<(), String> {
-        let request = self.request(target)?;
-        if self.tls {
+    async fn run(&self, target: &Target, session: &mut Session) -> Result<(), String> {
+        let mut state = match session.take::<State>() {
+            Some(state) => state,
+            None => Box::new(self.prepare(target)?),
+        };
+        // A kept connection the backend closed meanwhile (its keep-alive timeout, a restart)
+        // says nothing about the backend: only a new connection's failure counts.
+        if let Some(mut connection) = state.connection.take() {
+            match self.exchange(&mut connection, &state.prepared).await {
+                Exchange::Answered { result, reusable } => {
+                    if reusable && result.is_ok() {
+                        state.connection = Some(connection);
+                    }
+                    session.put(state);
+                    return result;
+                }
+                Exchange::Lost(_) => {}
+            }
+        }
+        let permit = match self.reuse_connection {
+            true => session.keep_permit(),
+            false => None,
+        };
+        let connected = self.connect(target, permit).await;
+        let mut connection = match connected {
+            Ok(connection) => connection,
+            Err(e) => {
+                session.put(state);
+                return Err(e);
+            }
+        };
+        let result = match self.exchange(&mut connection, &state.prepared).await {
+            Exchange::Answered { result, reusable } => {
+                // Only a pass keeps the connection: after a failure each probe connects anew,
+                // so a backend that answers on old connections but accepts no new ones is
+                // still counted down.
+                if reusable && result.is_ok() && connection.permit.is_some() {
+                    state.connection = Some(connection);
+                }
+                result
+            }
+            Exchange::Lost(e) => Err(e),
+        };
+        session.put(state);
+        result
+    }
+
+    async fn connect(
+        &self,
+        target: &Target,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<Connection, String> {
+        let (sender, driver) = if self.tls {
             let stream = super::tls::connect(target, self.host.as_deref()).await?;
-            self.exchange(stream, request).await
+            handshake(stream).await?
         } else {
             let stream = target
                 .connect()
                 .await
                 .map_err(|e| format!("connect failed: {e}"))?;
-            self.exchange(stream, request).await
-        }
+            // A request is one write; without Nagle a request on a kept connection never waits
+            // for the previous answer's delayed ACK.
+            let _ = stream.set_nodelay(true);
+            handshake(stream).await?
+        };
+        Ok(Connection {
+            sender,
+            driver,
+            closed: false,
+            uses: 0,
+            permit,
+        })
     }
 
-    async fn exchange<IO>(&self, io: IO, request: Request<Empty<Bytes>>) -> Result<(), String>
-    where
-        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-        // The connection is driven here, beside the request, not in a task of its own: when the
-        // probe times out and its future is dropped, the socket goes with it.
-        let mut connection = std::pin::pin!(connection);
-        let exchange = async {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| format!("request failed: {e}"))?;
+    /// Sends the probe's request on `connection` and judges the answer.
+    async fn exchange(&self, connection: &mut Connection, state: &Prepared) -> Exchange {
+        connection.uses = connection.uses.saturating_add(1);
+        // The last request a connection carries says so: the backend closes first, so the
+        // closed socket's TIME_WAIT stays on its side and no local port is held.
+        let last = connection.permit.is_none() || connection.uses >= MAX_REQUESTS_PER_CONNECTION;
+        let mut request = Request::new(Empty::new());
+        *request.method_mut() = state.method.clone();
+        *request.uri_mut() = state.uri.clone();
+        *request.headers_mut() = state.headers.clone();
+        if last {
+            request
+                .headers_mut()
+                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let Connection {
+            sender,
+            driver,
+            closed,
+            ..
+        } = connection;
+        let work = async {
+            if let Err(e) = sender.ready().await {
+                return Exchange::Lost(format!("request failed: {e}"));
+            }
+            let response = match sender.send_request(request).await {
+                Ok(response) => response,
+                Err(e) => return Exchange::Lost(format!("request failed: {e}")),
+            };
             let status = response.status().as_u16();
             if !self.expect_status.contains(status) {
-                return Err(format!("answered status {status}"));
+                return Exchange::Answered {
+                    result: Err(format!("answered status {status}")),
+                    reusable: false,
+                };
             }
-            if let Some(expected) = &self.expect_body {
-                let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
-                    .collect()
-                    .await;
-                // A body over the limit fails the probe: status pages are small, and reading
-                // on would let one backend make every probe of it hold more memory.
-                let body = body.map_err(|e| format!("reading the body failed: {e}"))?;
-                let bytes = body.to_bytes();
-                if !contains(&bytes, expected.as_bytes()) {
-                    return Err(format!(
-                        "answered status {status} without `{}` in the body",
-                        crate::logline::sanitize(expected)
-                    ));
+            let reusable = !last && keeps_alive(&response);
+            let body = response.into_body();
+            match &self.expect_body {
+                Some(expected) => {
+                    // A body over the limit fails the probe: status pages are small, and
+                    // reading on would let one backend make every probe of it hold more
+                    // memory.
+                    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+                        Ok(body) => body.to_bytes(),
+                        Err(e) => {
+                            return Exchange::Answered {
+                                result: Err(format!("reading the body failed: {e}")),
+                                reusable: false,
+                            };
+                        }
+                    };
+                    let result = if contains(&body, expected.as_bytes()) {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "answered status {status} without `{}` in the body",
+                            crate::logline::sanitize(expected)
+                        ))
+                    };
+                    Exchange::Answered { result, reusable }
+                }
+                None => {
+                    // The body is read to its end (and dropped) only so that the connection
+                    // can carry the next probe; a long one is not worth it.
+                    let whole = reusable && drain(body, MAX_BODY_BYTES).await;
+                    Exchange::Answered {
+                        result: Ok(()),
+                        reusable: whole,
+                    }
                 }
             }
-            Ok(())
         };
-        let mut exchange = std::pin::pin!(exchange);
-        let mut driving = true;
+        let mut work = std::pin::pin!(work);
         loop {
             tokio::select! {
-                result = &mut exchange => return result,
-                done = &mut connection, if driving => {
-                    driving = false;
+                outcome = &mut work => {
+                    return match outcome {
+                        Exchange::Answered { result, reusable } => Exchange::Answered {
+                            result,
+                            reusable: reusable && !*closed,
+                        },
+                        lost => lost,
+                    };
+                }
+                done = driver.as_mut(), if !*closed => {
+                    *closed = true;
                     if let Err(e) = done {
-                        return Err(format!("connection failed: {e}"));
+                        return Exchange::Lost(format!("connection failed: {e}"));
                     }
                 }
             }
@@ -223,13 +401,66 @@ impl HttpProbe {
     }
 }
 
+/// Starts HTTP/1.1 on `io`.
+async fn handshake<IO>(
+    io: IO,
+) -> Result<
+    (
+        SendRequest<Empty<Bytes>>,
+        Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>,
+    ),
+    String,
+>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+    Ok((sender, Box::pin(driver)))
+}
+
+/// Whether the answer leaves the connection open (HTTP/1.1 without `Connection: close`).
+fn keeps_alive<B>(response: &hyper::Response<B>) -> bool {
+    response.version() == hyper::Version::HTTP_11
+        && !response
+            .headers()
+            .get_all(hyper::header::CONNECTION)
+            .iter()
+            .any(|v| {
+                v.to_str()
+                    .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+            })
+}
+
+/// Reads `body` to its end, dropping it; false if it ended in an error or passed `limit`.
+async fn drain(mut body: hyper::body::Incoming, limit: usize) -> bool {
+    let mut read = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return false;
+        };
+        if let Some(data) = frame.data_ref() {
+            read = read.saturating_add(data.len());
+            if read > limit {
+                return false;
+            }
+        }
+    }
+    true
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 impl ProbeSpec for HttpProbe {
-    fn probe<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(self.run(target))
+    fn probe<'a>(
+        &'a self,
+        target: &'a Target,
+        session: &'a mut Session,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(self.run(target, session))
     }
 
     fn port(&self) -> Option<u16> {
