@@ -16,14 +16,15 @@
 # that growth over time (per-probe allocations that are never freed) shows as a curve.
 #
 # Usage: benches/health.sh     Env: SIZES (default "1000 10000"), SECONDS_RUN (default 60),
-#                                   WARMUP (default 10), REUSE (reuse_connection, default true),
+#                                   WARMUP (default 10), REUSE (reuse_connection; unset: the default),
 #                                   DURATION (default unset: the table), SAMPLE (default 60),
 #                                   CARGO_TARGET_DIR (respected), BIN (use this binary instead)
 set -euo pipefail
 SIZES=${SIZES:-"1000 10000"}
 SECONDS_RUN=${SECONDS_RUN:-60}
 WARMUP=${WARMUP:-10}
-REUSE=${REUSE:-true}
+REUSE=${REUSE:-}
+reuse_key=${REUSE:+, reuse_connection: $REUSE}
 DURATION=${DURATION:-}
 SAMPLE=${SAMPLE:-60}
 cd "$(dirname "$0")/.."
@@ -131,7 +132,7 @@ services:
   web:
     refresh: 1h
     locators: [file: { path: backends.json }]
-    health: { http: { path: /health, reuse_connection: $REUSE }, interval: 2s, timeout: 1s, rise: 2, fall: 3, initial: healthy }
+    health: { http: { path: /health$reuse_key }, interval: 2s, timeout: 1s, rise: 2, fall: 3, initial: healthy }
 outputs:
   - { template: "builtin:nginx", path: out/upstream.conf, vars: { service: web } }
 YAML

@@ -10,8 +10,6 @@
 //! `reuse_connection: false` connects anew for each probe.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
@@ -153,18 +151,20 @@ impl<'de> Deserialize<'de> for StatusRanges {
     }
 }
 
-/// A connection opened for a probe: hyper's handle to send on, and the future that drives the
-/// socket (polled only while a probe runs, beside the request, so that a probe cut off by its
-/// timeout closes the socket when its future is dropped).
-struct Connection {
-    sender: SendRequest<Empty<Bytes>>,
-    driver: Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>,
-    /// The driver has finished: the connection is closed and cannot be reused.
-    closed: bool,
-    /// Requests sent on it so far.
+/// What a probe speaks HTTP over: a TCP stream, or TLS on one.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+/// A connection a passing probe left open for the next probe of the same backend. Only the
+/// socket is kept, not hyper's connection: its buffers (some 16 KiB) would be held by every
+/// backend between probes, for a handshake that costs no I/O to make again.
+struct Kept {
+    io: Box<dyn Io>,
+    /// Requests it has carried.
     uses: u32,
-    /// Counts it against the budget of connections kept open; `None` when it is not kept.
-    permit: Option<OwnedSemaphorePermit>,
+    /// Counts it against the budget of connections kept open.
+    permit: OwnedSemaphorePermit,
 }
 
 /// The parts of the probe's request, built once per backend.
@@ -178,7 +178,7 @@ struct Prepared {
 /// left open.
 struct State {
     prepared: Prepared,
-    connection: Option<Connection>,
+    kept: Option<Kept>,
 }
 
 /// How one request on one connection went.
@@ -227,7 +227,7 @@ impl HttpProbe {
                 uri,
                 headers,
             },
-            connection: None,
+            kept: None,
         })
     }
 
@@ -238,186 +238,172 @@ impl HttpProbe {
         };
         // A kept connection the backend closed meanwhile (its keep-alive timeout, a restart)
         // says nothing about the backend: only a new connection's failure counts.
-        if let Some(mut connection) = state.connection.take() {
-            match self.exchange(&mut connection, &state.prepared).await {
-                Exchange::Answered { result, reusable } => {
-                    if reusable && result.is_ok() {
-                        state.connection = Some(connection);
-                    }
-                    session.put(state);
-                    return result;
-                }
-                Exchange::Lost(_) => {}
+        if let Some(kept) = state.kept.take() {
+            let (outcome, kept) = self
+                .exchange(kept.io, kept.uses, Some(kept.permit), &state.prepared)
+                .await;
+            if let Exchange::Answered { result, .. } = outcome {
+                state.kept = kept;
+                session.put(state);
+                return result;
             }
         }
         let permit = match self.reuse_connection {
             true => session.keep_permit(),
             false => None,
         };
-        let connected = self.connect(target, permit).await;
-        let mut connection = match connected {
-            Ok(connection) => connection,
+        let io = match self.connect(target).await {
+            Ok(io) => io,
             Err(e) => {
                 session.put(state);
                 return Err(e);
             }
         };
-        let result = match self.exchange(&mut connection, &state.prepared).await {
-            Exchange::Answered { result, reusable } => {
-                // Only a pass keeps the connection: after a failure each probe connects anew,
-                // so a backend that answers on old connections but accepts no new ones is
-                // still counted down.
-                if reusable && result.is_ok() && connection.permit.is_some() {
-                    state.connection = Some(connection);
-                }
-                result
-            }
-            Exchange::Lost(e) => Err(e),
-        };
+        let (outcome, kept) = self.exchange(io, 0, permit, &state.prepared).await;
+        state.kept = kept;
         session.put(state);
-        result
+        match outcome {
+            Exchange::Answered { result, .. } => result,
+            Exchange::Lost(e) => Err(e),
+        }
     }
 
-    async fn connect(
-        &self,
-        target: &Target,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> Result<Connection, String> {
-        let (sender, driver) = if self.tls {
+    async fn connect(&self, target: &Target) -> Result<Box<dyn Io>, String> {
+        if self.tls {
             let stream = super::tls::connect(target, self.host.as_deref()).await?;
-            handshake(stream).await?
-        } else {
-            let stream = target
-                .connect()
-                .await
-                .map_err(|e| format!("connect failed: {e}"))?;
-            // A request is one write; without Nagle a request on a kept connection never waits
-            // for the previous answer's delayed ACK.
-            let _ = stream.set_nodelay(true);
-            handshake(stream).await?
-        };
-        Ok(Connection {
-            sender,
-            driver,
-            closed: false,
-            uses: 0,
-            permit,
-        })
+            return Ok(Box::new(stream));
+        }
+        let stream = target
+            .connect()
+            .await
+            .map_err(|e| format!("connect failed: {e}"))?;
+        // A request is one write; without Nagle a request on a kept connection never waits
+        // for the previous answer's delayed ACK.
+        let _ = stream.set_nodelay(true);
+        Ok(Box::new(stream))
     }
 
-    /// Sends the probe's request on `connection` and judges the answer.
-    async fn exchange(&self, connection: &mut Connection, state: &Prepared) -> Exchange {
-        connection.uses = connection.uses.saturating_add(1);
+    /// Sends the probe's request on `io` (which has carried `uses` requests before) and judges
+    /// the answer; gives the connection back when it passed and may carry the next probe.
+    async fn exchange(
+        &self,
+        io: Box<dyn Io>,
+        uses: u32,
+        permit: Option<OwnedSemaphorePermit>,
+        prepared: &Prepared,
+    ) -> (Exchange, Option<Kept>) {
+        let uses = uses.saturating_add(1);
         // The last request a connection carries says so: the backend closes first, so the
         // closed socket's TIME_WAIT stays on its side and no local port is held.
-        let last = connection.permit.is_none() || connection.uses >= MAX_REQUESTS_PER_CONNECTION;
-        let mut request = Request::new(Empty::new());
-        *request.method_mut() = state.method.clone();
-        *request.uri_mut() = state.uri.clone();
-        *request.headers_mut() = state.headers.clone();
+        let last = permit.is_none() || uses >= MAX_REQUESTS_PER_CONNECTION;
+        let mut request = Request::new(Empty::<Bytes>::new());
+        *request.method_mut() = prepared.method.clone();
+        *request.uri_mut() = prepared.uri.clone();
+        *request.headers_mut() = prepared.headers.clone();
         if last {
             request
                 .headers_mut()
                 .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
         }
-        let Connection {
-            sender,
-            driver,
-            closed,
-            ..
-        } = connection;
-        let work = async {
-            if let Err(e) = sender.ready().await {
-                return Exchange::Lost(format!("request failed: {e}"));
-            }
-            let response = match sender.send_request(request).await {
-                Ok(response) => response,
-                Err(e) => return Exchange::Lost(format!("request failed: {e}")),
+        let (mut sender, mut driver) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
+                Ok(pair) => pair,
+                Err(e) => return (Exchange::Lost(format!("HTTP handshake failed: {e}")), None),
             };
-            let status = response.status().as_u16();
-            if !self.expect_status.contains(status) {
-                return Exchange::Answered {
-                    result: Err(format!("answered status {status}")),
-                    reusable: false,
-                };
-            }
-            let reusable = !last && keeps_alive(&response);
-            let body = response.into_body();
-            match &self.expect_body {
-                Some(expected) => {
-                    // A body over the limit fails the probe: status pages are small, and
-                    // reading on would let one backend make every probe of it hold more
-                    // memory.
-                    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-                        Ok(body) => body.to_bytes(),
-                        Err(e) => {
-                            return Exchange::Answered {
-                                result: Err(format!("reading the body failed: {e}")),
-                                reusable: false,
-                            };
+        let mut closed = false;
+        let outcome = {
+            // The connection is driven here, beside the request, not in a task of its own:
+            // when the probe times out and its future is dropped, the socket goes with it.
+            let work = self.send(&mut sender, request, last);
+            let mut work = std::pin::pin!(work);
+            loop {
+                tokio::select! {
+                    outcome = &mut work => break outcome,
+                    done = &mut driver, if !closed => {
+                        closed = true;
+                        if let Err(e) = done {
+                            break Exchange::Lost(format!("connection failed: {e}"));
                         }
-                    };
-                    let result = if contains(&body, expected.as_bytes()) {
-                        Ok(())
-                    } else {
-                        Err(format!(
-                            "answered status {status} without `{}` in the body",
-                            crate::logline::sanitize(expected)
-                        ))
-                    };
-                    Exchange::Answered { result, reusable }
-                }
-                None => {
-                    // The body is read to its end (and dropped) only so that the connection
-                    // can carry the next probe; a long one is not worth it.
-                    let whole = reusable && drain(body, MAX_BODY_BYTES).await;
-                    Exchange::Answered {
-                        result: Ok(()),
-                        reusable: whole,
                     }
                 }
             }
         };
-        let mut work = std::pin::pin!(work);
-        loop {
-            tokio::select! {
-                outcome = &mut work => {
-                    return match outcome {
-                        Exchange::Answered { result, reusable } => Exchange::Answered {
-                            result,
-                            reusable: reusable && !*closed,
-                        },
-                        lost => lost,
-                    };
-                }
-                done = driver.as_mut(), if !*closed => {
-                    *closed = true;
-                    if let Err(e) = done {
-                        return Exchange::Lost(format!("connection failed: {e}"));
-                    }
-                }
+        let reusable = matches!(
+            outcome,
+            Exchange::Answered {
+                result: Ok(()),
+                reusable: true
             }
-        }
+        );
+        let kept = match (reusable && !closed, permit) {
+            (true, Some(permit)) => {
+                drop(sender);
+                let parts = driver.into_parts();
+                // Bytes past the answer would be read as the next answer: not reusable.
+                parts.read_buf.is_empty().then(|| Kept {
+                    io: parts.io.into_inner(),
+                    uses,
+                    permit,
+                })
+            }
+            _ => None,
+        };
+        (outcome, kept)
     }
-}
 
-/// Starts HTTP/1.1 on `io`.
-async fn handshake<IO>(
-    io: IO,
-) -> Result<
-    (
-        SendRequest<Empty<Bytes>>,
-        Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>,
-    ),
-    String,
->
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-    Ok((sender, Box::pin(driver)))
+    /// Sends `request` and judges the answer; `last`: the connection is not reused after it.
+    async fn send(
+        &self,
+        sender: &mut SendRequest<Empty<Bytes>>,
+        request: Request<Empty<Bytes>>,
+        last: bool,
+    ) -> Exchange {
+        if let Err(e) = sender.ready().await {
+            return Exchange::Lost(format!("request failed: {e}"));
+        }
+        let response = match sender.send_request(request).await {
+            Ok(response) => response,
+            Err(e) => return Exchange::Lost(format!("request failed: {e}")),
+        };
+        let status = response.status().as_u16();
+        if !self.expect_status.contains(status) {
+            return Exchange::Answered {
+                result: Err(format!("answered status {status}")),
+                reusable: false,
+            };
+        }
+        let reusable = !last && keeps_alive(&response);
+        let body = response.into_body();
+        let Some(expected) = &self.expect_body else {
+            // The body is read to its end (and dropped) only so that the connection can carry
+            // the next probe; a long one is not worth it.
+            let whole = reusable && drain(body, MAX_BODY_BYTES).await;
+            return Exchange::Answered {
+                result: Ok(()),
+                reusable: whole,
+            };
+        };
+        // A body over the limit fails the probe: status pages are small, and reading on would
+        // let one backend make every probe of it hold more memory.
+        let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => {
+                return Exchange::Answered {
+                    result: Err(format!("reading the body failed: {e}")),
+                    reusable: false,
+                };
+            }
+        };
+        let result = if contains(&body, expected.as_bytes()) {
+            Ok(())
+        } else {
+            Err(format!(
+                "answered status {status} without `{}` in the body",
+                crate::logline::sanitize(expected)
+            ))
+        };
+        Exchange::Answered { result, reusable }
+    }
 }
 
 /// Whether the answer leaves the connection open (HTTP/1.1 without `Connection: close`).

@@ -437,3 +437,22 @@ async fn a_backend_that_accepts_no_new_connections_fails_within_the_reuse_limit(
     // After a failure each probe connects anew.
     assert!(c.probe(&target, &mut session).await.is_err());
 }
+
+#[test]
+fn probes_fall_due_on_ticks_of_a_hundredth_of_the_wait() {
+    let epoch = tokio::time::Instant::now();
+    let at = |ms: u64| epoch + Duration::from_millis(ms);
+    let wait = Duration::from_secs(2);
+    // 2 s: ticks of 20 ms; a time on a tick stays, any other moves to the next one.
+    assert_eq!(checker::on_tick(epoch, at(40), wait), at(40));
+    assert_eq!(checker::on_tick(epoch, at(41), wait), at(60));
+    assert_eq!(checker::on_tick(epoch, at(59), wait), at(60));
+    // 200 ms: ticks of 2 ms; a minute: never coarser than 20 ms; 50 ms: never finer than 1 ms.
+    assert_eq!(checker::on_tick(epoch, at(41), wait / 10), at(42));
+    assert_eq!(checker::on_tick(epoch, at(41), wait * 30), at(60));
+    let half = epoch + Duration::from_micros(1500);
+    assert_eq!(
+        checker::on_tick(epoch, half, Duration::from_millis(50)),
+        at(2)
+    );
+}
