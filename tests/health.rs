@@ -254,6 +254,48 @@ fn each_failure_leaves_the_file_within_fall_and_comes_back_within_rise() {
 }
 
 #[test]
+fn a_failing_backend_is_probed_at_the_transition_interval_until_it_falls() {
+    // A long interval and a short transition_interval: after the first failed probe, the next
+    // ones come every transition_interval, so the backend leaves about
+    // (fall - 1) x transition_interval + settle after it, not (fall - 1) x interval.
+    const INTERVAL: Duration = Duration::from_secs(4);
+    let t = Test::new();
+    let steady = [Backend::start("127.0.0.2"), Backend::start("127.0.0.3")];
+    let flaky = Backend::start("127.0.0.4");
+    let health = format!(
+        "http: {{ path: /health }}, interval: {}ms, transition_interval: 200ms, timeout: {TIMEOUT_MS}ms, rise: 2, fall: 3, jitter: 0, initial: healthy",
+        INTERVAL.as_millis()
+    );
+    t.write("config.yaml", &config(&health, "builtin:nginx", None));
+    let all: Vec<&Backend> = steady.iter().chain([&flaky]).collect();
+    let daemon = start(&t, &all);
+    daemon.wait_for("first apply", Duration::from_secs(10), || t.reloads() == 1);
+    let before = flaky.requests.load(Ordering::SeqCst);
+    flaky.set(Mode::Error);
+    // The first failing probe comes at the next regular one, within one interval.
+    daemon.wait_for("the first failing probe", INTERVAL + SLACK, || {
+        flaky.requests.load(Ordering::SeqCst) > before
+    });
+    let first_failure = Instant::now();
+    // Were transition_interval ignored, the two more failures fall needs would take two full
+    // intervals (8 s) before the settle window even starts.
+    let bound = INTERVAL * 2;
+    daemon.wait_for("the backend to leave", bound, || !has(&t, &flaky));
+    let took = first_failure.elapsed();
+    assert!(
+        took < bound,
+        "left {took:?} after the first failed probe\n{}",
+        daemon.log()
+    );
+    assert!(steady.iter().all(|b| has(&t, b)), "{:?}", servers(&t));
+    eprintln!(
+        "left {} ms after the first failed probe (interval {} ms)",
+        took.as_millis(),
+        INTERVAL.as_millis()
+    );
+}
+
+#[test]
 fn when_most_backends_fail_every_one_is_kept_and_the_status_says_so() {
     let t = Test::new();
     let a = Backend::start("127.0.0.2");
@@ -617,7 +659,12 @@ mod live {
 
     /// Stops backend 1 under load and waits until no request reaches it; returns the load and
     /// when the backend stopped. Every failed request falls inside the detection window.
-    fn kill_one_under_load(fe: &Frontend, pool: &mut Pool) -> (Load, Instant) {
+    /// `steady` runs once all three backends serve, just before backend 1 stops.
+    fn kill_one_under_load(
+        fe: &Frontend,
+        pool: &mut Pool,
+        steady: &mut dyn FnMut(),
+    ) -> (Load, Instant) {
         let load = Load::start(fe.port, 2, Duration::from_millis(2));
         let window = Duration::from_millis(600);
         load.wait_exact(
@@ -626,6 +673,7 @@ mod live {
             Duration::from_secs(30),
             || fe.logs(),
         );
+        steady();
         let stopped = Instant::now();
         pool.stop(1);
         load.wait_exact(&pool.ids(&[0, 2]), window, Duration::from_secs(15), || {
@@ -656,7 +704,7 @@ mod live {
     fn nginx_drops_a_dead_backend_under_load_within_the_detection_window() {
         let mut pool = Pool::start(3);
         let fe = start(Kind::Nginx, &pool, "remove");
-        let (load, _) = kill_one_under_load(&fe, &mut pool);
+        let (load, _) = kill_one_under_load(&fe, &mut pool, &mut || {});
         let dead = pool.backends[1].target();
         assert!(
             !fe.read("upstream.conf").contains(&dead),
@@ -675,11 +723,29 @@ mod live {
         );
     }
 
+    /// The pid of the HAProxy worker that answers the stats socket (a reload starts a new one).
+    fn worker_pid(fe: &Frontend) -> u32 {
+        use std::io::{Read, Write};
+        let mut socket = std::os::unix::net::UnixStream::connect(fe.path("admin.sock"))
+            .unwrap_or_else(|e| panic!("stats socket: {e}"));
+        socket.write_all(b"show info\n").unwrap();
+        let mut info = String::new();
+        socket.read_to_string(&mut info).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("Pid: "))
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no Pid in show info: {info}"))
+    }
+
     #[test]
     fn haproxy_runtime_marks_a_dead_backend_in_place_without_a_reload() {
         let mut pool = Pool::start(3);
         let fe = start(Kind::HaproxyRuntime, &pool, "mark");
-        let (load, _) = kill_one_under_load(&fe, &mut pool);
+        // Taken once the load reaches every backend, well after the daemon's first apply (the
+        // one real reload) has handed the stats socket to its worker.
+        let mut worker = 0;
+        let (load, _) = kill_one_under_load(&fe, &mut pool, &mut || worker = worker_pid(&fe));
+        assert_ne!(worker, 0);
         let dead = pool.backends[1].target();
         // HAProxy can stop sending to the dead server (its own retries) before elasticd's
         // apply lands, so the file is waited for rather than read once.
@@ -714,6 +780,8 @@ mod live {
                     && !l.contains("in place")),
             "{log}"
         );
+        // No reload happened: the worker that served before the transition still does.
+        assert_eq!(worker_pid(&fe), worker, "HAProxy was reloaded\n{log}");
         load.stop();
     }
 }

@@ -1,22 +1,33 @@
-//! `http: {...}`: one HTTP/1.1 request per probe on a fresh connection, through hyper's client.
+//! `http: {...}`: one HTTP/1.1 request per probe, through hyper's client.
 //!
-//! A fresh connection each time is deliberate: a pooled one would keep passing while the
-//! backend no longer accepts new connections, which is what the frontend needs from it.
+//! A connection that passed a probe stays open for the next probes of the same backend
+//! (HTTP keep-alive, like Envoy's `reuse_connection`), for up to
+//! [`MAX_REQUESTS_PER_CONNECTION`] requests: a new connection per probe costs a TCP handshake
+//! and teardown on both sides, most of the CPU a probe takes. Reuse must not hide a backend
+//! that still answers on old connections but accepts no new ones (its listener closed, its
+//! accept queue full), which is what the frontend needs from it; so every
+//! [`MAX_REQUESTS_PER_CONNECTION`]-th probe, and every probe after a failure, connects anew.
+//! `reuse_connection: false` connects anew for each probe.
 
 use std::collections::BTreeMap;
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
-use hyper::header::{HeaderName, HeaderValue};
-use hyper::{Method, Request};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tokio::sync::OwnedSemaphorePermit;
 
-use super::{ProbeSpec, Target};
+use super::{ProbeSpec, Session, Target};
 use crate::value::BoxFuture;
 
 /// How much of a body `expect_body` looks at; probes are meant to hit small status pages.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Requests one kept connection carries before the probe after them connects anew.
+pub const MAX_REQUESTS_PER_CONNECTION: u32 = 10;
 
 /// `http: { path, port, host, method, expect_status, expect_body, headers, tls }`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -46,6 +57,13 @@ pub struct HttpProbe {
     /// Speak TLS (HTTPS); the certificate is not verified (see [`super::tls`]).
     #[serde(default)]
     pub tls: bool,
+    /// Keep a passing probe's connection open for the next probes (default true).
+    #[serde(default = "default_reuse")]
+    pub reuse_connection: bool,
+}
+
+fn default_reuse() -> bool {
+    true
 }
 
 fn default_path() -> String {
@@ -133,94 +151,289 @@ impl<'de> Deserialize<'de> for StatusRanges {
     }
 }
 
+/// What a probe speaks HTTP over: a TCP stream, or TLS on one.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+/// A connection a passing probe left open for the next probe of the same backend. Only the
+/// socket is kept, not hyper's connection: its buffers (some 16 KiB) would be held by every
+/// backend between probes, for a handshake that costs no I/O to make again.
+struct Kept {
+    io: Box<dyn Io>,
+    /// Requests it has carried.
+    uses: u32,
+    /// Counts it against the budget of connections kept open.
+    permit: OwnedSemaphorePermit,
+}
+
+/// The parts of the probe's request, built once per backend.
+struct Prepared {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+/// What the probes of one backend keep: the request, and the connection the last passing probe
+/// left open.
+struct State {
+    prepared: Prepared,
+    kept: Option<Kept>,
+}
+
+/// How one request on one connection went.
+enum Exchange {
+    /// The backend answered: `result` is the verdict, `reusable` whether the connection may
+    /// carry the next probe.
+    Answered {
+        result: Result<(), String>,
+        reusable: bool,
+    },
+    /// The connection closed or failed before a whole answer came.
+    Lost(String),
+}
+
 impl HttpProbe {
-    fn request(&self, target: &Target) -> Result<Request<Empty<Bytes>>, String> {
+    fn prepare(&self, target: &Target) -> Result<State, String> {
         let method = match self.method {
             HttpMethod::GET => Method::GET,
             HttpMethod::HEAD => Method::HEAD,
         };
-        let host = self.host.clone().unwrap_or_else(|| target.endpoint());
-        let mut request = Request::builder()
-            .method(method)
-            .uri(self.path.as_str())
-            .header(hyper::header::HOST, host)
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("elasticd-health/", env!("CARGO_PKG_VERSION")),
-            )
-            .header(hyper::header::CONNECTION, "close");
-        for (name, value) in &self.headers {
-            request = request.header(name.as_str(), value.as_str());
+        let uri = self
+            .path
+            .parse::<Uri>()
+            .map_err(|e| format!("cannot build the request: {e}"))?;
+        let host = match &self.host {
+            Some(host) => HeaderValue::from_str(host),
+            None => HeaderValue::from_str(&target.endpoint()),
         }
-        request
-            .body(Empty::new())
-            .map_err(|e| format!("cannot build the request: {e}"))
+        .map_err(|e| format!("cannot build the request: {e}"))?;
+        let mut headers = HeaderMap::with_capacity(2 + self.headers.len());
+        headers.insert(hyper::header::HOST, host);
+        headers.insert(
+            hyper::header::USER_AGENT,
+            HeaderValue::from_static(concat!("elasticd-health/", env!("CARGO_PKG_VERSION"))),
+        );
+        for (name, value) in &self.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| format!("cannot build the request: {e}"))?;
+            let value =
+                HeaderValue::from_str(value).map_err(|e| format!("cannot build the request: {e}"))?;
+            headers.append(name, value);
+        }
+        Ok(State {
+            prepared: Prepared {
+                method,
+                uri,
+                headers,
+            },
+            kept: None,
+        })
     }
 
-    async fn run(&self, target: &Target) -> Result<(), String> {
-        let request = self.request(target)?;
+    async fn run(&self, target: &Target, session: &mut Session) -> Result<(), String> {
+        let mut state = match session.take::<State>() {
+            Some(state) => state,
+            None => Box::new(self.prepare(target)?),
+        };
+        // A kept connection the backend closed meanwhile (its keep-alive timeout, a restart)
+        // says nothing about the backend: only a new connection's failure counts.
+        if let Some(kept) = state.kept.take() {
+            let (outcome, kept) = self
+                .exchange(kept.io, kept.uses, Some(kept.permit), &state.prepared)
+                .await;
+            if let Exchange::Answered { result, .. } = outcome {
+                state.kept = kept;
+                session.put(state);
+                return result;
+            }
+        }
+        let permit = match self.reuse_connection {
+            true => session.keep_permit(),
+            false => None,
+        };
+        let io = match self.connect(target).await {
+            Ok(io) => io,
+            Err(e) => {
+                session.put(state);
+                return Err(e);
+            }
+        };
+        let (outcome, kept) = self.exchange(io, 0, permit, &state.prepared).await;
+        state.kept = kept;
+        session.put(state);
+        match outcome {
+            Exchange::Answered { result, .. } => result,
+            Exchange::Lost(e) => Err(e),
+        }
+    }
+
+    async fn connect(&self, target: &Target) -> Result<Box<dyn Io>, String> {
         if self.tls {
             let stream = super::tls::connect(target, self.host.as_deref()).await?;
-            self.exchange(stream, request).await
-        } else {
-            let stream = target
-                .connect()
-                .await
-                .map_err(|e| format!("connect failed: {e}"))?;
-            self.exchange(stream, request).await
+            return Ok(Box::new(stream));
         }
+        let stream = target
+            .connect()
+            .await
+            .map_err(|e| format!("connect failed: {e}"))?;
+        // A request is one write; without Nagle a request on a kept connection never waits
+        // for the previous answer's delayed ACK.
+        let _ = stream.set_nodelay(true);
+        Ok(Box::new(stream))
     }
 
-    async fn exchange<IO>(&self, io: IO, request: Request<Empty<Bytes>>) -> Result<(), String>
-    where
-        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-        // The connection is driven here, beside the request, not in a task of its own: when the
-        // probe times out and its future is dropped, the socket goes with it.
-        let mut connection = std::pin::pin!(connection);
-        let exchange = async {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| format!("request failed: {e}"))?;
-            let status = response.status().as_u16();
-            if !self.expect_status.contains(status) {
-                return Err(format!("answered status {status}"));
-            }
-            if let Some(expected) = &self.expect_body {
-                let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
-                    .collect()
-                    .await;
-                // A body over the limit fails the probe: status pages are small, and reading
-                // on would let one backend make every probe of it hold more memory.
-                let body = body.map_err(|e| format!("reading the body failed: {e}"))?;
-                let bytes = body.to_bytes();
-                if !contains(&bytes, expected.as_bytes()) {
-                    return Err(format!(
-                        "answered status {status} without `{}` in the body",
-                        crate::logline::sanitize(expected)
-                    ));
-                }
-            }
-            Ok(())
-        };
-        let mut exchange = std::pin::pin!(exchange);
-        let mut driving = true;
-        loop {
-            tokio::select! {
-                result = &mut exchange => return result,
-                done = &mut connection, if driving => {
-                    driving = false;
-                    if let Err(e) = done {
-                        return Err(format!("connection failed: {e}"));
+    /// Sends the probe's request on `io` (which has carried `uses` requests before) and judges
+    /// the answer; gives the connection back when it passed and may carry the next probe.
+    async fn exchange(
+        &self,
+        io: Box<dyn Io>,
+        uses: u32,
+        permit: Option<OwnedSemaphorePermit>,
+        prepared: &Prepared,
+    ) -> (Exchange, Option<Kept>) {
+        let uses = uses.saturating_add(1);
+        // The last request a connection carries says so: the backend closes first, so the
+        // closed socket's TIME_WAIT stays on its side and no local port is held.
+        let last = permit.is_none() || uses >= MAX_REQUESTS_PER_CONNECTION;
+        let mut request = Request::new(Empty::<Bytes>::new());
+        *request.method_mut() = prepared.method.clone();
+        *request.uri_mut() = prepared.uri.clone();
+        *request.headers_mut() = prepared.headers.clone();
+        if last {
+            request
+                .headers_mut()
+                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let (mut sender, mut driver) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
+                Ok(pair) => pair,
+                Err(e) => return (Exchange::Lost(format!("HTTP handshake failed: {e}")), None),
+            };
+        let mut closed = false;
+        let outcome = {
+            // The connection is driven here, beside the request, not in a task of its own:
+            // when the probe times out and its future is dropped, the socket goes with it.
+            let work = self.send(&mut sender, request, last);
+            let mut work = std::pin::pin!(work);
+            loop {
+                tokio::select! {
+                    outcome = &mut work => break outcome,
+                    done = &mut driver, if !closed => {
+                        closed = true;
+                        if let Err(e) = done {
+                            break Exchange::Lost(format!("connection failed: {e}"));
+                        }
                     }
                 }
             }
+        };
+        let reusable = matches!(
+            outcome,
+            Exchange::Answered {
+                result: Ok(()),
+                reusable: true
+            }
+        );
+        let kept = match (reusable && !closed, permit) {
+            (true, Some(permit)) => {
+                drop(sender);
+                let parts = driver.into_parts();
+                // Bytes past the answer would be read as the next answer: not reusable.
+                parts.read_buf.is_empty().then(|| Kept {
+                    io: parts.io.into_inner(),
+                    uses,
+                    permit,
+                })
+            }
+            _ => None,
+        };
+        (outcome, kept)
+    }
+
+    /// Sends `request` and judges the answer; `last`: the connection is not reused after it.
+    async fn send(
+        &self,
+        sender: &mut SendRequest<Empty<Bytes>>,
+        request: Request<Empty<Bytes>>,
+        last: bool,
+    ) -> Exchange {
+        if let Err(e) = sender.ready().await {
+            return Exchange::Lost(format!("request failed: {e}"));
+        }
+        let response = match sender.send_request(request).await {
+            Ok(response) => response,
+            Err(e) => return Exchange::Lost(format!("request failed: {e}")),
+        };
+        let status = response.status().as_u16();
+        if !self.expect_status.contains(status) {
+            return Exchange::Answered {
+                result: Err(format!("answered status {status}")),
+                reusable: false,
+            };
+        }
+        let reusable = !last && keeps_alive(&response);
+        let body = response.into_body();
+        let Some(expected) = &self.expect_body else {
+            // The body is read to its end (and dropped) only so that the connection can carry
+            // the next probe; a long one is not worth it.
+            let whole = reusable && drain(body, MAX_BODY_BYTES).await;
+            return Exchange::Answered {
+                result: Ok(()),
+                reusable: whole,
+            };
+        };
+        // A body over the limit fails the probe: status pages are small, and reading on would
+        // let one backend make every probe of it hold more memory.
+        let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => {
+                return Exchange::Answered {
+                    result: Err(format!("reading the body failed: {e}")),
+                    reusable: false,
+                };
+            }
+        };
+        let result = if contains(&body, expected.as_bytes()) {
+            Ok(())
+        } else {
+            Err(format!(
+                "answered status {status} without `{}` in the body",
+                crate::logline::sanitize(expected)
+            ))
+        };
+        Exchange::Answered { result, reusable }
+    }
+}
+
+/// Whether the answer leaves the connection open (HTTP/1.1 without `Connection: close`).
+fn keeps_alive<B>(response: &hyper::Response<B>) -> bool {
+    response.version() == hyper::Version::HTTP_11
+        && !response
+            .headers()
+            .get_all(hyper::header::CONNECTION)
+            .iter()
+            .any(|v| {
+                v.to_str()
+                    .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+            })
+}
+
+/// Reads `body` to its end, dropping it; false if it ended in an error or passed `limit`.
+async fn drain(mut body: hyper::body::Incoming, limit: usize) -> bool {
+    let mut read = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return false;
+        };
+        if let Some(data) = frame.data_ref() {
+            read = read.saturating_add(data.len());
+            if read > limit {
+                return false;
+            }
         }
     }
+    true
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -228,8 +441,12 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 impl ProbeSpec for HttpProbe {
-    fn probe<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(self.run(target))
+    fn probe<'a>(
+        &'a self,
+        target: &'a Target,
+        session: &'a mut Session,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(self.run(target, session))
     }
 
     fn port(&self) -> Option<u16> {

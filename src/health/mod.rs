@@ -12,10 +12,13 @@ mod tls;
 
 pub use checker::{Checker, Filtered, HealthEvent, TargetHealth, probe_once};
 
+use std::any::Any;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::backend::Address;
 use crate::value::{BoxFuture, HumanDuration};
@@ -50,10 +53,56 @@ impl Target {
     }
 }
 
+/// What the probes of one backend keep from one probe to the next: the kind's own state (a
+/// prepared request, a connection kept open to reuse), and the budget that bounds the
+/// connections kept open across all backends.
+#[derive(Default)]
+pub struct Session {
+    state: Option<Box<dyn Any + Send>>,
+    budget: Option<Arc<Semaphore>>,
+}
+
+impl Session {
+    /// A session that may keep a connection open while `budget` has a permit for it (`None`:
+    /// never, as for one-shot probes).
+    pub fn new(budget: Option<Arc<Semaphore>>) -> Self {
+        Session {
+            state: None,
+            budget,
+        }
+    }
+
+    /// Takes the kind's state out (`None` on the first probe, or after a probe that was cut
+    /// off by its timeout and so could not put it back).
+    pub fn take<T: Any + Send>(&mut self) -> Option<Box<T>> {
+        self.state.take()?.downcast().ok()
+    }
+
+    /// Puts the kind's state back for the next probe.
+    pub fn put<T: Any + Send>(&mut self, state: Box<T>) {
+        self.state = Some(state);
+    }
+
+    /// A permit to keep one connection open after this probe, if the budget has one left.
+    pub fn keep_permit(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(self.budget.as_ref()?).try_acquire_owned().ok()
+    }
+
+    /// Whether this session may keep connections at all.
+    pub fn may_keep(&self) -> bool {
+        self.budget.is_some()
+    }
+}
+
 /// What every probe kind provides.
 pub trait ProbeSpec {
-    /// Checks the backend once; `Err` says why it failed, in plain words.
-    fn probe<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<(), String>>;
+    /// Checks the backend once; `Err` says why it failed, in plain words. `session` carries
+    /// what the kind keeps between the probes of this backend.
+    fn probe<'a>(
+        &'a self,
+        target: &'a Target,
+        session: &'a mut Session,
+    ) -> BoxFuture<'a, Result<(), String>>;
     /// The port to probe instead of the backend's, if the probe has its own.
     fn port(&self) -> Option<u16> {
         None
@@ -309,9 +358,9 @@ impl TryFrom<RawHealth> for HealthConfig {
 }
 
 impl HealthConfig {
-    /// Probes `target` once, within `timeout`.
-    pub async fn probe(&self, target: &Target) -> Result<(), String> {
-        match tokio::time::timeout(self.timeout, self.probe.spec().probe(target)).await {
+    /// Probes `target` once, within `timeout`; `session` is what earlier probes of it kept.
+    pub async fn probe(&self, target: &Target, session: &mut Session) -> Result<(), String> {
+        match tokio::time::timeout(self.timeout, self.probe.spec().probe(target, session)).await {
             Ok(result) => result,
             Err(_) => Err(format!(
                 "no answer within {}",

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{ProbeSpec, Target};
+use super::{ProbeSpec, Session, Target};
 use crate::value::BoxFuture;
 
 /// `tcp: { port }`: a connect that succeeds is a pass; the connection is closed at once.
@@ -15,7 +15,11 @@ pub struct TcpProbe {
 }
 
 impl ProbeSpec for TcpProbe {
-    fn probe<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<(), String>> {
+    fn probe<'a>(
+        &'a self,
+        target: &'a Target,
+        _session: &'a mut Session,
+    ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             target
                 .connect()

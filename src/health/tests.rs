@@ -151,8 +151,11 @@ async fn http_probes_judge_status_and_body_and_time_out() {
     let probe = |text: &str, port: u16| {
         let c = parse(text).unwrap();
         async move {
-            c.probe(&c.target(&backend("127.0.0.1:1").address, port))
-                .await
+            c.probe(
+                &c.target(&backend("127.0.0.1:1").address, port),
+                &mut crate::health::Session::default(),
+            )
+            .await
         }
     };
     assert_eq!(probe("http: {}", ok_port).await, Ok(()));
@@ -300,7 +303,8 @@ async fn a_probe_that_times_out_closes_its_connection() {
     let port = listener.local_addr().unwrap().port();
     let c = parse("{ http: {}, timeout: 100ms }").unwrap();
     let target = c.target(&backend("127.0.0.6:1").address, port);
-    let (result, accepted) = tokio::join!(c.probe(&target), listener.accept());
+    let mut session = Session::new(Some(std::sync::Arc::new(tokio::sync::Semaphore::new(1))));
+    let (result, accepted) = tokio::join!(c.probe(&target, &mut session), listener.accept());
     assert_eq!(result.unwrap_err(), "no answer within 100ms");
     // The backend sees the request, then the end of the connection: nothing is left open.
     let (mut stream, _) = accepted.unwrap();
@@ -308,4 +312,147 @@ async fn a_probe_that_times_out_closes_its_connection() {
     let read = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut seen)).await;
     assert!(read.is_ok(), "the probe's socket is still open");
     assert!(seen.starts_with(b"GET / HTTP/1.1\r\n"), "{seen:?}");
+}
+
+/// A keep-alive HTTP/1.1 backend: answers `200 ok` to each request on a connection until the
+/// client asks to close (or, with `drop_idle`, closes each connection after one answer without
+/// saying so, as a keep-alive timeout does). Counts connections and requests.
+async fn keep_alive(
+    listener: TcpListener,
+    counts: std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]>,
+    drop_idle: bool,
+) {
+    use std::sync::atomic::Ordering::SeqCst;
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        counts[0].fetch_add(1, SeqCst);
+        let counts = std::sync::Arc::clone(&counts);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut seen = Vec::new();
+            loop {
+                while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+                    seen.drain(..end + 4);
+                    counts[1].fetch_add(1, SeqCst);
+                    let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if stream.write_all(reply).await.is_err()
+                        || drop_idle
+                        || head.contains("connection: close")
+                    {
+                        return;
+                    }
+                }
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn a_passing_connection_carries_the_next_probes_up_to_its_limit() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let listener = TcpListener::bind("127.0.0.7:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let counts = std::sync::Arc::new(Default::default());
+    let server = tokio::spawn(keep_alive(listener, std::sync::Arc::clone(&counts), false));
+    let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
+    let c = parse("http: {}").unwrap();
+    let target = c.target(&backend("127.0.0.7:1").address, port);
+    let mut session = Session::new(Some(std::sync::Arc::clone(&budget)));
+    let probes = 2 * http::MAX_REQUESTS_PER_CONNECTION + 3;
+    for _ in 0..probes {
+        assert_eq!(c.probe(&target, &mut session).await, Ok(()));
+    }
+    // Three connections: two carried the limit, the third is open and holds a permit.
+    assert_eq!(counts[1].load(SeqCst), probes as usize);
+    assert_eq!(counts[0].load(SeqCst), 3);
+    assert_eq!(budget.available_permits(), 3);
+    drop(session);
+    assert_eq!(budget.available_permits(), 4);
+    // Without a budget (one-shot probes) or with `reuse_connection: false`, each probe connects.
+    let before = counts[0].load(SeqCst);
+    let off = parse("http: { reuse_connection: false }").unwrap();
+    let mut session = Session::new(Some(std::sync::Arc::clone(&budget)));
+    for (config, session) in [(&c, &mut Session::default()), (&off, &mut session)] {
+        for _ in 0..3 {
+            assert_eq!(config.probe(&target, session).await, Ok(()));
+        }
+    }
+    assert_eq!(counts[0].load(SeqCst) - before, 6);
+    assert_eq!(budget.available_permits(), 4);
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_backend_closed_is_not_a_failure() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let listener = TcpListener::bind("127.0.0.8:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let counts = std::sync::Arc::new(Default::default());
+    let server = tokio::spawn(keep_alive(listener, std::sync::Arc::clone(&counts), true));
+    let c = parse("http: {}").unwrap();
+    let target = c.target(&backend("127.0.0.8:1").address, port);
+    let mut session = Session::new(Some(std::sync::Arc::new(tokio::sync::Semaphore::new(1))));
+    for _ in 0..5 {
+        // Give the close time to arrive, as an idle keep-alive timeout would.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(c.probe(&target, &mut session).await, Ok(()));
+    }
+    assert_eq!(counts[0].load(SeqCst), 5);
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_backend_that_accepts_no_new_connections_fails_within_the_reuse_limit() {
+    let listener = TcpListener::bind("127.0.0.9:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let counts = std::sync::Arc::new(Default::default());
+    let server = tokio::spawn(keep_alive(listener, counts, false));
+    let c = parse("{ http: {}, timeout: 200ms }").unwrap();
+    let target = c.target(&backend("127.0.0.9:1").address, port);
+    let mut session = Session::new(Some(std::sync::Arc::new(tokio::sync::Semaphore::new(1))));
+    assert_eq!(c.probe(&target, &mut session).await, Ok(()));
+    // The listener goes (the accept loop ends with the task) while the open connection's own
+    // task goes on answering on it.
+    server.abort();
+    let _ = server.await;
+    let mut passes = 0;
+    loop {
+        match c.probe(&target, &mut session).await {
+            Ok(()) => passes += 1,
+            Err(e) => {
+                assert!(e.starts_with("connect failed"), "{e}");
+                break;
+            }
+        }
+        assert!(passes < http::MAX_REQUESTS_PER_CONNECTION, "never failed");
+    }
+    assert_eq!(passes, http::MAX_REQUESTS_PER_CONNECTION - 1);
+    // After a failure each probe connects anew.
+    assert!(c.probe(&target, &mut session).await.is_err());
+}
+
+#[test]
+fn probes_fall_due_on_ticks_of_a_hundredth_of_the_wait() {
+    let epoch = tokio::time::Instant::now();
+    let at = |ms: u64| epoch + Duration::from_millis(ms);
+    let wait = Duration::from_secs(2);
+    // 2 s: ticks of 20 ms; a time on a tick stays, any other moves to the next one.
+    assert_eq!(checker::on_tick(epoch, at(40), wait), at(40));
+    assert_eq!(checker::on_tick(epoch, at(41), wait), at(60));
+    assert_eq!(checker::on_tick(epoch, at(59), wait), at(60));
+    // 200 ms: ticks of 2 ms; a minute: never coarser than 20 ms; 50 ms: never finer than 1 ms.
+    assert_eq!(checker::on_tick(epoch, at(41), wait / 10), at(42));
+    assert_eq!(checker::on_tick(epoch, at(41), wait * 30), at(60));
+    let half = epoch + Duration::from_micros(1500);
+    assert_eq!(
+        checker::on_tick(epoch, half, Duration::from_millis(50)),
+        at(2)
+    );
 }
