@@ -639,12 +639,30 @@ impl Drop for PidFile {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// A free loopback port (the OS picks; the listener is closed before anyone else binds it).
+/// A free loopback port for a server a test starts, below the kernel's ephemeral range.
+///
+/// A port the OS hands out for `bind(0)` comes from the ephemeral range, from which every
+/// outgoing connection (to etcd, moto, a backend) also takes its local port: with 20 daemons
+/// connecting out, one of them could take the port before the server that was meant to bind it.
+/// Ports below the range are only ever taken by a bind, so a random one that binds now stays
+/// free unless another test draws the same number.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind a loopback port")
+    use std::hash::{BuildHasher, RandomState};
+    // Debian's default ephemeral range starts at 32768; stay below whatever it is here.
+    let low: u16 = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (from, to) = (10_000u16, low.clamp(10_001, 32768));
+    let random = RandomState::new();
+    for attempt in 0u64..1000 {
+        let draw = random.hash_one((std::process::id(), attempt));
+        let port = from + (draw % u64::from(to - from)) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {from} and {to} after 1000 draws")
 }
 
 /// One `GET /` on a fresh connection to `127.0.0.1:port` (`Connection: close`): the body of a
