@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -259,11 +260,39 @@ pub struct Backend {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub meta: BTreeMap<String, String>,
     /// Which locator found it (for `elasticd locate`).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub source: String,
+    /// Shared: every backend of one answer points at the same text, so 10,000 backends don't
+    /// carry 10,000 copies of the locator's name.
+    #[serde(default = "empty_source", skip_serializing_if = "str::is_empty")]
+    pub source: Arc<str>,
     /// The health checks' verdict, for services with `health:` (locators never set it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy: Option<bool>,
+}
+
+/// The empty [`Backend::source`], allocated once for the process.
+pub fn empty_source() -> Arc<str> {
+    static EMPTY: OnceLock<Arc<str>> = OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from("")).clone()
+}
+
+/// A [`Backend::source`] for `name`: the same allocation as the previous call on this thread when
+/// the name is unchanged, which is the case for every backend of one answer (and of the next
+/// answer of the same locator), so a locator can ask per backend without paying per backend.
+pub fn shared_source(name: &str) -> Arc<str> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match last.as_ref() {
+            Some(s) if **s == *name => s.clone(),
+            _ => {
+                let s: Arc<str> = Arc::from(name);
+                *last = Some(s.clone());
+                s
+            }
+        }
+    })
 }
 
 impl Backend {
@@ -278,7 +307,7 @@ impl Backend {
             zone: None,
             tags: BTreeMap::new(),
             meta: BTreeMap::new(),
-            source: String::new(),
+            source: empty_source(),
             healthy: None,
         }
     }

@@ -718,7 +718,7 @@ pub fn format_table(found: &[(String, Vec<Backend>)]) -> String {
                 printable(b.name.as_deref()),
                 printable(b.id.as_deref()),
                 printable(b.zone.as_deref()),
-                b.source.clone(),
+                b.source.to_string(),
             ];
             if with_health {
                 row.push(

@@ -296,7 +296,7 @@ pub fn backend_from_target(
         zone: meta.zone,
         tags: meta.tags,
         meta: meta.meta,
-        source: locator.to_string(),
+        source: crate::backend::shared_source(locator),
         ..Backend::new(address, port)
     })
 }

@@ -29,6 +29,12 @@ use input::{echo, target_of, ttl_of};
 /// The `source` of every registered backend.
 pub const SOURCE: &str = "registry";
 
+/// [`SOURCE`] as a [`Backend::source`], allocated once for the process.
+fn shared_registry_source() -> Arc<str> {
+    static S: OnceLock<Arc<str>> = OnceLock::new();
+    S.get_or_init(|| Arc::from(SOURCE)).clone()
+}
+
 /// The longest registration id and meta key accepted.
 pub const MAX_ID_LEN: usize = 128;
 /// The most meta entries one registration may carry.
@@ -249,7 +255,7 @@ impl Entry {
         b.weight = self.weight;
         b.id = Some(id.to_string());
         b.tags = self.meta();
-        b.source = SOURCE.into();
+        b.source = shared_registry_source();
         if self.draining_until.is_some() {
             b.weight = 0;
             b.meta.insert("state".into(), "draining".into());

@@ -304,7 +304,7 @@ fn backends(backends: &[Backend]) -> Markup {
                             }
                         }
                         td data-label="from" {
-                            @if b.source == crate::registry::SOURCE {
+                            @if &*b.source == crate::registry::SOURCE {
                                 "registered"
                                 @if let Some(id) = &b.id { " as " code { (id) } }
                                 @if b.meta.get("state").is_some_and(|s| s == "draining") { " (draining)" }
