@@ -414,3 +414,18 @@ fn a_stopped_frontend_is_named_and_its_apply_is_never_also_logged_as_applied() {
     );
     assert_eq!(daemon.stop(), Some(0));
 }
+
+#[test]
+fn a_same_size_rewrite_in_place_of_a_settled_file_is_picked_up() {
+    let t = Test::new();
+    let daemon = start_applied(&t, &counting("1s"));
+    // Long enough for the file to settle (3 s), so the passes since reuse the parsed answer.
+    std::thread::sleep(Duration::from_secs(6));
+    let before = fs::metadata(t.join("backends.json")).unwrap().len();
+    // The same inode and the same size: only the times tell the file changed.
+    fs::write(t.join("backends.json"), targets_json(&["127.0.0.2"])).unwrap();
+    assert_eq!(fs::metadata(t.join("backends.json")).unwrap().len(), before);
+    wait_for_upstream(&t, &daemon, "the rewrite to land", 10, "127.0.0.2:8080");
+    assert!(!t.read("upstream.conf").contains("127.0.0.1:8080"));
+    assert_eq!(daemon.stop(), Some(0));
+}
