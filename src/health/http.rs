@@ -217,8 +217,8 @@ impl HttpProbe {
         for (name, value) in &self.headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|e| format!("cannot build the request: {e}"))?;
-            let value =
-                HeaderValue::from_str(value).map_err(|e| format!("cannot build the request: {e}"))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| format!("cannot build the request: {e}"))?;
             headers.append(name, value);
         }
         Ok(State {
