@@ -18,31 +18,8 @@ ROUNDS=${ROUNDS:-20}
 cd "$(dirname "$0")/.."
 unset RUST_LOG ELASTICD_LOG
 
-if [ -z "${BIN:-}" ]; then
-  echo "== cargo build --release" >&2
-  cargo build --release --locked --quiet >&2
-  target_dir=$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-  BIN="$target_dir/release/elasticd"
-fi
-[ -x "$BIN" ] || { echo "error: no binary at $BIN" >&2; exit 1; }
-
-WORK=$(mktemp -d)
-DAEMON_PID=""
-cleanup() {
-  if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
-    kill -TERM "$DAEMON_PID" 2>/dev/null || true
-    wait "$DAEMON_PID" 2>/dev/null || true
-  fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-clk=$(getconf CLK_TCK)
-cpu_seconds() { # utime + stime of a pid, in seconds
-  awk -v clk="$clk" '{ print ($14 + $15) / clk }' "/proc/$1/stat"
-}
-status_kb() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
+. benches/lib.sh
+bench_binary
 
 # --- idle --------------------------------------------------------------------------------------
 mkdir -p "$WORK/idle"

@@ -30,36 +30,11 @@ SAMPLE=${SAMPLE:-60}
 cd "$(dirname "$0")/.."
 unset RUST_LOG ELASTICD_LOG
 
-if [ -z "${BIN:-}" ]; then
-  echo "== cargo build --release" >&2
-  cargo build --release --locked --quiet >&2
-  target_dir=$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-  BIN="$target_dir/release/elasticd"
-fi
-[ -x "$BIN" ] || { echo "error: no binary at $BIN" >&2; exit 1; }
+. benches/lib.sh
+bench_binary
 
 # 10,000 listeners need more descriptors than the usual 1024: raise the soft limit to the hard.
 ulimit -n "$(ulimit -Hn)"
-
-WORK=$(mktemp -d)
-DAEMON_PID=""
-SERVER_PID=""
-cleanup() {
-  for pid in "$DAEMON_PID" "$SERVER_PID"; do
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-      wait "$pid" 2>/dev/null || true
-    fi
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-clk=$(getconf CLK_TCK)
-user_seconds() { awk -v clk="$clk" '{ print $14 / clk }' "/proc/$1/stat"; }
-system_seconds() { awk -v clk="$clk" '{ print $15 / clk }' "/proc/$1/stat"; }
-status_kb() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
 
 # The backends: N ports, each answering `200 ok` on keep-alive connections; ports.json lists
 # them; SIGUSR1 kills the first (its listener closes and its open connections are reset, as when

@@ -30,32 +30,9 @@ FEATURES=${FEATURES:---no-default-features}
 cd "$(dirname "$0")/.."
 unset RUST_LOG ELASTICD_LOG
 
-if [ -z "${BIN:-}" ]; then
-  echo "== cargo build --release --locked $FEATURES" >&2
-  # shellcheck disable=SC2086 # FEATURES is a list of flags
-  cargo build --release --locked --quiet $FEATURES >&2
-  target_dir=$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-  BIN="$target_dir/release/elasticd"
-fi
-[ -x "$BIN" ] || { echo "error: no binary at $BIN" >&2; exit 1; }
-
-WORK=$(mktemp -d)
-DAEMON_PID=""
-stop_daemon() {
-  if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
-    kill -TERM "$DAEMON_PID" 2>/dev/null || true
-    wait "$DAEMON_PID" 2>/dev/null || true
-  fi
-  DAEMON_PID=""
-}
-cleanup() {
-  stop_daemon
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-status_kb() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
+. benches/lib.sh
+# shellcheck disable=SC2086 # FEATURES is a list of flags
+bench_binary $FEATURES
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 # Waits until GET $1 answers and its body contains $2.
 wait_for() {

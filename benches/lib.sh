@@ -1,0 +1,51 @@
+# Shared set-up of the bench scripts, sourced (not run) after they `cd` to the repository root:
+# the binary to measure, a scratch directory and the processes to stop on exit, and readers of
+# /proc for CPU time and memory.
+
+# Sets BIN to the binary to measure: $BIN when given (relative to the repository root), else the
+# release build, made now with the cargo flags given as arguments.
+bench_binary() {
+  if [ -z "${BIN:-}" ]; then
+    echo "== cargo build --release --locked $*" >&2
+    cargo build --release --locked --quiet "$@" >&2
+    local target_dir
+    target_dir=$(cargo metadata --format-version 1 --no-deps \
+      | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') \
+      || target_dir=${CARGO_TARGET_DIR:-target}
+    BIN="$target_dir/release/elasticd"
+  fi
+  [ -x "$BIN" ] || { echo "error: no elasticd binary at $BIN" >&2; exit 1; }
+  BIN=$(realpath "$BIN")
+}
+
+# The scratch directory, removed on exit, and the processes stopped on exit (by PID only):
+# DAEMON_PID and SERVER_PID as the scripts set them.
+WORK=$(mktemp -d)
+DAEMON_PID=""
+SERVER_PID=""
+stop_pid() {
+  if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+    kill -TERM "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+  fi
+}
+stop_daemon() {
+  stop_pid "$DAEMON_PID"
+  DAEMON_PID=""
+}
+bench_cleanup() {
+  stop_daemon
+  stop_pid "$SERVER_PID"
+  rm -rf "$WORK"
+}
+trap bench_cleanup EXIT
+
+clk=$(getconf CLK_TCK)
+# utime + stime of a pid, in seconds.
+cpu_seconds() { awk -v clk="$clk" '{ print ($14 + $15) / clk }' "/proc/$1/stat"; }
+# utime of a pid, in seconds.
+user_seconds() { awk -v clk="$clk" '{ print $14 / clk }' "/proc/$1/stat"; }
+# stime of a pid, in seconds.
+system_seconds() { awk -v clk="$clk" '{ print $15 / clk }' "/proc/$1/stat"; }
+# A field of /proc/PID/status in kB: status_kb PID VmRSS.
+status_kb() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
