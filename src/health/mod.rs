@@ -15,6 +15,7 @@ pub use checker::{Checker, Filtered, HealthEvent, TargetHealth, probe_once};
 use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -53,6 +54,9 @@ impl Target {
     }
 }
 
+/// Whether the warning that the kept-connection budget is spent was logged (once a process).
+static BUDGET_SPENT_SAID: AtomicBool = AtomicBool::new(false);
+
 /// What the probes of one backend keep from one probe to the next: the kind's own state (a
 /// prepared request, a connection kept open to reuse), and the budget that bounds the
 /// connections kept open across all backends.
@@ -83,9 +87,20 @@ impl Session {
         self.state = Some(state);
     }
 
-    /// A permit to keep one connection open after this probe, if the budget has one left.
+    /// A permit to keep one connection open after this probe, if the budget has one left. The
+    /// first time it has none, says so once: probes still work, at about twice the CPU each.
     pub fn keep_permit(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(self.budget.as_ref()?).try_acquire_owned().ok()
+        let permit = Arc::clone(self.budget.as_ref()?).try_acquire_owned().ok();
+        if permit.is_none() && !BUDGET_SPENT_SAID.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "health: {} connections are kept open between probes, as many as the open-file \
+                 limit allows (half of it, less {}); other backends connect anew for each probe. \
+                 Raise the limit (`ulimit -n`, systemd's LimitNOFILE=) to keep more",
+                checker::kept_connection_budget(),
+                checker::MAX_CONCURRENT_PROBES
+            );
+        }
+        permit
     }
 
     /// Whether this session may keep connections at all.

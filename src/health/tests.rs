@@ -390,6 +390,25 @@ async fn a_passing_connection_carries_the_next_probes_up_to_its_limit() {
 }
 
 #[tokio::test]
+async fn a_spent_budget_still_probes_and_is_said_once() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let listener = TcpListener::bind("127.0.0.9:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let counts = std::sync::Arc::new(Default::default());
+    let server = tokio::spawn(keep_alive(listener, std::sync::Arc::clone(&counts), false));
+    let c = parse("http: {}").unwrap();
+    let target = c.target(&backend("127.0.0.9:1").address, port);
+    // No permit left: every probe passes on a connection of its own.
+    let mut session = Session::new(Some(std::sync::Arc::new(tokio::sync::Semaphore::new(0))));
+    for _ in 0..3 {
+        assert_eq!(c.probe(&target, &mut session).await, Ok(()));
+    }
+    assert_eq!(counts[0].load(SeqCst), 3);
+    assert!(super::BUDGET_SPENT_SAID.load(SeqCst));
+    server.abort();
+}
+
+#[tokio::test]
 async fn a_kept_connection_the_backend_closed_is_not_a_failure() {
     use std::sync::atomic::Ordering::SeqCst;
     let listener = TcpListener::bind("127.0.0.8:0").await.unwrap();
