@@ -359,10 +359,9 @@ impl Status {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn service(name: &str) -> ServiceStatus {
+impl ServiceStatus {
+    /// A service with a good, empty set, just refreshed, nothing wrong: unit tests start here.
+    pub(crate) fn sample(name: &str) -> ServiceStatus {
         ServiceStatus {
             name: name.into(),
             refresh_seconds: 10.0,
@@ -378,6 +377,11 @@ mod tests {
             health: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     fn status(services: Vec<ServiceStatus>) -> Status {
         Status {
@@ -399,7 +403,7 @@ mod tests {
     #[test]
     fn ready_until_data_is_three_periods_old() {
         let now = SystemTime::now();
-        let mut s = service("web");
+        let mut s = ServiceStatus::sample("web");
         s.last_success_at = Some(Timestamp(now - Duration::from_secs(29)));
         assert!(status(vec![s.clone()]).readiness(now).ready);
         s.last_success_at = Some(Timestamp(now - Duration::from_secs(31)));
@@ -410,7 +414,7 @@ mod tests {
 
     #[test]
     fn no_data_names_the_last_error() {
-        let mut s = service("web");
+        let mut s = ServiceStatus::sample("web");
         s.has_good_set = false;
         s.last_error = Some(Failure {
             message: "file missing".into(),

@@ -72,6 +72,17 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
+/// A span for people, in its largest unit or two: `42s`, `3m 5s`, `2h 10m`, `4d 1h`.
+pub fn short(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
 /// `1 backend`, `2 backends`: a count with its noun, plural unless the count is 1.
 pub fn count(n: usize, noun: &str) -> String {
     if n == 1 {

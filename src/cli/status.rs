@@ -18,6 +18,7 @@ use serde::Deserialize;
 use super::{ConfigArg, EXIT_BAD_CONFIG, EXIT_OK, EXIT_PASS_FAILED, EXIT_UNREACHABLE};
 use crate::http_client::{self, Call, ClientError, Endpoint};
 use crate::status::{Outcome, Readiness, Status, Timestamp};
+use crate::value::short;
 
 /// The longest `status` waits for the daemon, connecting and answering.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -455,17 +456,6 @@ fn until(t: Option<Timestamp>, now: SystemTime) -> String {
         None => "-".into(),
         Some(Ok(left)) if left >= Duration::from_secs(1) => format!("in {}", short(left)),
         Some(_) => "due".into(),
-    }
-}
-
-/// The largest unit or two: `42s`, `3m 5s`, `2h 10m`, `4d 1h`.
-fn short(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {}s", s / 60, s % 60),
-        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
     }
 }
 

@@ -21,6 +21,7 @@ use crate::status::{
     Change, FleetStatus, FrontendStatus, HealthStatus, LocatorStatus, Outcome, OutputStatus,
     Readiness, ServiceStatus, Status, Timestamp,
 };
+use crate::value::short;
 
 /// Where the stylesheet is served.
 pub(crate) const CSS_PATH: &str = "/static/status.css";
@@ -466,21 +467,10 @@ fn seconds(s: f64) -> String {
     }
 }
 
-/// The largest unit or two: `42s`, `3m 5s`, `2h 10m`, `4d 1h`.
-fn short(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {}s", s / 60, s % 60),
-        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{ConfigStatus, GuardStatus};
+    use crate::status::ConfigStatus;
 
     fn status() -> Status {
         let mut b = Backend::new("10.0.0.1".parse().unwrap(), 80);
@@ -496,18 +486,8 @@ mod tests {
                 last_reload_error: None,
             },
             services: vec![ServiceStatus {
-                name: "web<b>".into(),
-                refresh_seconds: 10.0,
-                has_good_set: true,
                 backends: std::sync::Arc::new(vec![b]),
-                changed_at: None,
-                last_success_at: Some(Timestamp::now()),
-                last_error: None,
-                consecutive_failures: 0,
-                next_refresh_at: None,
-                locators: Vec::new(),
-                guard: GuardStatus::default(),
-                health: None,
+                ..ServiceStatus::sample("web<b>")
             }],
             frontends: Vec::new(),
             outputs: Vec::new(),
