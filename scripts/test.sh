@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, installing what it needs first: the real frontends (nginx with its stream
 # module, HAProxy, Varnish, Apache httpd), Chromium with chromedriver, Prometheus's promtool,
-# groff, `protoc` (protobuf-compiler, which the etcd client's build runs) and etcd (etcd-server,
+# groff, `protoc` (protobuf-compiler, which the etcd client's build runs, and libprotobuf-dev
+# with the google/protobuf/*.proto files it imports: only a recommendation of protoc's) and etcd (etcd-server,
 # which tests/fleet.rs starts on loopback) from Debian, moto (a local AWS API emulator) into a
 # Python virtualenv, and cargo-deb from crates.io; then fmt, clippy, every test, and the Debian
 # package built, installed and removed again (scripts/test-deb.sh).
@@ -45,7 +46,7 @@ restore_policy() {
 need=()
 # chromium and chromium-driver: tests/status_page.rs drives the status page in a real browser.
 # prometheus brings promtool, which tests/metrics.rs runs on /metrics and on docs/alerts.yml.
-for pkg in nginx libnginx-mod-stream haproxy varnish apache2 chromium chromium-driver prometheus groff-base protobuf-compiler etcd-server; do
+for pkg in nginx libnginx-mod-stream haproxy varnish apache2 chromium chromium-driver prometheus groff-base protobuf-compiler libprotobuf-dev etcd-server; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
