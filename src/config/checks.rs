@@ -141,7 +141,11 @@ fn render_sets(
     note: &str,
 ) -> Vec<String> {
     let port_of = |name: &str| config.services.get(name).and_then(|s| s.port);
-    let context = PassContext::new(config.environment.as_deref(), port_of, sets);
+    let context = PassContext::new(
+        config.environment.as_deref(),
+        port_of,
+        sets.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+    );
     let mut errors = Vec::new();
     for (i, output) in config.outputs.iter().enumerate() {
         let found = match output.service() {

@@ -251,9 +251,9 @@ pub struct BackendMeta {
     /// Zone.
     pub zone: Option<String>,
     /// Labels.
-    pub tags: std::collections::BTreeMap<String, String>,
+    pub tags: crate::backend::Labels,
     /// What the source knows besides labels (health state, target group, instance type).
-    pub meta: std::collections::BTreeMap<String, String>,
+    pub meta: crate::backend::Labels,
 }
 
 /// Builds a backend from an address string, filling the port from the service default.

@@ -1,11 +1,9 @@
 //! The `static` locator: backends written in the config.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 
 use super::{BackendMeta, LocateContext, LocateFuture, Locator, backend_from_target};
-use crate::backend::parse_target;
+use crate::backend::{Labels, parse_target};
 
 /// One static backend: `"ADDRESS[:PORT]"` or `{address, port, weight, id, name, zone, tags}`.
 ///
@@ -35,7 +33,7 @@ struct StaticObject {
     #[serde(default)]
     zone: Option<String>,
     #[serde(default)]
-    tags: BTreeMap<String, String>,
+    tags: Labels,
 }
 
 impl<'de> Deserialize<'de> for StaticBackend {

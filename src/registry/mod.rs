@@ -22,7 +22,7 @@ use tokio::time::Instant;
 pub use crate::secret::Secret;
 pub use input::{check_id, read_tokens};
 
-use crate::backend::{Address, Backend};
+use crate::backend::{Address, Backend, Labels};
 use crate::metrics::{ServiceLabels, metrics};
 use input::{echo, target_of, ttl_of};
 
@@ -103,7 +103,7 @@ pub struct Registration {
     pub weight: Option<u32>,
     /// Labels for the templates (escaped where rendered, like every tag).
     #[serde(default)]
-    pub meta: BTreeMap<String, String>,
+    pub meta: Labels,
     /// The lease's TTL (default the service's `ttl_default`); ignored on a connection.
     #[serde(default)]
     pub ttl: Option<Ttl>,
@@ -135,8 +135,8 @@ pub struct LeaseView {
     /// Weight now (0 while draining).
     pub weight: u32,
     /// Labels.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub meta: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Labels::is_empty")]
+    pub meta: Labels,
     /// The environment it stated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
@@ -224,8 +224,9 @@ struct Entry {
     ip: IpAddr,
     port: u16,
     weight: u32,
-    /// Most registrations carry none; an empty map allocates nothing.
-    meta: BTreeMap<String, String>,
+    /// Most registrations carry none; an empty set allocates nothing, and every backend built
+    /// from the entry shares it.
+    meta: Labels,
     /// The daemon's environment as it stated it (shared, not a copy per registration).
     environment: Option<Arc<str>>,
     hold: Hold,
@@ -245,7 +246,7 @@ impl Entry {
         }
     }
 
-    fn meta(&self) -> BTreeMap<String, String> {
+    fn meta(&self) -> Labels {
         self.meta.clone()
     }
 
@@ -258,7 +259,7 @@ impl Entry {
         b.source = shared_registry_source();
         if self.draining_until.is_some() {
             b.weight = 0;
-            b.meta.insert("state".into(), "draining".into());
+            b.meta.insert("state", "draining");
         }
         b
     }
@@ -302,8 +303,8 @@ pub struct Saved {
     /// Weight.
     pub weight: u32,
     /// Labels.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub meta: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub meta: Labels,
     /// The environment it stated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Number, Value};
 
-use crate::backend::Backend;
+use crate::backend::{Address, Backend};
 
 use super::escape;
 
@@ -87,9 +87,14 @@ pub fn nginx(service: &str, vars: &Map<String, Value>, backends: &[Backend]) -> 
     let mut endpoint = String::new();
     for b in backends {
         out.push_str("\n    server ");
-        endpoint.clear();
-        b.write_endpoint(&mut endpoint);
-        escape::escape_into(&endpoint, &mut out);
+        if matches!(b.address, Address::Ip(_)) {
+            // Digits, dots, colons and brackets: nothing in an IP endpoint needs escaping.
+            b.write_endpoint(&mut out);
+        } else {
+            endpoint.clear();
+            b.write_endpoint(&mut endpoint);
+            escape::escape_into(&endpoint, &mut out);
+        }
         if b.weight == 0 || b.healthy == Some(false) {
             out.push_str(" down");
         } else {
