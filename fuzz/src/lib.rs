@@ -261,12 +261,12 @@ pub fn escaping(data: &[u8]) {
     let base = parse_target("10.0.0.1:80").unwrap().0;
     let with = |address: Address, port: u16, meta: [&str; 5]| {
         let mut b = Backend::new(address, port);
-        let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        let some = |s: &str| (!s.is_empty()).then(|| s.into());
         b.id = some(meta[0]);
         b.name = some(meta[1]);
         b.zone = some(meta[2]);
         if !meta[3].is_empty() || !meta[4].is_empty() {
-            b.tags.insert(meta[3].to_string(), meta[4].to_string());
+            b.tags.insert(meta[3], meta[4]);
         }
         b
     };

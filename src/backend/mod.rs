@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 mod labels;
 
+pub use compact_str::CompactString;
+
 pub use labels::{Iter as LabelsIter, Labels};
 
 /// The largest weight accepted; Apache's `loadfactor` tops out at 100.
@@ -295,13 +297,13 @@ pub struct Backend {
     pub weight: u32,
     /// Locator-specific identity (an instance id, say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
+    pub id: Option<CompactString>,
     /// Human name (a Name tag, say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<CompactString>,
     /// Availability zone or similar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zone: Option<String>,
+    pub zone: Option<CompactString>,
     /// Free-form labels; rendered only through escaping.
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
     pub tags: Labels,

@@ -84,8 +84,8 @@ pub fn sample_backends(port: Option<u16>) -> Vec<Backend> {
     let port = port.unwrap_or(8080);
     let sample = |address: Address, n: u32| Backend {
         weight: n,
-        id: Some(format!("sample-{n}")),
-        name: Some(format!("sample-{n}")),
+        id: Some(format!("sample-{n}").into()),
+        name: Some(format!("sample-{n}").into()),
         zone: Some("sample-zone".into()),
         source: "sample".into(),
         ..Backend::new(address, port)

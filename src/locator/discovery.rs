@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::{BackendMeta, LocateContext, LocateError, backend_from_target};
-use crate::backend::{Backend, Labels};
+use crate::backend::{Backend, CompactString, Labels};
 use crate::yaml;
 
 /// How a document is encoded.
@@ -31,11 +31,11 @@ struct Entry<'a> {
     #[serde(default)]
     weight: Option<u32>,
     #[serde(default)]
-    id: Option<String>,
+    id: Option<CompactString>,
     #[serde(default)]
-    name: Option<String>,
+    name: Option<CompactString>,
     #[serde(default)]
-    zone: Option<String>,
+    zone: Option<CompactString>,
     #[serde(default)]
     tags: Labels,
     #[serde(default)]

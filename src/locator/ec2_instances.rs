@@ -362,12 +362,12 @@ pub(super) fn instance_backend(
         .collect();
     let meta = BackendMeta {
         weight,
-        id: instance.instance_id().map(str::to_string),
-        name: tags.get("Name").map(str::to_string),
+        id: instance.instance_id().map(Into::into),
+        name: tags.get("Name").map(Into::into),
         zone: instance
             .placement()
             .and_then(|p| p.availability_zone())
-            .map(str::to_string),
+            .map(Into::into),
         tags,
         meta: Labels::new(),
     };

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::{BackendMeta, LocateContext, LocateFuture, Locator, backend_from_target};
-use crate::backend::{Labels, parse_target};
+use crate::backend::{CompactString, Labels, parse_target};
 
 /// One static backend: `"ADDRESS[:PORT]"` or `{address, port, weight, id, name, zone, tags}`.
 ///
@@ -27,11 +27,11 @@ struct StaticObject {
     #[serde(default)]
     weight: Option<u32>,
     #[serde(default)]
-    id: Option<String>,
+    id: Option<CompactString>,
     #[serde(default)]
-    name: Option<String>,
+    name: Option<CompactString>,
     #[serde(default)]
-    zone: Option<String>,
+    zone: Option<CompactString>,
     #[serde(default)]
     tags: Labels,
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::{PROTOCOL_VERSION, PluginKind};
-use crate::backend::{Backend, Labels};
+use crate::backend::{Backend, CompactString, Labels};
 
 /// A backend as plugins see it: every field present, `null` or `{}` when unknown.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -18,11 +18,11 @@ pub struct BackendObject {
     /// Relative weight.
     pub weight: u32,
     /// Locator-specific identity.
-    pub id: Option<String>,
+    pub id: Option<CompactString>,
     /// Human name.
-    pub name: Option<String>,
+    pub name: Option<CompactString>,
     /// Zone.
-    pub zone: Option<String>,
+    pub zone: Option<CompactString>,
     /// Labels.
     pub tags: Labels,
     /// Other facts the locator knew.

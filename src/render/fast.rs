@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Number, Value};
 
-use crate::backend::{Address, Backend};
+use crate::backend::{Address, Backend, CompactString};
 
 use super::escape;
 
@@ -48,7 +48,7 @@ fn var<'a>(vars: &'a Map<String, Value>, key: &str) -> Result<Option<Var<'a>>, (
 }
 
 /// Tera's truthiness of an optional string field: absent and empty are false.
-fn present(field: &Option<String>) -> Option<&str> {
+fn present(field: &Option<CompactString>) -> Option<&str> {
     field.as_deref().filter(|s| !s.is_empty())
 }
 

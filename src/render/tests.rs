@@ -10,8 +10,8 @@ fn backend(target: &str, weight: u32, name: Option<&str>) -> Backend {
     let (address, port) = parse_target(target).unwrap();
     Backend {
         weight,
-        name: name.map(String::from),
-        zone: name.map(|_| "zone-a".to_string()),
+        name: name.map(Into::into),
+        zone: name.map(|_| "zone-a".into()),
         ..Backend::new(address, port.unwrap())
     }
 }
@@ -254,7 +254,7 @@ fn random_backend(rng: &mut fastrand::Rng) -> Backend {
         "zone-a",
         "ünï",
     ];
-    let field = |rng: &mut fastrand::Rng| rng.bool().then(|| pick(rng, &texts).to_string());
+    let field = |rng: &mut fastrand::Rng| rng.bool().then(|| pick(rng, &texts).into());
     let mut b = Backend::new(address, rng.u16(1..));
     b.weight = rng.u32(0..=crate::backend::MAX_WEIGHT);
     b.id = field(rng);
