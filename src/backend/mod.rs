@@ -234,34 +234,32 @@ fn parse_target_general(s: &str) -> Result<(Address, Option<u16>), AddressError>
 /// the plainest spelling is taken (no leading zeros, port 1-65535); anything else is `None` and
 /// goes through the general parser, so the two can never disagree on what they both accept.
 fn plain_ipv4_target(s: &[u8]) -> Option<(std::net::Ipv4Addr, Option<u16>)> {
-    /// A decimal without leading zeros, at most `max`, and where it stopped.
-    fn number(s: &[u8], max: u32) -> Option<(u32, &[u8])> {
-        let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
-        let (head, rest) = s.split_at(digits);
-        if head.is_empty() || head.len() > 5 || (head.len() > 1 && head[0] == b'0') {
-            return None;
-        }
-        let value = head.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
-        (value <= max).then_some((value, rest))
-    }
+    // One walk over the bytes: `part` 0-3 are the octets, 4 the port.
     let mut octets = [0u8; 4];
-    let mut rest = s;
-    for (i, octet) in octets.iter_mut().enumerate() {
-        let (value, after) = number(rest, 255)?;
-        *octet = u8::try_from(value).ok()?;
-        rest = match (i, after) {
-            (3, after) => after,
-            (_, [b'.', after @ ..]) => after,
+    let (mut part, mut value, mut digits) = (0usize, 0u32, 0u32);
+    for &b in s {
+        match b {
+            b'0'..=b'9' => {
+                // A second digit after a leading 0, or more digits than any part can have.
+                if (digits > 0 && value == 0) || digits == 5 {
+                    return None;
+                }
+                value = value * 10 + u32::from(b - b'0');
+                digits += 1;
+            }
+            b'.' | b':' if digits > 0 && value <= 255 && (part < 3) == (b == b'.') => {
+                *octets.get_mut(part)? = u8::try_from(value).ok()?;
+                (part, value, digits) = (part + 1, 0, 0);
+            }
             _ => return None,
-        };
+        }
     }
-    let port = match rest {
-        [] => None,
-        [b':', digits @ ..] => match number(digits, 65535)? {
-            (0, _) => return None,
-            (port, []) => Some(u16::try_from(port).ok()?),
-            _ => return None,
-        },
+    let port = match part {
+        3 if digits > 0 => {
+            *octets.get_mut(3)? = u8::try_from(value).ok()?;
+            None
+        }
+        4 if digits > 0 && value > 0 => Some(u16::try_from(value).ok()?),
         _ => return None,
     };
     Some((std::net::Ipv4Addr::from(octets), port))
