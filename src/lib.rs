@@ -34,7 +34,7 @@
 //! 0 output     compare, stage, batch install with backup, rollback, diff, locks
 //! 0 logline    log and error lines that values cannot forge; the tracing field formatter
 //! 0 process    run an argv with a timeout in its own process group; PATH lookup
-//! 0 backend    Backend, Address, target parsing, normalize, diff
+//! 0 backend    Backend, Address, Labels (compact tags and meta), target parsing, normalize, diff
 //! 0 yaml       the located YAML tree and its serde Deserializer
 //! 0 value      HumanDuration, FileMode, names, program paths, BoxFuture
 //! ```

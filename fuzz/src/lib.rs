@@ -66,7 +66,7 @@ pub fn config(data: &[u8]) {
     let ctx = PassContext::new(
         config.environment.as_deref(),
         |s| config.services.get(s).and_then(|x| x.port),
-        &sets,
+        sets.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
     );
     for (i, output) in config.outputs.iter().enumerate() {
         let _ = renderer.render(i, output, &ctx.for_output(output));
@@ -188,9 +188,7 @@ fn harnesses() -> &'static [Harness] {
 
 fn render(h: &Harness, backends: Vec<Backend>) -> String {
     let output = &h.config.outputs[0];
-    let mut sets = IndexMap::new();
-    sets.insert("web".to_string(), backends.clone());
-    let ctx = PassContext::new(None, |_| None, &sets);
+    let ctx = PassContext::new(None, |_| None, [("web", backends.as_slice())]);
     let mut context = ctx.for_output(output);
     ctx.insert_slots(&mut context, output, &backends, None);
     h.renderer
@@ -263,12 +261,12 @@ pub fn escaping(data: &[u8]) {
     let base = parse_target("10.0.0.1:80").unwrap().0;
     let with = |address: Address, port: u16, meta: [&str; 5]| {
         let mut b = Backend::new(address, port);
-        let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        let some = |s: &str| (!s.is_empty()).then(|| s.into());
         b.id = some(meta[0]);
         b.name = some(meta[1]);
         b.zone = some(meta[2]);
         if !meta[3].is_empty() || !meta[4].is_empty() {
-            b.tags.insert(meta[3].to_string(), meta[4].to_string());
+            b.tags.insert(meta[3], meta[4]);
         }
         b
     };

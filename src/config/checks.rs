@@ -84,8 +84,8 @@ pub fn sample_backends(port: Option<u16>) -> Vec<Backend> {
     let port = port.unwrap_or(8080);
     let sample = |address: Address, n: u32| Backend {
         weight: n,
-        id: Some(format!("sample-{n}")),
-        name: Some(format!("sample-{n}")),
+        id: Some(format!("sample-{n}").into()),
+        name: Some(format!("sample-{n}").into()),
         zone: Some("sample-zone".into()),
         source: "sample".into(),
         ..Backend::new(address, port)
@@ -141,7 +141,11 @@ fn render_sets(
     note: &str,
 ) -> Vec<String> {
     let port_of = |name: &str| config.services.get(name).and_then(|s| s.port);
-    let context = PassContext::new(config.environment.as_deref(), port_of, sets);
+    let context = PassContext::new(
+        config.environment.as_deref(),
+        port_of,
+        sets.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+    );
     let mut errors = Vec::new();
     for (i, output) in config.outputs.iter().enumerate() {
         let found = match output.service() {

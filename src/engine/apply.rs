@@ -10,7 +10,6 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 use super::BackendSet;
-use crate::backend::Backend;
 use crate::config::Config;
 use crate::frontend::{self, FrontendConfig, FrontendError};
 use crate::output::{self, FileChange, InstallError, StagedBatch};
@@ -139,18 +138,11 @@ pub(super) async fn apply(
         same_sets(&m.sets, now) && stamp(&config.outputs[index].path) == Some(m.file)
     };
     let skipped: Vec<bool> = (0..config.outputs.len()).map(fresh).collect();
-    // The templates read plain sets; they are copied only when something is rendered.
-    let plain: IndexMap<String, Vec<Backend>> = if skipped.iter().all(|s| *s) {
-        IndexMap::new()
-    } else {
-        sets.iter()
-            .map(|(k, v)| (k.clone(), v.as_ref().clone()))
-            .collect()
-    };
+    // The templates read the shared sets in place: no copy per pass.
     let context = PassContext::new(
         config.environment.as_deref(),
         |s| config.services.get(s).and_then(|x| x.port),
-        &plain,
+        sets.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
     );
     let mut changes: Vec<Change> = Vec::new();
     for (index, output) in config.outputs.iter().enumerate() {
@@ -180,7 +172,7 @@ pub(super) async fn apply(
                     .join(", ")
             ))
         } else {
-            match render_and_compare(config, renderer, index, output, &context, &plain).await {
+            match render_and_compare(config, renderer, index, output, &context).await {
                 Ok(None) => OutputStatus::Unchanged,
                 Ok(Some(change)) => {
                     if options.dry_run {
@@ -359,14 +351,13 @@ async fn render_and_compare(
     index: usize,
     output: &OutputConfig,
     context: &PassContext<'_>,
-    sets: &IndexMap<String, Vec<Backend>>,
 ) -> Result<Option<Change>, PassProblem> {
     // Read first: slotted outputs keep the slot assignment of the installed file.
     let previous = output::read_current(&output.path)?;
     let content = match &output.renderer {
         Some(call) => {
             let mut ctx = context.for_output(output);
-            if let Some(backends) = output.service().and_then(|s| sets.get(s)) {
+            if let Some(backends) = output.service().and_then(|s| context.set(s)) {
                 context.insert_slots(&mut ctx, output, backends, previous.as_deref());
             }
             crate::render::exec::render(

@@ -1,12 +1,10 @@
 //! The backend list format shared by `file` and `exec`: Prometheus file_sd groups
 //! (`{"targets": [...], "labels": {...}}`) or richer backend objects (`{"address": ...}`).
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 
 use super::{BackendMeta, LocateContext, LocateError, backend_from_target};
-use crate::backend::Backend;
+use crate::backend::{Backend, CompactString, Labels};
 use crate::yaml;
 
 /// How a document is encoded.
@@ -25,7 +23,7 @@ struct Entry<'a> {
     #[serde(default, borrow)]
     targets: Option<Vec<Target<'a>>>,
     #[serde(default)]
-    labels: BTreeMap<String, String>,
+    labels: Labels,
     #[serde(default)]
     address: Option<String>,
     #[serde(default)]
@@ -33,15 +31,15 @@ struct Entry<'a> {
     #[serde(default)]
     weight: Option<u32>,
     #[serde(default)]
-    id: Option<String>,
+    id: Option<CompactString>,
     #[serde(default)]
-    name: Option<String>,
+    name: Option<CompactString>,
     #[serde(default)]
-    zone: Option<String>,
+    zone: Option<CompactString>,
     #[serde(default)]
-    tags: BTreeMap<String, String>,
+    tags: Labels,
     #[serde(default)]
-    meta: BTreeMap<String, String>,
+    meta: Labels,
 }
 
 /// A target string, borrowed from the document when it has no escapes (they are only parsed).
@@ -205,22 +203,16 @@ fn add_entry(
                     "entry {i}: a `targets` group takes only `labels`; use one object per backend for port, weight, tags or meta"
                 )));
             }
-            let mut labels = Some(entry.labels);
-            let count = targets.len();
-            for (n, target) in targets.into_iter().enumerate() {
-                // The last target takes the group's labels; the others get copies.
-                let tags = if n + 1 == count {
-                    labels.take().unwrap_or_default()
-                } else {
-                    labels.clone().unwrap_or_default()
-                };
+            for target in targets {
+                // Every target of the group shares the group's one label set.
+                let tags = entry.labels.clone();
                 let meta = BackendMeta {
                     weight: None,
                     id: entry.id.clone(),
                     name: entry.name.clone(),
                     zone: entry.zone.clone(),
                     tags,
-                    meta: BTreeMap::new(),
+                    meta: Labels::new(),
                 };
                 let backend = backend_from_target(&target.0, None, meta, locator, ctx)?;
                 backends.push(validated(backend, &target.0, locator)?);
@@ -228,7 +220,7 @@ fn add_entry(
         }
         (None, Some(address)) => {
             let mut tags = entry.tags;
-            tags.extend(entry.labels);
+            tags.merge(entry.labels);
             let meta = BackendMeta {
                 weight: entry.weight,
                 id: entry.id,
@@ -282,7 +274,7 @@ mod tests {
         let b = parse_document(doc, DocumentFormat::Json, "file x", &ctx(Some(8080))).unwrap();
         assert_eq!(b.len(), 3);
         assert_eq!(b[1].endpoint(), "10.0.0.2:8080");
-        assert_eq!(b[0].tags.get("zone").map(String::as_str), Some("a"));
+        assert_eq!(b[0].tags.get("zone"), Some("a"));
         assert_eq!(b[2].endpoint(), "[::1]:81");
         assert_eq!(b[2].weight, 3);
     }
@@ -293,7 +285,7 @@ mod tests {
                         "meta": {"health": "healthy", "target_group": "tg-1"}}]"#;
         let b = parse_document(doc, DocumentFormat::Json, "file x", &ctx(None)).unwrap();
         assert_eq!(b[0].tags.len(), 1);
-        assert_eq!(b[0].meta.get("health").map(String::as_str), Some("healthy"));
+        assert_eq!(b[0].meta.get("health"), Some("healthy"));
         let group = br#"[{"targets": ["127.0.0.2:80"], "meta": {"x": "y"}}]"#;
         let err = parse_document(group, DocumentFormat::Json, "file x", &ctx(None)).unwrap_err();
         assert!(err.to_string().contains("meta"), "{err}");
@@ -303,7 +295,7 @@ mod tests {
     fn yaml_documents_work_too() {
         let doc = b"- targets: ['127.0.0.1:9000']\n  labels: {rack: 7}\n";
         let b = parse_document(doc, DocumentFormat::Yaml, "file x", &ctx(None)).unwrap();
-        assert_eq!(b[0].tags.get("rack").map(String::as_str), Some("7"));
+        assert_eq!(b[0].tags.get("rack"), Some("7"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::{BackendMeta, LocateContext, LocateError, backend_from_target};
 use crate::aws::AwsError;
 use crate::aws::sdk::{CallCounter, Clients, api_error};
-use crate::backend::{Backend, MAX_WEIGHT, parse_port};
+use crate::backend::{Backend, Labels, MAX_WEIGHT, parse_port};
 
 /// Pages read before giving up on a pagination loop: a million instances.
 pub const MAX_PAGES: usize = 1000;
@@ -355,21 +355,21 @@ pub(super) fn instance_backend(
             )),
         }
     }
-    let tags: BTreeMap<String, String> = instance
+    let tags: Labels = instance
         .tags()
         .iter()
-        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+        .filter_map(|t| Some((t.key()?, t.value().unwrap_or(""))))
         .collect();
     let meta = BackendMeta {
         weight,
-        id: instance.instance_id().map(str::to_string),
-        name: tags.get("Name").cloned(),
+        id: instance.instance_id().map(Into::into),
+        name: tags.get("Name").map(Into::into),
         zone: instance
             .placement()
             .and_then(|p| p.availability_zone())
-            .map(str::to_string),
+            .map(Into::into),
         tags,
-        meta: BTreeMap::new(),
+        meta: Labels::new(),
     };
     let mut backend = match backend_from_target(address, port, meta, locator, ctx) {
         Ok(b) => b,
@@ -404,14 +404,12 @@ pub(super) fn instance_backend(
         ("private_dns", instance.private_dns_name()),
         ("public_dns", instance.public_dns_name()),
     ];
-    for (key, value) in fields
+    // Built in one go: the set is one allocation, which inserting key by key would redo.
+    backend.meta = fields
         .into_iter()
         .chain(extra.iter().map(|(k, v)| (*k, Some(*v))))
-    {
-        if let Some(value) = non_empty(value) {
-            backend.meta.insert(key.to_string(), value.to_string());
-        }
-    }
+        .filter_map(|(key, value)| Some((key, non_empty(value)?)))
+        .collect();
     Ok(Some(backend))
 }
 
@@ -564,12 +562,12 @@ mod tests {
         assert_eq!(b.id.as_deref(), Some("i-1"));
         assert_eq!(b.name.as_deref(), Some("web-1"));
         assert_eq!(b.zone.as_deref(), Some("eu-west-1a"));
-        assert_eq!(b.tags["Port"], "8081");
-        assert_eq!(b.meta["instance_type"], "t3.micro");
-        assert_eq!(b.meta["vpc_id"], "vpc-1");
-        assert_eq!(b.meta["subnet_id"], "subnet-1");
-        assert_eq!(b.meta["state"], "running");
-        assert_eq!(b.meta["asg_name"], "web");
+        assert_eq!(b.tags.get("Port"), Some("8081"));
+        assert_eq!(b.meta.get("instance_type"), Some("t3.micro"));
+        assert_eq!(b.meta.get("vpc_id"), Some("vpc-1"));
+        assert_eq!(b.meta.get("subnet_id"), Some("subnet-1"));
+        assert_eq!(b.meta.get("state"), Some("running"));
+        assert_eq!(b.meta.get("asg_name"), Some("web"));
         assert!(
             !b.meta.contains_key("public_dns"),
             "empty values are left out"

@@ -16,7 +16,7 @@ pub use file::FileLocatorConfig;
 pub use static_list::StaticBackend;
 
 use crate::aws::AwsSettings;
-use crate::backend::{AddressError, Backend};
+use crate::backend::{AddressError, Backend, CompactString};
 use crate::plugin::PluginSlot;
 use crate::value::BoxFuture;
 
@@ -245,15 +245,15 @@ pub struct BackendMeta {
     /// Weight, when given.
     pub weight: Option<u32>,
     /// Identity.
-    pub id: Option<String>,
+    pub id: Option<CompactString>,
     /// Human name.
-    pub name: Option<String>,
+    pub name: Option<CompactString>,
     /// Zone.
-    pub zone: Option<String>,
+    pub zone: Option<CompactString>,
     /// Labels.
-    pub tags: std::collections::BTreeMap<String, String>,
+    pub tags: crate::backend::Labels,
     /// What the source knows besides labels (health state, target group, instance type).
-    pub meta: std::collections::BTreeMap<String, String>,
+    pub meta: crate::backend::Labels,
 }
 
 /// Builds a backend from an address string, filling the port from the service default.

@@ -1,11 +1,9 @@
 //! The `static` locator: backends written in the config.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 
 use super::{BackendMeta, LocateContext, LocateFuture, Locator, backend_from_target};
-use crate::backend::parse_target;
+use crate::backend::{CompactString, Labels, parse_target};
 
 /// One static backend: `"ADDRESS[:PORT]"` or `{address, port, weight, id, name, zone, tags}`.
 ///
@@ -29,13 +27,13 @@ struct StaticObject {
     #[serde(default)]
     weight: Option<u32>,
     #[serde(default)]
-    id: Option<String>,
+    id: Option<CompactString>,
     #[serde(default)]
-    name: Option<String>,
+    name: Option<CompactString>,
     #[serde(default)]
-    zone: Option<String>,
+    zone: Option<CompactString>,
     #[serde(default)]
-    tags: BTreeMap<String, String>,
+    tags: Labels,
 }
 
 impl<'de> Deserialize<'de> for StaticBackend {

@@ -1,13 +1,12 @@
 //! The JSON requests written to a plugin's stdin (protocol 1; see `plugins/README.md`).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::{PROTOCOL_VERSION, PluginKind};
-use crate::backend::Backend;
+use crate::backend::{Backend, CompactString, Labels};
 
 /// A backend as plugins see it: every field present, `null` or `{}` when unknown.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -19,15 +18,15 @@ pub struct BackendObject {
     /// Relative weight.
     pub weight: u32,
     /// Locator-specific identity.
-    pub id: Option<String>,
+    pub id: Option<CompactString>,
     /// Human name.
-    pub name: Option<String>,
+    pub name: Option<CompactString>,
     /// Zone.
-    pub zone: Option<String>,
+    pub zone: Option<CompactString>,
     /// Labels.
-    pub tags: BTreeMap<String, String>,
+    pub tags: Labels,
     /// Other facts the locator knew.
-    pub meta: BTreeMap<String, String>,
+    pub meta: Labels,
 }
 
 impl From<&Backend> for BackendObject {

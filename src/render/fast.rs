@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Number, Value};
 
-use crate::backend::Backend;
+use crate::backend::{Address, Backend, CompactString};
 
 use super::escape;
 
@@ -48,7 +48,7 @@ fn var<'a>(vars: &'a Map<String, Value>, key: &str) -> Result<Option<Var<'a>>, (
 }
 
 /// Tera's truthiness of an optional string field: absent and empty are false.
-fn present(field: &Option<String>) -> Option<&str> {
+fn present(field: &Option<CompactString>) -> Option<&str> {
     field.as_deref().filter(|s| !s.is_empty())
 }
 
@@ -87,9 +87,14 @@ pub fn nginx(service: &str, vars: &Map<String, Value>, backends: &[Backend]) -> 
     let mut endpoint = String::new();
     for b in backends {
         out.push_str("\n    server ");
-        endpoint.clear();
-        b.write_endpoint(&mut endpoint);
-        escape::escape_into(&endpoint, &mut out);
+        if matches!(b.address, Address::Ip(_)) {
+            // Digits, dots, colons and brackets: nothing in an IP endpoint needs escaping.
+            b.write_endpoint(&mut out);
+        } else {
+            endpoint.clear();
+            b.write_endpoint(&mut endpoint);
+            escape::escape_into(&endpoint, &mut out);
+        }
         if b.weight == 0 || b.healthy == Some(false) {
             out.push_str(" down");
         } else {

@@ -20,7 +20,7 @@ use indexmap::IndexMap;
 use serde::Serialize;
 use tera::{Context, Kwargs, State, Tera, Value};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Labels};
 
 /// The built-in templates, embedded from `templates/` at build time.
 const BUILTINS: &[(&str, &str)] = &[
@@ -220,7 +220,7 @@ impl Renderer {
     ) -> Result<String, RenderError> {
         let service = output
             .service()
-            .and_then(|name| context.sets.get_key_value(name));
+            .and_then(|name| Some((name, context.set(name)?)));
         if let (Some(TemplateRef::Builtin(template)), Some((name, backends))) =
             (&output.template, service)
             && template == "nginx"
@@ -303,8 +303,8 @@ struct BackendView<'a> {
     id: Option<&'a str>,
     name: Option<&'a str>,
     zone: Option<&'a str>,
-    tags: &'a BTreeMap<String, String>,
-    meta: &'a BTreeMap<String, String>,
+    tags: &'a Labels,
+    meta: &'a Labels,
     is_ipv6: bool,
     /// Only for services with `health:`, so that templates can test `is defined`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -342,9 +342,9 @@ struct ServiceView<'a> {
 /// natively never need them.
 pub struct PassContext<'a> {
     environment: Option<&'a str>,
-    sets: &'a IndexMap<String, Vec<Backend>>,
-    /// Each set's configured port, in the order of `sets`.
-    ports: Vec<Option<u16>>,
+    /// Each usable set by service name, with the service's configured port. Borrowed, so that
+    /// a pass renders from the sets the engine holds (shared) rather than from a copy.
+    sets: Vec<(&'a str, &'a [Backend], Option<u16>)>,
     values: OnceLock<Values>,
 }
 
@@ -355,28 +355,38 @@ struct Values {
 }
 
 impl<'a> PassContext<'a> {
-    /// Builds the shared context from the backend sets that are usable this pass; `port_of`
-    /// gives a service's configured port.
+    /// Builds the shared context from the backend sets that are usable this pass (service name
+    /// and backends, in the config's order); `port_of` gives a service's configured port.
     pub fn new(
         environment: Option<&'a str>,
         port_of: impl Fn(&str) -> Option<u16>,
-        sets: &'a IndexMap<String, Vec<Backend>>,
+        sets: impl IntoIterator<Item = (&'a str, &'a [Backend])>,
     ) -> Self {
         PassContext {
             environment,
-            sets,
-            ports: sets.keys().map(|name| port_of(name)).collect(),
+            sets: sets
+                .into_iter()
+                .map(|(name, backends)| (name, backends, port_of(name)))
+                .collect(),
             values: OnceLock::new(),
         }
+    }
+
+    /// The backends of `service`, when its set is usable this pass.
+    pub fn set(&self, service: &str) -> Option<&'a [Backend]> {
+        self.sets
+            .iter()
+            .find(|(name, _, _)| *name == service)
+            .map(|(_, backends, _)| *backends)
     }
 
     fn values(&self) -> &Values {
         self.values.get_or_init(|| {
             let mut by_name = IndexMap::new();
-            for ((name, backends), port) in self.sets.iter().zip(&self.ports) {
+            for &(name, backends, port) in &self.sets {
                 let view = ServiceView {
                     name,
-                    port: *port,
+                    port,
                     backends: backends.iter().map(BackendView::from).collect(),
                 };
                 let service = Value::from_serializable(&view);
@@ -385,7 +395,7 @@ impl<'a> PassContext<'a> {
                     .and_then(|m| m.get(&tera::value::Key::from("backends")))
                     .cloned()
                     .unwrap_or_else(|| Value::from_serializable(&view.backends));
-                by_name.insert(name.clone(), (service, backends));
+                by_name.insert(name.to_string(), (service, backends));
             }
             // Built from the per-service values (cheap reference-counted clones), not serialized
             // again: with 10,000 backends a second deep copy costs several megabytes.

@@ -10,8 +10,8 @@ fn backend(target: &str, weight: u32, name: Option<&str>) -> Backend {
     let (address, port) = parse_target(target).unwrap();
     Backend {
         weight,
-        name: name.map(String::from),
-        zone: name.map(|_| "zone-a".to_string()),
+        name: name.map(Into::into),
+        zone: name.map(|_| "zone-a".into()),
         ..Backend::new(address, port.unwrap())
     }
 }
@@ -30,7 +30,7 @@ fn render_builtin(template: &str, vars: &str, backends: Vec<Backend>) -> String 
     let ctx = PassContext::new(
         config.environment.as_deref(),
         |s| config.services.get(s).and_then(|x| x.port),
-        &sets,
+        sets.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
     );
     renderer
         .render(0, &config.outputs[0], &ctx.for_output(&config.outputs[0]))
@@ -89,7 +89,7 @@ fn hostile_metadata_cannot_add_lines_or_directives() {
         let mut b = backend("10.0.0.1:80", 1, Some(hostile));
         b.id = Some(hostile.into());
         b.zone = Some(hostile.into());
-        b.tags.insert("k".into(), hostile.into());
+        b.tags.insert("k", hostile);
         let out = render_builtin(name, "", vec![b]);
         assert_eq!(out.lines().count(), plain.lines().count(), "{name}:\n{out}");
         assert!(!out.contains("6.6.6.6:1;"), "{name}:\n{out}");
@@ -121,7 +121,7 @@ fn custom_templates_can_include_siblings_and_report_missing_variables() {
     let ctx = PassContext::new(
         config.environment.as_deref(),
         |s| config.services.get(s).and_then(|x| x.port),
-        &sets,
+        sets.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
     );
     let err = renderer
         .render(0, &config.outputs[0], &ctx.for_output(&config.outputs[0]))
@@ -166,7 +166,7 @@ fn render_slotted(
     let ctx = PassContext::new(
         config.environment.as_deref(),
         |s| config.services.get(s).and_then(|x| x.port),
-        &sets,
+        sets.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
     );
     let mut context = ctx.for_output(&config.outputs[0]);
     ctx.insert_slots(
@@ -254,15 +254,14 @@ fn random_backend(rng: &mut fastrand::Rng) -> Backend {
         "zone-a",
         "ünï",
     ];
-    let field = |rng: &mut fastrand::Rng| rng.bool().then(|| pick(rng, &texts).to_string());
+    let field = |rng: &mut fastrand::Rng| rng.bool().then(|| pick(rng, &texts).into());
     let mut b = Backend::new(address, rng.u16(1..));
     b.weight = rng.u32(0..=crate::backend::MAX_WEIGHT);
     b.id = field(rng);
     b.name = field(rng);
     b.zone = field(rng);
     if rng.bool() {
-        b.tags
-            .insert(pick(rng, &texts).into(), pick(rng, &texts).into());
+        b.tags.insert(pick(rng, &texts), pick(rng, &texts));
     }
     b.healthy = [None, Some(true), Some(false)][rng.usize(..3)];
     b
@@ -325,7 +324,11 @@ fn native_nginx_matches_tera_on_random_sets_and_vars() {
         let output = &config.outputs[0];
         let mut sets = IndexMap::new();
         sets.insert("web".to_string(), backends.clone());
-        let ctx = PassContext::new(None, |_| None, &sets);
+        let ctx = PassContext::new(
+            None,
+            |_| None,
+            sets.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+        );
         let tera = renderer.render(0, output, &ctx.for_output(output));
         let fast = fast::nginx("web", &output.vars, &backends);
         if let Some(fast) = &fast {
@@ -336,7 +339,16 @@ fn native_nginx_matches_tera_on_random_sets_and_vars() {
                 "seed {seed}"
             );
         }
-        let pass = renderer.render_pass(0, output, &PassContext::new(None, |_| None, &sets), None);
+        let pass = renderer.render_pass(
+            0,
+            output,
+            &PassContext::new(
+                None,
+                |_| None,
+                sets.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+            ),
+            None,
+        );
         assert_eq!(
             pass.map_err(|e| e.to_string()),
             tera.map_err(|e| e.to_string()),

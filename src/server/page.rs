@@ -474,8 +474,7 @@ mod tests {
 
     fn status() -> Status {
         let mut b = Backend::new("10.0.0.1".parse().unwrap(), 80);
-        b.tags
-            .insert("evil".into(), "<script>alert(1)</script>".into());
+        b.tags.insert("evil", "<script>alert(1)</script>");
         b.name = Some("\"><img src=x onerror=alert(1)>".into());
         Status {
             version: "0".into(),
