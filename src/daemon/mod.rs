@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use indexmap::IndexMap;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
@@ -28,7 +29,9 @@ use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
 use crate::backend::{self, Backend};
 use crate::config::{self, Config, Schedule};
-use crate::engine::{BuiltService, Engine, FrontendStatus, OutputStatus, PassOptions, PassProblem};
+use crate::engine::{
+    BackendSet, BuiltService, Engine, FrontendStatus, OutputStatus, PassOptions, PassProblem,
+};
 use crate::locator::LocateError;
 use crate::server::{self, Server, ServerError};
 use crate::value::count;
@@ -44,7 +47,7 @@ enum Event {
         service: String,
         /// The service the answer was obtained with; stale after a SIGHUP that changed it.
         asked_with: Arc<BuiltService>,
-        result: Result<Vec<Backend>, Vec<LocateError>>,
+        result: Result<BackendSet, Vec<LocateError>>,
     },
 }
 
@@ -299,7 +302,7 @@ impl Daemon {
         let name = name.to_string();
         let name_for_task = name.clone();
         let handle = self.tasks.spawn(async move {
-            let result = service.locate().await;
+            let result = service.locate_set().await;
             let _ = tx
                 .send(Event::Located {
                     service: name,
@@ -326,7 +329,7 @@ impl Daemon {
         }
     }
 
-    fn on_located(&mut self, name: &str, result: Result<Vec<Backend>, Vec<LocateError>>) {
+    fn on_located(&mut self, name: &str, result: Result<BackendSet, Vec<LocateError>>) {
         let now = Instant::now();
         let locate_failed = result.is_err();
         let judged = self.engine.judge(name, result);
@@ -450,6 +453,7 @@ impl Daemon {
         let before = self.engine.applied().clone();
         let report = self.engine.apply(PassOptions::default(), &held).await;
         let sets = self.engine.rendered().clone();
+        let moved = moved_sets(&before, &sets);
         for hook in &report.hooks {
             if hook.ok {
                 tracing::info!(
@@ -544,15 +548,16 @@ impl Daemon {
             self.book.health_changed(&self.engine, &name);
         }
         let frontend_backoff = &self.frontend_backoff;
-        self.book.applied(&self.engine, &report, &before, |name| {
-            let b = frontend_backoff.get(name);
-            let failures = b.map_or(0, Backoff::failures);
-            let at = b
-                .filter(|b| b.failures() > 0)
-                .and_then(Backoff::until)
-                .map(book::wall);
-            (failures, at)
-        });
+        self.book
+            .applied(&self.engine, &report, &before, &moved, |name| {
+                let b = frontend_backoff.get(name);
+                let failures = b.map_or(0, Backoff::failures);
+                let at = b
+                    .filter(|b| b.failures() > 0)
+                    .and_then(Backoff::until)
+                    .map(book::wall);
+                (failures, at)
+            });
         let written = report
             .outputs
             .iter()
@@ -563,20 +568,7 @@ impl Daemon {
         // the sets it is compared with move only on a clean apply.
         let touched = !reloaded.is_empty() || !in_place.is_empty();
         if touched || (written > 0 && failed.is_empty()) {
-            let changes: Vec<String> = sets
-                .iter()
-                .filter_map(|(name, set)| {
-                    let before = before.get(name);
-                    if before.is_some_and(|b| Arc::ptr_eq(b, set) || b == set) {
-                        return None;
-                    }
-                    Some(change_summary(
-                        name,
-                        before.map_or(&[], |b| b.as_slice()),
-                        set,
-                    ))
-                })
-                .collect();
+            let changes: Vec<String> = moved.iter().map(change_summary).collect();
             let not_applied = if failed.is_empty() {
                 String::new()
             } else {
@@ -614,6 +606,7 @@ impl Daemon {
             );
         }
         // The sets before this apply and the render's copies go now; give their pages back.
+        drop(moved);
         drop((before, sets, report));
         release_freed_memory();
     }
@@ -712,6 +705,7 @@ impl Daemon {
                 }
             },
         }
+        self.book.show_hashes(self.server.is_some());
     }
 }
 
@@ -730,23 +724,63 @@ fn release_freed_memory() {
 /// How many endpoints an `applied` line names before it says "and N more".
 const NAMED_ENDPOINTS: usize = 5;
 
+/// A service whose set an apply moved, and how: worked out once for the `applied` line and the
+/// status's change records.
+struct Moved<'a> {
+    name: &'a str,
+    set: &'a BackendSet,
+    added: Vec<&'a Backend>,
+    removed: Vec<&'a Backend>,
+}
+
+/// The services of `sets` whose set differs from the one in `before`, with the backends added
+/// and removed.
+fn moved_sets<'a>(
+    before: &'a IndexMap<String, BackendSet>,
+    sets: &'a IndexMap<String, BackendSet>,
+) -> Vec<Moved<'a>> {
+    sets.iter()
+        .filter_map(|(name, set)| {
+            let old = before.get(name);
+            if old.is_some_and(|b| Arc::ptr_eq(b, set) || b == set) {
+                return None;
+            }
+            let (added, removed) = backend::diff(old.map_or(&[][..], |b| b.as_slice()), set);
+            Some(Moved {
+                name,
+                set,
+                added,
+                removed,
+            })
+        })
+        .collect()
+}
+
 /// `web +2/-1 (3 backends) [+10.0.0.3:80 +10.0.0.4:80 -10.0.0.1:80]`: a service's change for the
 /// `applied` line, naming the first [`NAMED_ENDPOINTS`] endpoints added, then removed.
-fn change_summary(name: &str, before: &[Backend], set: &[Backend]) -> String {
-    let (added, removed) = backend::diff(before, set);
-    let all: Vec<String> = added
+fn change_summary(moved: &Moved) -> String {
+    let Moved {
+        name,
+        set,
+        added,
+        removed,
+    } = moved;
+    // Only the named endpoints are formatted, however many changed.
+    let mut named = String::new();
+    let signed = added
         .iter()
-        .map(|b| format!("+{}", b.endpoint()))
-        .chain(removed.iter().map(|b| format!("-{}", b.endpoint())))
-        .collect();
-    let mut named = all
-        .iter()
-        .take(NAMED_ENDPOINTS)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(" ");
-    if all.len() > NAMED_ENDPOINTS {
-        named.push_str(&format!(" and {} more", all.len() - NAMED_ENDPOINTS));
+        .map(|b| ('+', b))
+        .chain(removed.iter().map(|b| ('-', b)));
+    for (i, (sign, b)) in signed.take(NAMED_ENDPOINTS).enumerate() {
+        if i > 0 {
+            named.push(' ');
+        }
+        named.push(sign);
+        b.write_endpoint(&mut named);
+    }
+    let all = added.len() + removed.len();
+    if all > NAMED_ENDPOINTS {
+        named.push_str(&format!(" and {} more", all - NAMED_ENDPOINTS));
     }
     format!(
         "{name} +{}/-{} ({}) [{named}]",
