@@ -196,3 +196,24 @@ fn the_applied_line_names_the_first_endpoints_then_counts_the_rest() {
     let unchanged = indexmap::IndexMap::from([("web".to_string(), std::sync::Arc::new(after))]);
     assert!(super::moved_sets(&unchanged, &unchanged.clone()).is_empty());
 }
+
+#[test]
+fn only_unmodified_read_only_mappings_of_the_program_are_released() {
+    let smaps = "\
+5600-5700 r--p 00000000 08:01 12 /usr/bin/elasticd
+Rss: 100 kB
+Anonymous: 0 kB
+5700-5900 r-xp 00100000 08:01 12 /usr/bin/elasticd
+Anonymous: 0 kB
+5900-5a00 r--p 00300000 08:01 12 /usr/bin/elasticd
+Anonymous: 12 kB
+5a00-5b00 rw-p 00400000 08:01 12 /usr/bin/elasticd
+Anonymous: 0 kB
+7f00-7f10 r-xp 00000000 08:01 40 /usr/lib/libc.so.6
+Anonymous: 0 kB
+7f10-7f20 rw-p 00000000 00:00 0
+Anonymous: 4 kB
+";
+    let found = super::unmodified_mappings(smaps, std::path::Path::new("/usr/bin/elasticd"));
+    assert_eq!(found, [(0x5600, 0x5700), (0x5700, 0x5900)]);
+}
