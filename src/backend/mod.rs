@@ -284,6 +284,11 @@ pub enum InvalidBackend {
     Weight(u32),
 }
 
+/// A backend set, shared between a locator's kept answer, the engine's last good, applied and
+/// rendered sets and the status: a service's backends are held once however many of those name
+/// them.
+pub type BackendSet = Arc<Vec<Backend>>;
+
 /// One backend: where to send traffic, how much, and what the locator knew about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backend {

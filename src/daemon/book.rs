@@ -23,9 +23,14 @@ use crate::status::{
 /// The most bytes of an output that are hashed for the status (bigger files show no hash).
 const MAX_HASHED: u64 = 64 * 1024 * 1024;
 
+/// Keeps the status in the watch channel itself and edits it there: the status is copied only
+/// when a reader still holds the last one published (a request being answered), not on every
+/// event, which with a large set's change records was most of an unchanged answer's cost.
 pub(super) struct Book {
-    status: Status,
     tx: watch::Sender<Arc<Status>>,
+    /// Whether the outputs' SHA-256 are kept: only while a server can show them (hashing a
+    /// large output on each write is most of an apply's work otherwise, for no one).
+    hashing: bool,
 }
 
 impl Book {
@@ -47,11 +52,15 @@ impl Book {
             fleet: Vec::new(),
         };
         shape(&mut status, config);
-        for output in &mut status.outputs {
-            output.sha256 = hash_file(Path::new(&output.path));
+        let hashing = config.server.is_some();
+        if hashing {
+            for output in &mut status.outputs {
+                output.sha256 = hash_file(Path::new(&output.path));
+            }
         }
         metrics().config_loaded();
-        let (tx, _) = watch::channel(Arc::new(status.clone()));
+        status.fleet = crate::fleet::statuses();
+        let (tx, _) = watch::channel(Arc::new(status));
         // Readiness depends on the time of asking (data goes stale without any event), so the
         // `elasticd_ready` gauge is worked out at each scrape from the last published status.
         let published = tx.subscribe();
@@ -59,7 +68,32 @@ impl Book {
             let ready = published.borrow().readiness(SystemTime::now()).ready;
             m.ready.set(i64::from(ready));
         }));
-        Book { status, tx }
+        Book { tx, hashing }
+    }
+
+    /// A server now shows the status (`true`: the outputs are hashed now and after each write)
+    /// or none does any more.
+    pub(super) fn show_hashes(&mut self, shown: bool) {
+        if shown == self.hashing {
+            return;
+        }
+        self.hashing = shown;
+        let paths: Vec<String> = self
+            .tx
+            .borrow()
+            .outputs
+            .iter()
+            .map(|o| o.path.clone())
+            .collect();
+        let hashes: Vec<Option<String>> = paths
+            .iter()
+            .map(|p| shown.then(|| hash_file(Path::new(p))).flatten())
+            .collect();
+        self.edit(|status| {
+            for (out, hash) in status.outputs.iter_mut().zip(hashes) {
+                out.sha256 = hash;
+            }
+        });
     }
 
     /// A receiver of every published status.
@@ -67,15 +101,15 @@ impl Book {
         self.tx.subscribe()
     }
 
-    pub(super) fn publish(&self) {
-        let mut status = self.status.clone();
-        // Fleet elections change on their own (etcd events); each publish takes their state now.
-        status.fleet = crate::fleet::statuses();
-        self.tx.send_replace(Arc::new(status));
-    }
-
-    fn service(&mut self, name: &str) -> Option<&mut ServiceStatus> {
-        self.status.services.iter_mut().find(|s| s.name == name)
+    /// Changes the status with `edit` and publishes it.
+    fn edit(&self, edit: impl FnOnce(&mut Status)) {
+        self.tx.send_modify(|shared| {
+            let status = Arc::make_mut(shared);
+            edit(status);
+            // Fleet elections change on their own (etcd events); each publish takes their state
+            // now.
+            status.fleet = crate::fleet::statuses();
+        });
     }
 
     /// A locate of `name` ended; `problem` is the locators' or guard's message when it failed.
@@ -91,62 +125,64 @@ impl Book {
         let records = engine.service(name).map(|s| s.locator_records());
         let set = engine.backends_with_health(name);
         let health = engine.health_status(name);
-        let Some(s) = self.service(name) else {
-            return;
-        };
-        if let Some(records) = records {
-            s.locators = records;
-        }
-        s.consecutive_failures = consecutive_failures;
-        s.health = health;
-        s.next_refresh_at = next_refresh_at.map(Timestamp);
-        match problem {
-            None => {
-                s.last_success_at = Some(now);
-                s.last_error = None;
-                s.guard.holding = false;
-                s.guard.reason = None;
+        self.edit(|status| {
+            let Some(s) = service(status, name) else {
+                return;
+            };
+            if let Some(records) = records {
+                s.locators = records;
             }
-            Some((message, guard_reason)) => {
-                if let Some(reason) = guard_reason {
-                    s.guard.holding = true;
-                    s.guard.reason = Some(reason);
-                    s.guard.held_total = s.guard.held_total.saturating_add(1);
+            s.consecutive_failures = consecutive_failures;
+            s.health = health;
+            s.next_refresh_at = next_refresh_at.map(Timestamp);
+            match problem {
+                None => {
+                    s.last_success_at = Some(now);
+                    s.last_error = None;
+                    s.guard.holding = false;
+                    s.guard.reason = None;
                 }
-                s.last_error = Some(Failure { message, at: now });
+                Some((message, guard_reason)) => {
+                    if let Some(reason) = guard_reason {
+                        s.guard.holding = true;
+                        s.guard.reason = Some(reason);
+                        s.guard.held_total = s.guard.held_total.saturating_add(1);
+                    }
+                    s.last_error = Some(Failure { message, at: now });
+                }
             }
-        }
-        if let Some(set) = set {
-            // Copied only when it changed: a large set answered unchanged every second costs a
-            // comparison, not an allocation.
-            metrics()
-                .backends
-                .get_or_create(&ServiceLabels {
-                    service: name.to_string(),
-                })
-                .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
-            if !Arc::ptr_eq(&s.backends, &set) && *s.backends != *set {
-                s.changed_at = Some(now);
+            if let Some(set) = set {
+                // Copied only when it changed: a large set answered unchanged every second costs a
+                // comparison, not an allocation.
+                metrics()
+                    .backends
+                    .get_or_create(&ServiceLabels {
+                        service: name.to_string(),
+                    })
+                    .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
+                if !Arc::ptr_eq(&s.backends, &set) && *s.backends != *set {
+                    s.changed_at = Some(now);
+                }
+                // Shared with the engine's set either way: the status holds no copy of its own.
+                s.backends = set;
+                s.has_good_set = true;
             }
-            // Shared with the engine's set either way: the status holds no copy of its own.
-            s.backends = set;
-            s.has_good_set = true;
-        }
-        self.publish();
+        });
     }
 
     /// A backend of `name` changed health state, or an apply may have changed fail-open.
     pub(super) fn health_changed(&mut self, engine: &Engine, name: &str) {
         let set = engine.backends_with_health(name);
         let health = engine.health_status(name);
-        let Some(s) = self.service(name) else {
-            return;
-        };
-        if let Some(set) = set {
-            s.backends = set;
-        }
-        s.health = health;
-        self.publish();
+        self.edit(|status| {
+            let Some(s) = service(status, name) else {
+                return;
+            };
+            if let Some(set) = set {
+                s.backends = set;
+            }
+            s.health = health;
+        });
     }
 
     /// An apply ended; `before` were the engine's applied sets when it began.
@@ -155,122 +191,153 @@ impl Book {
         engine: &Engine,
         report: &PassReport,
         before: &indexmap::IndexMap<String, crate::engine::BackendSet>,
+        moved: &[super::Moved],
         retry_at: impl Fn(&str) -> (u32, Option<SystemTime>),
     ) {
         let now = Timestamp::now();
-        for o in &report.outputs {
-            let path = o.path.display().to_string();
-            let Some(out) = self.status.outputs.iter_mut().find(|x| x.path == path) else {
-                continue;
-            };
-            out.last_result = Some(
-                match o.status {
-                    Written::Unchanged => "unchanged",
-                    Written::Written => "written",
-                    Written::WouldChange(_) => "would_change",
-                    Written::Skipped(_) => "skipped",
-                    Written::NotApplied => "not_applied",
-                    Written::Failed => "failed",
-                }
-                .to_string(),
-            );
-            if o.status == Written::Written {
-                out.written_at = Some(now);
-                out.sha256 = hash_file(&o.path);
-            }
-        }
-        let errors: Vec<&crate::frontend::FrontendError> = report
-            .problems
+        // Hashed before the status is taken for editing: readers wait while it is.
+        let hashes: Vec<Option<String>> = report
+            .outputs
             .iter()
-            .filter_map(|p| match p {
-                PassProblem::Frontend(e) => Some(e),
-                _ => None,
+            .map(|o| {
+                (self.hashing && o.status == Written::Written)
+                    .then(|| hash_file(&o.path))
+                    .flatten()
             })
             .collect();
-        for f in &report.frontends {
-            let Some(fs) = self.status.frontends.iter_mut().find(|x| x.name == f.name) else {
-                continue;
-            };
-            let error = errors
+        self.edit(|status| {
+            for (o, hash) in report.outputs.iter().zip(hashes) {
+                let path = o.path.display().to_string();
+                let Some(out) = status.outputs.iter_mut().find(|x| x.path == path) else {
+                    continue;
+                };
+                out.last_result = Some(
+                    match o.status {
+                        Written::Unchanged => "unchanged",
+                        Written::Written => "written",
+                        Written::WouldChange(_) => "would_change",
+                        Written::Skipped(_) => "skipped",
+                        Written::NotApplied => "not_applied",
+                        Written::Failed => "failed",
+                    }
+                    .to_string(),
+                );
+                if o.status == Written::Written {
+                    out.written_at = Some(now);
+                    out.sha256 = hash;
+                }
+            }
+            let errors: Vec<&crate::frontend::FrontendError> = report
+                .problems
                 .iter()
-                .find(|e| e.frontend() == f.name)
-                .map(|e| e.to_string())
-                .unwrap_or_else(|| "failed".to_string());
-            let ok = |message: &str| Outcome {
-                ok: true,
-                at: now,
-                message: message.to_string(),
-            };
-            let failed = Outcome {
-                ok: false,
-                at: now,
-                message: error,
-            };
-            match f.status {
-                Done::Untouched => {}
-                Done::Installed => fs.last_check = Some(ok("checked")),
-                Done::CheckFailed => fs.last_check = Some(failed),
-                Done::ReloadFailed => {
-                    fs.last_check = Some(ok("checked"));
-                    fs.last_reload = Some(failed);
-                }
-                Done::Reloaded => {
-                    fs.last_check = Some(ok("checked"));
-                    fs.last_reload = Some(ok("reloaded"));
-                }
-                Done::UpdatedInPlace => {
-                    fs.last_check = Some(ok("checked"));
-                    fs.last_reload = Some(ok("updated in place (no reload)"));
+                .filter_map(|p| match p {
+                    PassProblem::Frontend(e) => Some(e),
+                    _ => None,
+                })
+                .collect();
+            for f in &report.frontends {
+                let Some(fs) = status.frontends.iter_mut().find(|x| x.name == f.name) else {
+                    continue;
+                };
+                let error = errors
+                    .iter()
+                    .find(|e| e.frontend() == f.name)
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "failed".to_string());
+                let ok = |message: &str| Outcome {
+                    ok: true,
+                    at: now,
+                    message: message.to_string(),
+                };
+                let failed = Outcome {
+                    ok: false,
+                    at: now,
+                    message: error,
+                };
+                match f.status {
+                    Done::Untouched => {}
+                    Done::Installed => fs.last_check = Some(ok("checked")),
+                    Done::CheckFailed => fs.last_check = Some(failed),
+                    Done::ReloadFailed => {
+                        fs.last_check = Some(ok("checked"));
+                        fs.last_reload = Some(failed);
+                    }
+                    Done::Reloaded => {
+                        fs.last_check = Some(ok("checked"));
+                        fs.last_reload = Some(ok("reloaded"));
+                    }
+                    Done::UpdatedInPlace => {
+                        fs.last_check = Some(ok("checked"));
+                        fs.last_reload = Some(ok("updated in place (no reload)"));
+                    }
                 }
             }
-        }
-        for fs in &mut self.status.frontends {
-            fs.reload_owed = engine.state().pending_reloads.contains(&fs.name);
-            let (failures, at) = retry_at(&fs.name);
-            fs.consecutive_failures = failures;
-            fs.retry_at = at.map(Timestamp);
-        }
-        // The engine moves its applied sets only on a clean apply; each service whose set moved
-        // is one change, logged once however many retries it took.
-        for (name, set) in engine.applied() {
-            if before
-                .get(name)
-                .is_some_and(|b| Arc::ptr_eq(b, set) || b == set)
-            {
-                continue;
+            for fs in &mut status.frontends {
+                fs.reload_owed = engine.state().pending_reloads.contains(&fs.name);
+                let (failures, at) = retry_at(&fs.name);
+                fs.consecutive_failures = failures;
+                fs.retry_at = at.map(Timestamp);
             }
-            let old = before.get(name).map_or(&[][..], |b| b.as_slice());
-            let (added, removed) = backend::diff(old, set);
-            self.status.push_change(Change {
-                at: now,
-                service: name.clone(),
-                added: added.iter().map(|b| b.endpoint().to_string()).collect(),
-                removed: removed.iter().map(|b| b.endpoint().to_string()).collect(),
-                backends: set.len(),
-            });
-        }
-        self.publish();
+            // The engine moves its applied sets only on a clean apply; each service whose set moved
+            // is one change, logged once however many retries it took.
+            for (name, set) in engine.applied() {
+                if before
+                    .get(name)
+                    .is_some_and(|b| Arc::ptr_eq(b, set) || b == set)
+                {
+                    continue;
+                }
+                let endpoints =
+                    |list: &[&backend::Backend]| list.iter().map(|b| b.endpoint()).collect();
+                // The apply's own diff when it is of the same sets (it is, after a clean apply).
+                let (added, removed) = match moved
+                    .iter()
+                    .find(|m| m.name == name && Arc::ptr_eq(m.set, set))
+                {
+                    Some(m) => (endpoints(&m.added), endpoints(&m.removed)),
+                    None => {
+                        let old = before.get(name).map_or(&[][..], |b| b.as_slice());
+                        let (added, removed) = backend::diff(old, set);
+                        (endpoints(&added), endpoints(&removed))
+                    }
+                };
+                status.push_change(Change {
+                    at: now,
+                    service: name.clone(),
+                    added,
+                    removed,
+                    backends: set.len(),
+                });
+            }
+        });
     }
 
     /// A SIGHUP loaded `config` (`Ok`) or failed to (`Err` with the message).
     pub(super) fn reloaded(&mut self, config: Result<&Config, String>) {
         match config {
             Ok(config) => {
-                self.status.config.loaded_at = Timestamp::now();
-                self.status.config.last_reload_error = None;
-                shape(&mut self.status, config);
+                self.edit(|status| {
+                    status.config.loaded_at = Timestamp::now();
+                    status.config.last_reload_error = None;
+                    shape(status, config);
+                });
                 metrics().config_loaded();
             }
             Err(message) => {
-                self.status.config.last_reload_error = Some(Failure {
-                    message,
-                    at: Timestamp::now(),
+                self.edit(|status| {
+                    status.config.last_reload_error = Some(Failure {
+                        message,
+                        at: Timestamp::now(),
+                    });
                 });
                 metrics().config_last_reload_success.set(0);
             }
         }
-        self.publish();
     }
+}
+
+fn service<'a>(status: &'a mut Status, name: &str) -> Option<&'a mut ServiceStatus> {
+    status.services.iter_mut().find(|s| s.name == name)
 }
 
 /// Makes the lists match the config's services, frontends and outputs, keeping the records of

@@ -164,21 +164,56 @@ fn the_applied_line_names_the_first_endpoints_then_counts_the_rest() {
             })
             .collect()
     };
+    // The `applied` line of service `web` moving from `old` (none: unknown) to `new`.
+    let summary = |old: Option<&[Backend]>, new: &[Backend]| -> String {
+        let shared = |s: &[Backend]| std::sync::Arc::new(s.to_vec());
+        let before: indexmap::IndexMap<String, _> = old
+            .map(|o| ("web".to_string(), shared(o)))
+            .into_iter()
+            .collect();
+        let sets = indexmap::IndexMap::from([("web".to_string(), shared(new))]);
+        let moved = super::moved_sets(&before, &sets);
+        assert_eq!(moved.len(), 1);
+        super::change_summary(&moved[0])
+    };
     let before = set(&["10.0.0.1:80", "10.0.0.2:80"]);
     let after = set(&["10.0.0.2:80", "[::1]:80"]);
     assert_eq!(
-        super::change_summary("web", &before, &after),
+        summary(Some(&before), &after),
         "web +1/-1 (2 backends) [+[::1]:80 -10.0.0.1:80]"
     );
     let many: Vec<String> = (1..=8).map(|i| format!("10.0.1.{i}:80")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     assert_eq!(
-        super::change_summary("web", &before[..1], &set(&many)),
+        summary(Some(&before[..1]), &set(&many)),
         "web +8/-1 (8 backends) [+10.0.1.1:80 +10.0.1.2:80 +10.0.1.3:80 +10.0.1.4:80 \
          +10.0.1.5:80 and 4 more]"
     );
     assert_eq!(
-        super::change_summary("web", &[], &before[..1]),
+        summary(None, &before[..1]),
         "web +1/-0 (1 backend) [+10.0.0.1:80]"
     );
+    let unchanged = indexmap::IndexMap::from([("web".to_string(), std::sync::Arc::new(after))]);
+    assert!(super::moved_sets(&unchanged, &unchanged.clone()).is_empty());
+}
+
+#[test]
+fn only_unmodified_read_only_mappings_of_the_program_are_released() {
+    let smaps = "\
+5600-5700 r--p 00000000 08:01 12 /usr/bin/elasticd
+Rss: 100 kB
+Anonymous: 0 kB
+5700-5900 r-xp 00100000 08:01 12 /usr/bin/elasticd
+Anonymous: 0 kB
+5900-5a00 r--p 00300000 08:01 12 /usr/bin/elasticd
+Anonymous: 12 kB
+5a00-5b00 rw-p 00400000 08:01 12 /usr/bin/elasticd
+Anonymous: 0 kB
+7f00-7f10 r-xp 00000000 08:01 40 /usr/lib/libc.so.6
+Anonymous: 0 kB
+7f10-7f20 rw-p 00000000 00:00 0
+Anonymous: 4 kB
+";
+    let found = super::unmodified_mappings(smaps, std::path::Path::new("/usr/bin/elasticd"));
+    assert_eq!(found, [(0x5600, 0x5700), (0x5700, 0x5900)]);
 }

@@ -11,7 +11,7 @@ use indexmap::IndexMap;
 
 use super::BackendSet;
 use crate::config::Config;
-use crate::frontend::{self, FrontendConfig, FrontendError};
+use crate::frontend::{self, FrontendConfig, FrontendError, ReloadAction, SpecAction};
 use crate::output::{self, FileChange, InstallError, StagedBatch};
 use crate::plugin::request::{ChangeSummary, ServiceChange, WrittenOutput};
 use crate::render::{OutputConfig, PassContext, Renderer};
@@ -257,7 +257,10 @@ pub(super) async fn apply(
                 }
                 match (&frontend.reload, options.no_reload) {
                     (Some(action), false) => {
-                        let summary = frontend_summary(config, name, sets, previous, &mine);
+                        // Every backend of every set it names: made only for an action that
+                        // reads it.
+                        let summary = tells_summary(action)
+                            .then(|| frontend_summary(config, name, sets, previous, &mine));
                         let context = frontend::ReloadContext {
                             changed: mine
                                 .iter()
@@ -270,7 +273,7 @@ pub(super) async fn apply(
                             owed,
                             request: frontend::exec::ReloadRequest {
                                 environment: config.environment.as_deref(),
-                                summary: Some(&summary),
+                                summary: summary.as_ref(),
                             },
                         };
                         match frontend::reload(name, action, &config.base_dir, &context).await {
@@ -380,6 +383,18 @@ async fn render_and_compare(
         previous,
         mode: output::effective_mode(&output.path, output.mode.map(|m| m.0)),
     }))
+}
+
+/// Whether a reload action hands the change summary to a plugin: `exec`, and actions that may
+/// fall back to one (any action with a file of its own, as it decides what to run).
+fn tells_summary(action: &ReloadAction) -> bool {
+    match action {
+        ReloadAction::Command { .. } | ReloadAction::Signal { .. } => false,
+        ReloadAction::MasterSocket { .. } => false,
+        ReloadAction::Exec(_) => true,
+        ReloadAction::Spec(SpecAction::HaproxyRuntime(runtime)) => tells_summary(&runtime.fallback),
+        ReloadAction::Spec(_) => true,
+    }
 }
 
 /// What a frontend's reload plugin is told: the services its outputs render and the files written.

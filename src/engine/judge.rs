@@ -1,5 +1,8 @@
 //! The guard: whether a service's new answer is used, or its last good set is kept.
 
+use std::sync::Arc;
+
+use super::BackendSet;
 use crate::backend::{self, Backend};
 use crate::config::GuardConfig;
 use crate::locator::LocateError;
@@ -78,15 +81,15 @@ pub struct Judged {
     /// Locator errors or the guard's reason.
     pub problems: Vec<PassProblem>,
     /// The new set when it is accepted (it becomes the last good set).
-    pub fresh: Option<Vec<Backend>>,
+    pub fresh: Option<BackendSet>,
 }
 
 /// Applies the guard to one service's locate result, against its last good set.
 pub fn judge_service(
     name: &str,
     guard: &GuardConfig,
-    result: Result<Vec<Backend>, Vec<LocateError>>,
-    last: Option<&[Backend]>,
+    result: Result<BackendSet, Vec<LocateError>>,
+    last: Option<&BackendSet>,
 ) -> Judged {
     let mut problems = Vec::new();
     let kept_outcome = || match last {
@@ -97,8 +100,10 @@ pub fn judge_service(
         None => "no good set is known yet, so its outputs are left as they are".to_string(),
     };
     // The same set as before (most answers of a steady service): no guard and no diff to work
-    // out, so an unchanged answer costs one comparison.
-    let same = matches!((&result, last), (Ok(new), Some(last)) if new.as_slice() == last);
+    // out, so an unchanged answer costs one comparison, of pointers when the locators gave the
+    // set they gave last time.
+    let same = matches!((&result, last), (Ok(new), Some(last)) if Arc::ptr_eq(new, last) || **new == **last);
+    let last = last.map(|l| l.as_slice());
     let fresh = match result {
         Ok(backends) if same => Some(backends),
         Ok(backends) => match guard_verdict(guard, last, &backends) {

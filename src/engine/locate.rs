@@ -1,10 +1,11 @@
 //! Services with their locators built: made once per config load and asked on every refresh.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use futures_util::future::join_all;
 
+use super::BackendSet;
 use crate::backend::{self, Backend};
 use crate::config::{Config, ServiceConfig};
 use crate::locator::{LocateContext, LocateError, Locator};
@@ -19,6 +20,16 @@ pub struct BuiltService {
     ctx: LocateContext,
     /// Each locator's last run, for the status API; its metrics are recorded beside it.
     records: Mutex<Vec<LocatorStatus>>,
+    /// The last answer and the locators' sets it was made from, so that the same sets (a
+    /// locator that keeps its answer returns the very same) give the same answer without
+    /// merging or normalizing again. Weak: this holds no set alive.
+    last: Mutex<Option<Merged>>,
+}
+
+/// An answer of the service and the sets of its locators it came from.
+struct Merged {
+    from: Vec<Weak<Vec<Backend>>>,
+    answer: Weak<Vec<Backend>>,
 }
 
 /// How the status API and the `locator` label name a service's locator: `INDEX:KIND`.
@@ -61,6 +72,7 @@ impl BuiltService {
             config: service.clone(),
             locators,
             records: Mutex::new(records),
+            last: Mutex::new(None),
             ctx,
         }
     }
@@ -83,12 +95,18 @@ impl BuiltService {
     /// Asks every locator at once, each within the service's `timeout`; any failure means the
     /// service has no answer this time. The answer is sorted and free of repeats.
     pub async fn locate(&self) -> Result<Vec<Backend>, Vec<LocateError>> {
+        self.locate_set().await.map(Arc::unwrap_or_clone)
+    }
+
+    /// [`BuiltService::locate`] as a shared set: while the locators answer with the sets they
+    /// gave last time, this is the answer it gave last time, the same allocation.
+    pub async fn locate_set(&self) -> Result<BackendSet, Vec<LocateError>> {
         let timeout = self.config.timeout.0;
         let ctx = &self.ctx;
         let results = join_all(self.locators.iter().map(|l| async move {
             let started = Instant::now();
             // On expiry the locate future is dropped, which kills a plugin's process group.
-            let result = tokio::time::timeout(timeout, l.locate(ctx))
+            let result = tokio::time::timeout(timeout, l.locate_set(ctx))
                 .await
                 .unwrap_or_else(|_| {
                     Err(LocateError::Timeout {
@@ -100,22 +118,35 @@ impl BuiltService {
         }))
         .await;
         self.record(&results);
-        let mut backends = Vec::new();
+        let mut sets = Vec::new();
         let mut errors = Vec::new();
         for (result, _) in results {
             match result {
-                // The first answer is taken as it is: extending an empty list would copy it.
-                Ok(found) if backends.is_empty() => backends = found,
-                Ok(found) => backends.extend(found),
+                Ok(found) => sets.push(found),
                 Err(e) => errors.push(e),
             }
         }
-        if errors.is_empty() {
-            backend::normalize(&mut backends);
-            Ok(backends)
-        } else {
-            Err(errors)
+        if !errors.is_empty() {
+            return Err(errors);
         }
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(merged) = last.as_ref()
+            && merged.from.len() == sets.len()
+            && merged
+                .from
+                .iter()
+                .zip(&sets)
+                .all(|(was, now)| std::ptr::eq(was.as_ptr(), Arc::as_ptr(now)))
+            && let Some(answer) = merged.answer.upgrade()
+        {
+            return Ok(answer);
+        }
+        let answer = merge(&sets);
+        *last = Some(Merged {
+            from: sets.iter().map(Arc::downgrade).collect(),
+            answer: Arc::downgrade(&answer),
+        });
+        Ok(answer)
     }
 
     /// Each locator's last run (for the status API).
@@ -123,7 +154,7 @@ impl BuiltService {
         self.records.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
-    fn record(&self, results: &[(Result<Vec<Backend>, LocateError>, std::time::Duration)]) {
+    fn record(&self, results: &[(Result<BackendSet, LocateError>, std::time::Duration)]) {
         let Ok(mut records) = self.records.lock() else {
             return;
         };
@@ -158,5 +189,58 @@ impl BuiltService {
                 }
             }
         }
+    }
+}
+
+/// The locators' sets as one, sorted and free of repeats; a single set that already is, is
+/// taken as it is.
+fn merge(sets: &[BackendSet]) -> BackendSet {
+    if let [set] = sets
+        && set.windows(2).all(|w| w[0].key() < w[1].key())
+    {
+        return Arc::clone(set);
+    }
+    let mut backends = Vec::with_capacity(sets.iter().map(|s| s.len()).sum());
+    for set in sets {
+        backends.extend(set.iter().cloned());
+    }
+    backend::normalize(&mut backends);
+    Arc::new(backends)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(targets: &[&str]) -> BackendSet {
+        Arc::new(
+            targets
+                .iter()
+                .map(|t| {
+                    let (address, port) = backend::parse_target(t).unwrap();
+                    Backend::new(address, port.unwrap())
+                })
+                .collect(),
+        )
+    }
+
+    fn endpoints(set: &BackendSet) -> Vec<String> {
+        set.iter().map(Backend::endpoint).collect()
+    }
+
+    #[test]
+    fn a_single_normalized_set_is_the_answer_itself_and_others_are_normalized() {
+        let sorted = set(&["10.0.0.1:80", "10.0.0.2:80"]);
+        assert!(Arc::ptr_eq(&merge(std::slice::from_ref(&sorted)), &sorted));
+        let repeated = set(&["10.0.0.2:80", "10.0.0.1:80", "10.0.0.2:80"]);
+        let merged = merge(std::slice::from_ref(&repeated));
+        assert!(!Arc::ptr_eq(&merged, &repeated));
+        assert_eq!(endpoints(&merged), ["10.0.0.1:80", "10.0.0.2:80"]);
+        let two = merge(&[sorted, set(&["10.0.0.3:80", "10.0.0.1:80"])]);
+        assert_eq!(
+            endpoints(&two),
+            ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]
+        );
+        assert!(merge(&[]).is_empty());
     }
 }

@@ -26,9 +26,7 @@ pub use report::{
 };
 pub use state::{State, StateError};
 
-/// A backend set, shared between the last good sets, the applied and rendered ones and the
-/// status: a service's backends are held once however many of those name them.
-pub type BackendSet = Arc<Vec<Backend>>;
+pub use crate::backend::BackendSet;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -36,7 +34,6 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use indexmap::IndexMap;
 
-use crate::backend::Backend;
 use crate::config::Config;
 use crate::frontend::{ReloadAction, SpecAction};
 use crate::locator::LocateError;
@@ -107,13 +104,13 @@ impl Engine {
     }
 
     /// Asks the locators of service `name`; `None` for a service the config doesn't have.
-    pub async fn locate(&self, name: &str) -> Option<Result<Vec<Backend>, Vec<LocateError>>> {
-        Some(self.services.get(name)?.locate().await)
+    pub async fn locate(&self, name: &str) -> Option<Result<BackendSet, Vec<LocateError>>> {
+        Some(self.services.get(name)?.locate_set().await)
     }
 
     /// Applies the guard to a locate result of service `name`, against its last good set.
-    pub fn judge(&self, name: &str, result: Result<Vec<Backend>, Vec<LocateError>>) -> Judged {
-        let last = self.state.last_good.get(name).map(|s| s.as_slice());
+    pub fn judge(&self, name: &str, result: Result<BackendSet, Vec<LocateError>>) -> Judged {
+        let last = self.state.last_good.get(name);
         let guard = self
             .services
             .get(name)
@@ -123,11 +120,16 @@ impl Engine {
     }
 
     /// Makes `set` the last good set of `name`; true when it differs from the one before.
-    pub fn accept(&mut self, name: &str, set: Vec<Backend>) -> bool {
-        if self.state.last_good.get(name).is_some_and(|s| **s == set) {
+    pub fn accept(&mut self, name: &str, set: BackendSet) -> bool {
+        if self
+            .state
+            .last_good
+            .get(name)
+            .is_some_and(|s| Arc::ptr_eq(s, &set) || **s == *set)
+        {
             return false;
         }
-        self.state.last_good.insert(name.to_string(), Arc::new(set));
+        self.state.last_good.insert(name.to_string(), set);
         self.sync_health(name);
         true
     }
@@ -192,7 +194,7 @@ impl Engine {
 
     /// One pass over everything: locate every service at once, judge, accept, apply.
     pub async fn run_pass(&mut self, options: PassOptions) -> PassReport {
-        let located = join_all(self.services.values().map(|s| s.locate())).await;
+        let located = join_all(self.services.values().map(|s| s.locate_set())).await;
         let mut judged = Vec::new();
         for (name, result) in self.services.keys().zip(located) {
             judged.push((name.clone(), self.judge(name, result)));

@@ -1,15 +1,18 @@
 //! The `file` locator: a Prometheus file_sd document on disk, read on every pass unless it is
-//! unchanged since the last read.
+//! unchanged since the last read, and parsed only when its bytes changed.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 
-use crate::backend::Backend;
+use crate::backend::BackendSet;
 
-use super::{DocumentFormat, LocateContext, LocateError, LocateFuture, Locator, parse_document};
+use super::{
+    DocumentFormat, LocateContext, LocateError, LocateFuture, LocateSetFuture, Locator,
+    parse_document,
+};
 
 /// How long the blocking read may take at most (a hung mount); the service's `timeout` gives up
 /// on it sooner.
@@ -20,7 +23,7 @@ const READ_LIMIT: Duration = std::time::Duration::from_secs(300);
 /// answer is not reused.
 const SETTLE: Duration = Duration::from_secs(3);
 
-/// Even an unchanged-looking file is parsed again this often, in case a writer restored its
+/// Even an unchanged-looking file is read again this often, in case a writer restored its
 /// timestamps.
 const REPARSE_EVERY: Duration = Duration::from_secs(300);
 
@@ -86,10 +89,15 @@ impl Stamp {
 
 /// The last answer, with the file version it was parsed from.
 struct Cached {
-    stamp: Stamp,
+    /// The file's version when it had settled; `None` while it was still settling, when the
+    /// answer is reused only for the same bytes.
+    stamp: Option<Stamp>,
+    /// The bytes parsed, kept only while the file settles (the few reads after a change, which
+    /// then cost a comparison instead of a parse).
+    bytes: Option<Vec<u8>>,
     default_port: Option<u16>,
-    parsed_at: Instant,
-    backends: Vec<Backend>,
+    read_at: Instant,
+    backends: BackendSet,
 }
 
 /// Reads the file on each pass, or reuses the last answer while the file is unchanged.
@@ -110,25 +118,39 @@ impl FileLocator {
         }
     }
 
-    /// The last answer, if `stamp` is the version it was parsed from and it may be reused.
-    fn reuse(&self, stamp: &Stamp, ctx: &LocateContext) -> Option<Vec<Backend>> {
+    /// The last answer, if `stamp` is the settled version it was parsed from and it may be
+    /// reused without reading.
+    fn reuse(&self, stamp: &Stamp, ctx: &LocateContext) -> Option<BackendSet> {
         let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let cached = last.as_ref()?;
-        (cached.stamp == *stamp
+        (cached.stamp == Some(*stamp)
             && cached.default_port == ctx.default_port
-            && cached.parsed_at.elapsed() < REPARSE_EVERY)
-            .then(|| cached.backends.clone())
+            && cached.read_at.elapsed() < REPARSE_EVERY)
+            .then(|| Arc::clone(&cached.backends))
     }
 
-    /// Keeps an answer for reuse with the settled file version it came from; `None` forgets
-    /// the last one (the file changed, is settling, or gave no answer).
-    fn remember(&self, kept: Option<(Stamp, &[Backend])>, ctx: &LocateContext) {
+    /// The last answer, if it was parsed from the same bytes (parsing them again would give it).
+    fn same_bytes(&self, bytes: &[u8], ctx: &LocateContext) -> Option<BackendSet> {
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = last.as_ref()?;
+        (cached.bytes.as_deref() == Some(bytes) && cached.default_port == ctx.default_port)
+            .then(|| Arc::clone(&cached.backends))
+    }
+
+    /// Keeps an answer for reuse: with the file's version when it had settled (`stamp`), else
+    /// with its bytes. `None` forgets the last one (the file gave no answer).
+    fn remember(
+        &self,
+        kept: Option<(Option<Stamp>, Vec<u8>, &BackendSet)>,
+        ctx: &LocateContext,
+    ) {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        *last = kept.map(|(stamp, backends)| Cached {
+        *last = kept.map(|(stamp, bytes, backends)| Cached {
             stamp,
+            bytes: stamp.is_none().then_some(bytes),
             default_port: ctx.default_port,
-            parsed_at: Instant::now(),
-            backends: backends.to_vec(),
+            read_at: Instant::now(),
+            backends: Arc::clone(backends),
         });
     }
 }
@@ -153,6 +175,10 @@ impl Locator for FileLocator {
     }
 
     fn locate<'a>(&'a self, ctx: &'a LocateContext) -> LocateFuture<'a> {
+        Box::pin(async move { self.locate_set(ctx).await.map(|set| set.to_vec()) })
+    }
+
+    fn locate_set<'a>(&'a self, ctx: &'a LocateContext) -> LocateSetFuture<'a> {
         Box::pin(async move {
             let path = &self.config.path;
             // Taken before the read, so a kept stamp is never newer than what was parsed: a
@@ -163,6 +189,10 @@ impl Locator for FileLocator {
             {
                 return Ok(backends);
             }
+            let settled = match before {
+                Some((stamp, true)) => Some(stamp),
+                _ => None,
+            };
             let locator = self.describe();
             // The service's `timeout` ends a read that hangs; this limit only bounds the thread.
             let bytes = crate::output::read_regular(path, READ_LIMIT)
@@ -176,12 +206,21 @@ impl Locator for FileLocator {
                 Some("json") => DocumentFormat::Json,
                 _ => DocumentFormat::Yaml,
             };
-            let parsed = bytes.and_then(|bytes| parse_document(&bytes, format, &locator, ctx));
-            let keep = match (&parsed, before) {
-                (Ok(backends), Some((stamp, true))) => Some((stamp, backends.as_slice())),
-                _ => None,
+            let bytes = match bytes {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    self.remember(None, ctx);
+                    return Err(e);
+                }
             };
-            self.remember(keep, ctx);
+            let parsed = match self.same_bytes(&bytes, ctx) {
+                Some(backends) => Ok(backends),
+                None => parse_document(&bytes, format, &locator, ctx).map(Arc::new),
+            };
+            match &parsed {
+                Ok(backends) => self.remember(Some((settled, bytes, backends)), ctx),
+                Err(_) => self.remember(None, ctx),
+            }
             parsed
         })
     }
@@ -281,6 +320,39 @@ mod tests {
         // Possibly within the same timestamp tick, with the same size.
         std::fs::write(&path, r#"[{"targets": ["127.0.0.2"]}]"#).unwrap();
         assert_eq!(addresses(&l).await, ["127.0.0.2"]);
+    }
+
+    #[tokio::test]
+    async fn a_settling_file_is_parsed_only_when_its_bytes_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.json");
+        std::fs::write(&path, r#"[{"targets": ["127.0.0.1"]}]"#).unwrap();
+        let l = locator(&path, SETTLE);
+        let first = l.locate_set(&ctx()).await.unwrap();
+        // Read again (it is still settling), the same bytes: the same set, not a new parse.
+        let again = l.locate_set(&ctx()).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        std::fs::write(&path, r#"[{"targets": ["127.0.0.2"]}]"#).unwrap();
+        let changed = l.locate_set(&ctx()).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &changed));
+        assert_eq!(changed[0].address.to_string(), "127.0.0.2");
+        // Another default port makes the same bytes another answer.
+        let other = LocateContext {
+            default_port: Some(81),
+            ..ctx()
+        };
+        assert_eq!(l.locate_set(&other).await.unwrap()[0].port, 81);
+    }
+
+    #[tokio::test]
+    async fn a_settled_file_gives_the_same_set_without_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.json");
+        std::fs::write(&path, r#"[{"targets": ["127.0.0.1"]}]"#).unwrap();
+        let l = locator(&path, Duration::ZERO);
+        let first = l.locate_set(&ctx()).await.unwrap();
+        assert!(l.last.lock().unwrap().as_ref().unwrap().bytes.is_none());
+        assert!(Arc::ptr_eq(&first, &l.locate_set(&ctx()).await.unwrap()));
     }
 
     #[test]

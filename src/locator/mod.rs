@@ -7,6 +7,7 @@ mod discovery;
 pub mod ec2_instances;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -16,7 +17,7 @@ pub use file::FileLocatorConfig;
 pub use static_list::StaticBackend;
 
 use crate::aws::AwsSettings;
-use crate::backend::{AddressError, Backend, CompactString};
+use crate::backend::{AddressError, Backend, BackendSet, CompactString};
 use crate::plugin::PluginSlot;
 use crate::value::BoxFuture;
 
@@ -39,10 +40,19 @@ pub trait Locator: Send + Sync {
     fn describe(&self) -> String;
     /// Finds the current backends; an error means "no answer", never "no backends".
     fn locate<'a>(&'a self, ctx: &'a LocateContext) -> LocateFuture<'a>;
+    /// [`Locator::locate`] as a shared set. A locator that keeps its last answer (the `file`
+    /// locator) returns the same set again while nothing changed, without copying it, and the
+    /// daemon then sees an unchanged answer by comparing pointers.
+    fn locate_set<'a>(&'a self, ctx: &'a LocateContext) -> LocateSetFuture<'a> {
+        Box::pin(async move { self.locate(ctx).await.map(Arc::new) })
+    }
 }
 
 /// What [`Locator::locate`] returns: the backends found, or why there is no answer.
 pub type LocateFuture<'a> = BoxFuture<'a, Result<Vec<Backend>, LocateError>>;
+
+/// What [`Locator::locate_set`] returns: the backends found, shared, or why there is no answer.
+pub type LocateSetFuture<'a> = BoxFuture<'a, Result<BackendSet, LocateError>>;
 
 /// The settings of one kind of locator, as read from the config: what the registry needs.
 pub trait LocatorSpec {
