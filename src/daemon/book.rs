@@ -191,7 +191,7 @@ impl Book {
         engine: &Engine,
         report: &PassReport,
         before: &indexmap::IndexMap<String, crate::engine::BackendSet>,
-        moved: &[super::Moved],
+        moved: &[super::moved::Moved],
         retry_at: impl Fn(&str) -> (u32, Option<SystemTime>),
     ) {
         let now = Timestamp::now();

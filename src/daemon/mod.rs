@@ -8,6 +8,8 @@
 //! so a failed check or reload is simply tried again, later, until it succeeds.
 
 mod book;
+mod memory;
+mod moved;
 mod push;
 mod signals;
 mod timing;
@@ -21,13 +23,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use indexmap::IndexMap;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
-use crate::backend::{self, Backend};
 use crate::config::{self, Config, Schedule};
 use crate::engine::{
     BackendSet, BuiltService, Engine, FrontendStatus, OutputStatus, PassOptions, PassProblem,
@@ -456,7 +456,7 @@ impl Daemon {
         let before = self.engine.applied().clone();
         let report = self.engine.apply(PassOptions::default(), &held).await;
         let sets = self.engine.rendered().clone();
-        let moved = moved_sets(&before, &sets);
+        let moved = moved::moved_sets(&before, &sets);
         for hook in &report.hooks {
             if hook.ok {
                 tracing::info!(
@@ -571,7 +571,7 @@ impl Daemon {
         // the sets it is compared with move only on a clean apply.
         let touched = !reloaded.is_empty() || !in_place.is_empty();
         if touched || (written > 0 && failed.is_empty()) {
-            let changes: Vec<String> = moved.iter().map(change_summary).collect();
+            let changes: Vec<String> = moved.iter().map(moved::change_summary).collect();
             let not_applied = if failed.is_empty() {
                 String::new()
             } else {
@@ -611,10 +611,10 @@ impl Daemon {
         // The sets before this apply and the render's copies go now; give their pages back.
         drop(moved);
         drop((before, sets, report));
-        release_freed_memory();
+        memory::release_freed_memory();
         if !self.started_up {
             self.started_up = true;
-            release_start_up_code();
+            memory::release_start_up_code();
         }
     }
 
@@ -714,150 +714,6 @@ impl Daemon {
         }
         self.book.show_hashes(self.server.is_some());
     }
-}
-
-/// Returns the heap's free pages to the system. An apply of a large set frees as much as it
-/// held (the old sets, the render's copy and output), and glibc keeps freed memory for reuse, so
-/// without this the daemon's RSS stays at the peak of its largest apply.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks and trims the allocator's own free lists; it takes no
-    // pointers from us and is safe to call at any time from any thread.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// Lets go of the pages of the program file once start-up is over (config parsing, template
-/// compiling, the first locate and apply): they stay mapped after their one use, and with the
-/// kernel mapping the neighbours of every page touched, that is most of an idle daemon's RSS.
-/// The pages stay in the page cache; what is used again is mapped again from there.
-fn release_start_up_code() {
-    #[cfg(target_os = "linux")]
-    {
-        let (Ok(exe), Ok(smaps)) = (
-            std::fs::read_link("/proc/self/exe"),
-            std::fs::read_to_string("/proc/self/smaps"),
-        ) else {
-            return;
-        };
-        for (start, end) in unmodified_mappings(&smaps, &exe) {
-            // SAFETY: the range is a private, read-only mapping of the program file without a
-            // page of its own (`Anonymous: 0 kB`: nothing was relocated or patched in it), so
-            // its pages equal the file's and dropping them only means that the next use maps
-            // them again from the page cache. Nothing in this process writes to such a range.
-            unsafe {
-                libc::madvise(
-                    start as *mut libc::c_void,
-                    end.saturating_sub(start),
-                    libc::MADV_DONTNEED,
-                );
-            }
-        }
-    }
-}
-
-/// The address ranges in `smaps` that map `exe` read-only and private with no page changed from
-/// the file (the code, the read-only data; not the relocated data, which has copied pages).
-fn unmodified_mappings(smaps: &str, exe: &std::path::Path) -> Vec<(usize, usize)> {
-    let mut found = Vec::new();
-    let mut current: Option<(usize, usize)> = None;
-    for line in smaps.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if let [range, perms, _, _, _, path, ..] = fields[..]
-            && range.contains('-')
-        {
-            // `START-END PERMS OFFSET DEV INODE PATH`: a mapping begins.
-            current = None;
-            let ours = std::path::Path::new(path) == exe;
-            let read_only = perms.starts_with("r-") && perms.ends_with('p');
-            if let (true, true, Some((start, end))) = (ours, read_only, range.split_once('-'))
-                && let (Ok(start), Ok(end)) = (
-                    usize::from_str_radix(start, 16),
-                    usize::from_str_radix(end, 16),
-                )
-            {
-                current = Some((start, end));
-            }
-            continue;
-        }
-        if let ["Anonymous:", size, "kB"] = fields[..] {
-            // Only a mapping without a page of its own is released.
-            if let (Some(range), "0") = (current.take(), size) {
-                found.push(range);
-            }
-        }
-    }
-    found
-}
-
-/// How many endpoints an `applied` line names before it says "and N more".
-const NAMED_ENDPOINTS: usize = 5;
-
-/// A service whose set an apply moved, and how: worked out once for the `applied` line and the
-/// status's change records.
-struct Moved<'a> {
-    name: &'a str,
-    set: &'a BackendSet,
-    added: Vec<&'a Backend>,
-    removed: Vec<&'a Backend>,
-}
-
-/// The services of `sets` whose set differs from the one in `before`, with the backends added
-/// and removed.
-fn moved_sets<'a>(
-    before: &'a IndexMap<String, BackendSet>,
-    sets: &'a IndexMap<String, BackendSet>,
-) -> Vec<Moved<'a>> {
-    sets.iter()
-        .filter_map(|(name, set)| {
-            let old = before.get(name);
-            if old.is_some_and(|b| Arc::ptr_eq(b, set) || b == set) {
-                return None;
-            }
-            let (added, removed) = backend::diff(old.map_or(&[][..], |b| b.as_slice()), set);
-            Some(Moved {
-                name,
-                set,
-                added,
-                removed,
-            })
-        })
-        .collect()
-}
-
-/// `web +2/-1 (3 backends) [+10.0.0.3:80 +10.0.0.4:80 -10.0.0.1:80]`: a service's change for the
-/// `applied` line, naming the first [`NAMED_ENDPOINTS`] endpoints added, then removed.
-fn change_summary(moved: &Moved) -> String {
-    let Moved {
-        name,
-        set,
-        added,
-        removed,
-    } = moved;
-    // Only the named endpoints are formatted, however many changed.
-    let mut named = String::new();
-    let signed = added
-        .iter()
-        .map(|b| ('+', b))
-        .chain(removed.iter().map(|b| ('-', b)));
-    for (i, (sign, b)) in signed.take(NAMED_ENDPOINTS).enumerate() {
-        if i > 0 {
-            named.push(' ');
-        }
-        named.push(sign);
-        b.write_endpoint(&mut named);
-    }
-    let all = added.len() + removed.len();
-    if all > NAMED_ENDPOINTS {
-        named.push_str(&format!(" and {} more", all - NAMED_ENDPOINTS));
-    }
-    format!(
-        "{name} +{}/-{} ({}) [{named}]",
-        added.len(),
-        removed.len(),
-        count(set.len(), "backend")
-    )
 }
 
 async fn start_scheduler(

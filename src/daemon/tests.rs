@@ -172,9 +172,9 @@ fn the_applied_line_names_the_first_endpoints_then_counts_the_rest() {
             .into_iter()
             .collect();
         let sets = indexmap::IndexMap::from([("web".to_string(), shared(new))]);
-        let moved = super::moved_sets(&before, &sets);
+        let moved = super::moved::moved_sets(&before, &sets);
         assert_eq!(moved.len(), 1);
-        super::change_summary(&moved[0])
+        super::moved::change_summary(&moved[0])
     };
     let before = set(&["10.0.0.1:80", "10.0.0.2:80"]);
     let after = set(&["10.0.0.2:80", "[::1]:80"]);
@@ -194,7 +194,7 @@ fn the_applied_line_names_the_first_endpoints_then_counts_the_rest() {
         "web +1/-0 (1 backend) [+10.0.0.1:80]"
     );
     let unchanged = indexmap::IndexMap::from([("web".to_string(), std::sync::Arc::new(after))]);
-    assert!(super::moved_sets(&unchanged, &unchanged.clone()).is_empty());
+    assert!(super::moved::moved_sets(&unchanged, &unchanged.clone()).is_empty());
 }
 
 #[test]
@@ -214,6 +214,7 @@ Anonymous: 0 kB
 7f10-7f20 rw-p 00000000 00:00 0
 Anonymous: 4 kB
 ";
-    let found = super::unmodified_mappings(smaps, std::path::Path::new("/usr/bin/elasticd"));
+    let found =
+        super::memory::unmodified_mappings(smaps, std::path::Path::new("/usr/bin/elasticd"));
     assert_eq!(found, [(0x5600, 0x5700), (0x5700, 0x5900)]);
 }
