@@ -495,8 +495,8 @@ fn print_report(report: &PassReport) {
                 service = %s.name,
                 "{} (+{} -{})",
                 count(s.backends, "backend"),
-                s.added.len(),
-                s.removed.len()
+                s.added,
+                s.removed
             ),
             ServiceStatus::KeptLastGood => {
                 tracing::warn!(service = %s.name, "kept the last good set of {}", count(s.backends, "backend"))

@@ -367,8 +367,8 @@ impl Daemon {
                     tracing::debug!(
                         service = %name,
                         "change: +{} -{} ({})",
-                        judged.report.added.len(),
-                        judged.report.removed.len(),
+                        judged.report.added,
+                        judged.report.removed,
                         count(size, "backend"),
                     );
                     self.settle.change(now);

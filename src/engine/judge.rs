@@ -128,15 +128,13 @@ pub fn judge_service(
         }
     };
     let (status, count, added, removed) = match (&fresh, last) {
-        (Some(set), _) if same => (ServiceStatus::Fresh, set.len(), vec![], vec![]),
+        (Some(set), _) if same => (ServiceStatus::Fresh, set.len(), 0, 0),
         (Some(set), _) => {
             let (added, removed) = backend::diff(last.unwrap_or_default(), set);
-            let added = added.into_iter().map(Backend::endpoint).collect();
-            let removed = removed.into_iter().map(Backend::endpoint).collect();
-            (ServiceStatus::Fresh, set.len(), added, removed)
+            (ServiceStatus::Fresh, set.len(), added.len(), removed.len())
         }
-        (None, Some(last)) => (ServiceStatus::KeptLastGood, last.len(), vec![], vec![]),
-        (None, None) => (ServiceStatus::NoData, 0, vec![], vec![]),
+        (None, Some(last)) => (ServiceStatus::KeptLastGood, last.len(), 0, 0),
+        (None, None) => (ServiceStatus::NoData, 0, 0, 0),
     };
     Judged {
         report: ServiceReport {

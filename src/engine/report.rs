@@ -81,10 +81,12 @@ pub struct ServiceReport {
     pub status: ServiceStatus,
     /// Size of the set used this pass.
     pub backends: usize,
-    /// Endpoints added since the last good set.
-    pub added: Vec<String>,
-    /// Endpoints removed since the last good set.
-    pub removed: Vec<String>,
+    /// How many backends were added since the last good set (counted, not listed: the log and
+    /// the status list the first few themselves, and 100,000 endpoint strings per pass cost more
+    /// than the rest of the judge).
+    pub added: usize,
+    /// How many backends were removed since the last good set.
+    pub removed: usize,
 }
 
 /// What happened to one output.
