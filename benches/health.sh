@@ -15,9 +15,17 @@
 # one row every $SAMPLE seconds: RSS, peak RSS, CPU share and probes/s over that sample, so
 # that growth over time (per-probe allocations that are never freed) shows as a curve.
 #
+# With CALLGRIND set, the daemon runs under valgrind's callgrind instead (use small SIZES, e.g.
+# 200: it runs some 50x slower): the counters are zeroed after the warm-up and dumped after
+# $SECONDS_RUN, and the row gives the daemon's user-space instructions per probe answered in
+# that window, a figure that does not depend on the machine's load (the kernel's share of a probe
+# is not counted). The dump stays in $CALLGRIND_OUT (default /tmp/health-callgrind) for
+# callgrind_annotate.
+#
 # Usage: benches/health.sh     Env: SIZES (default "1000 10000"), SECONDS_RUN (default 60),
 #                                   WARMUP (default 10), REUSE (reuse_connection; unset: the default),
 #                                   DURATION (default unset: the table), SAMPLE (default 60),
+#                                   CALLGRIND (default unset), CALLGRIND_OUT,
 #                                   CARGO_TARGET_DIR (respected), BIN (use this binary instead)
 set -euo pipefail
 SIZES=${SIZES:-"1000 10000"}
@@ -27,6 +35,8 @@ REUSE=${REUSE:-}
 reuse_key=${REUSE:+, reuse_connection: $REUSE}
 DURATION=${DURATION:-}
 SAMPLE=${SAMPLE:-60}
+CALLGRIND=${CALLGRIND:-}
+CALLGRIND_OUT=${CALLGRIND_OUT:-/tmp/health-callgrind}
 cd "$(dirname "$0")/.."
 unset RUST_LOG ELASTICD_LOG
 
@@ -86,7 +96,10 @@ async def main():
 asyncio.run(main())
 PY
 
-if [ -n "$DURATION" ]; then
+if [ -n "$CALLGRIND" ]; then
+  echo "| backends | seconds | probes answered | instructions (user space) | instructions per probe |"
+  echo "|---|---|---|---|---|"
+elif [ -n "$DURATION" ]; then
   echo "| backends | seconds | RSS | peak RSS | CPU in the sample (user + system) | probes/s |"
   echo "|---|---|---|---|---|---|"
 else
@@ -111,6 +124,28 @@ services:
 outputs:
   - { template: "builtin:nginx", path: out/upstream.conf, vars: { service: web } }
 YAML
+  if [ -n "$CALLGRIND" ]; then
+    mkdir -p "$CALLGRIND_OUT"
+    rm -f "$CALLGRIND_OUT/callgrind.out.$n".*
+    valgrind --tool=callgrind --callgrind-out-file="$CALLGRIND_OUT/callgrind.out.$n" \
+      "$BIN" run --config config.yaml --log info 2> daemon.log &
+    DAEMON_PID=$!
+    sleep "$WARMUP"
+    callgrind_control -z "$DAEMON_PID" > /dev/null
+    req0=$(cat requests)
+    sleep "$SECONDS_RUN"
+    req1=$(cat requests)
+    callgrind_control -d "$DAEMON_PID" > /dev/null
+    kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true; DAEMON_PID=""
+    kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+    # The dump taken on request is the first numbered one; the one at exit covers the stop.
+    dump=$(ls "$CALLGRIND_OUT/callgrind.out.$n".* | sort | head -n 1)
+    ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")
+    awk -v n="$n" -v s="$SECONDS_RUN" -v q0="$req0" -v q1="$req1" -v ir="$ir" 'BEGIN {
+      printf "| %d | %d | %d | %.0f | %.0f |\n", n, s, q1 - q0, ir, ir / (q1 - q0)
+    }'
+    continue
+  fi
   "$BIN" run --config config.yaml --log info 2> daemon.log &
   DAEMON_PID=$!
   sleep "$WARMUP"

@@ -632,9 +632,12 @@ fn get(port: u16, path: &str) -> serde_json::Value {
 
 /// Live frontends under load: a backend that dies while its locator still lists it.
 mod live {
+    use std::collections::BTreeSet;
     use std::time::{Duration, Instant};
 
-    use super::support::live::{Frontend, Kind, Load, Pool};
+    use super::support::live::{
+        Fault, Frontend, Kind, Load, Outcome, Pool, Switchable, switchable_document,
+    };
 
     const HEALTH: &str = "    health: { http: {}, interval: 200ms, timeout: 150ms, rise: 2, fall: 2, jitter: 0, initial: healthy, unhealthy: UNHEALTHY }\n";
     /// interval × fall + timeout + settle_min of the live config (100ms), plus the reload and
@@ -700,26 +703,170 @@ mod live {
         (load, stopped)
     }
 
+    /// interval × rise + settle_min of the live config, plus the reload and scheduling on a
+    /// loaded machine: the bound for a backend's return.
+    const RETURN: Duration = Duration::from_millis(200 * 2 + 100 + 2500);
+    /// How long a load client waits for an answer before it counts the request as failed: a
+    /// hanging backend must not hold the clients for nginx's `proxy_read_timeout` (60 s, which
+    /// neither the live nginx.conf nor the built-in template changes), or the load would stop.
+    const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// Polls the rendered upstream until `backend` is in it (`present`) or not; how long that
+    /// took from `since`.
+    fn wait_file(
+        fe: &Frontend,
+        backend: &str,
+        present: bool,
+        since: Instant,
+        bound: Duration,
+    ) -> Duration {
+        let deadline = since + bound + Duration::from_secs(10);
+        loop {
+            let listed = fe
+                .read("upstream.conf")
+                .lines()
+                .any(|l| l.contains(backend) && !l.contains(" down"));
+            if listed == present {
+                return since.elapsed();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{backend} {} the file within {:?}\n{}",
+                if present {
+                    "did not re-enter"
+                } else {
+                    "did not leave"
+                },
+                bound + Duration::from_secs(10),
+                fe.logs()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Backend s1 behind nginx, under continuous load, stops, hangs, answers 500 and closes
+    /// connections in turn, and after each comes back. Each time it leaves the rendered file
+    /// within the detection window and re-enters it within interval × rise + settle (plus
+    /// slack), requests reach it again, and requests fail only when sent inside the detection
+    /// window (counted at the time they were sent: a hanging request fails a second later).
     #[test]
-    fn nginx_drops_a_dead_backend_under_load_within_the_detection_window() {
-        let mut pool = Pool::start(3);
-        let fe = start(Kind::Nginx, &pool, "remove");
-        let (load, _) = kill_one_under_load(&fe, &mut pool, &mut || {});
-        let dead = pool.backends[1].target();
-        assert!(
-            !fe.read("upstream.conf").contains(&dead),
-            "{}",
-            fe.read("upstream.conf")
+    fn nginx_drops_and_takes_back_a_failing_backend_under_load_in_every_failure_mode() {
+        let ips = [20, 21, 22].map(|i| std::net::Ipv4Addr::new(127, 0, 0, i));
+        let backends: Vec<Switchable> = (0..3)
+            .map(|i| Switchable::start(&format!("s{i}"), ips[i]))
+            .collect();
+        let all: Vec<&Switchable> = backends.iter().collect();
+        let ids = |indexes: &[usize]| -> BTreeSet<String> {
+            indexes.iter().map(|&i| backends[i].id.clone()).collect()
+        };
+        let mut fe = Frontend::new(Kind::Nginx);
+        fe.start(&switchable_document(&all, Some("start")));
+        fe.write("backends.json", &switchable_document(&all, None));
+        let locators = "    locators: [file: { path: backends.json }]\n";
+        let config = fe.read("config.yaml");
+        assert!(config.contains(locators), "{config}");
+        let health = HEALTH.replace("UNHEALTHY", "remove");
+        fe.write(
+            "config.yaml",
+            &config.replace(locators, &format!("{locators}{health}")),
         );
-        assert!(
-            fe.daemon_log()
-                .contains(&format!("backend {dead} is unhealthy"))
-        );
+        fe.start_daemon();
+
+        let load = Load::start_with_timeout(fe.port, 4, Duration::from_millis(2), ANSWER_TIMEOUT);
+        let window = Duration::from_millis(600);
+        let logs = || fe.logs();
+        load.wait_exact(&ids(&[0, 1, 2]), window, Duration::from_secs(30), logs);
+        let steady = Instant::now();
+        let s1 = backends[1].target();
+        let mut report = Vec::new();
+        let mut problems = Vec::new();
+        let mut counted = 0;
+        for fault in [Fault::Stopped, Fault::Hang, Fault::Status500, Fault::Close] {
+            let failed_at = Instant::now();
+            backends[1].set(fault);
+            let left = wait_file(&fe, &s1, false, failed_at, DETECTION);
+            load.wait_exact(&ids(&[0, 2]), window, Duration::from_secs(15), logs);
+            // Requests sent just before the window closed fail up to ANSWER_TIMEOUT later.
+            std::thread::sleep(ANSWER_TIMEOUT + Duration::from_millis(500));
+            let back_at = Instant::now();
+            backends[1].set(Fault::None);
+            let back = wait_file(&fe, &s1, true, back_at, RETURN);
+            load.wait_exact(&ids(&[0, 1, 2]), window, Duration::from_secs(15), logs);
+            let served_again = load.first_from(&ids(&[1]), back_at).map(|t| t - back_at);
+            let end = Instant::now();
+            // A request already on its way when the fault began may fail a moment before it.
+            let from = failed_at - Duration::from_millis(50);
+            let failures: Vec<_> = load
+                .failures_sent(from)
+                .into_iter()
+                .filter(|e| e.started < end)
+                .collect();
+            counted += failures.len();
+            let errors = failures
+                .iter()
+                .filter(|e| matches!(e.outcome, Outcome::Error(_)))
+                .count();
+            let late: Vec<_> = failures
+                .iter()
+                .filter(|e| e.started > failed_at + DETECTION)
+                .map(|e| format!("{:?} sent {:?} after", e.outcome, e.started - failed_at))
+                .collect();
+            let last = failures
+                .iter()
+                .map(|e| e.started)
+                .max()
+                .map(|t| t.saturating_duration_since(failed_at));
+            let line = format!(
+                "{fault:?}: left the file after {left:?} (bound {DETECTION:?}), back after {back:?} (bound {RETURN:?}), \
+                 served again {served_again:?} after; {} requests failed ({errors} errors, {} non-200 answers), the last sent {last:?} after the fault",
+                failures.len(),
+                failures.len() - errors
+            );
+            eprintln!("{line}");
+            report.push(line.clone());
+            assert!(left <= DETECTION, "{line}\n{}", fe.logs());
+            assert!(back <= RETURN, "{line}\n{}", fe.logs());
+            if !late.is_empty() {
+                problems.push(format!("{fault:?}: failed after the window: {late:?}"));
+            }
+        }
+        // Nothing failed while every backend served: before the first fault, nor between them
+        // (failures_sent above covers each fault's own window and return).
+        let all_failures = load.failures_sent(steady);
         let totals = load.stop();
         eprintln!(
-            "nginx: {} requests, {} failed",
+            "nginx under load: {} requests ({:.0}/s), {} failed ({} errors, {} 5xx), {} stale retries",
             totals.requests,
-            totals.failed()
+            totals.rate(),
+            totals.failed(),
+            totals.errors,
+            totals.status_5xx,
+            totals.stale_retries
+        );
+        assert!(
+            problems.is_empty(),
+            "{problems:?}\n{report:?}\n{}",
+            fe.logs()
+        );
+        assert_eq!(
+            all_failures.len(),
+            counted,
+            "requests failed outside the faults: {:?}\n{report:?}",
+            all_failures
+                .iter()
+                .map(|e| format!(
+                    "{:?} sent {:?} after the steady state",
+                    e.outcome,
+                    e.started - steady
+                ))
+                .take(10)
+                .collect::<Vec<_>>()
+        );
+        let log = fe.daemon_log();
+        assert_eq!(
+            log.matches(&format!("backend {s1} is unhealthy")).count(),
+            4,
+            "{log}"
         );
     }
 

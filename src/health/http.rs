@@ -1,4 +1,4 @@
-//! `http: {...}`: one HTTP/1.1 request per probe, through hyper's client.
+//! `http: {...}`: one HTTP/1.1 request per probe, spoken directly (see [`HttpProbe::exchange`]).
 //!
 //! A connection that passed a probe stays open for the next probes of the same backend
 //! (HTTP keep-alive, like Envoy's `reuse_connection`), for up to
@@ -11,13 +11,10 @@
 
 use std::collections::BTreeMap;
 
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Bytes;
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use hyper::{Method, Request, Uri};
-use hyper_util::rt::TokioIo;
+use hyper::Uri;
+use hyper::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{ProbeSpec, Session, Target};
@@ -152,13 +149,12 @@ impl<'de> Deserialize<'de> for StatusRanges {
 }
 
 /// What a probe speaks HTTP over: a TCP stream, or TLS on one.
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-/// A connection a passing probe left open for the next probe of the same backend. Only the
-/// socket is kept, not hyper's connection: its buffers (some 16 KiB) would be held by every
-/// backend between probes, for a handshake that costs no I/O to make again.
+/// A connection a passing probe left open for the next probe of the same backend: only the
+/// socket, no buffers (a probe's read buffer lives as long as the probe).
 struct Kept {
     io: Box<dyn Io>,
     /// Requests it has carried.
@@ -167,11 +163,12 @@ struct Kept {
     permit: OwnedSemaphorePermit,
 }
 
-/// The parts of the probe's request, built once per backend.
+/// The probe's request as bytes, built once per backend: one write per probe.
 struct Prepared {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    /// The request on a connection that may carry the next one.
+    keep: Box<[u8]>,
+    /// The same with `Connection: close`, for a connection's last request.
+    close: Box<[u8]>,
 }
 
 /// What the probes of one backend keep: the request, and the connection the last passing probe
@@ -193,12 +190,253 @@ enum Exchange {
     Lost(String),
 }
 
+/// The most an answer's status line and headers may take.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// The most headers an answer may have.
+const MAX_HEADERS: usize = 64;
+/// What a probe's read buffer starts with: a usual status answer fits at once.
+const READ_CHUNK: usize = 1024;
+
+/// How an answer's body ends (RFC 9112 section 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body (an answer to HEAD, 204, 304).
+    Empty,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Up to the end of the connection.
+    Close,
+}
+
+/// The parts of an answer's head a probe needs.
+struct Head {
+    status: u16,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// Why reading a body stopped short.
+enum BodyError {
+    /// Past [`MAX_BODY_BYTES`].
+    TooLong,
+    /// The connection closed or failed, or the framing was broken.
+    Broken(String),
+}
+
+/// A connection with the bytes read from it and not yet used.
+struct Reader {
+    io: Box<dyn Io>,
+    buf: Vec<u8>,
+    /// Where the unused bytes in `buf` start.
+    pos: usize,
+}
+
+impl Reader {
+    /// The unused bytes.
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Reads more onto the unused bytes; how much (0: the peer closed).
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+        self.buf.reserve(READ_CHUNK);
+        self.io.read_buf(&mut self.buf).await
+    }
+
+    /// Reads the status line and headers of the answer (skipping 1xx ones).
+    async fn head(&mut self, head_request: bool) -> Result<Head, String> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut response = httparse::Response::new(&mut headers);
+            match response.parse(self.pending()) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let status = response.code.unwrap_or(0);
+                    let head = judge_head(&response, status, head_request)?;
+                    self.pos += len;
+                    // 1xx are interim answers (101 is not asked for: no Upgrade is sent).
+                    if (100..200).contains(&status) {
+                        continue;
+                    }
+                    return Ok(head);
+                }
+                Ok(httparse::Status::Partial) => {
+                    if self.pending().len() >= MAX_HEAD_BYTES {
+                        return Err(format!(
+                            "the answer's headers are over {MAX_HEAD_BYTES} bytes"
+                        ));
+                    }
+                }
+                Err(e) => return Err(format!("not an HTTP answer: {e}")),
+            }
+            match self.fill().await {
+                Ok(0) if self.pending().is_empty() => {
+                    return Err("the connection closed before an answer".into());
+                }
+                Ok(0) => return Err("the connection closed within the answer's headers".into()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("reading the answer failed: {e}")),
+            }
+        }
+    }
+
+    /// Reads `n` body bytes, appending them to `out` when given.
+    async fn take(&mut self, mut n: u64, mut out: Option<&mut Vec<u8>>) -> Result<(), BodyError> {
+        while n > 0 {
+            if self.pending().is_empty() && self.fill_body().await? == 0 {
+                return Err(BodyError::Broken("the connection closed within the body".into()));
+            }
+            let here = self.pending().len().min(usize::try_from(n).unwrap_or(usize::MAX));
+            if let Some(out) = out.as_deref_mut() {
+                out.extend_from_slice(&self.buf[self.pos..self.pos + here]);
+            }
+            self.pos += here;
+            n -= here as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads one CRLF-ended line of a chunked body, without the CRLF.
+    async fn line(&mut self) -> Result<String, BodyError> {
+        loop {
+            if let Some(end) = self.pending().windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.pending()[..end]).into_owned();
+                self.pos += end + 2;
+                return Ok(line);
+            }
+            if self.pending().len() > 4096 {
+                return Err(BodyError::Broken("a chunk line is too long".into()));
+            }
+            if self.fill_body().await? == 0 {
+                return Err(BodyError::Broken("the connection closed within the body".into()));
+            }
+        }
+    }
+
+    async fn fill_body(&mut self) -> Result<usize, BodyError> {
+        self.fill()
+            .await
+            .map_err(|e| BodyError::Broken(e.to_string()))
+    }
+
+    /// Reads the body as `framing` says, keeping it in `out` when given; fails past `limit`
+    /// bytes.
+    async fn body(
+        &mut self,
+        framing: Framing,
+        mut out: Option<&mut Vec<u8>>,
+        limit: u64,
+    ) -> Result<(), BodyError> {
+        match framing {
+            Framing::Empty => Ok(()),
+            Framing::Length(n) if n > limit => Err(BodyError::TooLong),
+            Framing::Length(n) => self.take(n, out).await,
+            Framing::Chunked => {
+                let mut read = 0u64;
+                loop {
+                    let line = self.line().await?;
+                    let size = line.split(';').next().unwrap_or("").trim();
+                    let size = u64::from_str_radix(size, 16).map_err(|_| {
+                        BodyError::Broken("a chunk size is not a hexadecimal number".into())
+                    })?;
+                    if size == 0 {
+                        // Trailers, up to the empty line.
+                        while !self.line().await?.is_empty() {}
+                        return Ok(());
+                    }
+                    read = read.saturating_add(size);
+                    if read > limit {
+                        return Err(BodyError::TooLong);
+                    }
+                    self.take(size, out.as_deref_mut()).await?;
+                    if !self.line().await?.is_empty() {
+                        return Err(BodyError::Broken("a chunk is longer than its size".into()));
+                    }
+                }
+            }
+            Framing::Close => {
+                let mut read = self.pending().len() as u64;
+                loop {
+                    if read > limit {
+                        return Err(BodyError::TooLong);
+                    }
+                    if let Some(out) = out.as_deref_mut() {
+                        out.extend_from_slice(self.pending());
+                    }
+                    self.pos = self.buf.len();
+                    match self.fill_body().await? {
+                        0 => return Ok(()),
+                        n => read = read.saturating_add(n as u64),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The status, framing and keep-alive of an answer's head; `Err` for a framing that cannot be
+/// trusted (RFC 9112 section 6.3: a bad `Content-Length` is an unrecoverable error).
+fn judge_head(
+    response: &httparse::Response<'_, '_>,
+    status: u16,
+    head_request: bool,
+) -> Result<Head, String> {
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut close = false;
+    for h in response.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or("the answer's Content-Length is not a number")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("the answer has two different Content-Length headers".into());
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Chunked is the last coding when the body is chunked at all.
+            chunked = std::str::from_utf8(h.value).is_ok_and(|v| {
+                v.rsplit(',')
+                    .next()
+                    .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+            });
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            close |= std::str::from_utf8(h.value)
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+        }
+    }
+    let framing = if head_request || (100..200).contains(&status) || status == 204 || status == 304
+    {
+        Framing::Empty
+    } else if chunked {
+        Framing::Chunked
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::Close
+    };
+    Ok(Head {
+        status,
+        framing,
+        // HTTP/1.1 keeps the connection unless it says otherwise; HTTP/1.0 is not reused.
+        keep_alive: response.version == Some(1) && !close && framing != Framing::Close,
+    })
+}
+
 impl HttpProbe {
     fn prepare(&self, target: &Target) -> Result<State, String> {
         let method = match self.method {
-            HttpMethod::GET => Method::GET,
-            HttpMethod::HEAD => Method::HEAD,
+            HttpMethod::GET => "GET",
+            HttpMethod::HEAD => "HEAD",
         };
+        // Checked by `validate` already; checked again here because the bytes go on the wire
+        // as they are: no CR or LF may split the request.
         let uri = self
             .path
             .parse::<Uri>()
@@ -208,24 +446,41 @@ impl HttpProbe {
             None => HeaderValue::from_str(&target.endpoint()),
         }
         .map_err(|e| format!("cannot build the request: {e}"))?;
-        let mut headers = HeaderMap::with_capacity(2 + self.headers.len());
-        headers.insert(hyper::header::HOST, host);
-        headers.insert(
-            hyper::header::USER_AGENT,
-            HeaderValue::from_static(concat!("elasticd-health/", env!("CARGO_PKG_VERSION"))),
+        let mut head = Vec::with_capacity(128);
+        let mut line = |name: &[u8], value: &[u8]| {
+            head.extend_from_slice(name);
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value);
+            head.extend_from_slice(b"\r\n");
+        };
+        line(b"Host", host.as_bytes());
+        line(
+            b"User-Agent",
+            concat!("elasticd-health/", env!("CARGO_PKG_VERSION")).as_bytes(),
         );
         for (name, value) in &self.headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|e| format!("cannot build the request: {e}"))?;
             let value = HeaderValue::from_str(value)
                 .map_err(|e| format!("cannot build the request: {e}"))?;
-            headers.append(name, value);
+            line(name.as_str().as_bytes(), value.as_bytes());
         }
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let start = format!("{method} {path} HTTP/1.1\r\n");
+        let build = |close: bool| -> Box<[u8]> {
+            let mut request = Vec::with_capacity(start.len() + head.len() + 21);
+            request.extend_from_slice(start.as_bytes());
+            request.extend_from_slice(&head);
+            if close {
+                request.extend_from_slice(b"Connection: close\r\n");
+            }
+            request.extend_from_slice(b"\r\n");
+            request.into_boxed_slice()
+        };
         Ok(State {
             prepared: Prepared {
-                method,
-                uri,
-                headers,
+                keep: build(false),
+                close: build(true),
             },
             kept: None,
         })
@@ -285,9 +540,14 @@ impl HttpProbe {
 
     /// Sends the probe's request on `io` (which has carried `uses` requests before) and judges
     /// the answer; gives the connection back when it passed and may carry the next probe.
+    ///
+    /// HTTP/1.1 is spoken here directly rather than through hyper's client: a probe is one
+    /// prepared write and one parse of the answer's head (httparse, as hyper uses), and a
+    /// hyper connection per probe (its handshake, request channel, buffers and header maps)
+    /// cost more instructions than the rest of the probe together (docs/benchmarks.md).
     async fn exchange(
         &self,
-        io: Box<dyn Io>,
+        mut io: Box<dyn Io>,
         uses: u32,
         permit: Option<OwnedSemaphorePermit>,
         prepared: &Prepared,
@@ -296,38 +556,32 @@ impl HttpProbe {
         // The last request a connection carries says so: the backend closes first, so the
         // closed socket's TIME_WAIT stays on its side and no local port is held.
         let last = permit.is_none() || uses >= MAX_REQUESTS_PER_CONNECTION;
-        let mut request = Request::new(Empty::<Bytes>::new());
-        *request.method_mut() = prepared.method.clone();
-        *request.uri_mut() = prepared.uri.clone();
-        *request.headers_mut() = prepared.headers.clone();
-        if last {
-            request
-                .headers_mut()
-                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        let (mut sender, mut driver) =
-            match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
-                Ok(pair) => pair,
-                Err(e) => return (Exchange::Lost(format!("HTTP handshake failed: {e}")), None),
-            };
-        let mut closed = false;
-        let outcome = {
-            // The connection is driven here, beside the request, not in a task of its own:
-            // when the probe times out and its future is dropped, the socket goes with it.
-            let work = self.send(&mut sender, request, last);
-            let mut work = std::pin::pin!(work);
-            loop {
-                tokio::select! {
-                    outcome = &mut work => break outcome,
-                    done = &mut driver, if !closed => {
-                        closed = true;
-                        if let Err(e) = done {
-                            break Exchange::Lost(format!("connection failed: {e}"));
-                        }
-                    }
-                }
-            }
+        let request = if last {
+            &prepared.close
+        } else {
+            &prepared.keep
         };
+        // A TLS stream holds what is written until it is flushed.
+        let sent = async {
+            io.write_all(request).await?;
+            io.flush().await
+        };
+        if let Err(e) = sent.await {
+            return (
+                Exchange::Lost(format!("sending the request failed: {e}")),
+                None,
+            );
+        }
+        let mut reader = Reader {
+            io,
+            buf: Vec::with_capacity(READ_CHUNK),
+            pos: 0,
+        };
+        let head = match reader.head(self.method == HttpMethod::HEAD).await {
+            Ok(head) => head,
+            Err(e) => return (Exchange::Lost(e), None),
+        };
+        let outcome = self.judge(&mut reader, &head, last).await;
         let reusable = matches!(
             outcome,
             Exchange::Answered {
@@ -335,49 +589,34 @@ impl HttpProbe {
                 reusable: true
             }
         );
-        let kept = match (reusable && !closed, permit) {
-            (true, Some(permit)) => {
-                drop(sender);
-                let parts = driver.into_parts();
-                // Bytes past the answer would be read as the next answer: not reusable.
-                parts.read_buf.is_empty().then(|| Kept {
-                    io: parts.io.into_inner(),
-                    uses,
-                    permit,
-                })
-            }
+        // Bytes past the answer would be read as the next answer: not reusable.
+        let kept = match (reusable && reader.pending().is_empty(), permit) {
+            (true, Some(permit)) => Some(Kept {
+                io: reader.io,
+                uses,
+                permit,
+            }),
             _ => None,
         };
         (outcome, kept)
     }
 
-    /// Sends `request` and judges the answer; `last`: the connection is not reused after it.
-    async fn send(
-        &self,
-        sender: &mut SendRequest<Empty<Bytes>>,
-        request: Request<Empty<Bytes>>,
-        last: bool,
-    ) -> Exchange {
-        if let Err(e) = sender.ready().await {
-            return Exchange::Lost(format!("request failed: {e}"));
-        }
-        let response = match sender.send_request(request).await {
-            Ok(response) => response,
-            Err(e) => return Exchange::Lost(format!("request failed: {e}")),
-        };
-        let status = response.status().as_u16();
+    /// Judges an answer by its head and (when `expect_body` asks, or to reuse the connection)
+    /// its body; `last`: the connection is not reused after it.
+    async fn judge(&self, reader: &mut Reader, head: &Head, last: bool) -> Exchange {
+        let status = head.status;
         if !self.expect_status.contains(status) {
             return Exchange::Answered {
                 result: Err(format!("answered status {status}")),
                 reusable: false,
             };
         }
-        let reusable = !last && keeps_alive(&response);
-        let body = response.into_body();
+        let reusable = !last && head.keep_alive;
+        let limit = MAX_BODY_BYTES as u64;
         let Some(expected) = &self.expect_body else {
             // The body is read to its end (and dropped) only so that the connection can carry
             // the next probe; a long one is not worth it.
-            let whole = reusable && drain(body, MAX_BODY_BYTES).await;
+            let whole = reusable && reader.body(head.framing, None, limit).await.is_ok();
             return Exchange::Answered {
                 result: Ok(()),
                 reusable: whole,
@@ -385,15 +624,17 @@ impl HttpProbe {
         };
         // A body over the limit fails the probe: status pages are small, and reading on would
         // let one backend make every probe of it hold more memory.
-        let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(e) => {
-                return Exchange::Answered {
-                    result: Err(format!("reading the body failed: {e}")),
-                    reusable: false,
-                };
-            }
-        };
+        let mut body = Vec::new();
+        if let Err(e) = reader.body(head.framing, Some(&mut body), limit).await {
+            let e = match e {
+                BodyError::TooLong => format!("it is over {MAX_BODY_BYTES} bytes"),
+                BodyError::Broken(e) => e,
+            };
+            return Exchange::Answered {
+                result: Err(format!("reading the body failed: {e}")),
+                reusable: false,
+            };
+        }
         let result = if contains(&body, expected.as_bytes()) {
             Ok(())
         } else {
@@ -404,36 +645,6 @@ impl HttpProbe {
         };
         Exchange::Answered { result, reusable }
     }
-}
-
-/// Whether the answer leaves the connection open (HTTP/1.1 without `Connection: close`).
-fn keeps_alive<B>(response: &hyper::Response<B>) -> bool {
-    response.version() == hyper::Version::HTTP_11
-        && !response
-            .headers()
-            .get_all(hyper::header::CONNECTION)
-            .iter()
-            .any(|v| {
-                v.to_str()
-                    .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
-            })
-}
-
-/// Reads `body` to its end, dropping it; false if it ended in an error or passed `limit`.
-async fn drain(mut body: hyper::body::Incoming, limit: usize) -> bool {
-    let mut read = 0usize;
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            return false;
-        };
-        if let Some(data) = frame.data_ref() {
-            read = read.saturating_add(data.len());
-            if read > limit {
-                return false;
-            }
-        }
-    }
-    true
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -457,6 +457,166 @@ async fn a_backend_that_accepts_no_new_connections_fails_within_the_reuse_limit(
     assert!(c.probe(&target, &mut session).await.is_err());
 }
 
+/// Answers every request on a connection with `answer` as it is (closing after it when
+/// `close`); counts connections and keeps the requests' bytes.
+async fn canned(
+    listener: TcpListener,
+    answer: &'static [u8],
+    close: bool,
+    seen: std::sync::Arc<std::sync::Mutex<(usize, Vec<u8>)>>,
+) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        seen.lock().unwrap().0 += 1;
+        let seen = std::sync::Arc::clone(&seen);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut pending = Vec::new();
+            loop {
+                while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                    seen.lock()
+                        .unwrap()
+                        .1
+                        .extend_from_slice(&pending[..end + 4]);
+                    pending.drain(..end + 4);
+                    if stream.write_all(answer).await.is_err() || close {
+                        return;
+                    }
+                }
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => pending.extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn answers_are_framed_by_length_chunks_or_close_and_reused_only_when_they_can_be() {
+    type Seen = std::sync::Arc<std::sync::Mutex<(usize, Vec<u8>)>>;
+    // (answer, close after it, probe, expected result, connections for three probes)
+    type Case = (&'static [u8], bool, &'static str, Result<(), &'static str>, usize);
+    let big: &'static [u8] = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}",
+        http::MAX_BODY_BYTES + 1,
+        "x".repeat(http::MAX_BODY_BYTES + 1)
+    )
+    .into_bytes()
+    .leak();
+    let cases: [Case; 8] = [
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;x=y\r\nstat\r\n6\r\nus: up\r\n0\r\nX-Trailer: 1\r\n\r\n",
+            false,
+            "http: { expect_body: \"status: up\" }",
+            Ok(()),
+            1,
+        ),
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+            false,
+            "http: {}",
+            Ok(()),
+            1,
+        ),
+        (
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            true,
+            "http: { expect_body: ok }",
+            Ok(()),
+            3,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nup to the end",
+            true,
+            "http: { expect_body: the end }",
+            Ok(()),
+            3,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n",
+            false,
+            "http: {}",
+            Ok(()),
+            3,
+        ),
+        (
+            big,
+            false,
+            "http: { expect_body: x }",
+            Err("reading the body failed: it is over 65536 bytes"),
+            3,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            false,
+            "http: { expect_body: x }",
+            Err("reading the body failed: a chunk size is not a hexadecimal number"),
+            3,
+        ),
+        (
+            b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+            false,
+            "http: {}",
+            Err("not an HTTP answer: invalid HTTP version"),
+            3,
+        ),
+    ];
+    for (answer, close, probe, expected, connections) in cases {
+        let listener = TcpListener::bind("127.0.0.11:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen: Seen = Default::default();
+        let server = tokio::spawn(canned(
+            listener,
+            answer,
+            close,
+            std::sync::Arc::clone(&seen),
+        ));
+        let c = parse(probe).unwrap();
+        let target = c.target(&backend("127.0.0.11:1").address, port);
+        let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+        let mut session = Session::new(Some(budget));
+        for _ in 0..3 {
+            let result = c.probe(&target, &mut session).await;
+            assert_eq!(result.as_ref().map(|_| ()).map_err(String::as_str), expected, "{probe}");
+        }
+        assert_eq!(seen.lock().unwrap().0, connections, "{probe}: connections");
+        server.abort();
+    }
+}
+
+#[tokio::test]
+async fn the_request_is_written_once_per_backend_with_its_headers() {
+    let listener = TcpListener::bind("127.0.0.11:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: std::sync::Arc<std::sync::Mutex<(usize, Vec<u8>)>> = Default::default();
+    let answer: &'static [u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let server = tokio::spawn(canned(
+        listener,
+        answer,
+        false,
+        std::sync::Arc::clone(&seen),
+    ));
+    let c = parse("http: { path: \"/ready?deep=1\", method: HEAD, host: svc.example, headers: { X-Probe: yes } }").unwrap();
+    let target = c.target(&backend("127.0.0.11:1").address, port);
+    let mut session = Session::new(Some(std::sync::Arc::new(tokio::sync::Semaphore::new(1))));
+    for _ in 0..http::MAX_REQUESTS_PER_CONNECTION {
+        assert_eq!(c.probe(&target, &mut session).await, Ok(()));
+    }
+    let text = String::from_utf8(seen.lock().unwrap().1.clone()).unwrap();
+    let ua = concat!("User-Agent: elasticd-health/", env!("CARGO_PKG_VERSION"));
+    let keep =
+        format!("HEAD /ready?deep=1 HTTP/1.1\r\nHost: svc.example\r\n{ua}\r\nx-probe: yes\r\n\r\n");
+    let last = keep.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
+    let n = http::MAX_REQUESTS_PER_CONNECTION as usize;
+    assert_eq!(text, keep.repeat(n - 1) + &last);
+    // One connection carried them all, and the last said so.
+    assert_eq!(seen.lock().unwrap().0, 1);
+    server.abort();
+}
+
 #[test]
 fn probes_fall_due_on_ticks_of_a_hundredth_of_the_wait() {
     let epoch = tokio::time::Instant::now();

@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -143,6 +143,209 @@ impl Pool {
             .map(|z| format!(", \"zone\": \"{z}\""))
             .unwrap_or_default();
         format!("[{{\"targets\": [{}]{zone}}}]\n", targets.join(", "))
+    }
+}
+
+/// How a [`Switchable`] backend behaves; switched while it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fault {
+    /// Answers `200` with its identity, on keep-alive connections.
+    None = 0,
+    /// Stopped: the listener is closed (connections are refused) and open connections close.
+    Stopped = 1,
+    /// Accepts connections and reads requests, but never answers them.
+    Hang = 2,
+    /// Answers `500`.
+    Status500 = 3,
+    /// Accepts connections and closes them at once, without reading.
+    Close = 4,
+}
+
+impl Fault {
+    fn from_u8(n: u8) -> Fault {
+        match n {
+            1 => Fault::Stopped,
+            2 => Fault::Hang,
+            3 => Fault::Status500,
+            4 => Fault::Close,
+            _ => Fault::None,
+        }
+    }
+}
+
+struct SwitchShared {
+    fault: AtomicU8,
+    quit: AtomicBool,
+}
+
+/// An HTTP backend like [`Backend`] (its identity as the body) whose failure mode the test
+/// switches with [`Switchable::set`]: stopped, hanging, answering 500, closing connections, and
+/// back to serving on the same address. One thread per connection.
+pub struct Switchable {
+    /// What it answers, like `s1`.
+    pub id: String,
+    /// Where it listens (the same address after a stop).
+    pub addr: SocketAddr,
+    shared: Arc<SwitchShared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Switchable {
+    /// Starts a backend serving on `ip` (any free port).
+    pub fn start(id: &str, ip: Ipv4Addr) -> Switchable {
+        let listener = std::net::TcpListener::bind(SocketAddr::from((ip, 0)))
+            .unwrap_or_else(|e| panic!("backend {id} on {ip}: {e}"));
+        let addr = listener.local_addr().expect("local address");
+        let shared = Arc::new(SwitchShared {
+            fault: AtomicU8::new(Fault::None as u8),
+            quit: AtomicBool::new(false),
+        });
+        let accept = {
+            let shared = Arc::clone(&shared);
+            let id = id.to_string();
+            std::thread::spawn(move || switch_accept(Some(listener), addr, &id, &shared))
+        };
+        Switchable {
+            id: id.to_string(),
+            addr,
+            shared,
+            accept: Some(accept),
+        }
+    }
+
+    /// Switches how it behaves from now on.
+    pub fn set(&self, fault: Fault) {
+        self.shared.fault.store(fault as u8, Ordering::SeqCst);
+    }
+
+    /// `ip:port` as the locator file names it.
+    pub fn target(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for Switchable {
+    fn drop(&mut self) {
+        self.shared.quit.store(true, Ordering::SeqCst);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A file_sd document listing `backends`.
+pub fn switchable_document(backends: &[&Switchable], zone: Option<&str>) -> String {
+    let targets: Vec<String> = backends
+        .iter()
+        .map(|b| format!("\"{}\"", b.target()))
+        .collect();
+    let zone = zone
+        .map(|z| format!(", \"zone\": \"{z}\""))
+        .unwrap_or_default();
+    format!("[{{\"targets\": [{}]{zone}}}]\n", targets.join(", "))
+}
+
+fn switch_accept(
+    mut listener: Option<std::net::TcpListener>,
+    addr: SocketAddr,
+    id: &str,
+    shared: &Arc<SwitchShared>,
+) {
+    while !shared.quit.load(Ordering::SeqCst) {
+        let fault = Fault::from_u8(shared.fault.load(Ordering::SeqCst));
+        if fault == Fault::Stopped {
+            // Closing the listener makes new connections be refused, as for a dead process.
+            listener = None;
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        }
+        let l = match &listener {
+            Some(l) => l,
+            // Back on the same address (std sets SO_REUSEADDR, so TIME_WAIT does not block it).
+            None => match std::net::TcpListener::bind(addr) {
+                Ok(l) => listener.insert(l),
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+            },
+        };
+        // Non-blocking, polled: a switch to `Stopped` must close the listener promptly.
+        l.set_nonblocking(true).expect("non-blocking listener");
+        let stream = match l.accept() {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+        };
+        if fault == Fault::Close {
+            drop(stream);
+            continue;
+        }
+        let shared = Arc::clone(shared);
+        let id = id.to_string();
+        std::thread::spawn(move || switch_connection(stream, &id, &shared));
+    }
+}
+
+/// Serves one connection until the peer closes it, a fault says to drop it, or the backend
+/// quits.
+fn switch_connection(mut stream: TcpStream, id: &str, shared: &SwitchShared) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_nodelay(true);
+    // Short reads, so that a switch to `Stopped` closes idle connections within 50 ms.
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut buf: Vec<u8> = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let fault = || Fault::from_u8(shared.fault.load(Ordering::SeqCst));
+        let end = loop {
+            if shared.quit.load(Ordering::SeqCst)
+                || matches!(fault(), Fault::Stopped | Fault::Close)
+            {
+                return;
+            }
+            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break pos + 4;
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+        };
+        // Requests here (nginx's, the probes') have no body.
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        buf.drain(..end);
+        let close = head.contains("connection: close");
+        let (status, body) = match fault() {
+            Fault::None => ("200 OK", id.to_string()),
+            Fault::Status500 => ("500 Internal Server Error", format!("{id} failing")),
+            Fault::Hang => {
+                // Never answers; the connection closes when the backend is switched away from
+                // hanging (or the peer gives up first).
+                while fault() == Fault::Hang && !shared.quit.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                return;
+            }
+            Fault::Stopped | Fault::Close => return,
+        };
+        let answer = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{}\r\n{body}",
+            body.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        );
+        if stream.write_all(answer.as_bytes()).is_err() || close {
+            return;
+        }
     }
 }
 
@@ -613,6 +816,9 @@ impl Drop for Frontend {
 // ---------------------------------------------------------------------------------------------
 // HTTP client
 
+/// How long a load client waits for the next bytes of an answer, unless told otherwise.
+const DEFAULT_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One HTTP/1.1 connection with keep-alive.
 struct Conn {
     stream: TcpStream,
@@ -628,13 +834,21 @@ enum Failure {
     NoAnswer(String),
     /// Broken during the answer.
     Broken(String),
+    /// No byte of the answer within the client's timeout: the request hung (not retried,
+    /// unlike a keep-alive connection the server closed).
+    TimedOut,
 }
 
 impl Conn {
     fn open(port: u16) -> std::io::Result<Conn> {
+        Conn::open_with(port, DEFAULT_ANSWER_TIMEOUT)
+    }
+
+    /// Like [`Conn::open`], giving up on a read after `timeout` without a byte.
+    fn open_with(port: u16, timeout: Duration) -> std::io::Result<Conn> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(Duration::from_secs(10)))?;
         stream.set_nodelay(true)?;
         Ok(Conn {
@@ -657,6 +871,15 @@ impl Conn {
                 Ok(0) if self.buf.is_empty() => return Err(Failure::NoAnswer("closed".into())),
                 Ok(0) => return Err(Failure::Broken("closed in the header".into())),
                 Ok(n) => n,
+                Err(e)
+                    if self.buf.is_empty()
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                {
+                    return Err(Failure::TimedOut);
+                }
                 Err(e) if self.buf.is_empty() => {
                     return Err(Failure::NoAnswer(format!("read: {e}")));
                 }
@@ -764,6 +987,8 @@ pub enum Outcome {
 /// One finished request.
 #[derive(Clone, Debug)]
 pub struct Event {
+    /// When the request was sent (its first attempt).
+    pub started: Instant,
     /// When the answer (or the failure) arrived.
     pub at: Instant,
     /// What it was.
@@ -793,6 +1018,18 @@ impl Load {
     /// Starts `threads` clients against `127.0.0.1:port`, each pausing `pause` between
     /// requests.
     pub fn start(port: u16, threads: usize, pause: Duration) -> Load {
+        Load::start_with_timeout(port, threads, pause, DEFAULT_ANSWER_TIMEOUT)
+    }
+
+    /// Like [`Load::start`], with a request failing when no byte of its answer comes for
+    /// `timeout` (a user who gives up on a hanging page), so that a backend that hangs holds
+    /// each client only that long.
+    pub fn start_with_timeout(
+        port: u16,
+        threads: usize,
+        pause: Duration,
+        timeout: Duration,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let events = Arc::new(Mutex::new(Vec::with_capacity(100_000)));
         let stale_retries = Arc::new(AtomicU64::new(0));
@@ -801,7 +1038,9 @@ impl Load {
                 let stop = Arc::clone(&stop);
                 let events = Arc::clone(&events);
                 let stale = Arc::clone(&stale_retries);
-                std::thread::spawn(move || client_loop(port, pause, &stop, &events, &stale))
+                std::thread::spawn(move || {
+                    client_loop(port, pause, timeout, &stop, &events, &stale)
+                })
             })
             .collect();
         Load {
@@ -873,6 +1112,19 @@ impl Load {
             .into_iter()
             .filter(|e| !matches!(e.outcome, Outcome::Served(_)))
             .collect()
+    }
+
+    /// Failed requests (errors and non-200 answers) sent at or after `since`, whenever they
+    /// ended: a request that hangs fails long after it went out.
+    pub fn failures_sent(&self, since: Instant) -> Vec<Event> {
+        let events = self.events.lock().expect("events lock");
+        let mut failed: Vec<Event> = events
+            .iter()
+            .filter(|e| e.started >= since && !matches!(e.outcome, Outcome::Served(_)))
+            .cloned()
+            .collect();
+        failed.sort_by_key(|e| e.started);
+        failed
     }
 
     /// Stops the clients and returns the totals.
@@ -947,14 +1199,17 @@ impl Totals {
 fn client_loop(
     port: u16,
     pause: Duration,
+    timeout: Duration,
     stop: &AtomicBool,
     events: &Mutex<Vec<Event>>,
     stale: &AtomicU64,
 ) {
     let mut conn: Option<Conn> = None;
     while !stop.load(Ordering::Relaxed) {
-        let outcome = request(port, &mut conn, stale);
+        let started = Instant::now();
+        let outcome = request(port, timeout, &mut conn, stale);
         let event = Event {
+            started,
             at: Instant::now(),
             outcome,
         };
@@ -969,10 +1224,10 @@ fn client_loop(
     }
 }
 
-fn request(port: u16, conn: &mut Option<Conn>, stale: &AtomicU64) -> Outcome {
+fn request(port: u16, timeout: Duration, conn: &mut Option<Conn>, stale: &AtomicU64) -> Outcome {
     for attempt in 0..2 {
         if conn.is_none() {
-            match Conn::open(port) {
+            match Conn::open_with(port, timeout) {
                 Ok(c) => *conn = Some(c),
                 Err(e) => return Outcome::Error(format!("connect: {e}")),
             }
