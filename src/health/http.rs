@@ -289,9 +289,14 @@ impl Reader {
     async fn take(&mut self, mut n: u64, mut out: Option<&mut Vec<u8>>) -> Result<(), BodyError> {
         while n > 0 {
             if self.pending().is_empty() && self.fill_body().await? == 0 {
-                return Err(BodyError::Broken("the connection closed within the body".into()));
+                return Err(BodyError::Broken(
+                    "the connection closed within the body".into(),
+                ));
             }
-            let here = self.pending().len().min(usize::try_from(n).unwrap_or(usize::MAX));
+            let here = self
+                .pending()
+                .len()
+                .min(usize::try_from(n).unwrap_or(usize::MAX));
             if let Some(out) = out.as_deref_mut() {
                 out.extend_from_slice(&self.buf[self.pos..self.pos + here]);
             }
@@ -313,7 +318,9 @@ impl Reader {
                 return Err(BodyError::Broken("a chunk line is too long".into()));
             }
             if self.fill_body().await? == 0 {
-                return Err(BodyError::Broken("the connection closed within the body".into()));
+                return Err(BodyError::Broken(
+                    "the connection closed within the body".into(),
+                ));
             }
         }
     }

@@ -498,7 +498,13 @@ async fn canned(
 async fn answers_are_framed_by_length_chunks_or_close_and_reused_only_when_they_can_be() {
     type Seen = std::sync::Arc<std::sync::Mutex<(usize, Vec<u8>)>>;
     // (answer, close after it, probe, expected result, connections for three probes)
-    type Case = (&'static [u8], bool, &'static str, Result<(), &'static str>, usize);
+    type Case = (
+        &'static [u8],
+        bool,
+        &'static str,
+        Result<(), &'static str>,
+        usize,
+    );
     let big: &'static [u8] = format!(
         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}",
         http::MAX_BODY_BYTES + 1,
@@ -580,7 +586,11 @@ async fn answers_are_framed_by_length_chunks_or_close_and_reused_only_when_they_
         let mut session = Session::new(Some(budget));
         for _ in 0..3 {
             let result = c.probe(&target, &mut session).await;
-            assert_eq!(result.as_ref().map(|_| ()).map_err(String::as_str), expected, "{probe}");
+            assert_eq!(
+                result.as_ref().map(|_| ()).map_err(String::as_str),
+                expected,
+                "{probe}"
+            );
         }
         assert_eq!(seen.lock().unwrap().0, connections, "{probe}: connections");
         server.abort();

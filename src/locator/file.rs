@@ -139,11 +139,7 @@ impl FileLocator {
 
     /// Keeps an answer for reuse: with the file's version when it had settled (`stamp`), else
     /// with its bytes. `None` forgets the last one (the file gave no answer).
-    fn remember(
-        &self,
-        kept: Option<(Option<Stamp>, Vec<u8>, &BackendSet)>,
-        ctx: &LocateContext,
-    ) {
+    fn remember(&self, kept: Option<(Option<Stamp>, Vec<u8>, &BackendSet)>, ctx: &LocateContext) {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         *last = kept.map(|(stamp, bytes, backends)| Cached {
             stamp,
