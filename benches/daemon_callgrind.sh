@@ -29,29 +29,10 @@ bench_binary
 OUT=${OUT:-$WORK/profiles}
 mkdir -p "$OUT"
 OUT=$(realpath "$OUT")
-write_set() {
-  python3 - "$BACKENDS" "$1" > web.json.tmp <<'PY'
-import json, sys
-n, k = int(sys.argv[1]), int(sys.argv[2])
-targets = ["127.%d.%d.%d:8080" % (i >> 16 & 255, i >> 8 & 255, i & 255 or 1) for i in range(n)]
-if k:
-    targets[k % n] = "127.200.%d.%d:8080" % (k >> 8 & 255, k & 255)
-print(json.dumps([{"targets": targets}]))
-PY
-  mv web.json.tmp web.json
-}
 
 cd "$WORK"
-write_set 0
-cat > config.yaml <<'YAML'
-daemon: { settle_min: 100ms, settle_max: 1s }
-services:
-  web: { refresh: 1s, locators: [file: { path: web.json }] }
-frontends:
-  fe: { reload: { command: [sh, -c, "echo reload >> reloads"] } }
-outputs:
-  - { template: "builtin:nginx", path: web.conf, frontend: fe, vars: { service: web } }
-YAML
+scale_write_set 0
+scale_config
 valgrind --tool=callgrind --dump-instr=no --trace-children=no \
   --callgrind-out-file="$OUT/callgrind.out.%p" \
   "$BIN" run --config config.yaml --log info 2> daemon.log &
@@ -66,7 +47,7 @@ sleep "$QUIET_SECONDS"
 callgrind_control -d quiet "$DAEMON_PID" > /dev/null
 applies0=$(grep -c ' applied ' daemon.log || true)
 for i in $(seq "$CHANGES"); do
-  write_set "$i"
+  scale_write_set "$i"
   sleep "$CHANGE_EVERY"
 done
 callgrind_control -d changes "$DAEMON_PID" > /dev/null

@@ -22,30 +22,10 @@ unset RUST_LOG ELASTICD_LOG
 
 . benches/lib.sh
 bench_binary
-# The backend file with backend number $1 replaced by a new address (0: none replaced).
-write_set() {
-  python3 - "$BACKENDS" "$1" > web.json.tmp <<'PY'
-import json, sys
-n, k = int(sys.argv[1]), int(sys.argv[2])
-targets = ["127.%d.%d.%d:8080" % (i >> 16 & 255, i >> 8 & 255, i & 255 or 1) for i in range(n)]
-if k:
-    targets[k % n] = "127.200.%d.%d:8080" % (k >> 8 & 255, k & 255)
-print(json.dumps([{"targets": targets}]))
-PY
-  mv web.json.tmp web.json
-}
 
 cd "$WORK"
-write_set 0
-cat > config.yaml <<'YAML'
-daemon: { settle_min: 100ms, settle_max: 1s }
-services:
-  web: { refresh: 1s, locators: [file: { path: web.json }] }
-frontends:
-  fe: { reload: { command: [sh, -c, "echo reload >> reloads"] } }
-outputs:
-  - { template: "builtin:nginx", path: web.conf, frontend: fe, vars: { service: web } }
-YAML
+scale_write_set 0
+scale_config
 "$BIN" run --config config.yaml --log info 2> daemon.log &
 DAEMON_PID=$!
 for _ in $(seq 300); do [ -s reloads ] && break; sleep 0.1; done
@@ -66,7 +46,7 @@ end=$(( $(date +%s) + IDLE_SECONDS - QUIET_SECONDS ))
 next_sample=$(( $(date +%s) + 5 ))
 while [ "$(date +%s)" -lt "$end" ]; do
   changes=$((changes + 1))
-  write_set "$changes"
+  scale_write_set "$changes"
   sleep "$CHANGE_EVERY"
   if [ "$(date +%s)" -ge "$next_sample" ]; then sample; next_sample=$(( $(date +%s) + 5 )); fi
 done

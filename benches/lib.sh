@@ -49,3 +49,29 @@ user_seconds() { awk -v clk="$clk" '{ print $14 / clk }' "/proc/$1/stat"; }
 system_seconds() { awk -v clk="$clk" '{ print $15 / clk }' "/proc/$1/stat"; }
 # A field of /proc/PID/status in kB: status_kb PID VmRSS.
 status_kb() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
+
+# daemon_scale.sh and daemon_callgrind.sh, in $WORK: the file_sd file of $BACKENDS targets (one
+# group) with target number $1 replaced by a new address (0: none replaced) ...
+scale_write_set() {
+  python3 - "$BACKENDS" "$1" > web.json.tmp <<'PY'
+import json, sys
+n, k = int(sys.argv[1]), int(sys.argv[2])
+targets = ["127.%d.%d.%d:8080" % (i >> 16 & 255, i >> 8 & 255, i & 255 or 1) for i in range(n)]
+if k:
+    targets[k % n] = "127.200.%d.%d:8080" % (k >> 8 & 255, k & 255)
+print(json.dumps([{"targets": targets}]))
+PY
+  mv web.json.tmp web.json
+}
+# ... and their config: one service refreshing every second into builtin:nginx, settle 100ms-1s.
+scale_config() {
+  cat > config.yaml <<'YAML'
+daemon: { settle_min: 100ms, settle_max: 1s }
+services:
+  web: { refresh: 1s, locators: [file: { path: web.json }] }
+frontends:
+  fe: { reload: { command: [sh, -c, "echo reload >> reloads"] } }
+outputs:
+  - { template: "builtin:nginx", path: web.conf, frontend: fe, vars: { service: web } }
+YAML
+}
