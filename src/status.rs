@@ -16,6 +16,11 @@ use crate::backend::Backend;
 /// How many applied changes the status keeps.
 pub const RECENT_CHANGES: usize = 50;
 
+/// How many endpoints a change record names of those added, and of those removed: 10,000
+/// registrations arriving over 50 passes would otherwise keep 10,000 endpoint texts in the
+/// status, and put them all on the status page.
+pub const CHANGE_ENDPOINTS: usize = 20;
+
 /// A point in time, written as RFC 3339 in UTC (`2026-12-01T23:00:00.123Z`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Timestamp(pub SystemTime);
@@ -251,10 +256,16 @@ pub struct Change {
     pub at: Timestamp,
     /// The service.
     pub service: String,
-    /// Endpoints added (`10.0.0.3:80`).
+    /// Endpoints added (`10.0.0.3:80`), the first [`CHANGE_ENDPOINTS`] of them.
     pub added: Vec<String>,
-    /// Endpoints removed.
+    /// Endpoints removed, the first [`CHANGE_ENDPOINTS`] of them.
     pub removed: Vec<String>,
+    /// How many were added in all.
+    #[serde(default)]
+    pub added_count: usize,
+    /// How many were removed in all.
+    #[serde(default)]
+    pub removed_count: usize,
     /// The set's size after it.
     pub backends: usize,
 }
@@ -442,6 +453,8 @@ mod tests {
                 service: format!("s{i}"),
                 added: Vec::new(),
                 removed: Vec::new(),
+                added_count: 0,
+                removed_count: 0,
                 backends: 0,
             });
         }

@@ -457,3 +457,27 @@ fn a_client_that_stops_reading_is_cut_off() {
     asking.join().unwrap();
     assert_eq!(d.get("/healthz").unwrap().0, 200);
 }
+
+#[test]
+fn a_large_change_names_its_first_twenty_endpoints_and_counts_all() {
+    let targets: Vec<String> = (1..=25).map(|i| format!("127.0.1.{i}")).collect();
+    let d = start("1s", "", |t| {
+        t.write("backends.json", &targets_json(&targets));
+    });
+    d.wait("the change to be logged", || {
+        d.json("/api/v1/changes")
+            .1
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+    });
+    let (_, changes) = d.json("/api/v1/changes");
+    let change = &changes[0];
+    assert_schema("Change", change);
+    assert_eq!(change["added_count"], 25, "{change}");
+    assert_eq!(change["removed_count"], 0, "{change}");
+    let added = change["added"].as_array().expect("a list");
+    assert_eq!(added.len(), 20, "{change}");
+    // Sorted as the set is: numerically by address.
+    assert_eq!(added[0], "127.0.1.1:8080");
+    assert_eq!(added[19], "127.0.1.20:8080");
+}

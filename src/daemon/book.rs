@@ -16,7 +16,7 @@ use crate::engine::{
 };
 use crate::metrics::{ServiceLabels, metrics};
 use crate::status::{
-    Change, ConfigStatus, Failure, FrontendStatus, GuardStatus, Outcome, OutputStatus,
+    CHANGE_ENDPOINTS, Change, ConfigStatus, Failure, FrontendStatus, GuardStatus, Outcome, OutputStatus,
     ServiceStatus, Status, Timestamp,
 };
 
@@ -287,10 +287,12 @@ impl Book {
                 {
                     continue;
                 }
-                let endpoints =
-                    |list: &[&backend::Backend]| list.iter().map(|b| b.endpoint()).collect();
+                let endpoints = |list: &[&backend::Backend]| {
+                    let named = list.iter().take(CHANGE_ENDPOINTS);
+                    (named.map(|b| b.endpoint()).collect(), list.len())
+                };
                 // The apply's own diff when it is of the same sets (it is, after a clean apply).
-                let (added, removed) = match moved
+                let ((added, added_count), (removed, removed_count)) = match moved
                     .iter()
                     .find(|m| m.name == name && Arc::ptr_eq(m.set, set))
                 {
@@ -306,6 +308,8 @@ impl Book {
                     service: name.clone(),
                     added,
                     removed,
+                    added_count,
+                    removed_count,
                     backends: set.len(),
                 });
             }

@@ -2,12 +2,13 @@
 //! server's API (`/api/v1/registry/{service}/{id}`), from the process's push registry.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::{LocateContext, LocateFuture, Locator, LocatorSpec};
+use super::{LocateContext, LocateFuture, LocateSetFuture, Locator, LocatorSpec};
 use crate::registry::{self, Policy, Registry};
 use crate::value::HumanDuration;
 
@@ -128,7 +129,12 @@ impl Locator for RegistryLocator {
     }
 
     fn locate<'a>(&'a self, ctx: &'a LocateContext) -> LocateFuture<'a> {
+        Box::pin(async move { self.locate_set(ctx).await.map(Arc::unwrap_or_clone) })
+    }
+
+    fn locate_set<'a>(&'a self, ctx: &'a LocateContext) -> LocateSetFuture<'a> {
         // Outside the daemon (`elasticd render`, `locate`) nothing registers: the set is empty.
+        // The store's own set, not a copy: 10,000 registrations are held once.
         let backends = self
             .store
             .backends(&ctx.service, tokio::time::Instant::now());

@@ -8,9 +8,9 @@
 //! services take registrations and under which limits ([`Registry::configure`]).
 
 mod input;
+mod table;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::IpAddr;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -22,9 +22,10 @@ use tokio::time::Instant;
 pub use crate::secret::Secret;
 pub use input::{check_id, read_tokens};
 
-use crate::backend::{Address, Backend, CompactString, Labels};
+use crate::backend::{Address, Backend, BackendSet, Labels};
 use crate::metrics::{ServiceLabels, metrics};
 use input::{echo, target_of, ttl_of};
+use table::{Lease, Table};
 
 /// The `source` of every registered backend.
 pub const SOURCE: &str = "registry";
@@ -218,79 +219,32 @@ fn show(env: &Option<String>) -> String {
     }
 }
 
-/// One registration, held compactly: ids and meta live once here, and the backends the
-/// locator hands out are built from it when asked for.
-struct Entry {
-    ip: IpAddr,
-    port: u16,
-    weight: u32,
-    /// Most registrations carry none; an empty set allocates nothing, and every backend built
-    /// from the entry shares it.
-    meta: Labels,
-    /// The daemon's environment as it stated it (shared, not a copy per registration).
-    environment: Option<Arc<str>>,
-    hold: Hold,
-    ttl: Duration,
-    /// When it goes: a lease's expiry unless renewed, or the end of a drain (`draining`); none
-    /// for a connection. One field for both, since a drain ends the lease (10,000 registrations
-    /// are 160 KB less).
-    until: Option<Instant>,
-    /// Deregistered with a drain: weight 0 until `until`, then gone.
-    draining: bool,
-}
-
-impl Entry {
-    /// When the sweep must look at it next.
-    fn deadline(&self) -> Option<Instant> {
-        self.until
-    }
-
-    /// Leases only: when it lapses unless renewed.
-    fn expires(&self) -> Option<Instant> {
-        self.until.filter(|_| !self.draining)
-    }
-
-    /// After a deregistration with a drain: when it goes.
-    fn draining_until(&self) -> Option<Instant> {
-        self.until.filter(|_| self.draining)
-    }
-
-    fn meta(&self) -> Labels {
-        self.meta.clone()
-    }
-
-    /// The backend a frontend gets for it (weight 0 and `state: draining` while draining).
-    fn backend(&self, id: &str) -> Backend {
-        let mut b = Backend::new(Address::Ip(self.ip), self.port);
-        b.weight = self.weight;
-        b.id = Some(id.into());
-        b.tags = self.meta();
-        b.source = shared_registry_source();
-        if self.draining {
-            b.weight = 0;
-            b.meta.insert("state", "draining");
-        }
-        b
-    }
-
-    fn view(&self, service: &str, id: &str, now: Instant) -> LeaseView {
-        let left = |t: Instant| t.saturating_duration_since(now).as_secs_f64();
-        LeaseView {
-            id: id.to_string(),
-            service: service.to_string(),
-            address: self.ip.to_string(),
-            port: self.port,
-            weight: if self.draining { 0 } else { self.weight },
-            meta: self.meta(),
-            environment: self.environment.as_deref().map(str::to_string),
-            mode: match self.hold {
-                Hold::Lease => "lease",
-                Hold::Connection(_) => "connection",
-            },
-            ttl_seconds: (self.hold == Hold::Lease).then_some(self.ttl.as_secs_f64()),
-            expires_in_seconds: self.expires().map(left),
-            draining_seconds: self.draining_until().map(left),
-        }
+/// Registration `id` as the API shows it.
+fn view(
+    service: &str,
+    id: &str,
+    lease: &Lease,
+    backend: &Backend,
+    environment: Option<&str>,
+    now: Instant,
+) -> LeaseView {
+    let left = |t: Instant| t.saturating_duration_since(now).as_secs_f64();
+    let hold = lease.hold();
+    LeaseView {
+        id: id.to_string(),
+        service: service.to_string(),
+        address: backend.address.to_string(),
+        port: backend.port,
+        weight: backend.weight,
+        meta: backend.tags.clone(),
+        environment: environment.map(str::to_string),
+        mode: match hold {
+            Hold::Lease => "lease",
+            Hold::Connection(_) => "connection",
+        },
+        ttl_seconds: (hold == Hold::Lease).then_some(lease.ttl().as_secs_f64()),
+        expires_in_seconds: lease.expires().map(left),
+        draining_seconds: lease.draining_until().map(left),
     }
 }
 
@@ -329,9 +283,7 @@ pub struct SavedFile {
 
 struct Service {
     policy: Policy,
-    /// By id; a boxed `str` is the id's bytes and a length, no spare capacity.
-    /// Keyed by id; ids are short, so they are stored inline, not as one allocation each.
-    entries: BTreeMap<CompactString, Entry>,
+    table: Table,
 }
 
 #[derive(Default)]
@@ -361,8 +313,7 @@ fn earliest(inner: &Inner) -> Option<Instant> {
     inner
         .services
         .values()
-        .flat_map(|s| s.entries.values())
-        .filter_map(Entry::deadline)
+        .filter_map(|s| s.table.earliest())
         .min()
 }
 
@@ -389,11 +340,25 @@ impl Registry {
     /// SIGHUP). Services kept keep their registrations; those gone lose them.
     pub fn configure(&self, environment: Option<String>, services: Vec<(String, Policy)>) {
         let mut inner = self.lock();
-        inner.environment = environment.map(Arc::from);
+        let environment: Option<Arc<str>> = environment.map(Arc::from);
         let mut old = std::mem::take(&mut inner.services);
+        if inner.environment != environment {
+            // Every registration stated the old environment: the new one would refuse them.
+            let dropped: usize = old.values().map(|s| s.table.len()).sum();
+            if dropped > 0 {
+                tracing::warn!(
+                    "the environment changed from {} to {}: {} dropped",
+                    show(&inner.environment.as_deref().map(str::to_string)),
+                    show(&environment.as_deref().map(str::to_string)),
+                    crate::value::count(dropped, "registration")
+                );
+            }
+            old.clear();
+        }
+        inner.environment = environment;
         for (name, policy) in services {
-            let entries = old.remove(&name).map(|s| s.entries).unwrap_or_default();
-            inner.services.insert(name, Service { policy, entries });
+            let table = old.remove(&name).map(|s| s.table).unwrap_or_default();
+            inner.services.insert(name, Service { policy, table });
         }
         for name in old.keys() {
             metrics().registrations.remove(&ServiceLabels {
@@ -451,8 +416,8 @@ impl Registry {
             Hold::Lease => ttl_of(registration.ttl.as_ref(), &svc.policy)?,
             Hold::Connection(_) => Duration::ZERO,
         };
-        let existing = svc.entries.get(id);
-        match (existing.map(|e| e.hold), hold) {
+        let existing = svc.table.get(id);
+        match (existing.map(|(l, _)| l.hold()), hold) {
             (Some(Hold::Connection(a)), Hold::Connection(b)) if a != b => {
                 return Err(RegistryError::Conflict {
                     id: id.to_string(),
@@ -465,7 +430,7 @@ impl Registry {
                     held: "an open connection",
                 });
             }
-            (None, _) if svc.entries.len() >= svc.policy.max_registrations => {
+            (None, _) if svc.table.len() >= svc.policy.max_registrations => {
                 return Err(RegistryError::Full {
                     service: service.to_string(),
                     max: svc.policy.max_registrations,
@@ -473,33 +438,18 @@ impl Registry {
             }
             _ => {}
         }
-        let meta = registration.meta.clone();
+        let mut backend = Backend::new(Address::Ip(ip), port);
+        backend.weight = weight;
+        backend.id = Some(id.into());
+        backend.tags = registration.meta.clone();
+        backend.source = shared_registry_source();
         // A lease that lapsed but was not swept yet is a new registration, not a renewal.
-        let unchanged = existing.is_some_and(|e| {
-            (e.ip, e.port, e.weight) == (ip, port, weight)
-                && e.meta == meta
-                && !e.draining
-                && e.until.is_none_or(|t| t > now)
-        });
-        let entry = Entry {
-            ip,
-            port,
-            weight,
-            meta,
-            environment: expected,
-            hold,
-            ttl,
-            until: (hold == Hold::Lease).then(|| now.checked_add(ttl).unwrap_or(now)),
-            draining: false,
-        };
-        let view = entry.view(service, id, now);
-        let deadline = entry.deadline();
-        match svc.entries.get_mut(id) {
-            Some(slot) => *slot = entry,
-            None => {
-                svc.entries.insert(id.into(), entry);
-            }
-        }
+        let unchanged =
+            existing.is_some_and(|(l, b)| *b == backend && !l.draining() && l.live(now));
+        let lease = Lease::new(ip, port, hold, ttl, now);
+        let view = view(service, id, &lease, &backend, expected.as_deref(), now);
+        let deadline = lease.deadline();
+        svc.table.put(id, lease, backend);
         lower(&mut inner.sweep_at, deadline);
         // A renewal only moves an expiry later: the sweep's timer, set for the earlier one,
         // wakes, finds nothing lapsed and sets itself again. So renewals wake nobody.
@@ -511,7 +461,9 @@ impl Registry {
 
     /// Renews lease `id` of `service` without changing it.
     pub fn renew(&self, service: &str, id: &str, now: Instant) -> Result<LeaseView, RegistryError> {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        // Split borrows: the service's table and the daemon's environment.
+        let inner = &mut *guard;
         let svc = inner
             .services
             .get_mut(service)
@@ -520,19 +472,27 @@ impl Registry {
             service: service.to_string(),
             id: id.to_string(),
         };
-        let entry = svc.entries.get_mut(id).ok_or_else(unknown)?;
-        if entry.hold != Hold::Lease {
+        let lease = svc.table.lease_mut(id).ok_or_else(unknown)?;
+        if lease.hold() != Hold::Lease {
             return Err(RegistryError::Conflict {
                 id: id.to_string(),
                 held: "an open connection",
             });
         }
-        if entry.draining || entry.until.is_some_and(|t| t <= now) {
+        if lease.draining() || !lease.live(now) {
             // Lapsed (or being removed): the client must register it again, with its data.
             return Err(unknown());
         }
-        entry.until = Some(now.checked_add(entry.ttl).unwrap_or(now));
-        Ok(entry.view(service, id, now))
+        lease.renew(now);
+        let (lease, backend) = svc.table.get(id).ok_or_else(unknown)?;
+        Ok(view(
+            service,
+            id,
+            lease,
+            backend,
+            inner.environment.as_deref(),
+            now,
+        ))
     }
 
     /// Removes `id` at once, or after `drain` with weight 0 meanwhile.
@@ -548,30 +508,23 @@ impl Registry {
             .services
             .get_mut(service)
             .ok_or_else(|| RegistryError::NotRegistry(service.to_string()))?;
-        match drain.filter(|d| !d.is_zero()) {
-            None => {
-                svc.entries
-                    .remove(id)
-                    .ok_or_else(|| RegistryError::UnknownLease {
-                        service: service.to_string(),
-                        id: id.to_string(),
-                    })?;
-            }
+        let found = match drain.filter(|d| !d.is_zero()) {
+            None => svc.table.remove(id),
             Some(drain) => {
-                let entry = svc
-                    .entries
-                    .get_mut(id)
-                    .ok_or_else(|| RegistryError::UnknownLease {
-                        service: service.to_string(),
-                        id: id.to_string(),
-                    })?;
                 // A drain outlives the lease and the connection that held it.
-                entry.until = Some(now.checked_add(drain).unwrap_or(now));
-                entry.draining = true;
-                entry.hold = Hold::Lease;
-                let deadline = entry.deadline();
-                lower(&mut inner.sweep_at, deadline);
+                let until = now.checked_add(drain).unwrap_or(now);
+                let found = svc.table.drain(id, until);
+                if found {
+                    lower(&mut inner.sweep_at, Some(until));
+                }
+                found
             }
+        };
+        if !found {
+            return Err(RegistryError::UnknownLease {
+                service: service.to_string(),
+                id: id.to_string(),
+            });
         }
         self.changed_locked(&mut inner, service);
         Ok(())
@@ -583,10 +536,10 @@ impl Registry {
         let Some(svc) = inner.services.get_mut(service) else {
             return false;
         };
-        if svc.entries.get(id).map(|e| e.hold) != Some(Hold::Connection(connection)) {
+        if svc.table.get(id).map(|(l, _)| l.hold()) != Some(Hold::Connection(connection)) {
             return false;
         }
-        svc.entries.remove(id);
+        svc.table.remove(id);
         self.changed_locked(&mut inner, service);
         true
     }
@@ -598,31 +551,31 @@ impl Registry {
             .services
             .get(service)
             .ok_or_else(|| RegistryError::NotRegistry(service.to_string()))?;
+        let environment = inner.environment.as_deref();
         Ok(svc
-            .entries
+            .table
             .iter()
-            .filter(|(_, e)| live(e, now))
-            .map(|(id, e)| e.view(service, id, now))
+            .filter(|(_, l, _)| l.live(now))
+            .map(|(id, l, b)| view(service, id, l, b, environment, now))
             .collect())
     }
 
     /// The live backends of `service` (none when it takes no registrations); a draining one
-    /// has weight 0.
-    pub fn backends(&self, service: &str, now: Instant) -> Vec<Backend> {
-        let inner = self.lock();
-        let Some(svc) = inner.services.get(service) else {
-            return Vec::new();
-        };
-        // Sized up front: collected from a filter, the list would grow by doubling and keep up
-        // to half of it unused, for as long as the set is the service's last good one.
-        let mut backends = Vec::with_capacity(svc.entries.len());
-        backends.extend(
-            svc.entries
-                .iter()
-                .filter(|(_, e)| live(e, now))
-                .map(|(id, e)| e.backend(id)),
-        );
-        backends
+    /// has weight 0. The set is the store's own, shared: while nothing changes, every call
+    /// hands out the same one.
+    pub fn backends(&self, service: &str, now: Instant) -> BackendSet {
+        let mut inner = self.lock();
+        if inner.sweep_at.is_some_and(|t| t <= now) {
+            // What lapsed goes before the set is handed out, not only when the sweep's timer
+            // fires.
+            self.sweep(&mut inner, now);
+            inner.sweep_at = earliest(&inner);
+        }
+        inner
+            .services
+            .get(service)
+            .map(|s| s.table.set())
+            .unwrap_or_default()
     }
 
     /// Waits until registrations change (or lapse), and names the services that changed.
@@ -662,20 +615,21 @@ impl Registry {
     pub fn save(&self) -> SavedFile {
         let inner = self.lock();
         let mut registrations = Vec::new();
+        let environment = inner.environment.as_deref().map(str::to_string);
         for (service, svc) in &inner.services {
-            for (id, e) in &svc.entries {
-                if e.draining {
+            for (id, lease, backend) in svc.table.iter() {
+                if lease.draining() {
                     continue;
                 }
                 registrations.push(Saved {
                     service: service.clone(),
                     id: id.to_string(),
-                    address: e.ip.to_string(),
-                    port: e.port,
-                    weight: e.weight,
-                    meta: e.meta(),
-                    environment: e.environment.as_deref().map(str::to_string),
-                    ttl_seconds: (e.hold == Hold::Lease).then_some(e.ttl.as_secs()),
+                    address: backend.address.to_string(),
+                    port: backend.port,
+                    weight: backend.weight,
+                    meta: backend.tags.clone(),
+                    environment: environment.clone(),
+                    ttl_seconds: (lease.hold() == Hold::Lease).then_some(lease.ttl().as_secs()),
                 });
             }
         }
@@ -723,9 +677,7 @@ impl Registry {
     fn sweep(&self, inner: &mut Inner, now: Instant) {
         let mut gone = Vec::new();
         for (name, svc) in &mut inner.services {
-            let before = svc.entries.len();
-            svc.entries.retain(|_, e| live(e, now));
-            if svc.entries.len() != before {
+            if svc.table.sweep(now) {
                 gone.push(name.clone());
             }
         }
@@ -745,14 +697,10 @@ impl Registry {
     }
 }
 
-fn live(e: &Entry, now: Instant) -> bool {
-    e.until.is_none_or(|t| t > now)
-}
-
 /// Sets `elasticd_registrations{service}`.
 fn count(inner: &Inner, service: &str) {
     if let Some(svc) = inner.services.get(service) {
-        let n = i64::try_from(svc.entries.len()).unwrap_or(i64::MAX);
+        let n = i64::try_from(svc.table.len()).unwrap_or(i64::MAX);
         metrics()
             .registrations
             .get_or_create(&ServiceLabels {

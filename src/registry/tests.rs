@@ -264,3 +264,44 @@ async fn a_shorter_lease_registered_later_still_lapses_on_time() {
     assert_eq!(started.elapsed(), Duration::from_secs(5));
     assert_eq!(r.backends("web", Instant::now()).len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_set_handed_out_is_the_same_until_something_changes() {
+    let r = store();
+    let now = Instant::now();
+    r.register("web", "b", &reg("10.0.0.2", 80), Hold::Lease, now)
+        .unwrap();
+    r.register("web", "a", &reg("10.0.0.2", 80), Hold::Lease, now)
+        .unwrap();
+    let first = r.backends("web", now);
+    // Both registrations of one endpoint are in it, by id; the engine keeps the first.
+    let ids: Vec<_> = first.iter().map(|b| b.id.as_deref()).collect();
+    assert_eq!(ids, [Some("a"), Some("b")]);
+    // Renewals, by PUT or POST, leave it as it is: no copy per renewal.
+    r.register("web", "a", &reg("10.0.0.2", 80), Hold::Lease, now)
+        .unwrap();
+    r.renew("web", "b", now).unwrap();
+    assert!(Arc::ptr_eq(&first, &r.backends("web", now)));
+    r.deregister("web", "b", None, now).unwrap();
+    let second = r.backends("web", now);
+    assert_eq!(second.len(), 1);
+    assert_eq!(first.len(), 2, "a set handed out never changes under its holder");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_environment_drops_the_registrations_of_the_old_one() {
+    let r = store();
+    r.register(
+        "web",
+        "a",
+        &reg("10.0.0.1", 80),
+        Hold::Lease,
+        Instant::now(),
+    )
+    .unwrap();
+    r.configure(Some("prod".into()), vec![("web".into(), policy())]);
+    assert_eq!(r.backends("web", Instant::now()).len(), 1);
+    r.configure(Some("staging".into()), vec![("web".into(), policy())]);
+    assert!(r.backends("web", Instant::now()).is_empty());
+    assert!(r.list("web", Instant::now()).unwrap().is_empty());
+}

@@ -423,7 +423,13 @@ fn changes<'a>(changes: impl ExactSizeIterator<Item = &'a Change>, now: SystemTi
                     li {
                         (ago(Some(c.at), now)) " · " strong { (c.service) } " → " (crate::value::count(c.backends, "backend")) " "
                         @for a in &c.added { span.added { "+" (a) } " " }
+                        @if let Some(more) = c.added_count.checked_sub(c.added.len()).filter(|n| *n > 0) {
+                            span.added { "and " (more) " more added" } " "
+                        }
                         @for r in &c.removed { span.removed { "-" (r) } " " }
+                        @if let Some(more) = c.removed_count.checked_sub(c.removed.len()).filter(|n| *n > 0) {
+                            span.removed { "and " (more) " more removed" } " "
+                        }
                     }
                 }
             }
@@ -605,6 +611,27 @@ mod tests {
             !page.contains("id=\"fleet\""),
             "no fleet section without fleet mode"
         );
+    }
+
+    #[test]
+    fn a_large_change_names_its_first_endpoints_and_counts_the_rest() {
+        let mut s = status();
+        s.changes.push_front(crate::status::Change {
+            at: Timestamp::now(),
+            service: "web".into(),
+            added: vec!["10.0.0.1:80".into(), "10.0.0.2:80".into()],
+            removed: vec!["10.0.9.9:80".into()],
+            added_count: 9_980,
+            removed_count: 1,
+            backends: 9_980,
+        });
+        let page = render(&s, SystemTime::now());
+        assert!(
+            page.contains("+10.0.0.2:80</span> <span class=\"added\">and 9978 more added</span>"),
+            "{page}"
+        );
+        assert!(page.contains("-10.0.9.9:80</span>"), "{page}");
+        assert!(!page.contains("more removed"), "{page}");
     }
 
     #[test]
