@@ -16,8 +16,8 @@ use crate::engine::{
 };
 use crate::metrics::{ServiceLabels, metrics};
 use crate::status::{
-    CHANGE_ENDPOINTS, Change, ConfigStatus, Failure, FrontendStatus, GuardStatus, Outcome, OutputStatus,
-    ServiceStatus, Status, Timestamp,
+    CHANGE_ENDPOINTS, Change, ConfigStatus, Failure, FrontendStatus, GuardStatus, Outcome,
+    OutputStatus, ServiceStatus, Status, Timestamp,
 };
 
 /// The most bytes of an output that are hashed for the status (bigger files show no hash).

@@ -573,7 +573,7 @@ impl Registry {
         }
         inner
             .services
-            .get(service)
+            .get_mut(service)
             .map(|s| s.table.set())
             .unwrap_or_default()
     }

@@ -285,7 +285,11 @@ async fn the_set_handed_out_is_the_same_until_something_changes() {
     r.deregister("web", "b", None, now).unwrap();
     let second = r.backends("web", now);
     assert_eq!(second.len(), 1);
-    assert_eq!(first.len(), 2, "a set handed out never changes under its holder");
+    assert_eq!(
+        first.len(),
+        2,
+        "a set handed out never changes under its holder"
+    );
 }
 
 #[tokio::test(start_paused = true)]
