@@ -9,6 +9,7 @@ use compact_str::CompactString;
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use smallvec::SmallVec;
 
 /// One key and its value while a set is built; strings of up to 24 bytes are stored inline.
 type Pair = (CompactString, CompactString);
@@ -83,7 +84,7 @@ impl Labels {
     }
 
     /// From pairs in any order; of a key given twice the last value wins.
-    fn from_pairs<S: AsRef<str>>(mut pairs: Vec<(S, S)>) -> Self {
+    fn from_pairs<S: AsRef<str>>(pairs: &mut [(S, S)]) -> Self {
         fn key<S: AsRef<str>>(p: &(S, S)) -> &str {
             p.0.as_ref()
         }
@@ -91,44 +92,55 @@ impl Labels {
             .windows(2)
             .any(|w| matches!(w, [a, b] if key(a) >= key(b)))
         {
-            // Stable, so that equal keys keep their order and the last one can be kept: of two
-            // neighbours with one key, the later value moves into the one that stays.
+            // Stable, so that of equal keys the last one given stays last (a few pairs are
+            // sorted in place by insertion, without allocating).
             pairs.sort_by(|a, b| key(a).cmp(key(b)));
-            pairs.dedup_by(|later, kept| {
-                let same = key(later) == key(kept);
-                if same {
-                    std::mem::swap(&mut later.1, &mut kept.1);
-                }
-                same
-            });
         }
-        Labels::from_sorted(&pairs)
+        Labels::from_sorted(pairs)
     }
 
-    /// From pairs already sorted by key with no key twice.
+    /// From pairs sorted by key (stably: of a key given twice, the last one is the value).
     fn from_sorted<S: AsRef<str>>(pairs: &[(S, S)]) -> Self {
         if pairs.is_empty() {
             return Labels(None);
         }
-        let size: usize = pairs
-            .iter()
-            .map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 6)
-            .sum();
-        let mut text = String::with_capacity(size);
-        for (k, v) in pairs {
-            for part in [k.as_ref(), v.as_ref()] {
-                push_len(part.len(), &mut text);
-                text.push(':');
-                text.push_str(part);
-            }
+        thread_local! {
+            // Written in place and copied into the shared text once: one allocation a set,
+            // where a `String` of its own is a second one, freed at once.
+            static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
-        Labels(Some(Arc::from(text)))
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let text = &mut *scratch;
+            text.clear();
+            let mut rest = pairs.iter().peekable();
+            while let Some((k, v)) = rest.next() {
+                if rest
+                    .peek()
+                    .is_some_and(|(next, _)| next.as_ref() == k.as_ref())
+                {
+                    continue;
+                }
+                for part in [k.as_ref(), v.as_ref()] {
+                    push_len(part.len(), text);
+                    text.push(':');
+                    text.push_str(part);
+                }
+            }
+            let labels = Labels(Some(Arc::from(text.as_str())));
+            if text.capacity() > 4096 {
+                // A set of long labels does not keep a large buffer for the thread's life.
+                *text = String::new();
+            }
+            labels
+        })
     }
 }
 
 /// Appends `n` in decimal; labels are short, so one or two digits is the case to be quick at.
 fn push_len(n: usize, out: &mut String) {
-    let digit = |d: usize| char::from_digit(u32::try_from(d % 10).unwrap_or(0), 10).unwrap_or('0');
+    // `n % 10` is below 10, so the byte is an ASCII digit.
+    let digit = |d: usize| char::from(b'0' + (d % 10) as u8);
     match n {
         0..10 => out.push(digit(n)),
         10..100 => {
@@ -188,11 +200,11 @@ impl<'a> IntoIterator for &'a Labels {
 impl<K: Into<CompactString>, V: Into<CompactString>> FromIterator<(K, V)> for Labels {
     /// Sorted by key; of a key given twice the last value wins, as when inserting one by one.
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        let pairs: Vec<Pair> = iter
+        let mut pairs: SmallVec<[Pair; 8]> = iter
             .into_iter()
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
-        Labels::from_pairs(pairs)
+        Labels::from_pairs(&mut pairs)
     }
 }
 
@@ -247,12 +259,12 @@ impl<'de> Visitor<'de> for LabelsVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Labels, A::Error> {
-        let mut pairs: Vec<(Text<'de>, Text<'de>)> =
-            Vec::with_capacity(map.size_hint().unwrap_or(4).min(64));
+        // A backend's few labels are gathered on the stack, not in an allocation of their own.
+        let mut pairs: SmallVec<[(Text<'de>, Text<'de>); 8]> = SmallVec::new();
         while let Some(pair) = map.next_entry()? {
             pairs.push(pair);
         }
-        Ok(Labels::from_pairs(pairs))
+        Ok(Labels::from_pairs(&mut pairs))
     }
 }
 

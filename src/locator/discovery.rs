@@ -2,6 +2,7 @@
 //! (`{"targets": [...], "labels": {...}}`) or richer backend objects (`{"address": ...}`).
 
 use serde::Deserialize;
+use smallvec::SmallVec;
 
 use super::{BackendMeta, LocateContext, LocateError, backend_from_target};
 use crate::backend::{Backend, CompactString, Labels};
@@ -21,7 +22,8 @@ pub enum DocumentFormat {
 #[serde(deny_unknown_fields)]
 struct Entry<'a> {
     #[serde(default, borrow)]
-    targets: Option<Vec<Target<'a>>>,
+    // Most groups hold one target: it is stored in the entry, not in an allocation of its own.
+    targets: Option<SmallVec<[Target<'a>; 1]>>,
     #[serde(default)]
     labels: Labels,
     #[serde(default)]
