@@ -6,7 +6,8 @@
 #            guard, "same set", status) is the daemon's CPU time over the refreshes it ran;
 #   changes  then the changes: CPU per applied change is the CPU time beyond the unchanged
 #            answers', per change; the wall time per apply is the `applied ... in N ms` lines;
-#            each CPU figure also shows its system (kernel) part the same way;
+#            each CPU figure also shows its system (kernel) part the same way, and the minor
+#            page faults per applied change are counted the same way too;
 #   RSS      VmRSS every 5 s over the whole run: first, lowest, highest, last, and VmHWM.
 # Prints markdown tables. Nothing is left behind; the daemon is stopped by PID.
 #
@@ -36,9 +37,11 @@ sleep 3
 sample() { echo "$(date +%s.%N) $(status_kb "$DAEMON_PID" VmRSS)" >> rss; }
 sample
 cpu0=$(cpu_seconds "$DAEMON_PID"); sys0=$(system_seconds "$DAEMON_PID"); t0=$(date +%s.%N)
+flt0=$(minor_faults "$DAEMON_PID")
 end=$(( $(date +%s) + QUIET_SECONDS ))
 while [ "$(date +%s)" -lt "$end" ]; do sleep 5; sample; done
 cpu1=$(cpu_seconds "$DAEMON_PID"); sys1=$(system_seconds "$DAEMON_PID"); t1=$(date +%s.%N)
+flt1=$(minor_faults "$DAEMON_PID")
 
 applies0=$(grep -c ' applied ' daemon.log || true)
 changes=0
@@ -52,17 +55,19 @@ while [ "$(date +%s)" -lt "$end" ]; do
 done
 sleep 2
 cpu2=$(cpu_seconds "$DAEMON_PID"); sys2=$(system_seconds "$DAEMON_PID"); t2=$(date +%s.%N)
+flt2=$(minor_faults "$DAEMON_PID")
 sample
 hwm=$(status_kb "$DAEMON_PID" VmHWM)
 kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" || true; DAEMON_PID=""
 applies1=$(grep -c ' applied ' daemon.log || true)
 
 python3 - "$cpu0" "$cpu1" "$cpu2" "$t0" "$t1" "$t2" "$changes" "$((applies1 - applies0))" \
-  "$hwm" "$BACKENDS" "$IDLE_SECONDS" "$sys0" "$sys1" "$sys2" <<'PY'
+  "$hwm" "$BACKENDS" "$IDLE_SECONDS" "$sys0" "$sys1" "$sys2" "$flt0" "$flt1" "$flt2" <<'PY'
 import re, statistics, sys
 cpu0, cpu1, cpu2, t0, t1, t2 = map(float, sys.argv[1:7])
 changes, applies, hwm, backends, secs = map(int, sys.argv[7:12])
 sys0, sys1, sys2 = map(float, sys.argv[12:15])
+flt0, flt1, flt2 = map(int, sys.argv[15:18])
 quiet_wall = t1 - t0
 per_answer = (cpu1 - cpu0) / quiet_wall  # one refresh a second
 change_wall = t2 - t1
@@ -70,6 +75,8 @@ per_change = ((cpu2 - cpu1) - per_answer * change_wall) / max(changes, 1)
 # The kernel's part (reads, writes and fsyncs, the reload's fork, page faults), the same way.
 sys_answer = (sys1 - sys0) / quiet_wall
 sys_change = ((sys2 - sys1) - sys_answer * change_wall) / max(changes, 1)
+flt_answer = (flt1 - flt0) / quiet_wall
+flt_change = ((flt2 - flt1) - flt_answer * change_wall) / max(changes, 1)
 walls = []
 for line in open("daemon.log"):
     m = re.search(r" applied .* in (\d+) ms", line)
@@ -78,11 +85,11 @@ for line in open("daemon.log"):
 walls = walls[1:]  # the first is start-up
 rss = [int(l.split()[1]) for l in open("rss") if len(l.split()) == 2]
 print(f"### Daemon at scale: {backends:,} backends, refresh 1s, {secs}s, a change every few seconds\n")
-print("| unchanged answer, CPU | of which system | applied changes | CPU per applied change | of which system | apply wall, median | worst |")
-print("|---:|---:|---:|---:|---:|---:|---:|")
+print("| unchanged answer, CPU | of which system | applied changes | CPU per applied change | of which system | minor faults per change | apply wall, median | worst |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|")
 med = f"{statistics.median(walls)} ms" if walls else "n/a"
 worst = f"{max(walls)} ms" if walls else "n/a"
-print(f"| {per_answer * 1000:.2f} ms | {sys_answer * 1000:.2f} ms | {applies} of {changes} | {per_change * 1000:.1f} ms | {sys_change * 1000:.1f} ms | {med} | {worst} |\n")
+print(f"| {per_answer * 1000:.2f} ms | {sys_answer * 1000:.2f} ms | {applies} of {changes} | {per_change * 1000:.1f} ms | {sys_change * 1000:.1f} ms | {flt_change:,.0f} | {med} | {worst} |\n")
 print("| RSS first | lowest | highest | last | peak (VmHWM) | samples |")
 print("|---:|---:|---:|---:|---:|---:|")
 print(f"| {rss[0]/1024:.1f} MiB | {min(rss)/1024:.1f} MiB | {max(rss)/1024:.1f} MiB | {rss[-1]/1024:.1f} MiB | {hwm/1024:.1f} MiB | {len(rss)} |\n")

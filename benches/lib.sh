@@ -47,6 +47,8 @@ cpu_seconds() { awk -v clk="$clk" '{ print ($14 + $15) / clk }' "/proc/$1/stat";
 user_seconds() { awk -v clk="$clk" '{ print $14 / clk }' "/proc/$1/stat"; }
 # stime of a pid, in seconds.
 system_seconds() { awk -v clk="$clk" '{ print $15 / clk }' "/proc/$1/stat"; }
+# Minor page faults of a pid so far.
+minor_faults() { awk '{ print $10 }' "/proc/$1/stat"; }
 # A field of /proc/PID/status in kB: status_kb PID VmRSS.
 status_kb() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
 

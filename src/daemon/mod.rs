@@ -58,6 +58,7 @@ pub async fn run(
     engine: Engine,
     control: mpsc::Receiver<Control>,
 ) -> Result<(), DaemonError> {
+    memory::tune_allocator();
     Daemon::new(config_path, engine, control).main_loop().await
 }
 
@@ -101,6 +102,8 @@ struct Daemon {
     health_events: Option<mpsc::UnboundedReceiver<crate::health::HealthEvent>>,
     /// Whether the first apply is done (and the start-up code's pages were let go).
     started_up: bool,
+    /// When the heap's free pages go back to the system.
+    trim: memory::Trim,
 }
 
 async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
@@ -147,6 +150,7 @@ impl Daemon {
             scheduler: None,
             health_events: None,
             started_up: false,
+            trim: memory::Trim::default(),
         }
     }
 
@@ -201,6 +205,7 @@ impl Daemon {
         loop {
             let settle_at = self.settle.deadline();
             let retry_at = self.next_frontend_retry();
+            let trim_at = self.trim.deadline();
             tokio::select! {
                 Some(event) = self.rx.recv() => self.handle(event),
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
@@ -210,6 +215,7 @@ impl Daemon {
                 names = crate::registry::global().changed() => self.registrations_changed(names),
                 _ = sleep_until_opt(settle_at) => self.apply_now().await,
                 _ = sleep_until_opt(retry_at) => self.apply_now().await,
+                _ = sleep_until_opt(trim_at) => self.trim.now(),
                 Some(command) = self.commands.recv() => match command {
                     server::Command::Refresh(target) => {
                         let names: Vec<String> = match target {
@@ -608,14 +614,17 @@ impl Daemon {
                 started.elapsed().as_millis()
             );
         }
-        // The sets before this apply and the render's copies go now; give their pages back.
+        // The sets before this apply and the render's copies go now; their pages are kept for
+        // the next apply, and given back once the daemon goes quiet (start-up's at once too).
         drop(moved);
         drop((before, sets, report));
-        memory::release_freed_memory();
         if !self.started_up {
             self.started_up = true;
+            self.trim.now();
             memory::release_start_up_code();
         }
+        // Also after start-up: what the first refreshes leave is given back once it is quiet.
+        self.trim.applied(Instant::now());
     }
 
     async fn reload_config(&mut self) -> Result<(), DaemonError> {

@@ -218,3 +218,26 @@ Anonymous: 4 kB
         super::memory::unmodified_mappings(smaps, std::path::Path::new("/usr/bin/elasticd"));
     assert_eq!(found, [(0x5600, 0x5700), (0x5700, 0x5900)]);
 }
+
+#[test]
+fn free_pages_go_back_once_applies_stop() {
+    let start = tokio::time::Instant::now();
+    let mut trim = super::memory::Trim::default();
+    assert_eq!(
+        trim.deadline(),
+        None,
+        "nothing to give back before an apply"
+    );
+    trim.applied(start);
+    assert_eq!(trim.deadline(), Some(start + super::memory::TRIM_AFTER));
+    // Another apply before then keeps the pages for longer.
+    let later = start + Duration::from_secs(5);
+    trim.applied(later);
+    assert_eq!(trim.deadline(), Some(later + super::memory::TRIM_AFTER));
+    trim.now();
+    assert_eq!(
+        trim.deadline(),
+        None,
+        "given back once, until the next apply"
+    );
+}
