@@ -117,29 +117,20 @@ fn ipv4_digits(octets: [u8; 4], text: &mut [u8; 15]) -> usize {
 fn push_ipv4_endpoint(octets: [u8; 4], port: u16, out: &mut String) {
     let mut address = [0u8; 15];
     let len = ipv4_digits(octets, &mut address);
+    let mut digits = [0u8; 10];
+    let from = decimal_digits(u32::from(port), &mut digits);
+    let port_text = digits.get(from..).unwrap_or_default();
+    // 15 + 1 + 5 bytes at most.
     let mut text = [0u8; 21];
-    let mut at = text.len();
-    let mut rest = port;
-    loop {
-        at -= 1;
-        // `rest % 10` is below 10: the sum stays an ASCII digit.
-        text[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    at -= 1;
-    text[at] = b':';
-    // 15 + 1 + 5 bytes at most: the address goes just before the colon.
-    let start = at - len;
-    text[start..at].copy_from_slice(&address[..len]);
-    push_ascii(text.get(start..).unwrap_or_default(), out);
+    let end = len + 1 + port_text.len();
+    text[..len].copy_from_slice(&address[..len]);
+    text[len] = b':';
+    text[len + 1..end].copy_from_slice(port_text);
+    push_ascii(text.get(..end).unwrap_or_default(), out);
 }
 
-/// Appends `n` in decimal.
-fn push_decimal(n: u32, out: &mut String) {
-    let mut digits = [0u8; 10];
+/// Writes `n` in decimal at the end of `digits`; where it starts.
+fn decimal_digits(n: u32, digits: &mut [u8; 10]) -> usize {
     let mut at = digits.len();
     let mut rest = n;
     loop {
@@ -151,7 +142,14 @@ fn push_decimal(n: u32, out: &mut String) {
             break;
         }
     }
-    push_ascii(&digits[at..], out);
+    at
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(n: u32, out: &mut String) {
+    let mut digits = [0u8; 10];
+    let at = decimal_digits(n, &mut digits);
+    push_ascii(digits.get(at..).unwrap_or_default(), out);
 }
 
 /// Appends ASCII bytes (digits, dots) in one copy.
