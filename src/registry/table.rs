@@ -292,7 +292,7 @@ impl Table {
         let mut all: Vec<&(CompactString, Lease)> =
             self.leases.iter().chain(&self.new_leases).collect();
         if !self.new_leases.is_empty() {
-            all.sort_by(|a, b| a.0.cmp(&b.0));
+            all.sort_by(|a, b| by_id(a, b));
         }
         all.into_iter()
             .filter_map(|(id, lease)| Some((id.as_str(), lease, self.backend_of(id, lease)?)))
@@ -411,6 +411,11 @@ mod tests {
         )
     }
 
+    /// Registers `id` at `ip:port` with a 10 s lease from `now`.
+    fn register(t: &mut Table, id: &str, ip: &str, port: u16, now: Instant) {
+        t.put(id, lease(ip, port, now), backend(ip, port, id));
+    }
+
     fn endpoints(t: &mut Table) -> Vec<String> {
         t.set()
             .iter()
@@ -429,7 +434,7 @@ mod tests {
             ("b", "10.0.0.2", 81),
             ("c", "10.0.0.2", 80),
         ] {
-            t.put(id, lease(ip, port, now), backend(ip, port, id));
+            register(&mut t, id, ip, port, now);
         }
         assert_eq!(
             endpoints(&mut t),
@@ -444,11 +449,7 @@ mod tests {
         let ids: Vec<&str> = t.iter().map(|(id, _, _)| id).collect();
         assert_eq!(ids, ["a", "b", "c", "m", "z"]);
         // Moved to another address: it leaves its old place.
-        t.put(
-            "z",
-            lease("10.0.0.9", 80, now),
-            backend("10.0.0.9", 80, "z"),
-        );
+        register(&mut t, "z", "10.0.0.9", 80, now);
         assert_eq!(
             endpoints(&mut t).last().map(String::as_str),
             Some("z=10.0.0.9:80")
@@ -464,36 +465,20 @@ mod tests {
     fn a_renewal_leaves_a_shared_set_uncopied_and_a_change_copies_it_once() {
         let now = Instant::now();
         let mut t = Table::default();
-        t.put(
-            "a",
-            lease("10.0.0.1", 80, now),
-            backend("10.0.0.1", 80, "a"),
-        );
+        register(&mut t, "a", "10.0.0.1", 80, now);
         let handed_out = t.set();
         let later = now + Duration::from_secs(5);
-        t.put(
-            "a",
-            lease("10.0.0.1", 80, later),
-            backend("10.0.0.1", 80, "a"),
-        );
+        register(&mut t, "a", "10.0.0.1", 80, later);
         assert!(Arc::ptr_eq(&handed_out, &t.set()));
         assert_eq!(
             t.get("a").map(|(l, _)| l.until),
             Some(Some(later + Duration::from_secs(10)))
         );
-        t.put(
-            "b",
-            lease("10.0.0.2", 80, now),
-            backend("10.0.0.2", 80, "b"),
-        );
+        register(&mut t, "b", "10.0.0.2", 80, now);
         assert!(!Arc::ptr_eq(&handed_out, &t.set()));
         assert_eq!(handed_out.len(), 1);
         let copy = Arc::as_ptr(&t.set());
-        t.put(
-            "c",
-            lease("10.0.0.3", 80, now),
-            backend("10.0.0.3", 80, "c"),
-        );
+        register(&mut t, "c", "10.0.0.3", 80, now);
         // Nobody else holds it now: changed in place.
         assert_eq!(Arc::as_ptr(&t.set()), copy);
     }
@@ -561,16 +546,8 @@ mod tests {
     fn a_drain_keeps_the_backend_with_weight_zero_and_the_sweep_drops_what_lapsed() {
         let now = Instant::now();
         let mut t = Table::default();
-        t.put(
-            "a",
-            lease("10.0.0.1", 80, now),
-            backend("10.0.0.1", 80, "a"),
-        );
-        t.put(
-            "b",
-            lease("10.0.0.1", 80, now),
-            backend("10.0.0.1", 80, "b"),
-        );
+        register(&mut t, "a", "10.0.0.1", 80, now);
+        register(&mut t, "b", "10.0.0.1", 80, now);
         let mut long = lease("10.0.0.2", 80, now);
         long.keep = Keep::Lease(Duration::from_secs(60));
         long.renew(now);

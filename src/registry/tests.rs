@@ -30,6 +30,12 @@ fn reg(address: &str, port: u32) -> Registration {
     }
 }
 
+/// Registers `id` at `address:80` into `web` as a lease of the default TTL, from now.
+fn lease_now(r: &Registry, id: &str, address: &str) {
+    r.register("web", id, &reg(address, 80), Hold::Lease, Instant::now())
+        .unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_lease_lapses_after_its_ttl_and_wakes_the_daemon() {
     let r = store();
@@ -57,14 +63,7 @@ async fn a_lease_lapses_after_its_ttl_and_wakes_the_daemon() {
 #[tokio::test(start_paused = true)]
 async fn renewing_keeps_a_lease_and_wakes_nobody() {
     let r = store();
-    r.register(
-        "web",
-        "a",
-        &reg("10.0.0.1", 80),
-        Hold::Lease,
-        Instant::now(),
-    )
-    .unwrap();
+    lease_now(&r, "a", "10.0.0.1");
     r.changed().await;
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_secs(4)).await;
@@ -91,14 +90,7 @@ async fn renewing_keeps_a_lease_and_wakes_nobody() {
 #[tokio::test(start_paused = true)]
 async fn a_drain_keeps_the_backend_with_weight_zero_then_removes_it() {
     let r = store();
-    r.register(
-        "web",
-        "a",
-        &reg("10.0.0.1", 80),
-        Hold::Lease,
-        Instant::now(),
-    )
-    .unwrap();
+    lease_now(&r, "a", "10.0.0.1");
     r.changed().await;
     r.deregister("web", "a", Some(Duration::from_secs(30)), Instant::now())
         .unwrap();
@@ -193,14 +185,7 @@ async fn a_connection_holds_its_registration_until_it_closes() {
 #[tokio::test(start_paused = true)]
 async fn configure_keeps_registrations_of_services_kept() {
     let r = store();
-    r.register(
-        "web",
-        "a",
-        &reg("10.0.0.1", 80),
-        Hold::Lease,
-        Instant::now(),
-    )
-    .unwrap();
+    lease_now(&r, "a", "10.0.0.1");
     r.configure(
         Some("prod".into()),
         vec![("web".into(), policy()), ("api".into(), policy())],
@@ -295,14 +280,7 @@ async fn the_set_handed_out_is_the_same_until_something_changes() {
 #[tokio::test(start_paused = true)]
 async fn a_new_environment_drops_the_registrations_of_the_old_one() {
     let r = store();
-    r.register(
-        "web",
-        "a",
-        &reg("10.0.0.1", 80),
-        Hold::Lease,
-        Instant::now(),
-    )
-    .unwrap();
+    lease_now(&r, "a", "10.0.0.1");
     r.configure(Some("prod".into()), vec![("web".into(), policy())]);
     assert_eq!(r.backends("web", Instant::now()).len(), 1);
     r.configure(Some("staging".into()), vec![("web".into(), policy())]);
