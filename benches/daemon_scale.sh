@@ -6,7 +6,8 @@
 #            guard, "same set", status) is the daemon's CPU time over the refreshes it ran;
 #   changes  then the changes: CPU per applied change is the CPU time beyond the unchanged
 #            answers', per change; the wall time per apply is the `applied ... in N ms` lines;
-#            each CPU figure also shows its system (kernel) part the same way, and the minor
+#            the CPU times are the scheduler's nanoseconds (exact; clock ticks of 10 ms if a
+#            thread ended), and each also shows its system (kernel) part in ticks; the minor
 #            page faults per applied change are counted the same way too;
 #   RSS      VmRSS every 5 s over the whole run: first, lowest, highest, last, and VmHWM.
 # Prints markdown tables. Nothing is left behind; the daemon is stopped by PID.
@@ -36,10 +37,12 @@ sleep 3
 : > rss
 sample() { echo "$(date +%s.%N) $(status_kb "$DAEMON_PID" VmRSS)" >> rss; }
 sample
+ns0=$(cpu_ns "$DAEMON_PID")
 cpu0=$(cpu_seconds "$DAEMON_PID"); sys0=$(system_seconds "$DAEMON_PID"); t0=$(date +%s.%N)
 flt0=$(minor_faults "$DAEMON_PID")
 end=$(( $(date +%s) + QUIET_SECONDS ))
 while [ "$(date +%s)" -lt "$end" ]; do sleep 5; sample; done
+ns1=$(cpu_ns "$DAEMON_PID")
 cpu1=$(cpu_seconds "$DAEMON_PID"); sys1=$(system_seconds "$DAEMON_PID"); t1=$(date +%s.%N)
 flt1=$(minor_faults "$DAEMON_PID")
 
@@ -54,6 +57,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
   if [ "$(date +%s)" -ge "$next_sample" ]; then sample; next_sample=$(( $(date +%s) + 5 )); fi
 done
 sleep 2
+ns2=$(cpu_ns "$DAEMON_PID")
 cpu2=$(cpu_seconds "$DAEMON_PID"); sys2=$(system_seconds "$DAEMON_PID"); t2=$(date +%s.%N)
 flt2=$(minor_faults "$DAEMON_PID")
 sample
@@ -62,16 +66,28 @@ kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" || true; DAEMON_PID=""
 applies1=$(grep -c ' applied ' daemon.log || true)
 
 python3 - "$cpu0" "$cpu1" "$cpu2" "$t0" "$t1" "$t2" "$changes" "$((applies1 - applies0))" \
-  "$hwm" "$BACKENDS" "$IDLE_SECONDS" "$sys0" "$sys1" "$sys2" "$flt0" "$flt1" "$flt2" <<'PY'
+  "$hwm" "$BACKENDS" "$IDLE_SECONDS" "$sys0" "$sys1" "$sys2" "$flt0" "$flt1" "$flt2" \
+  "$ns0" "$ns1" "$ns2" <<'PY'
 import re, statistics, sys
 cpu0, cpu1, cpu2, t0, t1, t2 = map(float, sys.argv[1:7])
 changes, applies, hwm, backends, secs = map(int, sys.argv[7:12])
 sys0, sys1, sys2 = map(float, sys.argv[12:15])
 flt0, flt1, flt2 = map(int, sys.argv[15:18])
 quiet_wall = t1 - t0
-per_answer = (cpu1 - cpu0) / quiet_wall  # one refresh a second
 change_wall = t2 - t1
-per_change = ((cpu2 - cpu1) - per_answer * change_wall) / max(changes, 1)
+# The scheduler's nanoseconds of the live threads are exact, where the clock ticks are 10 ms
+# steps: over a 20 s quiet phase those make the answer rate, and so the change figure, move by
+# several ms. They hold while every thread read at one point is still there at the next (a
+# thread that ends takes its time with it); else the ticks are used.
+(ns0, tids0), (ns1, tids1), (ns2, tids2) = [
+    (int(a.split()[0]), set(a.split()[1].split(","))) for a in sys.argv[18:21]]
+if tids0 <= tids1 <= tids2:
+    per_answer = (ns1 - ns0) / 1e9 / quiet_wall  # one refresh a second
+    per_change = ((ns2 - ns1) / 1e9 - per_answer * change_wall) / max(changes, 1)
+else:
+    print("note: a thread ended during the run; the CPU figures are clock ticks (10 ms steps)\n")
+    per_answer = (cpu1 - cpu0) / quiet_wall
+    per_change = ((cpu2 - cpu1) - per_answer * change_wall) / max(changes, 1)
 # The kernel's part (reads, writes and fsyncs, the reload's fork, page faults), the same way.
 sys_answer = (sys1 - sys0) / quiet_wall
 sys_change = ((sys2 - sys1) - sys_answer * change_wall) / max(changes, 1)

@@ -47,6 +47,17 @@ cpu_seconds() { awk -v clk="$clk" '{ print ($14 + $15) / clk }' "/proc/$1/stat";
 user_seconds() { awk -v clk="$clk" '{ print $14 / clk }' "/proc/$1/stat"; }
 # stime of a pid, in seconds.
 system_seconds() { awk -v clk="$clk" '{ print $15 / clk }' "/proc/$1/stat"; }
+# CPU time of a pid's live threads in nanoseconds (the scheduler's own sum, not clock ticks of
+# 10 ms): "NS TIDS", where TIDS lists the threads summed, so that a caller can tell when one
+# ended between two readings (its time is then lost from the sum).
+cpu_ns() {
+  local total=0 tids="" t v
+  for t in /proc/"$1"/task/*; do
+    read -r v _ < "$t/schedstat" 2>/dev/null || continue
+    total=$((total + v)); tids="$tids${tids:+,}${t##*/}"
+  done
+  echo "$total $tids"
+}
 # Minor page faults of a pid so far.
 minor_faults() { awk '{ print $10 }' "/proc/$1/stat"; }
 # A field of /proc/PID/status in kB: status_kb PID VmRSS.
