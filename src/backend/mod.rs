@@ -447,22 +447,35 @@ impl Backend {
     pub fn key(&self) -> (&Address, u16) {
         (&self.address, self.port)
     }
+
+    /// `self.key().cmp(&other.key())`, with IPv4 addresses compared as numbers in line: sorting,
+    /// checking and diffing a set of 10,000 compare keys some 60,000 times per change.
+    #[inline]
+    pub fn cmp_key(&self, other: &Backend) -> Ordering {
+        match (&self.address, &other.address) {
+            // Ipv4Addr orders by its octets, which is the order of their big-endian number.
+            (Address::Ip(IpAddr::V4(a)), Address::Ip(IpAddr::V4(b))) => {
+                (a.to_bits(), self.port).cmp(&(b.to_bits(), other.port))
+            }
+            _ => self.key().cmp(&other.key()),
+        }
+    }
 }
 
 /// Sorts by address then port and drops repeats of the same endpoint (the first one wins).
 pub fn normalize(backends: &mut Vec<Backend>) {
     // A sorted list (most generated documents) skips the sort and its scratch buffer, half the
     // list's size.
-    if !backends.is_sorted_by(|a, b| a.key() <= b.key()) {
-        backends.sort_by(|a, b| a.key().cmp(&b.key()));
+    if !backends.is_sorted_by(|a, b| a.cmp_key(b).is_le()) {
+        backends.sort_by(Backend::cmp_key);
     }
-    backends.dedup_by(|b, a| a.key() == b.key());
+    backends.dedup_by(|b, a| a.cmp_key(b).is_eq());
 }
 
 /// What changed from `old` to `new` by endpoint: the backends only in `new` (added) and those
 /// only in `old` (removed), each in its set's order.
 pub fn diff<'a>(old: &'a [Backend], new: &'a [Backend]) -> (Vec<&'a Backend>, Vec<&'a Backend>) {
-    let sorted = |set: &[Backend]| set.windows(2).all(|w| w[0].key() < w[1].key());
+    let sorted = |set: &[Backend]| set.windows(2).all(|w| w[0].cmp_key(&w[1]).is_lt());
     if sorted(old) && sorted(new) {
         return diff_sorted(old, new);
     }
@@ -486,7 +499,7 @@ fn diff_sorted<'a>(old: &'a [Backend], new: &'a [Backend]) -> (Vec<&'a Backend>,
     let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
     loop {
         match (o.peek(), n.peek()) {
-            (Some(a), Some(b)) => match a.key().cmp(&b.key()) {
+            (Some(a), Some(b)) => match a.cmp_key(b) {
                 Ordering::Less => removed.extend(o.next()),
                 Ordering::Greater => added.extend(n.next()),
                 Ordering::Equal => {
@@ -595,6 +608,24 @@ mod tests {
             "\"quoted\"",
         ] {
             assert!(parse_target(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn cmp_key_agrees_with_the_key_order() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut pick = || {
+            let address = match rng.u8(0..4) {
+                // Few distinct values, so that equal addresses and ports come up often.
+                0 | 1 => Address::Ip(IpAddr::V4([10, 0, rng.u8(0..3), rng.u8(0..3)].into())),
+                2 => Address::Ip(IpAddr::V6([0, 0, 0, 0, 0, 0, 0, rng.u16(0..3)].into())),
+                _ => Address::Host(format!("h{}.example", rng.u8(0..3))),
+            };
+            Backend::new(address, rng.u16(1..4))
+        };
+        for _ in 0..20_000 {
+            let (a, b) = (pick(), pick());
+            assert_eq!(a.cmp_key(&b), a.key().cmp(&b.key()), "{a:?} against {b:?}");
         }
     }
 

@@ -196,7 +196,7 @@ impl BuiltService {
 /// taken as it is.
 fn merge(sets: &[BackendSet]) -> BackendSet {
     if let [set] = sets
-        && set.windows(2).all(|w| w[0].key() < w[1].key())
+        && set.windows(2).all(|w| w[0].cmp_key(&w[1]).is_lt())
     {
         return Arc::clone(set);
     }

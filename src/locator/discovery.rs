@@ -5,7 +5,7 @@ use serde::Deserialize;
 use smallvec::SmallVec;
 
 use super::{BackendMeta, LocateContext, LocateError, backend_from_target};
-use crate::backend::{Backend, CompactString, Labels};
+use crate::backend::{self, Backend, CompactString, Labels};
 use crate::yaml;
 
 /// How a document is encoded.
@@ -70,7 +70,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Target<'a> {
     }
 }
 
-/// Parses a backend list document into backends.
+/// Parses a backend list document into backends, sorted by endpoint and without repeats (the
+/// first one wins), as the engine merges them: sorted here, where the list is still owned, a
+/// service with this one locator takes the answer as it is instead of copying every backend to
+/// sort them.
 pub fn parse_document(
     bytes: &[u8],
     format: DocumentFormat,
@@ -120,7 +123,11 @@ pub fn parse_document(
     // whole document was read first.
     match list.first_error {
         Some(e) => Err(e),
-        None => Ok(list.backends),
+        None => {
+            let mut backends = list.backends;
+            backend::normalize(&mut backends);
+            Ok(backends)
+        }
     }
 }
 
@@ -205,6 +212,7 @@ fn add_entry(
                     "entry {i}: a `targets` group takes only `labels`; use one object per backend for port, weight, tags or meta"
                 )));
             }
+            backends.reserve(targets.len());
             for target in targets {
                 // Every target of the group shares the group's one label set.
                 let tags = entry.labels.clone();
@@ -279,6 +287,20 @@ mod tests {
         assert_eq!(b[0].tags.get("zone"), Some("a"));
         assert_eq!(b[2].endpoint(), "[::1]:81");
         assert_eq!(b[2].weight, 3);
+    }
+
+    #[test]
+    fn the_answer_is_sorted_by_endpoint_and_the_first_of_a_repeat_wins() {
+        let doc = br#"[{"targets": ["10.0.0.9:80", "10.0.0.1:80"], "labels": {"n": "first"}},
+                      {"address": "10.0.0.9", "port": 80, "weight": 5},
+                      {"address": "10.0.0.1", "port": 79}]"#;
+        for format in [DocumentFormat::Json, DocumentFormat::Yaml] {
+            let b = parse_document(doc, format, "file x", &ctx(None)).unwrap();
+            let endpoints: Vec<String> = b.iter().map(Backend::endpoint).collect();
+            assert_eq!(endpoints, ["10.0.0.1:79", "10.0.0.1:80", "10.0.0.9:80"]);
+            assert_eq!(b[2].weight, 1, "the group's 10.0.0.9:80 came first");
+            assert_eq!(b[2].tags.get("n"), Some("first"));
+        }
     }
 
     #[test]
