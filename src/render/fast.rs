@@ -7,10 +7,11 @@
 //! tests render random sets and vars both ways and compare.
 
 use std::fmt::Write as _;
+use std::net::IpAddr;
 
 use serde_json::{Map, Number, Value};
 
-use crate::backend::{Address, Backend, CompactString};
+use crate::backend::{Address, Backend, CompactString, push_decimal};
 
 use super::escape;
 
@@ -85,22 +86,46 @@ pub fn nginx(service: &str, vars: &Map<String, Value>, backends: &[Backend]) -> 
         out.push(';');
     }
     let mut endpoint = String::new();
+    // What follows the address, `[:PORT] weight=N max_fails=...;` or `[:PORT] down ...;`: most
+    // backends of a set share a port and a weight, so it is made once for each run of them. The
+    // key holds the port where the address is an IPv4 one (written here, the rest of the
+    // endpoint); a weight of `None` is `down`.
+    let mut suffix: (Option<(Option<u16>, Option<u32>)>, String) = (None, String::new());
     for b in backends {
         out.push_str("\n    server ");
-        if matches!(b.address, Address::Ip(_)) {
-            // Digits, dots, colons and brackets: nothing in an IP endpoint needs escaping.
+        let port = if matches!(b.address, Address::Ip(IpAddr::V4(_))) {
+            // Digits and dots: nothing in an IPv4 address needs escaping.
+            b.address.write_to(&mut out);
+            Some(b.port)
+        } else if matches!(b.address, Address::Ip(_)) {
+            // Digits, colons and brackets: nothing in an IPv6 endpoint needs escaping either.
             b.write_endpoint(&mut out);
+            None
         } else {
             endpoint.clear();
             b.write_endpoint(&mut endpoint);
             escape::escape_into(&endpoint, &mut out);
+            None
+        };
+        let weight = (b.weight != 0 && b.healthy != Some(false)).then_some(b.weight);
+        if suffix.0 != Some((port, weight)) {
+            let text = &mut suffix.1;
+            text.clear();
+            if let Some(port) = port {
+                text.push(':');
+                push_decimal(u32::from(port), text);
+            }
+            match weight {
+                Some(weight) => {
+                    text.push_str(" weight=");
+                    push_decimal(weight, text);
+                }
+                None => text.push_str(" down"),
+            }
+            text.push_str(&tail);
+            suffix.0 = Some((port, weight));
         }
-        if b.weight == 0 || b.healthy == Some(false) {
-            out.push_str(" down");
-        } else {
-            let _ = write!(out, " weight={}", b.weight);
-        }
-        out.push_str(&tail);
+        out.push_str(&suffix.1);
         let (id, name, zone) = (present(&b.id), present(&b.name), present(&b.zone));
         if id.is_some() || name.is_some() || zone.is_some() {
             out.push_str(" #");

@@ -255,8 +255,15 @@ fn random_backend(rng: &mut fastrand::Rng) -> Backend {
         "ünï",
     ];
     let field = |rng: &mut fastrand::Rng| rng.bool().then(|| pick(rng, &texts).into());
-    let mut b = Backend::new(address, rng.u16(1..));
-    b.weight = rng.u32(0..=crate::backend::MAX_WEIGHT);
+    // Runs of one port as well as any, like the weights below.
+    let port = if rng.bool() { 80 } else { rng.u16(1..) };
+    let mut b = Backend::new(address, port);
+    // Runs of a few weights as well as any, for the renderer that reuses the text of the last.
+    b.weight = if rng.bool() {
+        rng.u32(0..3)
+    } else {
+        rng.u32(0..=crate::backend::MAX_WEIGHT)
+    };
     b.id = field(rng);
     b.name = field(rng);
     b.zone = field(rng);
