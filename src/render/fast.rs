@@ -53,6 +53,10 @@ fn present(field: &Option<CompactString>) -> Option<&str> {
     field.as_deref().filter(|s| !s.is_empty())
 }
 
+/// What a server line's suffix depends on: the port when the renderer writes it (IPv4), and the
+/// weight (`None`: down).
+type SuffixKey = (Option<u16>, Option<u32>);
+
 /// Renders `builtin:nginx` for `service` and its `backends`, or `None` when the vars need Tera.
 pub fn nginx(service: &str, vars: &Map<String, Value>, backends: &[Backend]) -> Option<String> {
     let upstream = var(vars, "upstream").ok()?;
@@ -90,7 +94,7 @@ pub fn nginx(service: &str, vars: &Map<String, Value>, backends: &[Backend]) -> 
     // backends of a set share a port and a weight, so it is made once for each run of them. The
     // key holds the port where the address is an IPv4 one (written here, the rest of the
     // endpoint); a weight of `None` is `down`.
-    let mut suffix: (Option<(Option<u16>, Option<u32>)>, String) = (None, String::new());
+    let mut suffix: (Option<SuffixKey>, String) = (None, String::new());
     for b in backends {
         out.push_str("\n    server ");
         let port = if matches!(b.address, Address::Ip(IpAddr::V4(_))) {
