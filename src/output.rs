@@ -158,17 +158,14 @@ impl Staged {
 ///
 /// The temporary name keeps `dest`'s extension so that checkers which look at it still work.
 pub fn stage(dest: &Path, bytes: &[u8], mode: u32) -> Result<Staged, InstallError> {
-    let dir = match dest.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let stem = dest.file_name().unwrap_or_default().to_string_lossy();
+    let dir = dir_of(dest);
     let suffix = dest
         .extension()
         .map(|e| format!(".{}", e.to_string_lossy()))
         .unwrap_or_default();
+    let prefix = staging_prefix(dest);
     let mut file = tempfile::Builder::new()
-        .prefix(&format!(".{stem}.elasticd-"))
+        .prefix(&prefix)
         .rand_bytes(STAGING_RANDOM)
         .suffix(&suffix)
         .tempfile_in(dir)
@@ -184,6 +181,20 @@ pub fn stage(dest: &Path, bytes: &[u8], mode: u32) -> Result<Staged, InstallErro
         file,
         dest: dest.to_path_buf(),
     })
+}
+
+/// The directory `path` is in (`.` for a bare name).
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// `.NAME.elasticd-`: how the staging names of `dest` begin.
+fn staging_prefix(dest: &Path) -> String {
+    let stem = dest.file_name().unwrap_or_default().to_string_lossy();
+    format!(".{stem}.elasticd-")
 }
 
 /// How many random letters and digits a staging name has (`.NAME.elasticd-XXXXXX[.ext]`).
@@ -228,10 +239,7 @@ fn is_staging_name(name: &str, dest_name: &str) -> bool {
 /// run working on the same file is not disturbed. Owed markers are not staging files.
 pub fn remove_stale_staging(dest: &Path) -> Result<Vec<PathBuf>, InstallError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = match dest.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = dir_of(dest);
     let names: Vec<String> = [
         dest.to_path_buf(),
         backup_path(dest),
@@ -297,17 +305,14 @@ pub fn write_backup(dest: &Path, previous: &[u8], mode: u32) -> Result<(), Insta
 
 /// A staging name beside `backup` for the file now at `dest`, synced, if that file holds exactly
 /// `previous` and has `mode`; `None` when it does not (it changed since it was read, or its mode
-/// is not the output's) or cannot be linked (a
-/// filesystem without hard links, a file of another owner under `protected_hardlinks`).
+/// is not the output's) or cannot be linked (a filesystem without hard links, a file of another
+/// owner under `protected_hardlinks`).
 fn link_backup(dest: &Path, backup: &Path, previous: &[u8], mode: u32) -> Option<NamedTempFile> {
     use std::io::Read;
-    let dir = match backup.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let stem = backup.file_name().unwrap_or_default().to_string_lossy();
+    let dir = dir_of(backup);
+    let prefix = staging_prefix(backup);
     let mut linked = tempfile::Builder::new()
-        .prefix(&format!(".{stem}.elasticd-"))
+        .prefix(&prefix)
         .rand_bytes(STAGING_RANDOM)
         .make_in(dir, |path| {
             fs::hard_link(dest, path)?;
@@ -514,10 +519,7 @@ pub fn restore_backup(path: &Path, marker: &OwedMarker) -> Result<(), InstallErr
 
 // The rename is durable only once the directory entry is on disk.
 fn sync_dir(path: &Path) -> Result<(), InstallError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = dir_of(path);
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(err("fsync the directory of", path))
