@@ -25,7 +25,7 @@
 #        KEEP_JSON=DIR     copy the hyperfine JSON exports to DIR
 # Needs: cargo, python3, hyperfine and /usr/bin/time (Debian packages `hyperfine` and `time`;
 #        installed with apt-get when missing and root or sudo is available); valgrind for the
-#        instruction counts (optional).
+#        instruction counts (optional); nm (binutils) for the code layout line (optional).
 set -euo pipefail
 
 SIZES=${SIZES:-"10 1000 10000 100000"}
@@ -207,6 +207,14 @@ echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f
   "Linux $(uname -r); $("$BIN" --version), commit $commit;"\
   "hyperfine -N --warmup $WARMUP --runs $RUNS; peak RSS = max of $RSS_RUNS runs per scenario;"\
   "load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)."
+# The functions of linker/symbol-order.txt that this binary has, which build.rs's link laid out
+# side by side: after a toolchain or dependency update without scripts/symbol-order.sh, few.
+laid_out="unknown (no nm)"
+if command -v nm >/dev/null 2>&1; then
+  laid_out=$(nm --defined-only "$BIN" 2>/dev/null | awk '{ print $3 }' \
+    | grep -cxFf <(grep -v '^#' "$ROOT/linker/symbol-order.txt") || true)
+fi
+echo "Code layout: $laid_out functions of linker/symbol-order.txt are in this binary."
 echo
 echo "| backends | wall median (changed) | wall median (unchanged) | peak RSS | instructions (changed) |"
 echo "|---:|---:|---:|---:|---:|"

@@ -30,10 +30,16 @@ mod generate;
 mod init;
 
 /// `--version`: the version and the cargo features built in, which decide what a config may use.
-#[cfg(feature = "aws")]
+#[cfg(all(feature = "aws", feature = "etcd"))]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (features: aws, etcd)");
+/// `--version`: the version and the cargo features built in, which decide what a config may use.
+#[cfg(all(feature = "aws", not(feature = "etcd")))]
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (features: aws)");
 /// `--version`: the version and the cargo features built in, which decide what a config may use.
-#[cfg(not(feature = "aws"))]
+#[cfg(all(not(feature = "aws"), feature = "etcd"))]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (features: etcd)");
+/// `--version`: the version and the cargo features built in, which decide what a config may use.
+#[cfg(not(any(feature = "aws", feature = "etcd")))]
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (features: none)");
 
 /// The end of `--help`: what the daemon does on each signal, the exit codes, the docs.

@@ -648,10 +648,13 @@ fn help_names_signals_exit_codes_and_docs_and_version_names_features() {
     let after = &help[help.find("Signals (elasticd run):").unwrap()..];
     insta::assert_snapshot!(after);
     let version = t.elasticd(["--version"]).run().success().stdout;
-    let features = if cfg!(feature = "aws") {
-        "(features: aws)"
-    } else {
-        "(features: none)"
+    // Written out per feature rather than built like the binary builds it, so that a feature
+    // left out of the string fails here.
+    let features = match (cfg!(feature = "aws"), cfg!(feature = "etcd")) {
+        (true, true) => "(features: aws, etcd)",
+        (true, false) => "(features: aws)",
+        (false, true) => "(features: etcd)",
+        (false, false) => "(features: none)",
     };
     assert_eq!(
         version.trim(),
