@@ -2,7 +2,7 @@
 //! sit side by side (linker/symbol-order.txt, made by scripts/symbol-order.sh).
 //!
 //! Without it, the few hundred KB of code that a `render` or an idle daemon runs is scattered
-//! over the whole 10 MB text of the binary, and every page it touches stays resident: most of
+//! over the whole 12 MB text of the binary, and every page it touches stays resident: most of
 //! the one-shot command's memory is code (docs/benchmarks.md, "Code layout"). The list is only a
 //! hint to the linker: names that no longer match are skipped, and the binary behaves the same.
 

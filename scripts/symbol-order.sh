@@ -2,7 +2,7 @@
 # Regenerates linker/symbol-order.txt, the list of functions that the release binary runs in its
 # common jobs, which build.rs hands to the linker (lld's --symbol-ordering-file) so that they sit
 # side by side in the binary. A one-shot `render` or an idle daemon then maps a few hundred KB of
-# code instead of pages scattered over 10 MB of it (most of which is the AWS SDK and etcd client,
+# code instead of pages scattered over 12 MB of it (most of which is the AWS SDK and etcd client,
 # cold in every job but their own): less resident memory and fewer page faults at start-up
 # (docs/benchmarks.md, "Code layout").
 #
